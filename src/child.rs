@@ -1,0 +1,201 @@
+//! The etcd child process: spawn, signal, graceful stop with escalation.
+//!
+//! The child inherits stdout/stderr, so etcd's own log reaches the journal or container log
+//! unchanged even if the supervisor dies. It gets `PR_SET_PDEATHSIG(SIGTERM)` so that a
+//! killed supervisor never leaves an etcd holding the data dir, and `NOTIFY_SOCKET` is
+//! removed from its environment because the supervisor, not etcd, is the unit's main PID.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::oneshot;
+
+use crate::reaper::{ChildExit, Reaper, ReaperError};
+
+/// Environment variables that belong to the supervisor's systemd contract, not etcd's.
+const SYSTEMD_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
+/// A running etcd process.
+#[derive(Debug)]
+pub struct EtcdChild {
+    pid: Pid,
+    binary: PathBuf,
+    started: Instant,
+    exit: oneshot::Receiver<ChildExit>,
+    exited: Option<ChildExit>,
+}
+
+/// How a requested stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// The child's exit.
+    pub exit: ChildExit,
+    /// True when SIGTERM was not enough and SIGKILL was sent.
+    pub escalated: bool,
+    /// Time from the stop request to the exit.
+    pub took: Duration,
+}
+
+impl Stopped {
+    /// True when etcd ended the way a graceful stop should end: code 0, or death by the
+    /// SIGTERM it was sent (etcd re-raises the signal when it is not PID 1).
+    pub fn is_clean(&self) -> bool {
+        !self.escalated
+            && (matches!(self.exit, ChildExit::Code(0))
+                || self.exit.is_signal(Signal::SIGTERM)
+                || self.exit.is_signal(Signal::SIGINT))
+    }
+}
+
+impl EtcdChild {
+    /// Starts `binary` with `args` through the reaper.
+    pub fn spawn(reaper: &Reaper, binary: &Path, args: &[String]) -> Result<Self, ReaperError> {
+        let mut cmd = Command::new(binary);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        for var in SYSTEMD_VARS {
+            cmd.env_remove(var);
+        }
+        let parent = std::process::id() as i32;
+        // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+        // functions (prctl, getppid, sigprocmask, kill).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+                Ok(())
+            });
+        }
+        let spawned = reaper.spawn(&mut cmd)?;
+        Ok(Self {
+            pid: spawned.pid,
+            binary: binary.to_path_buf(),
+            started: Instant::now(),
+            exit: spawned.exit,
+            exited: None,
+        })
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid.as_raw() as u32
+    }
+
+    /// The binary it runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// When it was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Sends `sig` unless the process has already been reaped (its pid may be reused).
+    pub fn signal(&self, sig: Signal) {
+        if self.exited.is_some() {
+            return;
+        }
+        if let Err(e) = kill(self.pid, sig) {
+            tracing::debug!(pid = self.pid.as_raw(), signal = sig.as_str(), error = %e, "signal not delivered");
+        }
+    }
+
+    /// Waits for the process to exit. Cancel-safe: may be polled again after a cancel.
+    pub async fn wait(&mut self) -> ChildExit {
+        if let Some(exit) = self.exited {
+            return exit;
+        }
+        // The reaper only drops the sender after sending; a closed channel without a value
+        // would mean the reaper task is gone, which ends the runtime anyway.
+        let exit = (&mut self.exit)
+            .await
+            .unwrap_or(ChildExit::Signal(libc::SIGKILL));
+        self.exited = Some(exit);
+        exit
+    }
+
+    /// Graceful stop: SIGTERM, then SIGKILL after `timeout`.
+    pub async fn stop(&mut self, timeout: Duration) -> Stopped {
+        let asked = Instant::now();
+        self.signal(Signal::SIGTERM);
+        let (exit, escalated) = match tokio::time::timeout(timeout, self.wait()).await {
+            Ok(exit) => (exit, false),
+            Err(_) => {
+                tracing::warn!(
+                    pid = self.pid.as_raw(),
+                    timeout = %humantime::format_duration(timeout),
+                    "etcd did not stop after SIGTERM; sending SIGKILL"
+                );
+                self.signal(Signal::SIGKILL);
+                (self.wait().await, true)
+            }
+        };
+        Stopped {
+            exit,
+            escalated,
+            took: asked.elapsed(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(reaper: &Reaper, script: &str) -> EtcdChild {
+        EtcdChild::spawn(
+            reaper,
+            Path::new("/bin/sh"),
+            &["-c".to_owned(), script.to_owned()],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn stop_escalates_to_sigkill_when_term_is_ignored() {
+        let reaper = Reaper::start().unwrap();
+        let mut child = sh(&reaper, "trap '' TERM; while :; do sleep 0.05; done");
+        // Let the shell install its trap before we signal it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopped = child.stop(Duration::from_millis(300)).await;
+        assert!(stopped.escalated);
+        assert_eq!(stopped.exit, ChildExit::Signal(libc::SIGKILL));
+        assert!(!stopped.is_clean());
+    }
+
+    #[tokio::test]
+    async fn death_by_the_sigterm_we_sent_is_a_clean_stop() {
+        let reaper = Reaper::start().unwrap();
+        let mut child = sh(&reaper, "sleep 30");
+        let stopped = child.stop(Duration::from_secs(10)).await;
+        assert!(!stopped.escalated);
+        assert_eq!(stopped.exit, ChildExit::Signal(libc::SIGTERM));
+        assert!(stopped.is_clean());
+    }
+
+    #[tokio::test]
+    async fn systemd_variables_are_not_inherited() {
+        let reaper = Reaper::start().unwrap();
+        std::env::set_var("NOTIFY_SOCKET", "/run/test-notify");
+        let mut child = sh(&reaper, "test -z \"${NOTIFY_SOCKET+x}\"");
+        let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .unwrap();
+        assert_eq!(exit, ChildExit::Code(0));
+    }
+}

@@ -1,0 +1,324 @@
+//! Resolved settings: supervisor options merged with what etcd itself will be told.
+//!
+//! The supervisor never asks for the member name, data dir or client URLs twice: it reads
+//! them from the same flags and `ETCD_*` variables etcd reads, with etcd's precedence
+//! (a flag beats the environment, the environment beats etcd's default).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::RunArgs;
+
+/// Errors in the configuration given to the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An etcd flag that needs a value was the last argument.
+    #[error("etcd flag {0} needs a value")]
+    MissingValue(String),
+    /// A relative state dir would move with the working directory of whoever starts us.
+    #[error("--state-dir must be an absolute path, got {0}")]
+    RelativeStateDir(PathBuf),
+}
+
+/// What the supervisor knows about the etcd member it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// `--name` / `ETCD_NAME`, etcd's default `default`.
+    pub name: String,
+    /// `--data-dir` / `ETCD_DATA_DIR`; when neither is set, `<state-dir>/<name>.etcd`.
+    pub data_dir: PathBuf,
+    /// URLs at which this member's client API answers on this host.
+    pub client_urls: Vec<String>,
+}
+
+/// Settings of `etcd-supervisor run`, validated.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Root of versions/, backups/ and state.json.
+    pub state_dir: PathBuf,
+    /// Binary to install when no version is pinned yet.
+    pub etcd_binary: Option<PathBuf>,
+    /// Grace period between SIGTERM and SIGKILL.
+    pub stop_timeout: Duration,
+    /// Restart backoff: first delay, cap, and healthy time that resets it.
+    pub backoff: Backoff,
+    /// How often /health is polled once etcd is up.
+    pub health_interval: Duration,
+    /// Arguments etcd is started with (the user's, plus `--data-dir` when we chose it).
+    pub etcd_args: Vec<String>,
+    /// The member as etcd will see it.
+    pub member: Member,
+}
+
+/// Restart backoff policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay after the first crash.
+    pub initial: Duration,
+    /// Upper bound of the delay.
+    pub max: Duration,
+    /// Healthy time after which the delay starts again from `initial`.
+    pub reset_after: Duration,
+}
+
+impl Backoff {
+    /// Delay before restart number `attempt` (1-based): initial * 2^(attempt-1), capped.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(attempt.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+impl RunSettings {
+    /// Resolves `run` options against etcd's flags and the given environment.
+    pub fn resolve(args: &RunArgs, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        if !args.state_dir.is_absolute() {
+            return Err(ConfigError::RelativeStateDir(args.state_dir.clone()));
+        }
+        let flags = EtcdFlags::parse(&args.etcd_args)?;
+        let lookup = |flag: &str, var: &str| -> Option<String> {
+            flags
+                .get(flag)
+                .map(str::to_owned)
+                .or_else(|| env.get(var).filter(|v| !v.is_empty()).cloned())
+        };
+        let name = lookup("name", "ETCD_NAME").unwrap_or_else(|| "default".to_owned());
+        let mut etcd_args = args.etcd_args.clone();
+        let data_dir = match lookup("data-dir", "ETCD_DATA_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                // etcd's own default is "<name>.etcd" in its working directory, which
+                // under systemd is "/": keep the data with the rest of our state instead.
+                let dir = args.state_dir.join(format!("{name}.etcd"));
+                etcd_args.push(format!("--data-dir={}", dir.display()));
+                dir
+            }
+        };
+        let advertised = lookup("advertise-client-urls", "ETCD_ADVERTISE_CLIENT_URLS");
+        let listening = lookup("listen-client-urls", "ETCD_LISTEN_CLIENT_URLS");
+        let client_urls = local_client_urls(advertised.as_deref(), listening.as_deref());
+        Ok(Self {
+            state_dir: args.state_dir.clone(),
+            etcd_binary: args.etcd_binary.clone(),
+            stop_timeout: args.stop_timeout,
+            backoff: Backoff {
+                initial: args.restart_delay,
+                max: args.restart_delay_max.max(args.restart_delay),
+                reset_after: args.healthy_reset,
+            },
+            health_interval: args.health_interval,
+            etcd_args,
+            member: Member {
+                name,
+                data_dir,
+                client_urls,
+            },
+        })
+    }
+
+    /// Where pinned etcd versions live.
+    pub fn versions_dir(&self) -> PathBuf {
+        self.state_dir.join("versions")
+    }
+}
+
+/// etcd's flags as given on the command line, in Go `flag` syntax.
+#[derive(Debug, Default)]
+struct EtcdFlags {
+    values: HashMap<String, String>,
+}
+
+/// etcd flags that are booleans and so never consume the next argument.
+const BOOL_FLAGS: &[&str] = &[
+    "version",
+    "h",
+    "help",
+    "enable-v2",
+    "enable-pprof",
+    "strict-reconfig-check",
+    "client-cert-auth",
+    "peer-client-cert-auth",
+    "auto-tls",
+    "peer-auto-tls",
+    "force-new-cluster",
+    "debug",
+    "enable-grpc-gateway",
+    "experimental-initial-corrupt-check",
+    "experimental-enable-lease-checkpoint",
+    "experimental-memory-mlock",
+    "socket-reuse-port",
+    "socket-reuse-address",
+    "pre-vote",
+];
+
+impl EtcdFlags {
+    fn parse(args: &[String]) -> Result<Self, ConfigError> {
+        let mut values = HashMap::new();
+        let mut iter = args.iter();
+        while let Some(arg) = iter.next() {
+            // Go's flag package stops at the first non-flag argument or a bare "--".
+            if arg == "--" || !arg.starts_with('-') || arg == "-" {
+                break;
+            }
+            let body = arg.trim_start_matches('-');
+            if let Some((key, value)) = body.split_once('=') {
+                values.insert(key.to_owned(), value.to_owned());
+            } else if BOOL_FLAGS.contains(&body) {
+                values.insert(body.to_owned(), "true".to_owned());
+            } else {
+                let value = iter
+                    .next()
+                    .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?;
+                values.insert(body.to_owned(), value.clone());
+            }
+        }
+        Ok(Self { values })
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+}
+
+/// Client URLs reachable from this host: advertised ones first, then listening ones with
+/// wildcard hosts replaced by loopback. etcd's default is `http://localhost:2379`.
+fn local_client_urls(advertised: Option<&str>, listening: Option<&str>) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    let split = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty() && !u.starts_with("unix"))
+            .map(|u| {
+                u.replace("://0.0.0.0", "://127.0.0.1")
+                    .replace("://[::]", "://[::1]")
+            })
+            .collect()
+    };
+    for url in listening
+        .map(split)
+        .unwrap_or_default()
+        .into_iter()
+        .chain(advertised.map(split).unwrap_or_default())
+    {
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    if urls.is_empty() {
+        urls.push("http://localhost:2379".to_owned());
+    }
+    urls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn settings(argv: &[&str], env: &[(&str, &str)]) -> RunSettings {
+        let mut full = vec!["etcd-supervisor", "run", "--state-dir", "/var/lib/es"];
+        full.extend_from_slice(argv);
+        let cli = Cli::try_parse_from(full).unwrap();
+        let Command::Run(run) = cli.command;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RunSettings::resolve(&run, &env).unwrap()
+    }
+
+    #[test]
+    fn no_etcd_flags_gives_etcd_defaults_with_data_under_state_dir() {
+        let s = settings(&[], &[]);
+        assert_eq!(s.member.name, "default");
+        assert_eq!(s.member.data_dir, PathBuf::from("/var/lib/es/default.etcd"));
+        assert_eq!(s.member.client_urls, ["http://localhost:2379"]);
+        assert_eq!(s.etcd_args, ["--data-dir=/var/lib/es/default.etcd"]);
+    }
+
+    #[test]
+    fn flag_beats_env_and_both_syntaxes_parse() {
+        let s = settings(
+            &[
+                "--",
+                "-name",
+                "m1",
+                "--data-dir=/d",
+                "--enable-pprof",
+                "--listen-client-urls",
+                "http://0.0.0.0:2379",
+            ],
+            &[("ETCD_NAME", "from-env"), ("ETCD_DATA_DIR", "/env")],
+        );
+        assert_eq!(s.member.name, "m1");
+        assert_eq!(s.member.data_dir, PathBuf::from("/d"));
+        assert_eq!(s.member.client_urls, ["http://127.0.0.1:2379"]);
+        // Nothing is added when the user chose the data dir.
+        assert_eq!(s.etcd_args.len(), 6);
+    }
+
+    #[test]
+    fn env_is_used_when_no_flag() {
+        let s = settings(
+            &[],
+            &[
+                ("ETCD_NAME", "m2"),
+                ("ETCD_DATA_DIR", "/srv/etcd"),
+                ("ETCD_ADVERTISE_CLIENT_URLS", "http://10.0.0.2:2379"),
+                (
+                    "ETCD_LISTEN_CLIENT_URLS",
+                    "http://127.0.0.1:2379,http://10.0.0.2:2379",
+                ),
+            ],
+        );
+        assert_eq!(s.member.name, "m2");
+        assert_eq!(s.member.data_dir, PathBuf::from("/srv/etcd"));
+        assert!(s.etcd_args.is_empty());
+        assert_eq!(
+            s.member.client_urls,
+            ["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+    }
+
+    #[test]
+    fn flag_missing_its_value_is_an_error() {
+        let cli = Cli::try_parse_from([
+            "etcd-supervisor",
+            "run",
+            "--state-dir",
+            "/s",
+            "--",
+            "--name",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command;
+        let err = RunSettings::resolve(&run, &HashMap::new()).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingValue(f) if f == "--name"));
+    }
+
+    #[test]
+    fn relative_state_dir_is_refused() {
+        let cli = Cli::try_parse_from(["etcd-supervisor", "run", "--state-dir", "rel"]).unwrap();
+        let Command::Run(run) = cli.command;
+        assert!(matches!(
+            RunSettings::resolve(&run, &HashMap::new()),
+            Err(ConfigError::RelativeStateDir(_))
+        ));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        };
+        let delays: Vec<u64> = (1..=7).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(b.delay(100), Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,21 @@
+//! etcd-supervisor: runs etcd as a supervised child and rolling-upgrades the cluster.
+//!
+//! Layout:
+//! - `cli`, `config`: command line, and settings resolved against etcd's own flags/env.
+//! - `reaper`, `child`, `datadir`: the etcd process (the only place that waits for children).
+//! - `supervisor`: the `run` loop (restart policy, health, signals, systemd).
+//! - `notify`: systemd notifications; `logging`: tracing setup.
+//! - `version`, `versions`: version numbers and the pinned-binaries store.
+//! - `etcd`: the HTTP/JSON gateway client.
+
+pub mod child;
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod etcd;
+pub mod logging;
+pub mod notify;
+pub mod reaper;
+pub mod supervisor;
+pub mod version;
+pub mod versions;
