@@ -17,5 +17,6 @@ pub mod logging;
 pub mod notify;
 pub mod reaper;
 pub mod supervisor;
+pub mod upgrade_path;
 pub mod version;
 pub mod versions;

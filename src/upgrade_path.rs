@@ -1,0 +1,1 @@
+//! Upgrade-path rules (placeholder; being written).
