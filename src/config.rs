@@ -13,9 +13,6 @@ use crate::cli::RunArgs;
 /// Errors in the configuration given to the supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// An etcd flag that needs a value was the last argument.
-    #[error("etcd flag {0} needs a value")]
-    MissingValue(String),
     /// A relative state dir would move with the working directory of whoever starts us.
     #[error("--state-dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),
@@ -78,7 +75,7 @@ impl RunSettings {
         if !args.state_dir.is_absolute() {
             return Err(ConfigError::RelativeStateDir(args.state_dir.clone()));
         }
-        let flags = EtcdFlags::parse(&args.etcd_args)?;
+        let flags = EtcdFlags::parse(&args.etcd_args);
         let lookup = |flag: &str, var: &str| -> Option<String> {
             flags
                 .get(flag)
@@ -155,9 +152,9 @@ const BOOL_FLAGS: &[&str] = &[
 ];
 
 impl EtcdFlags {
-    fn parse(args: &[String]) -> Result<Self, ConfigError> {
+    fn parse(args: &[String]) -> Self {
         let mut values = HashMap::new();
-        let mut iter = args.iter();
+        let mut iter = args.iter().peekable();
         while let Some(arg) = iter.next() {
             // Go's flag package stops at the first non-flag argument or a bare "--".
             if arg == "--" || !arg.starts_with('-') || arg == "-" {
@@ -166,16 +163,17 @@ impl EtcdFlags {
             let body = arg.trim_start_matches('-');
             if let Some((key, value)) = body.split_once('=') {
                 values.insert(key.to_owned(), value.to_owned());
-            } else if BOOL_FLAGS.contains(&body) {
+            } else if BOOL_FLAGS.contains(&body)
+                || iter.peek().is_none_or(|next| next.starts_with('-'))
+            {
+                // A flag we do not know, with nothing after it, is etcd's to judge: it
+                // rejects bad flags with its own message, and we exit with its code.
                 values.insert(body.to_owned(), "true".to_owned());
-            } else {
-                let value = iter
-                    .next()
-                    .ok_or_else(|| ConfigError::MissingValue(arg.clone()))?;
+            } else if let Some(value) = iter.next() {
                 values.insert(body.to_owned(), value.clone());
             }
         }
-        Ok(Self { values })
+        Self { values }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -285,19 +283,21 @@ mod tests {
     }
 
     #[test]
-    fn flag_missing_its_value_is_an_error() {
-        let cli = Cli::try_parse_from([
-            "etcd-supervisor",
-            "run",
-            "--state-dir",
-            "/s",
-            "--",
-            "--name",
-        ])
-        .unwrap();
-        let Command::Run(run) = cli.command;
-        let err = RunSettings::resolve(&run, &HashMap::new()).unwrap_err();
-        assert!(matches!(err, ConfigError::MissingValue(f) if f == "--name"));
+    fn unknown_flags_are_left_to_etcd() {
+        let s = settings(
+            &[
+                "--",
+                "--name",
+                "m1",
+                "--no-such-flag",
+                "--data-dir",
+                "/d",
+                "--last",
+            ],
+            &[],
+        );
+        assert_eq!(s.member.name, "m1");
+        assert_eq!(s.member.data_dir, PathBuf::from("/d"));
     }
 
     #[test]

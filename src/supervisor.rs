@@ -149,6 +149,11 @@ impl Signals {
 
 /// Makes sure a version is pinned (installing `--etcd-binary` on first start) and returns it.
 pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pinned, RunError> {
+    std::fs::create_dir_all(&settings.state_dir).map_err(|source| RunError::StateDir {
+        dir: settings.state_dir.clone(),
+        source,
+    })?;
+    check_writable(&settings.state_dir)?;
     let store = VersionStore::new(&settings.state_dir);
     let given = match &settings.etcd_binary {
         Some(path) => Some((
@@ -177,11 +182,6 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
         return Err(RunError::NothingInstalled(settings.versions_dir()));
     };
     let version = probed?;
-    std::fs::create_dir_all(&settings.state_dir).map_err(|source| RunError::StateDir {
-        dir: settings.state_dir.clone(),
-        source,
-    })?;
-    check_writable(&settings.state_dir)?;
     let sum = versions::sha256_file(path)?;
     let pinned = store.install(path, &version, &sum)?;
     store.set_current(&version)?;

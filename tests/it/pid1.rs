@@ -1,0 +1,102 @@
+//! The supervisor as PID 1 of a fresh PID namespace (`unshare --pid --fork --mount-proc`),
+//! as in a container: orphans are reaped, signals work, exit codes propagate.
+
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::support::{self, wait_for, Cluster, Mode, Proc, Release, SUPERVISOR};
+
+/// Wraps a supervisor command line in `unshare` so the supervisor is PID 1.
+fn as_pid1(inner: &Command) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd
+}
+
+/// The host pid of the namespace's PID 1: the child of the `unshare` process.
+fn inner_pid1(unshare: &Proc) -> i32 {
+    let path = format!("/proc/{0}/task/{0}/children", unshare.pid());
+    wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&path)
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+    .expect("unshare forked its child")
+}
+
+#[test]
+fn orphans_are_reaped_and_etcds_exit_code_propagates() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("etcd");
+    let report = dir.path().join("zombies");
+    // A stand-in etcd that leaves orphans behind, counts zombies in the namespace after they
+    // have exited, and then fails with a distinctive code.
+    support::write_script(
+        &fake,
+        &format!(
+            r#"#!/bin/sh
+if [ "$1" = "--version" ]; then echo "etcd Version: 3.5.16"; exit 0; fi
+for i in 1 2 3 4 5; do ( sleep 0.1 & ); done
+sleep 2
+z=0
+for f in /proc/[0-9]*/stat; do
+  read -r line < "$f" 2>/dev/null || continue
+  case "$line" in *") Z "*) z=$((z+1));; esac
+done
+echo "$z" > {report}
+exit 42
+"#,
+            report = report.display()
+        ),
+    );
+    let mut inner = Command::new(SUPERVISOR);
+    inner
+        .arg("run")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--etcd-binary")
+        .arg(&fake);
+    let out = Command::new("timeout")
+        .arg("60")
+        .args([as_pid1(&inner).get_program()])
+        .args(as_pid1(&inner).get_args())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(42), "{stderr}");
+    let zombies = std::fs::read_to_string(&report).expect("fake etcd wrote its report");
+    assert_eq!(
+        zombies.trim(),
+        "0",
+        "orphans were left as zombies; {stderr}"
+    );
+}
+
+#[test]
+fn real_etcd_as_pid1_stops_cleanly_on_sigterm() {
+    let mut cluster = Cluster::new(Release::V3_5, 1, Mode::Supervised(vec![]));
+    let log = cluster.dir().join("pid1.log");
+    let m = cluster.member(0);
+    let mut unshare = Proc::spawn(&mut as_pid1(&m.command()), &log);
+    m.wait_healthy();
+    let pid1 = inner_pid1(&unshare);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid1), Signal::SIGTERM).unwrap();
+    let status = unshare
+        .wait_timeout(Duration::from_secs(30))
+        .expect("supervisor exited after SIGTERM");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("etcd stopped; exiting"), "{text}");
+}
