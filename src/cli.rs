@@ -41,6 +41,126 @@ pub enum LogFormat {
 pub enum Command {
     /// Run etcd as a supervised child (use as ExecStart= or container entrypoint).
     Run(Box<RunArgs>),
+    /// Show members, versions, health, the cluster version, alarms and the upgrade turn.
+    Status(StatusArgs),
+    /// Copy a new etcd binary into the staging directory, checksum last.
+    Stage(StageArgs),
+    /// Take a verified backup of the local member now.
+    Backup(BackupArgs),
+    /// Check a backup directory against its SHA256SUMS and snapshot trailer.
+    VerifyBackup(VerifyBackupArgs),
+}
+
+/// How to reach the cluster: endpoints, TLS and auth (shared by several subcommands).
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Cluster client URLs, comma-separated. Default: the local member's client URLs, then
+    /// the member list.
+    #[arg(long, env = "ETCD_SUPERVISOR_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+
+    /// CA bundle that signed etcd's client certificates.
+    #[arg(long, env = "ETCD_SUPERVISOR_CACERT")]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate (etcd with --client-cert-auth).
+    #[arg(long, env = "ETCD_SUPERVISOR_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Key of the client certificate.
+    #[arg(long, env = "ETCD_SUPERVISOR_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// etcd user (auth enabled); the password is read from ETCD_SUPERVISOR_PASSWORD.
+    #[arg(long, env = "ETCD_SUPERVISOR_USER")]
+    pub user: Option<String>,
+
+    /// Password of --user. Only from the environment, never the command line (ps shows it).
+    #[arg(skip)]
+    pub password: Option<String>,
+
+    /// Upper bound of one request to etcd.
+    #[arg(long, env = "ETCD_SUPERVISOR_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+/// How a turn backs up the member before stopping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackupMode {
+    /// A snapshot through the API (always consistent, etcd keeps running).
+    Snapshot,
+    /// A snapshot plus a cold copy of the data dir while etcd is stopped.
+    Both,
+    /// Only the cold data-dir copy (still verified).
+    DataDir,
+}
+
+/// Options of `etcd-supervisor status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Prefix of the supervisor's keys in etcd.
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_KEY_PREFIX",
+        default_value = "/etcd-supervisor/"
+    )]
+    pub key_prefix: String,
+
+    /// Print stable JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `etcd-supervisor stage`.
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// The etcd binary to stage.
+    pub binary: PathBuf,
+
+    /// etcdctl / etcdutl (or other files) to stage beside it; they travel with the version.
+    #[arg(long = "with", value_name = "FILE")]
+    pub with: Vec<PathBuf>,
+
+    /// Directory for pinned versions, backups and state.json.
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_STATE_DIR",
+        default_value = "/var/lib/etcd-supervisor"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Staging directory (default `<state-dir>/staging`).
+    #[arg(long, env = "ETCD_SUPERVISOR_STAGING_DIR")]
+    pub staging_dir: Option<PathBuf>,
+}
+
+/// Options of `etcd-supervisor backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Directory for pinned versions, backups and state.json.
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_STATE_DIR",
+        default_value = "/var/lib/etcd-supervisor"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Where to write the backup (default `<state-dir>/backups/<time>-<member>-...`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Options of `etcd-supervisor verify-backup`.
+#[derive(Debug, Args)]
+pub struct VerifyBackupArgs {
+    /// The backup directory.
+    pub dir: PathBuf,
 }
 
 /// Options of `etcd-supervisor run`.
@@ -81,6 +201,52 @@ pub struct RunArgs {
     #[arg(long, env = "ETCD_SUPERVISOR_HEALTH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub health_interval: Duration,
 
+    /// Staging directory watched for new etcd binaries (default `<state-dir>/staging`).
+    #[arg(long, env = "ETCD_SUPERVISOR_STAGING_DIR")]
+    pub staging_dir: Option<PathBuf>,
+
+    /// Poll the staging directory at this interval instead of relying on inotify alone
+    /// (for filesystems without inotify, such as some network mounts).
+    #[arg(long, env = "ETCD_SUPERVISOR_POLL_INTERVAL", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Prefix of the supervisor's keys in etcd.
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_KEY_PREFIX",
+        default_value = "/etcd-supervisor/"
+    )]
+    pub key_prefix: String,
+
+    /// TTL of the upgrade turn's lease. Short enough that a dead holder frees the turn
+    /// quickly, long enough to ride out a leader election (~1-2 s) between keepalives.
+    #[arg(long, env = "ETCD_SUPERVISOR_LOCK_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub lock_ttl: Duration,
+
+    /// How long a started etcd may take to be healthy and caught up before the swap is
+    /// rolled back.
+    #[arg(long, env = "ETCD_SUPERVISOR_READY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub ready_timeout: Duration,
+
+    /// What to back up before a swap.
+    #[arg(long, env = "ETCD_SUPERVISOR_BACKUP", value_enum, default_value_t = BackupMode::Snapshot)]
+    pub backup: BackupMode,
+
+    /// Backups to keep; never fewer than one verified backup.
+    #[arg(long, env = "ETCD_SUPERVISOR_BACKUP_KEEP", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
+
+    /// Accept a version on the known-bad list (repeatable, or comma-separated).
+    #[arg(long, env = "ETCD_SUPERVISOR_ALLOW_KNOWN_BAD", value_delimiter = ',')]
+    pub allow_known_bad: Vec<String>,
+
+    /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9379); off by default.
+    #[arg(long, env = "ETCD_SUPERVISOR_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Arguments passed to etcd unchanged (after `--`); ETCD_* variables pass through too.
     #[arg(last = true, value_name = "ETCD_FLAGS")]
     pub etcd_args: Vec<String>,
@@ -114,7 +280,9 @@ mod tests {
             "--data-dir=/d",
         ])
         .unwrap();
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
         assert_eq!(run.etcd_args, ["--name", "m1", "--data-dir=/d"]);
         assert_eq!(run.state_dir, PathBuf::from("/tmp/x"));
     }

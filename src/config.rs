@@ -42,6 +42,10 @@ pub struct RunSettings {
     pub backoff: Backoff,
     /// How often /health is polled once etcd is up.
     pub health_interval: Duration,
+    /// Directory watched for staged binaries.
+    pub staging_dir: PathBuf,
+    /// Staging poll interval for filesystems without inotify.
+    pub poll_interval: Option<Duration>,
     /// Arguments etcd is started with (the user's, plus `--data-dir` when we chose it).
     pub etcd_args: Vec<String>,
     /// The member as etcd will see it.
@@ -107,6 +111,11 @@ impl RunSettings {
                 reset_after: args.healthy_reset,
             },
             health_interval: args.health_interval,
+            staging_dir: args
+                .staging_dir
+                .clone()
+                .unwrap_or_else(|| args.state_dir.join("staging")),
+            poll_interval: args.poll_interval,
             etcd_args,
             member: Member {
                 name,
@@ -221,7 +230,9 @@ mod tests {
         let mut full = vec!["etcd-supervisor", "run", "--state-dir", "/var/lib/es"];
         full.extend_from_slice(argv);
         let cli = Cli::try_parse_from(full).unwrap();
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -303,7 +314,9 @@ mod tests {
     #[test]
     fn relative_state_dir_is_refused() {
         let cli = Cli::try_parse_from(["etcd-supervisor", "run", "--state-dir", "rel"]).unwrap();
-        let Command::Run(run) = cli.command;
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
         assert!(matches!(
             RunSettings::resolve(&run, &HashMap::new()),
             Err(ConfigError::RelativeStateDir(_))

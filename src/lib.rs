@@ -8,6 +8,7 @@
 //! - `version`, `versions`: version numbers and the pinned-binaries store.
 //! - `etcd`: the HTTP/JSON gateway client.
 
+pub mod app;
 pub mod child;
 pub mod cli;
 pub mod config;

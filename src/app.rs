@@ -1,0 +1,51 @@
+//! Dispatch of subcommands to their modules, and the exit-code policy at that edge.
+
+use std::future::Future;
+
+use crate::cli::{Cli, Command};
+use crate::config::RunSettings;
+use crate::supervisor;
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run(args) => {
+            let env = std::env::vars().collect();
+            match RunSettings::resolve(&args, &env) {
+                Ok(settings) => block_on(async move {
+                    supervisor::run(settings).await.unwrap_or_else(|e| {
+                        tracing::error!("{e}");
+                        if e.is_config() {
+                            2
+                        } else {
+                            1
+                        }
+                    })
+                }),
+                Err(e) => {
+                    tracing::error!("{e}");
+                    2
+                }
+            }
+        }
+        Command::Status(_) | Command::Stage(_) | Command::Backup(_) | Command::VerifyBackup(_) => {
+            tracing::error!("this subcommand is not available in this build yet");
+            2
+        }
+    }
+}
+
+/// Runs `fut` on a current-thread runtime: etcd is spawned from this (main) thread, which
+/// lives as long as the process, so PR_SET_PDEATHSIG fires only when the supervisor dies.
+pub fn block_on<F: Future<Output = i32>>(fut: F) -> i32 {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            1
+        }
+    }
+}
