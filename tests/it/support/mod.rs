@@ -536,7 +536,16 @@ impl Drop for Cluster {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T, String> {
+pub fn wait_for<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T, String> {
+    wait_for_every(timeout, Duration::from_millis(50), f)
+}
+
+/// Polls `f` every `every` until it returns `Some`, or fails after `timeout`.
+pub fn wait_for_every<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -545,7 +554,7 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Resul
         if Instant::now() >= deadline {
             return Err(format!("condition not met within {timeout:?}"));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
