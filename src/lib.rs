@@ -18,6 +18,7 @@ pub mod logging;
 pub mod notify;
 pub mod reaper;
 pub mod supervisor;
+pub mod upgrade;
 pub mod upgrade_path;
 pub mod version;
 pub mod versions;

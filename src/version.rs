@@ -118,6 +118,19 @@ impl PartialOrd for Version {
     }
 }
 
+impl serde::Serialize for Version {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Semver pre-release precedence: numeric identifiers numerically and below alphanumeric ones.
 fn cmp_pre(a: &str, b: &str) -> Ordering {
     let mut left = a.split('.');

@@ -1,0 +1,715 @@
+//! The turn's state machine: plain data and one pure transition function.
+//!
+//! Every transition yields exactly one [`Effect`] for the executor to carry out; the
+//! effect's outcome comes back as the next [`Event`]. The executor persists the new
+//! [`Turn`] (state.json) *before* it performs the effect, so after a crash the persisted
+//! phase says what may have been half done, and [`recover`] decides how to go on.
+//!
+//! The swap itself (stop, switch `current`, start, verify) runs in one of two directions:
+//! forward to `to`, or back to `from` when the new version failed. `rollback` says which.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::version::Version;
+
+/// Where a member is in its upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Nothing staged.
+    Idle,
+    /// A verified candidate is waiting for the cluster-wide turn.
+    Queued,
+    /// The turn is held; checking cluster health and path rules.
+    Preflight,
+    /// Taking the backup (etcd still running).
+    Backup,
+    /// Stopping etcd (SIGTERM, escalation after the stop timeout).
+    Stopping,
+    /// Switching `current`.
+    Swapping,
+    /// Starting etcd on the switched version.
+    Starting,
+    /// Waiting until etcd is healthy, reports the version, and has caught up.
+    Verifying,
+    /// The old version cannot be brought back; the run loop keeps restarting it.
+    Failed,
+}
+
+impl Phase {
+    /// True once etcd may have been stopped for this turn: the world has changed.
+    pub fn after_stop(self) -> bool {
+        matches!(
+            self,
+            Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying
+        )
+    }
+}
+
+/// The persisted state of this member's upgrade (state.json).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// Current phase.
+    pub phase: Phase,
+    /// The known-good version (running before the turn, and the rollback target).
+    pub from: Version,
+    /// The staged target, if any.
+    pub to: Option<Version>,
+    /// True while the swap runs backwards, to `from`.
+    pub rollback: bool,
+    /// Why the last attempt did not go through (cleared on success).
+    pub last_error: Option<String>,
+    /// Attempts at the turn that ended in a wait or a transient failure, for backoff.
+    pub retries: u32,
+}
+
+/// What happened: the outcome of the last effect, or something from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A staged binary passed the acceptance checks.
+    Staged(Version),
+    /// The cluster-wide turn is ours.
+    TurnAcquired,
+    /// The turn's lease expired or its key vanished.
+    TurnLost,
+    /// Cluster healthy and path rules say proceed.
+    PreflightPassed,
+    /// Not now (cluster unhealthy, a member unreachable...): retry later.
+    PreflightWait(String),
+    /// Never for this version (path rules refuse).
+    PreflightRefused(String),
+    /// The backup is written and verified.
+    BackupDone,
+    /// The backup could not be taken (disk full...).
+    BackupFailed(String),
+    /// etcd has exited.
+    Stopped,
+    /// `current` points at the effect's version.
+    Switched,
+    /// The switch failed (I/O error).
+    SwitchFailed(String),
+    /// etcd was started.
+    Started,
+    /// etcd could not be started at all.
+    StartFailed(String),
+    /// Healthy, right version, caught up.
+    Verified,
+    /// Not healthy/caught up in time, or exited.
+    VerifyFailed(String),
+    /// The turn was released (and progress recorded).
+    Released,
+    /// SIGTERM/SIGINT to the supervisor.
+    Shutdown,
+}
+
+/// The one thing the executor does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Nothing to do until an outside event.
+    Nothing,
+    /// Queue for the turn (after a delay, for retries).
+    AcquireTurn {
+        /// Wait this long first.
+        after: Duration,
+    },
+    /// Check cluster health and the path rules.
+    Preflight,
+    /// Take and verify the backup.
+    Backup,
+    /// Stop etcd gracefully.
+    StopEtcd,
+    /// Point `current` at this version.
+    Switch(Version),
+    /// Start etcd on `current`.
+    StartEtcd,
+    /// Wait until etcd runs this version healthily and caught up.
+    Verify(Version),
+    /// Release the turn; record the outcome (and the rejection, if any) in etcd and on disk.
+    Release {
+        /// A version to mark rejected for the whole cluster, with the reason.
+        reject: Option<(Version, String)>,
+    },
+    /// Release the turn (if held), stop etcd, keep the persisted state for `recover`, exit.
+    Exit,
+}
+
+/// A transition's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The next state, to persist before performing `effect`.
+    pub turn: Turn,
+    /// What to do.
+    pub effect: Effect,
+}
+
+/// Delay before re-queueing after a wait or transient failure: 1 s doubling to 60 s.
+pub fn retry_delay(retries: u32) -> Duration {
+    Duration::from_secs(1u64 << retries.min(6)).min(Duration::from_secs(60))
+}
+
+impl Turn {
+    /// A member running `version` with nothing staged.
+    pub fn idle(version: Version) -> Self {
+        Self {
+            phase: Phase::Idle,
+            from: version,
+            to: None,
+            rollback: false,
+            last_error: None,
+            retries: 0,
+        }
+    }
+
+    /// The version the swap is heading to (`to` forward, `from` when rolling back).
+    pub fn target(&self) -> Option<&Version> {
+        if self.rollback {
+            Some(&self.from)
+        } else {
+            self.to.as_ref()
+        }
+    }
+
+    /// The state name used in logs, STATUS= and `members/<name>`.
+    pub fn state_name(&self) -> &'static str {
+        match (self.phase, self.rollback) {
+            (Phase::Idle, _) => "idle",
+            (Phase::Queued, _) => "queued",
+            (Phase::Preflight, _) => "preflight",
+            (Phase::Backup, _) => "backup",
+            (Phase::Failed, _) => "failed",
+            (_, true) => "rolling-back",
+            (Phase::Stopping, false) => "stopping",
+            (Phase::Swapping, false) => "swapping",
+            (Phase::Starting, false) => "starting",
+            (Phase::Verifying, false) => "verifying",
+        }
+    }
+
+    fn with(&self, phase: Phase) -> Turn {
+        Turn {
+            phase,
+            ..self.clone()
+        }
+    }
+
+    /// Back in the queue after a wait or transient failure, turn released.
+    fn requeue(&self, why: String) -> Step {
+        let turn = Turn {
+            phase: Phase::Queued,
+            rollback: false,
+            last_error: Some(why),
+            retries: self.retries.saturating_add(1),
+            ..self.clone()
+        };
+        Step {
+            turn,
+            effect: Effect::Release { reject: None },
+        }
+    }
+
+    /// Starts the swap back to `from` because the new version failed.
+    fn roll_back(&self, why: String) -> Step {
+        let turn = Turn {
+            phase: Phase::Stopping,
+            rollback: true,
+            last_error: Some(why),
+            ..self.clone()
+        };
+        Step {
+            turn,
+            effect: Effect::StopEtcd,
+        }
+    }
+}
+
+/// The transition function.
+pub fn step(turn: &Turn, event: Event) -> Step {
+    use Effect as E;
+    use Event as V;
+    use Phase as P;
+    let go = |turn: Turn, effect: Effect| Step { turn, effect };
+    let stay = || go(turn.clone(), E::Nothing);
+
+    match (turn.phase, event) {
+        // Shutdown leaves the state as it is: before the stop nothing has changed, and after
+        // it the persisted phase lets `recover` finish the swap on the next start. Putting
+        // `from` back blindly could start an older minor after the cluster version moved,
+        // which etcd refuses (after touching the data dir).
+        (_, V::Shutdown) => go(turn.clone(), E::Exit),
+
+        (P::Idle | P::Queued | P::Failed, V::Staged(v)) => {
+            if v == turn.from {
+                return stay();
+            }
+            let t = Turn {
+                phase: P::Queued,
+                to: Some(v),
+                rollback: false,
+                last_error: None,
+                retries: 0,
+                ..turn.clone()
+            };
+            go(
+                t,
+                E::AcquireTurn {
+                    after: Duration::ZERO,
+                },
+            )
+        }
+        // A newer candidate while the turn is under way waits for the next turn.
+        (_, V::Staged(_)) => stay(),
+
+        (P::Queued, V::TurnAcquired) => go(turn.with(P::Preflight), E::Preflight),
+        (P::Preflight, V::PreflightPassed) => go(turn.with(P::Backup), E::Backup),
+        (P::Preflight, V::PreflightWait(why)) => turn.requeue(why),
+        (P::Preflight, V::PreflightRefused(why)) => {
+            let rejected = turn.to.clone();
+            let t = Turn {
+                phase: P::Idle,
+                to: None,
+                last_error: Some(why.clone()),
+                ..turn.clone()
+            };
+            go(
+                t,
+                E::Release {
+                    reject: rejected.map(|v| (v, why)),
+                },
+            )
+        }
+        (P::Backup, V::BackupDone) => go(turn.with(P::Stopping), E::StopEtcd),
+        (P::Backup, V::BackupFailed(why)) => turn.requeue(why),
+
+        // Losing the turn before the stop aborts; after it the swap is finished or rolled
+        // back first (the event is ignored), and the next turn must be acquired anew.
+        (P::Preflight | P::Backup, V::TurnLost) => turn.requeue("lost the upgrade turn".into()),
+        (_, V::TurnLost) => stay(),
+
+        (P::Stopping, V::Stopped) => {
+            let target = turn.target().cloned().unwrap_or_else(|| turn.from.clone());
+            go(turn.with(P::Swapping), E::Switch(target))
+        }
+        (P::Swapping, V::Switched) => go(turn.with(P::Starting), E::StartEtcd),
+        (P::Swapping, V::SwitchFailed(why)) if !turn.rollback => turn.roll_back(why),
+        (P::Starting, V::Started) => {
+            let target = turn.target().cloned().unwrap_or_else(|| turn.from.clone());
+            go(turn.with(P::Verifying), E::Verify(target))
+        }
+        (P::Starting, V::StartFailed(why)) | (P::Verifying, V::VerifyFailed(why))
+            if !turn.rollback =>
+        {
+            turn.roll_back(why)
+        }
+        (P::Verifying, V::Verified) if !turn.rollback => {
+            let to = turn.to.clone().unwrap_or_else(|| turn.from.clone());
+            let t = Turn {
+                phase: P::Idle,
+                from: to,
+                to: None,
+                rollback: false,
+                last_error: None,
+                retries: 0,
+            };
+            go(t, E::Release { reject: None })
+        }
+        (P::Verifying, V::Verified) => {
+            // Back on the old version: the new one is rejected for the whole cluster.
+            let reason = turn
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "failed to come up".into());
+            let reject = turn.to.clone().map(|v| (v, reason));
+            let t = Turn {
+                phase: P::Idle,
+                to: None,
+                rollback: false,
+                ..turn.clone()
+            };
+            go(t, E::Release { reject })
+        }
+        // The old version does not come back either: say so, release the turn (the other
+        // members' preflight sees this member down and waits), and let the run loop keep
+        // restarting `from` with backoff.
+        (P::Swapping, V::SwitchFailed(why))
+        | (P::Starting, V::StartFailed(why))
+        | (P::Verifying, V::VerifyFailed(why)) => {
+            let reject = turn.to.clone().map(|v| {
+                let first = turn.last_error.clone().unwrap_or_default();
+                (v, first)
+            });
+            let t = Turn {
+                phase: P::Failed,
+                last_error: Some(format!("rollback failed: {why}")),
+                ..turn.clone()
+            };
+            go(t, E::Release { reject })
+        }
+
+        (P::Queued, V::Released) if turn.to.is_some() => go(
+            turn.clone(),
+            E::AcquireTurn {
+                after: retry_delay(turn.retries.saturating_sub(1)),
+            },
+        ),
+        (_, V::Released) => stay(),
+
+        // Anything else is an outcome that does not belong to this phase (a stale event
+        // after a crash or a race); ignoring it keeps the machine where it is.
+        _ => stay(),
+    }
+}
+
+/// How to go on after the supervisor restarts with `persisted` state; `current` on disk is
+/// the version `current` points at now.
+///
+/// Before the stop nothing changed, so the turn is re-queued. Once etcd may have been
+/// stopped, the swap is driven to its end without waiting for the turn: restarting a
+/// member only adds capacity, and the other members' preflight waits while it is down.
+/// A forward swap is resumed rather than rolled back, because the cluster version may
+/// already have moved past `from` (etcd refuses to start an older minor then).
+pub fn recover(persisted: &Turn, current: &Version) -> Step {
+    let go = |turn: Turn, effect: Effect| Step { turn, effect };
+    match persisted.phase {
+        Phase::Idle => go(
+            Turn {
+                from: current.clone(),
+                ..persisted.clone()
+            },
+            Effect::Nothing,
+        ),
+        Phase::Queued | Phase::Preflight | Phase::Backup => go(
+            Turn {
+                phase: Phase::Queued,
+                ..persisted.clone()
+            },
+            Effect::AcquireTurn {
+                after: Duration::ZERO,
+            },
+        ),
+        Phase::Stopping if !persisted.rollback => {
+            // Stopped (or not) but not yet switched: the known-good version runs again.
+            go(
+                Turn {
+                    phase: Phase::Queued,
+                    ..persisted.clone()
+                },
+                Effect::AcquireTurn {
+                    after: Duration::ZERO,
+                },
+            )
+        }
+        Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying => {
+            let target = persisted
+                .target()
+                .cloned()
+                .unwrap_or_else(|| persisted.from.clone());
+            go(
+                Turn {
+                    phase: Phase::Swapping,
+                    ..persisted.clone()
+                },
+                Effect::Switch(target),
+            )
+        }
+        Phase::Failed => go(persisted.clone(), Effect::Nothing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        s.parse().unwrap()
+    }
+
+    fn run(turn: &Turn, events: Vec<Event>) -> (Turn, Vec<Effect>) {
+        let mut t = turn.clone();
+        let mut effects = Vec::new();
+        for e in events {
+            let s = step(&t, e);
+            t = s.turn;
+            effects.push(s.effect);
+        }
+        (t, effects)
+    }
+
+    fn staged() -> Turn {
+        step(&Turn::idle(v("3.4.23")), Event::Staged(v("3.5.16"))).turn
+    }
+
+    #[test]
+    fn happy_path_walks_every_phase_once() {
+        let (t, effects) = run(
+            &Turn::idle(v("3.4.23")),
+            vec![
+                Event::Staged(v("3.5.16")),
+                Event::TurnAcquired,
+                Event::PreflightPassed,
+                Event::BackupDone,
+                Event::Stopped,
+                Event::Switched,
+                Event::Started,
+                Event::Verified,
+                Event::Released,
+            ],
+        );
+        assert_eq!(
+            effects,
+            [
+                Effect::AcquireTurn {
+                    after: Duration::ZERO
+                },
+                Effect::Preflight,
+                Effect::Backup,
+                Effect::StopEtcd,
+                Effect::Switch(v("3.5.16")),
+                Effect::StartEtcd,
+                Effect::Verify(v("3.5.16")),
+                Effect::Release { reject: None },
+                Effect::Nothing,
+            ]
+        );
+        assert_eq!(t, Turn::idle(v("3.5.16")));
+    }
+
+    #[test]
+    fn preflight_wait_releases_and_requeues_with_growing_delay() {
+        let (t, effects) = run(
+            &staged(),
+            vec![
+                Event::TurnAcquired,
+                Event::PreflightWait("m2 unreachable".into()),
+                Event::Released,
+                Event::TurnAcquired,
+                Event::PreflightWait("m2 unreachable".into()),
+                Event::Released,
+            ],
+        );
+        assert_eq!(t.phase, Phase::Queued);
+        assert_eq!(t.last_error.as_deref(), Some("m2 unreachable"));
+        assert_eq!(effects[1], Effect::Release { reject: None });
+        assert_eq!(
+            effects[2],
+            Effect::AcquireTurn {
+                after: Duration::from_secs(1)
+            }
+        );
+        assert_eq!(
+            effects[5],
+            Effect::AcquireTurn {
+                after: Duration::from_secs(2)
+            }
+        );
+    }
+
+    #[test]
+    fn refused_by_path_rules_rejects_without_touching_etcd() {
+        let (t, effects) = run(
+            &staged(),
+            vec![
+                Event::TurnAcquired,
+                Event::PreflightRefused("skips a minor".into()),
+            ],
+        );
+        assert_eq!(t.phase, Phase::Idle);
+        assert_eq!(t.to, None);
+        assert_eq!(
+            effects[1],
+            Effect::Release {
+                reject: Some((v("3.5.16"), "skips a minor".into()))
+            }
+        );
+        assert!(!effects.contains(&Effect::StopEtcd));
+    }
+
+    #[test]
+    fn failed_backup_aborts_before_the_stop() {
+        let (t, effects) = run(
+            &staged(),
+            vec![
+                Event::TurnAcquired,
+                Event::PreflightPassed,
+                Event::BackupFailed("disk full".into()),
+            ],
+        );
+        assert_eq!(t.phase, Phase::Queued);
+        assert!(!effects.contains(&Effect::StopEtcd));
+        assert_eq!(effects.last(), Some(&Effect::Release { reject: None }));
+    }
+
+    #[test]
+    fn lost_turn_before_stop_aborts_after_stop_is_ignored() {
+        let (t, _) = run(&staged(), vec![Event::TurnAcquired, Event::TurnLost]);
+        assert_eq!(t.phase, Phase::Queued);
+        let (t, effects) = run(
+            &staged(),
+            vec![
+                Event::TurnAcquired,
+                Event::PreflightPassed,
+                Event::BackupDone,
+                Event::TurnLost,
+                Event::Stopped,
+            ],
+        );
+        assert_eq!(t.phase, Phase::Swapping);
+        assert_eq!(effects.last(), Some(&Effect::Switch(v("3.5.16"))));
+    }
+
+    fn at_verifying() -> Turn {
+        run(
+            &staged(),
+            vec![
+                Event::TurnAcquired,
+                Event::PreflightPassed,
+                Event::BackupDone,
+                Event::Stopped,
+                Event::Switched,
+                Event::Started,
+            ],
+        )
+        .0
+    }
+
+    #[test]
+    fn failed_verify_rolls_back_and_rejects_the_version() {
+        let (t, effects) = run(
+            &at_verifying(),
+            vec![
+                Event::VerifyFailed("not healthy within 60s".into()),
+                Event::Stopped,
+                Event::Switched,
+                Event::Started,
+                Event::Verified,
+            ],
+        );
+        assert_eq!(
+            effects,
+            [
+                Effect::StopEtcd,
+                Effect::Switch(v("3.4.23")),
+                Effect::StartEtcd,
+                Effect::Verify(v("3.4.23")),
+                Effect::Release {
+                    reject: Some((v("3.5.16"), "not healthy within 60s".into()))
+                },
+            ]
+        );
+        assert_eq!(t.phase, Phase::Idle);
+        assert_eq!(t.from, v("3.4.23"));
+        assert_eq!(t.to, None);
+    }
+
+    #[test]
+    fn failed_start_rolls_back_too() {
+        let mut t = at_verifying();
+        t.phase = Phase::Starting;
+        let s = step(&t, Event::StartFailed("exec format error".into()));
+        assert!(s.turn.rollback);
+        assert_eq!(s.turn.state_name(), "rolling-back");
+        assert_eq!(s.effect, Effect::StopEtcd);
+    }
+
+    #[test]
+    fn rollback_that_fails_too_ends_failed_and_still_rejects() {
+        let (t, effects) = run(
+            &at_verifying(),
+            vec![
+                Event::VerifyFailed("crashed".into()),
+                Event::Stopped,
+                Event::Switched,
+                Event::Started,
+                Event::VerifyFailed("old one crashes too".into()),
+            ],
+        );
+        assert_eq!(t.phase, Phase::Failed);
+        assert_eq!(
+            effects.last(),
+            Some(&Effect::Release {
+                reject: Some((v("3.5.16"), "crashed".into()))
+            })
+        );
+    }
+
+    #[test]
+    fn shutdown_keeps_the_phase_for_recovery() {
+        for phase in [
+            Phase::Queued,
+            Phase::Backup,
+            Phase::Stopping,
+            Phase::Verifying,
+        ] {
+            let mut t = at_verifying();
+            t.phase = phase;
+            let s = step(&t, Event::Shutdown);
+            assert_eq!(s.effect, Effect::Exit);
+            assert_eq!(s.turn, t, "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn staging_the_running_version_or_during_a_turn_changes_nothing() {
+        let idle = Turn::idle(v("3.4.23"));
+        assert_eq!(step(&idle, Event::Staged(v("3.4.23"))).turn, idle);
+        let busy = at_verifying();
+        assert_eq!(step(&busy, Event::Staged(v("3.5.30"))).turn, busy);
+    }
+
+    #[test]
+    fn stale_events_are_ignored() {
+        let idle = Turn::idle(v("3.4.23"));
+        for e in [
+            Event::Verified,
+            Event::Stopped,
+            Event::BackupDone,
+            Event::TurnAcquired,
+        ] {
+            let s = step(&idle, e);
+            assert_eq!((s.turn, s.effect), (idle.clone(), Effect::Nothing));
+        }
+    }
+
+    #[test]
+    fn recovery_requeues_before_stop_and_finishes_the_swap_after() {
+        let current = v("3.4.23");
+        for phase in [
+            Phase::Queued,
+            Phase::Preflight,
+            Phase::Backup,
+            Phase::Stopping,
+        ] {
+            let mut t = staged();
+            t.phase = phase;
+            let s = recover(&t, &current);
+            assert_eq!(s.turn.phase, Phase::Queued, "{phase:?}");
+            assert_eq!(
+                s.effect,
+                Effect::AcquireTurn {
+                    after: Duration::ZERO
+                }
+            );
+        }
+        for phase in [Phase::Swapping, Phase::Starting, Phase::Verifying] {
+            let mut t = at_verifying();
+            t.phase = phase;
+            let s = recover(&t, &current);
+            assert_eq!(s.turn.phase, Phase::Swapping, "{phase:?}");
+            assert_eq!(s.effect, Effect::Switch(v("3.5.16")));
+        }
+        // A rollback in progress is finished towards the old version.
+        let mut t = at_verifying();
+        t.rollback = true;
+        t.phase = Phase::Stopping;
+        assert_eq!(recover(&t, &current).effect, Effect::Switch(v("3.4.23")));
+    }
+
+    #[test]
+    fn turn_round_trips_through_json() {
+        let t = at_verifying();
+        let json = serde_json::to_string(&t).unwrap();
+        assert!(json.contains("\"phase\":\"verifying\""), "{json}");
+        assert_eq!(serde_json::from_str::<Turn>(&json).unwrap(), t);
+    }
+}
