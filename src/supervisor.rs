@@ -206,8 +206,8 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
     let pinned = ensure_pinned(&settings, &reaper).await?;
     datadir::wait_until_free(&settings.member.data_dir, settings.stop_timeout).await?;
     let client = Client::new(ClientConfig {
-        endpoints: settings.member.client_urls.clone(),
         request_timeout: Duration::from_secs(2),
+        ..ClientConfig::new(settings.member.client_urls.clone())
     })?;
     let member = settings.member.name.as_str();
     let watchdog = notifier.watchdog_interval();

@@ -1,73 +1,973 @@
-//! Endpoints, per-call timeouts, and the raw HTTP calls every operation goes through.
+//! Endpoints, failover, timeouts, TLS and auth: the raw HTTP calls every operation goes through.
+//!
+//! Theory of operation:
+//! - A [`Client`] holds a list of endpoints (client URLs). Clones share it, together with the
+//!   endpoint that answered last (the next call starts there) and the auth token.
+//! - Every `/v3` call is a `POST` of a JSON body. The answer's body decides success or error
+//!   (`code`/`message`, read by `wire::api_error`); the HTTP status is never trusted,
+//!   because it differs between etcd versions for the same error.
+//! - A call moves on to the next endpoint when the current one cannot be reached, does not
+//!   answer within the per-call timeout, or answers gRPC "Unavailable" (code 14). What may be
+//!   repeated depends on the call (`Retry`): a transaction is not repeated once it may have
+//!   reached etcd. When no endpoint could serve the call, the error lists each one and why.
+//! - Every HTTP exchange has a timeout, so a call is bounded by
+//!   `endpoints × request_timeout` (calls that block by design take their own limit).
+//! - With credentials, a token from `/v3/auth/authenticate` goes in the `Authorization`
+//!   header (the raw token, no "Bearer"); when etcd rejects it, a new one is fetched once.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use serde::Deserialize;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
 
-/// Errors talking to etcd.
-#[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
-    /// The HTTP client could not be built (bad TLS material and the like).
-    #[error("cannot set up the etcd client: {0}")]
-    Setup(String),
-    /// No endpoint answered.
-    #[error("{endpoint}: {source}")]
-    Transport {
-        /// The endpoint that failed last.
-        endpoint: String,
-        /// The transport error.
-        #[source]
-        source: reqwest::Error,
-    },
+use super::error::{code, describe_transport, EtcdError};
+use super::wire::{self, api_error, first_value};
+
+/// User name and password for etcd's auth.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The etcd user.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Client URLs, tried in order.
+    /// Client URLs, tried in order (`http://host:2379`; without a scheme, `http://` is assumed,
+    /// or `https://` when TLS material is configured). The local member goes first.
     pub endpoints: Vec<String>,
-    /// Upper bound of one HTTP call.
+    /// Upper bound of one HTTP exchange with one endpoint (connect, send, whole answer).
     pub request_timeout: Duration,
+    /// Upper bound of opening a connection (TCP and TLS); at most `request_timeout` applies.
+    pub connect_timeout: Duration,
+    /// CA bundle (PEM) to verify the members' certificates; when set, only these CAs are
+    /// trusted.
+    pub cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs `key`.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of `cert`.
+    pub key: Option<PathBuf>,
+    /// User and password when etcd's auth is enabled.
+    pub credentials: Option<Credentials>,
 }
 
-/// A client for etcd's HTTP/JSON gateway.
-#[derive(Debug, Clone)]
+impl ClientConfig {
+    /// A configuration for these endpoints with default timeouts (5 s per call, 2 s to
+    /// connect), no TLS material and no auth.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            cacert: None,
+            cert: None,
+            key: None,
+            credentials: None,
+        }
+    }
+}
+
+/// What a call may do when an endpoint fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Safe to repeat: move on after connect errors, timeouts, broken answers and
+    /// "Unavailable".
+    Idempotent,
+    /// Not safe to repeat (a transaction): move on only when the request cannot have reached
+    /// etcd (connect error). Otherwise report [`EtcdError::OutcomeUnknown`].
+    AtMostOnce,
+    /// Blocks by design (lock): the timeout is the caller's, for the whole call; running out
+    /// of it is [`EtcdError::Timeout`], not a reason to try another endpoint.
+    Blocking,
+}
+
+/// How the answer is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// One JSON object.
+    Unary,
+    /// A server stream (NDJSON `{"result":..}` lines): the first line's `result`.
+    StreamFirst,
+}
+
+/// A client for etcd's HTTP/JSON gateway. Cheap to clone; clones share endpoints and state.
+#[derive(Clone)]
 pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    // No token, no password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoints", &self.endpoints())
+            .field("request_timeout", &self.inner.request_timeout)
+            .field("user", &self.inner.credentials.as_ref().map(|c| &c.user))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
     http: reqwest::Client,
-    config: ClientConfig,
+    /// The configured endpoints, normalized; always first in `endpoints`.
+    configured: Vec<String>,
+    /// The endpoints in use: configured ones, then members' client URLs after a refresh.
+    endpoints: RwLock<Vec<String>>,
+    /// The endpoint that answered last.
+    preferred: Mutex<Option<String>>,
+    request_timeout: Duration,
+    tls: bool,
+    credentials: Option<Credentials>,
+    token: Mutex<Option<String>>,
 }
 
 #[derive(Deserialize)]
-struct HealthBody {
-    health: String,
+struct AuthenticateResponse {
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Serialize)]
+struct AuthenticateRequest<'a> {
+    name: &'a str,
+    password: &'a str,
+}
+
+/// A failed attempt, and whether the request itself may have reached etcd.
+struct Failure {
+    err: EtcdError,
+    sent: bool,
+}
+
+impl Failure {
+    fn sent(err: EtcdError) -> Self {
+        Self { err, sent: true }
+    }
+
+    fn not_sent(err: EtcdError) -> Self {
+        Self { err, sent: false }
+    }
+}
+
+/// What the failover loop does with an endpoint's failure.
+enum Next {
+    /// Try the next endpoint; the reason goes into [`EtcdError::AllEndpointsFailed`].
+    Failover(String),
+    /// Give up with this error.
+    Stop(EtcdError),
 }
 
 impl Client {
-    /// Builds a client; no connection is made yet.
+    /// Builds a client; no connection is made yet. Fails on bad endpoint URLs and on
+    /// unreadable or invalid TLS material.
     pub fn new(config: ClientConfig) -> Result<Self, EtcdError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(2)))
-            .timeout(config.request_timeout)
-            .build()
-            .map_err(|e| EtcdError::Setup(e.to_string()))?;
-        Ok(Self { http, config })
+        let tls = config.cacert.is_some() || config.cert.is_some();
+        let mut configured: Vec<String> = Vec::new();
+        for raw in &config.endpoints {
+            let endpoint = normalize_endpoint(raw, tls)?;
+            if !configured.contains(&endpoint) {
+                configured.push(endpoint);
+            }
+        }
+        if configured.is_empty() {
+            return Err(EtcdError::Setup(
+                "no etcd endpoints configured (--endpoints, or the member's client URLs)"
+                    .to_owned(),
+            ));
+        }
+        let http = build_http(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoints: RwLock::new(configured.clone()),
+                configured,
+                preferred: Mutex::new(None),
+                request_timeout: config.request_timeout,
+                tls,
+                credentials: config.credentials,
+                token: Mutex::new(None),
+            }),
+        })
     }
 
-    /// The configured endpoints.
-    pub fn endpoints(&self) -> &[String] {
-        &self.config.endpoints
+    /// The endpoints in use, configured ones first.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner
+            .endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// `GET /health` on one endpoint: `Ok(true)` only for `{"health":"true"}`.
-    pub async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
-        let url = format!("{}/health", endpoint.trim_end_matches('/'));
+    /// The configured endpoints (normalized), in the configured order.
+    pub fn configured_endpoints(&self) -> &[String] {
+        &self.inner.configured
+    }
+
+    /// The local member's endpoint: the first configured one.
+    pub fn local_endpoint(&self) -> &str {
+        // `new` refuses an empty list.
+        self.inner.configured.first().map_or("", String::as_str)
+    }
+
+    /// The per-call timeout.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// Replaces the endpoints in use: configured ones first, then every other client URL
+    /// in `urls`, in order, without duplicates. Returns the new list.
+    pub(crate) fn set_discovered_endpoints(&self, urls: &[String]) -> Vec<String> {
+        let mut list = self.inner.configured.clone();
+        for url in urls {
+            match normalize_endpoint(url, self.inner.tls) {
+                Ok(endpoint) if !list.contains(&endpoint) => list.push(endpoint),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(url, %err, "ignoring a member's client URL"),
+            }
+        }
+        let mut endpoints = self
+            .inner
+            .endpoints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        endpoints.clone_from(&list);
+        list
+    }
+
+    /// The endpoints in the order to try them: the one that answered last, then the rest.
+    pub(crate) fn attempt_order(&self) -> Vec<String> {
+        let endpoints = self.endpoints();
+        let preferred = self
+            .inner
+            .preferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let start = preferred
+            .and_then(|p| endpoints.iter().position(|e| *e == p))
+            .unwrap_or(0);
+        let mut order = endpoints[start..].to_vec();
+        order.extend_from_slice(&endpoints[..start]);
+        order
+    }
+
+    pub(crate) fn remember(&self, endpoint: &str) {
+        let mut preferred = self
+            .inner
+            .preferred
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if preferred.as_deref() != Some(endpoint) {
+            *preferred = Some(endpoint.to_owned());
+        }
+    }
+
+    /// POSTs `req` to `path`, failing over as `retry` allows, and decodes the answer.
+    pub(crate) async fn call<Req, Resp>(
+        &self,
+        path: &str,
+        req: &Req,
+        retry: Retry,
+    ) -> Result<Resp, EtcdError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let (endpoint, value) = self
+            .call_value(path, req, retry, Shape::Unary, self.inner.request_timeout)
+            .await?;
+        decode(&endpoint, path, value)
+    }
+
+    /// Like [`Client::call`] with an answer framed as `shape` and a timeout: per attempt for
+    /// [`Retry::Idempotent`] and [`Retry::AtMostOnce`], for the whole call for
+    /// [`Retry::Blocking`]. Returns the endpoint that answered and the answer.
+    pub(crate) async fn call_value<Req>(
+        &self,
+        path: &str,
+        req: &Req,
+        retry: Retry,
+        shape: Shape,
+        timeout: Duration,
+    ) -> Result<(String, Value), EtcdError>
+    where
+        Req: Serialize + ?Sized,
+    {
+        let body = encode(req)?;
+        let deadline = Instant::now() + timeout;
+        let mut tried: Vec<(String, String)> = Vec::new();
+        for endpoint in self.attempt_order() {
+            let attempt_timeout = match retry {
+                Retry::Blocking => deadline.saturating_duration_since(Instant::now()),
+                Retry::Idempotent | Retry::AtMostOnce => timeout,
+            };
+            if attempt_timeout.is_zero() {
+                return Err(EtcdError::Timeout {
+                    endpoint,
+                    operation: operation_name(path),
+                    after: timeout,
+                });
+            }
+            let result = self
+                .exchange(&endpoint, path, &body, shape, attempt_timeout)
+                .await;
+            match result {
+                Ok(value) => {
+                    self.remember(&endpoint);
+                    return Ok((endpoint, value));
+                }
+                Err(err) => match classify(err, retry, path, timeout) {
+                    Next::Failover(reason) => {
+                        tracing::debug!(%endpoint, path, %reason, "etcd endpoint failed; trying the next one");
+                        tried.push((endpoint, reason));
+                    }
+                    Next::Stop(err) => return Err(err),
+                },
+            }
+        }
+        Err(EtcdError::AllEndpointsFailed { tried })
+    }
+
+    /// POSTs `req` to `path` on one endpoint only (no failover) and decodes the answer.
+    pub(crate) async fn call_endpoint<Req, Resp>(
+        &self,
+        endpoint: &str,
+        path: &str,
+        req: &Req,
+    ) -> Result<Resp, EtcdError>
+    where
+        Req: Serialize + ?Sized,
+        Resp: DeserializeOwned,
+    {
+        let endpoint = &self.endpoint_url(endpoint)?;
+        let body = encode(req)?;
+        let value = self
+            .exchange(
+                endpoint,
+                path,
+                &body,
+                Shape::Unary,
+                self.inner.request_timeout,
+            )
+            .await
+            .map_err(|failure| failure.err)?;
+        decode(endpoint, path, value)
+    }
+
+    /// One request to one endpoint, with auth: a token is fetched when there is none, and
+    /// fetched again once when etcd rejects it.
+    async fn exchange(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: &[u8],
+        shape: Shape,
+        timeout: Duration,
+    ) -> Result<Value, Failure> {
+        let mut fresh_token = false;
+        loop {
+            // Until the request itself goes out, nothing can have been applied.
+            let token = self.token(endpoint).await.map_err(Failure::not_sent)?;
+            let (status, bytes) = self
+                .send(endpoint, path, body.to_vec(), timeout, token.as_deref())
+                .await
+                .map_err(Failure::sent)?;
+            match decode_body(endpoint, path, status, &bytes, shape) {
+                Err(err)
+                    if err.is_unauthenticated()
+                        && self.inner.credentials.is_some()
+                        && !fresh_token =>
+                {
+                    tracing::debug!(endpoint, %err, "etcd rejected the auth token; fetching a new one");
+                    self.forget_token(token.as_deref());
+                    fresh_token = true;
+                }
+                other => return other.map_err(Failure::sent),
+            }
+        }
+    }
+
+    /// Sends one POST and reads the whole answer.
+    async fn send(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> Result<(u16, Vec<u8>), EtcdError> {
+        let resp = self.post(endpoint, path, body, timeout, token).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(|source| EtcdError::Transport {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// Sends one POST and returns the response with its body unread (for streams).
+    pub(crate) async fn post(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response, EtcdError> {
+        let mut request = self
+            .inner
+            .http
+            .post(format!("{endpoint}{path}"))
+            .timeout(timeout)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(token) = token {
+            let mut value = HeaderValue::from_str(token).map_err(|_| EtcdError::Auth {
+                endpoint: endpoint.to_owned(),
+                user: self.user().to_owned(),
+                message: "etcd returned a token that is not a valid HTTP header value".to_owned(),
+            })?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        request.send().await.map_err(|source| EtcdError::Transport {
+            endpoint: endpoint.to_owned(),
+            source,
+        })
+    }
+
+    /// A `GET` of a plain path (`/health`, `/version`) on one endpoint, decoded as JSON
+    /// whatever the status (etcd answers 503 with a JSON body when unhealthy).
+    pub(crate) async fn get_json<Resp: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        path: &str,
+    ) -> Result<Resp, EtcdError> {
+        let endpoint = &self.endpoint_url(endpoint)?;
         let transport = |source| EtcdError::Transport {
             endpoint: endpoint.to_owned(),
             source,
         };
-        let resp = self.http.get(url).send().await.map_err(transport)?;
-        // /health answers 503 with a JSON body when unhealthy; the body decides, not the status.
-        let body: HealthBody = resp.json().await.map_err(transport)?;
-        Ok(body.health == "true")
+        let resp = self
+            .inner
+            .http
+            .get(format!("{endpoint}{path}"))
+            .timeout(self.inner.request_timeout)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let value = decode_body(endpoint, path, status, &bytes, Shape::Unary)?;
+        decode(endpoint, path, value)
+    }
+
+    /// An endpoint given by a caller, normalized like the configured ones.
+    pub(crate) fn endpoint_url(&self, endpoint: &str) -> Result<String, EtcdError> {
+        normalize_endpoint(endpoint, self.inner.tls)
+    }
+
+    fn user(&self) -> &str {
+        self.inner
+            .credentials
+            .as_ref()
+            .map_or("", |c| c.user.as_str())
+    }
+
+    /// The auth token to send: `None` without credentials; fetched from `endpoint` when
+    /// there is none yet.
+    pub(crate) async fn token(&self, endpoint: &str) -> Result<Option<String>, EtcdError> {
+        let Some(credentials) = &self.inner.credentials else {
+            return Ok(None);
+        };
+        if let Some(token) = self
+            .inner
+            .token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+        {
+            return Ok(Some(token));
+        }
+        let path = "/v3/auth/authenticate";
+        let body = encode(&AuthenticateRequest {
+            name: &credentials.user,
+            password: &credentials.password,
+        })?;
+        let (status, bytes) = self
+            .send(endpoint, path, body, self.inner.request_timeout, None)
+            .await?;
+        let answer = decode_body(endpoint, path, status, &bytes, Shape::Unary)
+            .and_then(|value| decode::<AuthenticateResponse>(endpoint, path, value));
+        let token = match answer {
+            Ok(resp) if !resp.token.is_empty() => resp.token,
+            Ok(_) => {
+                return Err(EtcdError::Auth {
+                    endpoint: endpoint.to_owned(),
+                    user: credentials.user.clone(),
+                    message: "etcd returned no token".to_owned(),
+                })
+            }
+            // Unavailable: this member cannot serve now; let failover try another one.
+            Err(err) if err.is_unavailable() => return Err(err),
+            Err(EtcdError::Api { message, code, .. }) => {
+                return Err(EtcdError::Auth {
+                    endpoint: endpoint.to_owned(),
+                    user: credentials.user.clone(),
+                    message: format!("{message} (code {code}, {})", code::name(code)),
+                })
+            }
+            Err(err) => return Err(err),
+        };
+        *self
+            .inner
+            .token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    /// Drops the cached token if it is still `used` (another call may have replaced it).
+    pub(crate) fn forget_token(&self, used: Option<&str>) {
+        let mut token = self
+            .inner
+            .token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if token.as_deref() == used {
+            *token = None;
+        }
+    }
+}
+
+/// Serializes a request body.
+pub(crate) fn encode<Req: Serialize + ?Sized>(req: &Req) -> Result<Vec<u8>, EtcdError> {
+    serde_json::to_vec(req).map_err(|e| EtcdError::Setup(format!("cannot encode a request: {e}")))
+}
+
+/// Decodes an answer (already checked for errors) into its type.
+pub(crate) fn decode<Resp: DeserializeOwned>(
+    endpoint: &str,
+    path: &str,
+    value: Value,
+) -> Result<Resp, EtcdError> {
+    let text = value.to_string();
+    serde_json::from_value(value).map_err(|e| EtcdError::Decode {
+        endpoint: endpoint.to_owned(),
+        path: path.to_owned(),
+        reason: format!("{e}; body: {}", wire::excerpt(text.as_bytes())),
+    })
+}
+
+/// Reads a body: an etcd error (from `code`/`message`, whatever the HTTP status) becomes
+/// [`EtcdError::Api`]; a body that is not JSON becomes [`EtcdError::Http`] (non-2xx) or
+/// [`EtcdError::Decode`].
+pub(crate) fn decode_body(
+    endpoint: &str,
+    path: &str,
+    status: u16,
+    body: &[u8],
+    shape: Shape,
+) -> Result<Value, EtcdError> {
+    let value = match first_value(body) {
+        Ok(value) => value,
+        Err(e) if (200..300).contains(&status) => {
+            return Err(EtcdError::Decode {
+                endpoint: endpoint.to_owned(),
+                path: path.to_owned(),
+                reason: format!("not JSON ({e}): {:?}", wire::excerpt(body)),
+            })
+        }
+        Err(_) => {
+            return Err(EtcdError::Http {
+                endpoint: endpoint.to_owned(),
+                path: path.to_owned(),
+                status,
+                body: wire::excerpt(body),
+            })
+        }
+    };
+    if let Some((code, message)) = api_error(&value) {
+        return Err(EtcdError::Api {
+            endpoint: endpoint.to_owned(),
+            code,
+            message,
+        });
+    }
+    match shape {
+        Shape::Unary => Ok(value),
+        Shape::StreamFirst => match value {
+            Value::Object(mut obj) => match obj.remove("result") {
+                Some(result) => Ok(result),
+                None => Err(EtcdError::Decode {
+                    endpoint: endpoint.to_owned(),
+                    path: path.to_owned(),
+                    reason: format!("a stream line without \"result\": {}", wire::excerpt(body)),
+                }),
+            },
+            _ => Err(EtcdError::Decode {
+                endpoint: endpoint.to_owned(),
+                path: path.to_owned(),
+                reason: format!("not a JSON object: {}", wire::excerpt(body)),
+            }),
+        },
+    }
+}
+
+/// Decides whether a failed attempt moves on to the next endpoint.
+fn classify(failure: Failure, retry: Retry, path: &str, timeout: Duration) -> Next {
+    let Failure { err, sent } = failure;
+    if !sent {
+        // Fetching the token failed: the request never left, so any call may move on when
+        // the member is unreachable or unavailable.
+        return match err {
+            EtcdError::Transport { source, .. } => Next::Failover(describe_transport(&source)),
+            err if err.is_unavailable() => Next::Failover(format!(
+                "unavailable: {}",
+                err.api_message().unwrap_or_default()
+            )),
+            other => Next::Stop(other),
+        };
+    }
+    match err {
+        EtcdError::Transport { source, endpoint } => {
+            let mut reason = describe_transport(&source);
+            if source.is_timeout() && retry != Retry::Blocking {
+                reason = format!("{reason} after {}", humantime::format_duration(timeout));
+            }
+            if source.is_connect() {
+                return Next::Failover(reason);
+            }
+            match retry {
+                Retry::Idempotent => Next::Failover(reason),
+                Retry::Blocking if source.is_timeout() => Next::Stop(EtcdError::Timeout {
+                    endpoint,
+                    operation: operation_name(path),
+                    after: timeout,
+                }),
+                Retry::Blocking => Next::Failover(reason),
+                Retry::AtMostOnce => Next::Stop(EtcdError::OutcomeUnknown { endpoint, reason }),
+            }
+        }
+        err @ EtcdError::Api { .. } if err.is_unavailable() && retry != Retry::AtMostOnce => {
+            let message = err.api_message().unwrap_or_default().to_owned();
+            Next::Failover(format!("unavailable: {message}"))
+        }
+        other => Next::Stop(other),
+    }
+}
+
+/// A short name of the operation behind a path, for timeout messages.
+fn operation_name(path: &str) -> &'static str {
+    match path {
+        "/v3/lock/lock" => "lock",
+        "/v3/lock/unlock" => "unlock",
+        "/v3/maintenance/snapshot" => "snapshot",
+        _ => "the request",
+    }
+}
+
+/// Normalizes an endpoint: adds a scheme when missing, drops a trailing `/`, and checks it
+/// is an http(s) URL with a host and no path.
+pub(crate) fn normalize_endpoint(raw: &str, tls: bool) -> Result<String, EtcdError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(EtcdError::Setup("an empty etcd endpoint".to_owned()));
+    }
+    let endpoint = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("{}://{trimmed}", if tls { "https" } else { "http" })
+    };
+    let bad = |why: &str| EtcdError::Setup(format!("etcd endpoint {raw:?}: {why}"));
+    let url = reqwest::Url::parse(&endpoint).map_err(|e| bad(&e.to_string()))?;
+    match url.scheme() {
+        "http" | "https" => {}
+        "unix" | "unixs" => return Err(bad("unix sockets are not supported; use an http(s) URL")),
+        other => return Err(bad(&format!("scheme {other:?} is not http or https"))),
+    }
+    if url.host_str().unwrap_or_default().is_empty() {
+        return Err(bad("no host"));
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err(bad("a client URL has no path"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a client URL has no query or fragment"));
+    }
+    Ok(endpoint.trim_end_matches('/').to_owned())
+}
+
+/// Builds the HTTP client: HTTP/1.1, no proxy from the environment (the supervisor talks to
+/// its members directly), TLS from the configured files.
+fn build_http(config: &ClientConfig) -> Result<reqwest::Client, EtcdError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout.min(config.request_timeout))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .user_agent(concat!("etcd-supervisor/", env!("CARGO_PKG_VERSION")))
+        .no_proxy()
+        .use_rustls_tls();
+    if let Some(cacert) = &config.cacert {
+        let pem = read_pem(cacert, "CA bundle (--cacert)")?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| EtcdError::Setup(format!("CA bundle {}: {e}", cacert.display())))?;
+        if certs.is_empty() {
+            return Err(EtcdError::Setup(format!(
+                "CA bundle {} holds no PEM certificate",
+                cacert.display()
+            )));
+        }
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read_pem(cert, "client certificate (--cert)")?;
+            pem.push(b'\n');
+            pem.extend(read_pem(key, "client key (--key)")?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                EtcdError::Setup(format!(
+                    "client certificate {} with key {}: {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder = builder.identity(identity);
+        }
+        (None, None) => {}
+        _ => return Err(EtcdError::Setup(
+            "a client certificate (--cert) and its key (--key) go together: give both or neither"
+                .to_owned(),
+        )),
+    }
+    builder
+        .build()
+        .map_err(|e| EtcdError::Setup(format!("cannot build the HTTP client: {e}")))
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path)
+        .map_err(|e| EtcdError::Setup(format!("cannot read the {what} {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_normalized() {
+        assert_eq!(
+            normalize_endpoint("http://127.0.0.1:2379/", false).unwrap(),
+            "http://127.0.0.1:2379"
+        );
+        assert_eq!(
+            normalize_endpoint("127.0.0.1:2379", false).unwrap(),
+            "http://127.0.0.1:2379"
+        );
+        assert_eq!(
+            normalize_endpoint(" etcd1:2379 ", true).unwrap(),
+            "https://etcd1:2379"
+        );
+        for bad in [
+            "",
+            "unix:///run/etcd.sock",
+            "ftp://x:1",
+            "http://x:1/v3",
+            "http://",
+        ] {
+            assert!(normalize_endpoint(bad, false).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn new_refuses_bad_configuration() {
+        assert!(matches!(
+            Client::new(ClientConfig::new(vec![])),
+            Err(EtcdError::Setup(_))
+        ));
+        let mut config = ClientConfig::new(vec!["http://127.0.0.1:2379".into()]);
+        config.cert = Some("/nonexistent/cert.pem".into());
+        let err = Client::new(config.clone()).unwrap_err().to_string();
+        assert!(err.contains("--key"), "{err}");
+        config.key = Some("/nonexistent/key.pem".into());
+        let err = Client::new(config).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+    }
+
+    #[test]
+    fn endpoints_dedupe_and_discovered_ones_follow_configured_ones() {
+        let client = Client::new(ClientConfig::new(vec![
+            "http://b:2".into(),
+            "b:2".into(),
+            "http://a:1".into(),
+        ]))
+        .unwrap();
+        assert_eq!(client.endpoints(), ["http://b:2", "http://a:1"]);
+        assert_eq!(client.local_endpoint(), "http://b:2");
+        let list = client.set_discovered_endpoints(&[
+            "http://a:1".into(),
+            "http://c:3/".into(),
+            "unix:///x".into(),
+            "http://b:2".into(),
+        ]);
+        assert_eq!(list, ["http://b:2", "http://a:1", "http://c:3"]);
+        assert_eq!(client.endpoints(), list);
+    }
+
+    #[test]
+    fn attempts_start_at_the_endpoint_that_answered_last() {
+        let client = Client::new(ClientConfig::new(vec![
+            "http://a:1".into(),
+            "http://b:2".into(),
+            "http://c:3".into(),
+        ]))
+        .unwrap();
+        assert_eq!(
+            client.attempt_order(),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        client.remember("http://b:2");
+        assert_eq!(
+            client.attempt_order(),
+            ["http://b:2", "http://c:3", "http://a:1"]
+        );
+        // A remembered endpoint that is no longer in the list: start at the top.
+        client.remember("http://gone:9");
+        assert_eq!(
+            client.attempt_order(),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+    }
+
+    #[test]
+    fn bodies_decide_errors_not_statuses() {
+        let ep = "http://e:1";
+        let err = decode_body(
+            ep,
+            "/v3/kv/put",
+            412,
+            br#"{"error":"etcdserver: not leader","message":"etcdserver: not leader","code":9}"#,
+            Shape::Unary,
+        )
+        .unwrap_err();
+        assert!(err.is_not_leader(), "{err}");
+        let err = decode_body(
+            ep,
+            "/v3/kv/put",
+            400,
+            br#"{"code":9, "message":"etcdserver: not leader"}"#,
+            Shape::Unary,
+        )
+        .unwrap_err();
+        assert!(err.is_not_leader(), "{err}");
+        // 3.4's alarm list without alarms: `{}` with no header is a success.
+        assert_eq!(
+            decode_body(ep, "/v3/maintenance/alarm", 200, b"{}", Shape::Unary).unwrap(),
+            serde_json::json!({})
+        );
+        let err = decode_body(ep, "/v3/x", 404, b"Not Found\n", Shape::Unary).unwrap_err();
+        assert!(matches!(err, EtcdError::Http { status: 404, .. }), "{err}");
+        let err = decode_body(ep, "/v3/x", 200, b"<html>", Shape::Unary).unwrap_err();
+        assert!(matches!(err, EtcdError::Decode { .. }), "{err}");
+        // A stream's first line.
+        assert_eq!(
+            decode_body(
+                ep,
+                "/v3/lease/keepalive",
+                200,
+                b"{\"result\":{\"ID\":\"7\",\"TTL\":\"10\"}}\n",
+                Shape::StreamFirst
+            )
+            .unwrap(),
+            serde_json::json!({"ID":"7","TTL":"10"})
+        );
+        let err = decode_body(
+            ep,
+            "/v3/lease/keepalive",
+            503,
+            b"{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no leader\"}}\n",
+            Shape::StreamFirst,
+        )
+        .unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+    }
+
+    #[test]
+    fn unavailable_moves_on_unless_a_transaction_was_sent() {
+        let unavailable = || EtcdError::Api {
+            endpoint: "http://e:1".into(),
+            code: code::UNAVAILABLE,
+            message: "etcdserver: no leader".into(),
+        };
+        let t = Duration::from_secs(1);
+        for retry in [Retry::Idempotent, Retry::Blocking] {
+            assert!(matches!(
+                classify(Failure::sent(unavailable()), retry, "/v3/kv/put", t),
+                Next::Failover(reason) if reason.contains("no leader")
+            ));
+        }
+        assert!(matches!(
+            classify(
+                Failure::sent(unavailable()),
+                Retry::AtMostOnce,
+                "/v3/kv/txn",
+                t
+            ),
+            Next::Stop(EtcdError::Api { .. })
+        ));
+        // Failing to get a token: the transaction never left.
+        assert!(matches!(
+            classify(
+                Failure::not_sent(unavailable()),
+                Retry::AtMostOnce,
+                "/v3/kv/txn",
+                t
+            ),
+            Next::Failover(_)
+        ));
+        // Other etcd errors are answers, not reasons to ask another member.
+        let not_leader = EtcdError::Api {
+            endpoint: "http://e:1".into(),
+            code: code::FAILED_PRECONDITION,
+            message: "etcdserver: not leader".into(),
+        };
+        assert!(matches!(
+            classify(
+                Failure::sent(not_leader),
+                Retry::Idempotent,
+                "/v3/kv/put",
+                t
+            ),
+            Next::Stop(_)
+        ));
+    }
+
+    #[test]
+    fn credentials_are_not_printed() {
+        let c = Credentials {
+            user: "root".into(),
+            password: "hunter2".into(),
+        };
+        let text = format!("{c:?}");
+        assert!(text.contains("root") && !text.contains("hunter2"), "{text}");
     }
 }

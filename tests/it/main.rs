@@ -4,5 +4,6 @@
 mod support;
 
 mod bad_input;
+mod etcd_client;
 mod pid1;
 mod run;

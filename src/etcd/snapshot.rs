@@ -1,0 +1,851 @@
+//! Snapshots through the gateway (`POST /v3/maintenance/snapshot`), written to a file only
+//! when whole and verified.
+//!
+//! The answer is newline-delimited JSON, one `{"result":{"blob":..,"remaining_bytes":..}}`
+//! per line: 32 KiB of the member's database per line, `remaining_bytes` counting down to 0
+//! (then omitted), and one last line whose blob is the 32-byte sha256 of everything before
+//! it. The file is every blob concatenated, the sha256 included: byte-identical to
+//! `etcdctl snapshot save`, and `etcdutl snapshot restore` checks that trailer.
+//!
+//! [`SnapshotStream`] is the pure part: feed it body chunks as they come, write out what it
+//! returns, and [`SnapshotStream::finish`] says whether the stream was whole and correct.
+//! Each line is decoded on its own (every line's base64 has its own padding).
+//! [`Client::snapshot`] writes into a temporary file in the destination directory, fsyncs
+//! and renames it into place only when the stream checked out; on any error, timeout or
+//! cancellation, the temporary file is removed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::client::{decode_body, Client, Shape};
+use super::error::EtcdError;
+use super::wire::{self, api_error, b64, int};
+
+/// Length of the sha256 trailer.
+const TRAILER_LEN: usize = 32;
+
+/// What was wrong with a snapshot stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// etcd sent an error line.
+    #[error("etcd reported an error in the middle of the stream: {message} (code {code})")]
+    Server {
+        /// The gRPC code.
+        code: i32,
+        /// etcd's message.
+        message: String,
+    },
+    /// A line that is not a snapshot chunk.
+    #[error("line {line} of the stream is not a snapshot chunk: {reason}")]
+    BadLine {
+        /// 1-based line number.
+        line: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// `remaining_bytes` does not count down by the size of each chunk.
+    #[error("line {line} says {remaining} bytes remain, but {expected} were expected: the stream is inconsistent")]
+    Inconsistent {
+        /// 1-based line number.
+        line: u64,
+        /// What the line said.
+        remaining: u64,
+        /// What the previous lines imply.
+        expected: u64,
+    },
+    /// The stream ended before the sha256 trailer.
+    #[error("the stream ended early: {received} bytes received, {remaining} more expected, then the sha256 trailer{}", if *.partial_line { " (it stopped in the middle of a line)" } else { "" })]
+    Truncated {
+        /// Bytes received.
+        received: u64,
+        /// Bytes the last line said remain.
+        remaining: u64,
+        /// The stream stopped inside a line.
+        partial_line: bool,
+    },
+    /// The last chunk is not a 32-byte sha256.
+    #[error("the last chunk should be the 32-byte sha256 of the snapshot, but it has {len} bytes")]
+    BadTrailer {
+        /// Its length.
+        len: usize,
+    },
+    /// The sha256 trailer does not match the data.
+    #[error("the snapshot's sha256 trailer {expected} does not match its data ({actual}): corrupted in transit")]
+    ChecksumMismatch {
+        /// The trailer, hex.
+        expected: String,
+        /// The sha256 of the data received, hex.
+        actual: String,
+    },
+    /// More lines after the trailer.
+    #[error("line {line} comes after the sha256 trailer")]
+    AfterTrailer {
+        /// 1-based line number.
+        line: u64,
+    },
+}
+
+/// The size and sha256 of a whole snapshot file (its trailer included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotDigest {
+    /// Bytes in the file.
+    pub size: u64,
+    /// sha256 of the whole file.
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Data lines; the next one may be the first.
+    Data,
+    /// The last data line said 0 bytes remain: the next line is the trailer.
+    Trailer,
+    /// The trailer was received and checked.
+    Done,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    result: Option<Chunk>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Chunk {
+    #[serde(with = "int")]
+    remaining_bytes: u64,
+    #[serde(with = "b64")]
+    blob: Vec<u8>,
+}
+
+/// Reassembles a snapshot from the body of `/v3/maintenance/snapshot`, chunk by chunk.
+#[derive(Debug, Clone)]
+pub struct SnapshotStream {
+    partial: Vec<u8>,
+    /// sha256 of the data lines (what the trailer must equal).
+    data_hash: Sha256,
+    /// sha256 of everything (the file).
+    file_hash: Sha256,
+    size: u64,
+    lines: u64,
+    remaining: Option<u64>,
+    phase: Phase,
+}
+
+impl Default for SnapshotStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotStream {
+    /// A stream with nothing received yet.
+    pub fn new() -> Self {
+        Self {
+            partial: Vec::new(),
+            data_hash: Sha256::new(),
+            file_hash: Sha256::new(),
+            size: 0,
+            lines: 0,
+            remaining: None,
+            phase: Phase::Data,
+        }
+    }
+
+    /// Takes the next chunk of the body (any size, split anywhere) and returns the snapshot
+    /// bytes of the lines it completed, to be appended to the file.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = rest.split_at(pos);
+            rest = &tail[1..];
+            if self.partial.is_empty() {
+                self.line(head, &mut out)?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                self.line(&line, &mut out)?;
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(out)
+    }
+
+    /// Ends the stream: returns the last bytes to write (from a final line without a
+    /// newline) and the file's size and sha256, or why the stream is not a whole, correct
+    /// snapshot.
+    pub fn finish(mut self) -> Result<(Vec<u8>, SnapshotDigest), SnapshotError> {
+        let mut out = Vec::new();
+        let partial = std::mem::take(&mut self.partial);
+        let partial_line = !partial.trim_ascii().is_empty();
+        if partial_line {
+            // A last line without its newline counts if it is complete JSON.
+            if serde_json::from_slice::<serde_json::Value>(&partial).is_err() {
+                return Err(self.truncated(true));
+            }
+            self.line(&partial, &mut out)?;
+        }
+        if self.phase != Phase::Done {
+            return Err(self.truncated(false));
+        }
+        Ok((
+            out,
+            SnapshotDigest {
+                size: self.size,
+                sha256: self.file_hash.finalize().into(),
+            },
+        ))
+    }
+
+    fn truncated(&self, partial_line: bool) -> SnapshotError {
+        SnapshotError::Truncated {
+            received: self.size,
+            remaining: self.remaining.unwrap_or(0),
+            partial_line,
+        }
+    }
+
+    fn line(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        let raw = raw.trim_ascii();
+        if raw.is_empty() {
+            return Ok(());
+        }
+        self.lines += 1;
+        let line = self.lines;
+        let bad = |reason: String| SnapshotError::BadLine { line, reason };
+        let value: serde_json::Value = serde_json::from_slice(raw)
+            .map_err(|e| bad(format!("not JSON ({e}): {}", wire::excerpt(raw))))?;
+        if let Some((code, message)) = api_error(&value) {
+            return Err(SnapshotError::Server { code, message });
+        }
+        let parsed: Line = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let chunk = parsed
+            .result
+            .ok_or_else(|| bad(format!("no \"result\": {}", wire::excerpt(raw))))?;
+        match self.phase {
+            Phase::Data => {
+                let len = chunk.blob.len() as u64;
+                if let Some(before) = self.remaining {
+                    let expected = before.checked_sub(len).ok_or(SnapshotError::Inconsistent {
+                        line,
+                        remaining: chunk.remaining_bytes,
+                        expected: 0,
+                    })?;
+                    if chunk.remaining_bytes != expected {
+                        return Err(SnapshotError::Inconsistent {
+                            line,
+                            remaining: chunk.remaining_bytes,
+                            expected,
+                        });
+                    }
+                }
+                self.remaining = Some(chunk.remaining_bytes);
+                if chunk.remaining_bytes == 0 {
+                    self.phase = Phase::Trailer;
+                }
+                self.data_hash.update(&chunk.blob);
+                self.emit(&chunk.blob, out);
+            }
+            Phase::Trailer => {
+                if chunk.blob.len() != TRAILER_LEN {
+                    return Err(SnapshotError::BadTrailer {
+                        len: chunk.blob.len(),
+                    });
+                }
+                let actual: [u8; 32] = self.data_hash.clone().finalize().into();
+                if actual[..] != chunk.blob[..] {
+                    return Err(SnapshotError::ChecksumMismatch {
+                        expected: hex::encode(&chunk.blob),
+                        actual: hex::encode(actual),
+                    });
+                }
+                self.phase = Phase::Done;
+                self.emit(&chunk.blob, out);
+            }
+            Phase::Done => return Err(SnapshotError::AfterTrailer { line }),
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        self.file_hash.update(bytes);
+        self.size += bytes.len() as u64;
+        out.extend_from_slice(bytes);
+    }
+}
+
+/// A snapshot written to disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The member it came from.
+    pub endpoint: String,
+    /// Its size in bytes (the sha256 trailer included).
+    pub size: u64,
+    /// sha256 of the whole file.
+    pub sha256: [u8; 32],
+}
+
+impl SnapshotInfo {
+    /// The sha256 as lower-case hex (as `sha256sum` prints it).
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
+impl Client {
+    /// Streams a snapshot from the first endpoint that answers (the one that answered last
+    /// first) into `dest`. See [`Client::snapshot_from`].
+    pub async fn snapshot(
+        &self,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, EtcdError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tried = Vec::new();
+        for endpoint in self.attempt_order() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.snapshot_from(&endpoint, dest, left).await {
+                Ok(info) => {
+                    self.remember(&endpoint);
+                    return Ok(info);
+                }
+                // Only a member that could not be reached (or is unavailable) is skipped;
+                // a stream that broke is reported as it is.
+                Err(err) if moves_on(&err) => tried.push((endpoint, err.to_string())),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(EtcdError::AllEndpointsFailed { tried })
+    }
+
+    /// Streams a snapshot of the member at `endpoint` into `dest`, within `timeout` for the
+    /// whole transfer. The data goes to a temporary file in `dest`'s directory, is checked
+    /// against its sha256 trailer, fsynced, and renamed over `dest` only when whole and
+    /// correct; on any failure no file is left behind. Returns the file's size and sha256.
+    pub async fn snapshot_from(
+        &self,
+        endpoint: &str,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, EtcdError> {
+        let endpoint = &self.endpoint_url(endpoint)?;
+        let work = self.snapshot_inner(endpoint, dest, timeout);
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            // Dropping the work removed its temporary file.
+            Err(_) => Err(EtcdError::Timeout {
+                endpoint: endpoint.to_owned(),
+                operation: "snapshot",
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn snapshot_inner(
+        &self,
+        endpoint: &str,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, EtcdError> {
+        let path = "/v3/maintenance/snapshot";
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| EtcdError::Io {
+                action: "write a snapshot to",
+                path: dest.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+            })?;
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| EtcdError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+
+        let mut response = self.open_snapshot(endpoint, path, timeout).await?;
+
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{file_name}."))
+            .suffix(".part")
+            .tempfile_in(&dir)
+            .map_err(io("create a temporary file in", &dir))?;
+        let (std_file, temp_path) = temp.into_parts();
+        let mut file = tokio::fs::File::from_std(std_file);
+        let transport = |source| EtcdError::Transport {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let broken = |source| EtcdError::Snapshot {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let mut stream = SnapshotStream::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            let bytes = stream.feed(&chunk).map_err(broken)?;
+            file.write_all(&bytes)
+                .await
+                .map_err(io("write", &temp_path))?;
+        }
+        let (last, digest) = stream.finish().map_err(broken)?;
+        file.write_all(&last)
+            .await
+            .map_err(io("write", &temp_path))?;
+        file.flush().await.map_err(io("write", &temp_path))?;
+        file.sync_all().await.map_err(io("fsync", &temp_path))?;
+        drop(file);
+        temp_path.persist(dest).map_err(|e| EtcdError::Io {
+            action: "rename the finished snapshot to",
+            path: dest.to_path_buf(),
+            source: e.error,
+        })?;
+        // The rename is durable only once the directory is.
+        let dir_handle = tokio::fs::File::open(&dir)
+            .await
+            .map_err(io("open", &dir))?;
+        dir_handle.sync_all().await.map_err(io("fsync", &dir))?;
+        tracing::info!(endpoint, path = %dest.display(), size = digest.size, "snapshot written");
+        Ok(SnapshotInfo {
+            path: dest.to_path_buf(),
+            endpoint: endpoint.to_owned(),
+            size: digest.size,
+            sha256: digest.sha256,
+        })
+    }
+
+    /// Starts the snapshot stream: an error before the first line (including auth) is read
+    /// from the body; a token etcd rejects is fetched again once.
+    async fn open_snapshot(
+        &self,
+        endpoint: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, EtcdError> {
+        let mut fresh_token = false;
+        loop {
+            let token = self.token(endpoint).await?;
+            let response = self
+                .post(endpoint, path, b"{}".to_vec(), timeout, token.as_deref())
+                .await?;
+            if response.status().is_success() {
+                return Ok(response);
+            }
+            let status = response.status().as_u16();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|source| EtcdError::Transport {
+                    endpoint: endpoint.to_owned(),
+                    source,
+                })?;
+            let err = match decode_body(endpoint, path, status, &body, Shape::Unary) {
+                Err(err) => err,
+                Ok(_) => EtcdError::Http {
+                    endpoint: endpoint.to_owned(),
+                    path: path.to_owned(),
+                    status,
+                    body: wire::excerpt(&body),
+                },
+            };
+            if err.is_unauthenticated() && token.is_some() && !fresh_token {
+                self.forget_token(token.as_deref());
+                fresh_token = true;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+}
+
+/// Whether a snapshot failure on one endpoint lets [`Client::snapshot`] try the next: only
+/// when the member could not be reached or is unavailable, before any data came.
+fn moves_on(err: &EtcdError) -> bool {
+    match err {
+        EtcdError::Transport { source, .. } => source.is_connect(),
+        other => other.is_unavailable(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::ClientConfig;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+
+    /// A body as etcd streams it: 32 KiB per line (or `chunk`), then the sha256 line.
+    fn body(data: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut sent = 0;
+        for piece in data.chunks(chunk) {
+            sent += piece.len();
+            let remaining = data.len() - sent;
+            let line = if remaining > 0 {
+                format!(
+                    "{{\"result\":{{\"remaining_bytes\":\"{remaining}\",\"blob\":\"{}\"}}}}\n",
+                    STANDARD.encode(piece)
+                )
+            } else {
+                format!(
+                    "{{\"result\":{{\"blob\":\"{}\"}}}}\n",
+                    STANDARD.encode(piece)
+                )
+            };
+            out.extend_from_slice(line.as_bytes());
+        }
+        let sha = Sha256::digest(data);
+        out.extend_from_slice(
+            format!("{{\"result\":{{\"blob\":\"{}\"}}}}\n", STANDARD.encode(sha)).as_bytes(),
+        );
+        out
+    }
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// Feeds `body` in pieces of `split` bytes; returns the output and the result.
+    fn run(body: &[u8], split: usize) -> Result<(Vec<u8>, SnapshotDigest), SnapshotError> {
+        let mut stream = SnapshotStream::new();
+        let mut out = Vec::new();
+        for piece in body.chunks(split.max(1)) {
+            out.extend(stream.feed(piece)?);
+        }
+        let (last, digest) = stream.finish()?;
+        out.extend(last);
+        Ok((out, digest))
+    }
+
+    fn expected_file(data: &[u8]) -> Vec<u8> {
+        let mut file = data.to_vec();
+        file.extend_from_slice(&Sha256::digest(data));
+        file
+    }
+
+    #[test]
+    fn reassembles_across_any_chunking() {
+        let data = data(100_000);
+        let body = body(&data, 32 * 1024);
+        let want = expected_file(&data);
+        for split in [1, 7, 4096, 43_693, body.len()] {
+            let (out, digest) = run(&body, split).unwrap();
+            assert_eq!(out, want, "split {split}");
+            assert_eq!(digest.size, want.len() as u64);
+            assert_eq!(digest.sha256[..], Sha256::digest(&want)[..]);
+        }
+    }
+
+    #[test]
+    fn small_snapshot_in_one_line_and_no_final_newline() {
+        let data = data(1000);
+        let mut body = body(&data, 32 * 1024);
+        body.pop(); // the last newline
+        let (out, _) = run(&body, 100).unwrap();
+        assert_eq!(out, expected_file(&data));
+    }
+
+    #[test]
+    fn exact_multiple_of_the_chunk_size() {
+        let data = data(2 * 512);
+        let (out, _) = run(&body(&data, 512), 333).unwrap();
+        assert_eq!(out, expected_file(&data));
+    }
+
+    #[test]
+    fn truncated_streams_are_refused() {
+        let data = data(70_000);
+        let body = body(&data, 32 * 1024);
+        let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 4);
+        // Cut after whole lines: before the last data line, and before the trailer.
+        for keep in [0, 1, 2, 3] {
+            let cut: Vec<u8> = lines[..keep].concat();
+            let err = run(&cut, 1000).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SnapshotError::Truncated {
+                        partial_line: false,
+                        ..
+                    }
+                ),
+                "keep {keep}: {err}"
+            );
+        }
+        // Cut in the middle of a line.
+        let err = run(&body[..body.len() - 20], 1000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnapshotError::Truncated {
+                    partial_line: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = run(&body[..50_000], 1000).unwrap_err();
+        assert!(matches!(err, SnapshotError::Truncated { .. }), "{err}");
+        assert!(err.to_string().contains("ended early"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_data_or_trailer_is_refused() {
+        let data = data(70_000);
+        let good = body(&data, 32 * 1024);
+        // Flip one byte of data inside the second line's base64 (still valid base64).
+        let mut corrupt = data.clone();
+        corrupt[40_000] ^= 0x55;
+        let corrupt_body = body(&corrupt, 32 * 1024);
+        // ... but keep the original sha256 line.
+        let good_trailer = good.split_inclusive(|&b| b == b'\n').next_back().unwrap();
+        let lines: Vec<&[u8]> = corrupt_body.split_inclusive(|&b| b == b'\n').collect();
+        let mut mixed: Vec<u8> = lines[..lines.len() - 1].concat();
+        mixed.extend_from_slice(good_trailer);
+        let err = run(&mixed, 4096).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::ChecksumMismatch { .. }),
+            "{err}"
+        );
+
+        // A trailer of the wrong length.
+        let mut short = lines[..lines.len() - 1].concat();
+        short.extend_from_slice(b"{\"result\":{\"blob\":\"AAAA\"}}\n");
+        let err = run(&short, 4096).unwrap_err();
+        assert_eq!(err, SnapshotError::BadTrailer { len: 3 });
+
+        // Something after the trailer.
+        let mut extra = good.clone();
+        extra.extend_from_slice(b"{\"result\":{\"blob\":\"AAAA\"}}\n");
+        let err = run(&extra, 4096).unwrap_err();
+        assert_eq!(err, SnapshotError::AfterTrailer { line: 5 });
+
+        // Bad base64 and not-JSON lines.
+        let err = run(b"{\"result\":{\"blob\":\"!!\"}}\n", 10).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::BadLine { line: 1, .. }),
+            "{err}"
+        );
+        let err = run(b"garbage\n", 10).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::BadLine { line: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn remaining_bytes_must_count_down() {
+        let a = STANDARD.encode([1u8; 10]);
+        let body = format!(
+            "{{\"result\":{{\"remaining_bytes\":\"20\",\"blob\":\"{a}\"}}}}\n{{\"result\":{{\"remaining_bytes\":\"5\",\"blob\":\"{a}\"}}}}\n"
+        );
+        let err = run(body.as_bytes(), 1000).unwrap_err();
+        assert_eq!(
+            err,
+            SnapshotError::Inconsistent {
+                line: 2,
+                remaining: 5,
+                expected: 10
+            }
+        );
+    }
+
+    #[test]
+    fn error_line_is_an_error() {
+        let data = data(40_000);
+        let body = body(&data, 32 * 1024);
+        let first = body.split_inclusive(|&b| b == b'\n').next().unwrap();
+        let mut broken = first.to_vec();
+        broken.extend_from_slice(
+            b"{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: server stopped\",\"http_status\":\"Service Unavailable\"}}\n",
+        );
+        let err = run(&broken, 999).unwrap_err();
+        assert_eq!(
+            err,
+            SnapshotError::Server {
+                code: 14,
+                message: "etcdserver: server stopped".into()
+            }
+        );
+        let err = run(b"{\"code\":2, \"message\":\"boom\"}\n", 5).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Server { code: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_stream_is_truncated() {
+        let err = run(b"", 1).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Truncated { received: 0, .. }),
+            "{err}"
+        );
+        let err = run(b"\n\n", 1).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Truncated { received: 0, .. }),
+            "{err}"
+        );
+    }
+
+    /// A one-connection HTTP server that answers with `body` (all of it, then closes), or
+    /// with the first `stall_after` bytes of it and then nothing.
+    async fn serve(body: Vec<u8>, stall_after: Option<usize>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            match stall_after {
+                None => {
+                    let _ = conn.write_all(&body).await;
+                }
+                Some(n) => {
+                    let _ = conn.write_all(&body[..n]).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn whole_stream_becomes_the_file() {
+        let data = data(100_000);
+        let endpoint = serve(body(&data, 32 * 1024), None).await;
+        let client = Client::new(ClientConfig::new(vec![endpoint.clone()])).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("snap.db");
+        std::fs::write(&dest, b"old").unwrap();
+        let info = client
+            .snapshot_from(&endpoint, &dest, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let want = expected_file(&data);
+        assert_eq!(std::fs::read(&dest).unwrap(), want);
+        assert_eq!(info.size, want.len() as u64);
+        assert_eq!(info.sha256[..], Sha256::digest(&want)[..]);
+        assert_eq!(info.endpoint, endpoint);
+        assert_eq!(entries(dir.path()), ["snap.db"]);
+    }
+
+    #[tokio::test]
+    async fn broken_streams_leave_no_file_and_keep_the_old_one() {
+        let data = data(100_000);
+        let good = body(&data, 32 * 1024);
+        let lines: Vec<&[u8]> = good.split_inclusive(|&b| b == b'\n').collect();
+        let without_trailer = lines[..lines.len() - 1].concat();
+        let mut corrupt_trailer = without_trailer.clone();
+        corrupt_trailer.extend_from_slice(
+            format!(
+                "{{\"result\":{{\"blob\":\"{}\"}}}}\n",
+                STANDARD.encode([7u8; 32])
+            )
+            .as_bytes(),
+        );
+        let mut error_line = lines[0].to_vec();
+        error_line.extend_from_slice(
+            b"{\"error\":{\"grpc_code\":14,\"message\":\"etcdserver: server stopped\"}}\n",
+        );
+        let cut_mid_line = good[..good.len() / 2].to_vec();
+        for (name, body) in [
+            ("no trailer", without_trailer),
+            ("bad trailer", corrupt_trailer),
+            ("error line", error_line),
+            ("cut in a line", cut_mid_line),
+        ] {
+            let endpoint = serve(body, None).await;
+            let client = Client::new(ClientConfig::new(vec![endpoint.clone()])).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("snap.db");
+            std::fs::write(&dest, b"old").unwrap();
+            let err = client
+                .snapshot_from(&endpoint, &dest, Duration::from_secs(10))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, EtcdError::Snapshot { .. }), "{name}: {err}");
+            assert_eq!(entries(dir.path()), ["snap.db"], "{name}: {err}");
+            assert_eq!(std::fs::read(&dest).unwrap(), b"old", "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stalled_stream_times_out_and_leaves_no_file() {
+        let data = data(100_000);
+        let endpoint = serve(body(&data, 32 * 1024), Some(50_000)).await;
+        let client = Client::new(ClientConfig::new(vec![endpoint.clone()])).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("snap.db");
+        let started = std::time::Instant::now();
+        let err = client
+            .snapshot_from(&endpoint, &dest, Duration::from_millis(700))
+            .await
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            matches!(
+                err,
+                EtcdError::Timeout {
+                    operation: "snapshot",
+                    ..
+                }
+            ) || matches!(&err, EtcdError::Transport { source, .. } if source.is_timeout()),
+            "{err}"
+        );
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    }
+
+    #[tokio::test]
+    async fn failed_snapshot_leaves_no_file() {
+        // Nothing listens on this port: the call fails before any file is created.
+        let dir = tempfile::tempdir().unwrap();
+        let client = Client::new(ClientConfig::new(vec!["http://127.0.0.1:9".into()])).unwrap();
+        let dest = dir.path().join("snap.db");
+        let err = client
+            .snapshot(&dest, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EtcdError::AllEndpointsFailed { .. }), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
