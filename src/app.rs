@@ -4,6 +4,7 @@ use std::future::Future;
 
 use crate::cli::{Cli, Command};
 use crate::config::RunSettings;
+use crate::staging;
 use crate::supervisor;
 
 /// Runs the parsed command line; returns the process exit code.
@@ -28,7 +29,8 @@ pub fn run(cli: Cli) -> i32 {
                 }
             }
         }
-        Command::Status(_) | Command::Stage(_) | Command::Backup(_) | Command::VerifyBackup(_) => {
+        Command::Stage(args) => staging::stage_command(&args),
+        Command::Status(_) | Command::Backup(_) | Command::VerifyBackup(_) => {
             tracing::error!("this subcommand is not available in this build yet");
             2
         }

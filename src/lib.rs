@@ -6,6 +6,7 @@
 //! - `supervisor`: the `run` loop (restart policy, health, signals, systemd).
 //! - `notify`: systemd notifications; `logging`: tracing setup.
 //! - `version`, `versions`: version numbers and the pinned-binaries store.
+//! - `staging`: the staging directory (watch, checks, quarantine) and the `stage` command.
 //! - `etcd`: the HTTP/JSON gateway client.
 
 pub mod app;
@@ -17,6 +18,7 @@ pub mod etcd;
 pub mod logging;
 pub mod notify;
 pub mod reaper;
+pub mod staging;
 pub mod supervisor;
 pub mod upgrade;
 pub mod upgrade_path;

@@ -5,6 +5,13 @@
 //! and one rename, so a version directory either exists whole or not at all. Each carries
 //! `etcd.sha256`, checked before the binary is started, so a binary changed on disk after
 //! it was pinned is never run.
+//!
+//! Two ways in: [`VersionStore::install`] for a binary whose version is already known (the
+//! operator's `--etcd-binary`, probed in place), and [`VersionStore::begin_install`] for a
+//! staged drop, whose version is only learnt by probing the private copy: the files (etcd,
+//! and etcdctl/etcdutl when they came with it) are copied into a temp dir under `versions/`,
+//! hashed again there, probed there, and [`PendingInstall::commit`] renames the dir to
+//! `versions/<X.Y.Z>`. Companions get their own `NAME.sha256` beside them.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -79,6 +86,18 @@ pub enum VersionsError {
     /// `current` is missing or points somewhere unexpected.
     #[error("{0}")]
     BadCurrent(String),
+    /// The version is already pinned, and one of its files has other bytes than the new one.
+    #[error("{version} is already pinned with different contents ({file}: pinned sha256 {pinned}, new {new})")]
+    PinnedDifferent {
+        /// The version.
+        version: Version,
+        /// Which file differs (`etcd`, `etcdctl`, ...).
+        file: String,
+        /// sha256 of the pinned file.
+        pinned: String,
+        /// sha256 of the file being installed.
+        new: String,
+    },
 }
 
 fn io_err<'a>(
@@ -246,6 +265,195 @@ impl VersionStore {
     }
 }
 
+impl VersionStore {
+    /// Starts an install whose version is not known yet: a private (0700) temp dir under
+    /// `versions/`, removed again unless [`PendingInstall::commit`] renames it into place.
+    pub fn begin_install(&self) -> Result<PendingInstall, VersionsError> {
+        let versions = self.versions_dir();
+        fs::create_dir_all(&versions).map_err(io_err("creating", &versions))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".install-")
+            .tempdir_in(&versions)
+            .map_err(io_err("creating a temp dir in", &versions))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700))
+            .map_err(io_err("setting permissions of", tmp.path()))?;
+        Ok(PendingInstall {
+            store: self.clone(),
+            tmp,
+            files: Vec::new(),
+        })
+    }
+}
+
+/// An install in progress: files copied into a private temp dir under `versions/`, each
+/// hashed again after the copy. Dropped without [`PendingInstall::commit`], the temp dir and
+/// everything in it are removed.
+#[derive(Debug)]
+pub struct PendingInstall {
+    store: VersionStore,
+    tmp: tempfile::TempDir,
+    /// (file name, sha256) of every file added, in order.
+    files: Vec<(String, String)>,
+}
+
+/// What [`PendingInstall::commit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    /// The pinned version.
+    pub pinned: Pinned,
+    /// True when the version was already pinned with identical bytes (nothing replaced).
+    pub already_pinned: bool,
+    /// sha256 of the etcd binary.
+    pub sha256: String,
+    /// Companion files added to an already pinned version (it lacked them).
+    pub added: Vec<String>,
+}
+
+impl PendingInstall {
+    /// The private temp dir.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The private copy of the etcd binary (`<temp dir>/etcd`), the one to probe.
+    pub fn binary(&self) -> PathBuf {
+        self.tmp.path().join("etcd")
+    }
+
+    /// Copies everything `source` yields into `<temp dir>/<name>` (mode 0755, fsynced),
+    /// hashes the copy, and checks it against `expected_sha256`: a mismatch (the source
+    /// changed while it was read) is [`VersionsError::Tampered`] naming `source_path`.
+    /// Records `<name>.sha256` beside it.
+    pub fn add(
+        &mut self,
+        name: &str,
+        source: &mut impl Read,
+        source_path: &Path,
+        expected_sha256: &str,
+    ) -> Result<PathBuf, VersionsError> {
+        let dest = self.tmp.path().join(name);
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(io_err("adding", &dest)(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a plain file name",
+            )));
+        }
+        let mut dst = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .map_err(io_err("creating", &dest))?;
+        io::copy(source, &mut dst).map_err(io_err("copying into", &dest))?;
+        dst.set_permissions(fs::Permissions::from_mode(0o755))
+            .map_err(io_err("setting permissions of", &dest))?;
+        dst.sync_all().map_err(io_err("syncing", &dest))?;
+        drop(dst);
+        let copied = sha256_file(&dest)?;
+        if copied != expected_sha256 {
+            return Err(VersionsError::Tampered {
+                path: source_path.to_path_buf(),
+                expected: expected_sha256.to_owned(),
+                actual: copied,
+            });
+        }
+        write_synced(
+            &self.tmp.path().join(format!("{name}.sha256")),
+            format!("{copied}  {name}\n").as_bytes(),
+        )?;
+        self.files.push((name.to_owned(), copied));
+        Ok(dest)
+    }
+
+    /// Moves the files into `versions/<version>` with one rename of the temp dir.
+    ///
+    /// When the version is already pinned: identical files make this a no-op
+    /// (`already_pinned`), companions the pinned version lacks are added (temp file in the
+    /// same filesystem, rename), and any file with other bytes is
+    /// [`VersionsError::PinnedDifferent`]; nothing is changed then.
+    pub fn commit(self, version: &Version) -> Result<Installed, VersionsError> {
+        let versions = self.store.versions_dir();
+        let final_dir = self.store.dir_of(version);
+        let pinned = Pinned {
+            version: version.clone(),
+            binary: final_dir.join("etcd"),
+        };
+        let Some(sha256) = self
+            .files
+            .iter()
+            .find(|(name, _)| name == "etcd")
+            .map(|(_, sum)| sum.clone())
+        else {
+            return Err(VersionsError::Missing(self.binary()));
+        };
+        sync_dir(self.tmp.path())?;
+        if !final_dir.exists() {
+            fs::set_permissions(self.tmp.path(), fs::Permissions::from_mode(0o755))
+                .map_err(io_err("setting permissions of", self.tmp.path()))?;
+            match fs::rename(self.tmp.path(), &final_dir) {
+                Ok(()) => {
+                    // The temp dir is gone (renamed): nothing left for TempDir to remove.
+                    let _ = self.tmp.keep();
+                    sync_dir(&versions)?;
+                    return Ok(Installed {
+                        pinned,
+                        already_pinned: false,
+                        sha256,
+                        added: Vec::new(),
+                    });
+                }
+                // Someone pinned it between the check and the rename: compare below.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {}
+                Err(e) => return Err(io_err("renaming into", &final_dir)(e)),
+            }
+        }
+        let mut missing = Vec::new();
+        for (name, new) in &self.files {
+            let existing = final_dir.join(name);
+            if !existing.exists() {
+                missing.push(name.clone());
+                continue;
+            }
+            let actual = sha256_file(&existing)?;
+            let recorded_path = final_dir.join(format!("{name}.sha256"));
+            if let Ok(recorded) = fs::read_to_string(&recorded_path) {
+                let recorded = recorded.split_whitespace().next().unwrap_or_default();
+                if recorded != actual {
+                    return Err(VersionsError::Tampered {
+                        path: existing,
+                        expected: recorded.to_owned(),
+                        actual,
+                    });
+                }
+            }
+            if &actual != new {
+                return Err(VersionsError::PinnedDifferent {
+                    version: version.clone(),
+                    file: name.clone(),
+                    pinned: actual,
+                    new: new.clone(),
+                });
+            }
+        }
+        for name in &missing {
+            // The checksum first: a binary never sits in a version dir without its record.
+            for file in [format!("{name}.sha256"), name.clone()] {
+                let from = self.tmp.path().join(&file);
+                let to = final_dir.join(&file);
+                fs::rename(&from, &to).map_err(io_err("renaming into", &to))?;
+            }
+        }
+        if !missing.is_empty() {
+            sync_dir(&final_dir)?;
+        }
+        Ok(Installed {
+            pinned,
+            already_pinned: true,
+            sha256,
+            added: missing,
+        })
+    }
+}
+
 /// Checks that `path` is an existing regular file with an execute bit.
 pub fn check_executable(path: &Path) -> Result<(), VersionsError> {
     let meta = match fs::metadata(path) {
@@ -318,10 +526,19 @@ pub async fn probe_version(
 /// Hex sha256 of a file's contents.
 pub fn sha256_file(path: &Path) -> Result<String, VersionsError> {
     let mut file = File::open(path).map_err(io_err("opening", path))?;
+    sha256_reader(&mut file, path)
+}
+
+/// Hex sha256 of everything `reader` yields; `path` names it in errors.
+pub fn sha256_reader(reader: &mut impl Read, path: &Path) -> Result<String, VersionsError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = file.read(&mut buf).map_err(io_err("reading", path))?;
+        let n = match reader.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err("reading", path)(e)),
+        };
         if n == 0 {
             break;
         }
@@ -419,5 +636,109 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers, ["3.4.23"]);
+    }
+
+    fn add_bytes(pending: &mut PendingInstall, name: &str, bytes: &[u8]) -> String {
+        let sum = hex::encode(Sha256::digest(bytes));
+        pending
+            .add(name, &mut &bytes[..], Path::new(name), &sum)
+            .unwrap();
+        sum
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn pending_install_commits_once_and_compares_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = VersionStore::new(dir.path());
+        let v = Version::new(3, 5, 16);
+
+        let mut first = store.begin_install().unwrap();
+        assert_eq!(
+            fs::metadata(first.dir()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let sum = add_bytes(&mut first, "etcd", b"server");
+        let done = first.commit(&v).unwrap();
+        assert!(!done.already_pinned);
+        assert_eq!(done.sha256, sum);
+        assert_eq!(done.pinned.binary, store.dir_of(&v).join("etcd"));
+        store.verify(&done.pinned).unwrap();
+        assert_eq!(
+            fs::read_to_string(store.dir_of(&v).join("etcd.sha256")).unwrap(),
+            format!("{sum}  etcd\n")
+        );
+
+        // Same bytes again, plus a companion the pinned version lacks: no-op plus the addition.
+        let mut again = store.begin_install().unwrap();
+        add_bytes(&mut again, "etcd", b"server");
+        add_bytes(&mut again, "etcdctl", b"client");
+        let done = again.commit(&v).unwrap();
+        assert!(done.already_pinned);
+        assert_eq!(done.added, ["etcdctl"]);
+        assert_eq!(
+            entries(&store.dir_of(&v)),
+            ["etcd", "etcd.sha256", "etcdctl", "etcdctl.sha256"]
+        );
+
+        // Other bytes under the same version are refused and change nothing.
+        let mut other = store.begin_install().unwrap();
+        add_bytes(&mut other, "etcd", b"server");
+        add_bytes(&mut other, "etcdctl", b"another client");
+        let err = other.commit(&v).unwrap_err();
+        assert!(
+            matches!(&err, VersionsError::PinnedDifferent { file, .. } if file == "etcdctl"),
+            "{err}"
+        );
+        assert!(err
+            .to_string()
+            .starts_with("3.5.16 is already pinned with different contents"));
+        assert_eq!(
+            fs::read(store.dir_of(&v).join("etcdctl")).unwrap(),
+            b"client"
+        );
+
+        // Dropped without commit: the temp dir goes away.
+        let mut abandoned = store.begin_install().unwrap();
+        add_bytes(&mut abandoned, "etcd", b"whatever");
+        drop(abandoned);
+        assert_eq!(entries(&dir.path().join("versions")), ["3.5.16"]);
+    }
+
+    #[test]
+    fn pending_install_checks_the_copy_and_needs_an_etcd() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = VersionStore::new(dir.path());
+        let mut pending = store.begin_install().unwrap();
+        let err = pending
+            .add(
+                "etcd",
+                &mut &b"changed"[..],
+                Path::new("/staged/etcd"),
+                "00",
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, VersionsError::Tampered { ref path, .. } if path == Path::new("/staged/etcd"))
+        );
+        assert!(pending
+            .add("../x", &mut &b""[..], Path::new("x"), "00")
+            .is_err());
+        let mut only_ctl = store.begin_install().unwrap();
+        add_bytes(&mut only_ctl, "etcdctl", b"client");
+        assert!(matches!(
+            only_ctl.commit(&Version::new(3, 5, 16)),
+            Err(VersionsError::Missing(_))
+        ));
+        drop(pending);
+        assert!(entries(&dir.path().join("versions")).is_empty());
     }
 }

@@ -7,3 +7,4 @@ mod bad_input;
 mod etcd_client;
 mod pid1;
 mod run;
+mod staging;
