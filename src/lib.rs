@@ -20,6 +20,7 @@ pub mod notify;
 pub mod reaper;
 pub mod staging;
 pub mod supervisor;
+pub mod turn;
 pub mod upgrade;
 pub mod upgrade_path;
 pub mod version;

@@ -8,3 +8,4 @@ mod etcd_client;
 mod pid1;
 mod run;
 mod staging;
+mod turn;
