@@ -5,6 +5,7 @@ use std::future::Future;
 use crate::cli::{Cli, Command};
 use crate::config::RunSettings;
 use crate::staging;
+use crate::status;
 use crate::supervisor;
 
 /// Runs the parsed command line; returns the process exit code.
@@ -30,7 +31,8 @@ pub fn run(cli: Cli) -> i32 {
             }
         }
         Command::Stage(args) => staging::stage_command(&args),
-        Command::Status(_) | Command::Backup(_) | Command::VerifyBackup(_) => {
+        Command::Status(args) => block_on(async move { status::command(&args).await }),
+        Command::Backup(_) | Command::VerifyBackup(_) => {
             tracing::error!("this subcommand is not available in this build yet");
             2
         }

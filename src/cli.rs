@@ -75,10 +75,6 @@ pub struct ConnArgs {
     #[arg(long, env = "ETCD_SUPERVISOR_USER")]
     pub user: Option<String>,
 
-    /// Password of --user. Only from the environment, never the command line (ps shows it).
-    #[arg(skip)]
-    pub password: Option<String>,
-
     /// Upper bound of one request to etcd.
     #[arg(long, env = "ETCD_SUPERVISOR_REQUEST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub request_timeout: Duration,

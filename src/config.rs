@@ -8,7 +8,37 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::RunArgs;
+use crate::cli::{ConnArgs, RunArgs};
+use crate::etcd::client::Credentials;
+use crate::etcd::ClientConfig;
+
+/// The environment variable holding the password of `--user` (never a flag: `ps` shows flags).
+pub const PASSWORD_ENV: &str = "ETCD_SUPERVISOR_PASSWORD";
+
+/// Client settings from `--endpoints`, TLS and auth options; `fallback` endpoints are used
+/// when none were given (the local member's client URLs, or etcdctl's default).
+pub fn client_config(
+    conn: &ConnArgs,
+    fallback: &[String],
+    env: &HashMap<String, String>,
+) -> ClientConfig {
+    let endpoints = if conn.endpoints.is_empty() {
+        fallback.to_vec()
+    } else {
+        conn.endpoints.clone()
+    };
+    ClientConfig {
+        request_timeout: conn.request_timeout,
+        cacert: conn.cacert.clone(),
+        cert: conn.cert.clone(),
+        key: conn.key.clone(),
+        credentials: conn.user.as_ref().map(|user| Credentials {
+            user: user.clone(),
+            password: env.get(PASSWORD_ENV).cloned().unwrap_or_default(),
+        }),
+        ..ClientConfig::new(endpoints)
+    }
+}
 
 /// Errors in the configuration given to the supervisor.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod notify;
 pub mod reaper;
 pub mod staging;
+pub mod status;
 pub mod supervisor;
 pub mod turn;
 pub mod upgrade;

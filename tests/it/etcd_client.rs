@@ -974,54 +974,12 @@ fn post_with_token(endpoint: &str, path: &str, body: &str, token: &str) -> Optio
     Some((status, body))
 }
 
-/// A throwaway PKI in `dir`: `ca.pem`, `server.pem` + `server-key.pem` (for `ip`),
-/// `client.pem` + `client-key.pem`, and `other-ca.pem` (signed nothing here).
-fn make_pki(dir: &Path, ip: &str) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let ca = |name: &str| {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::CrlSign,
-        ];
-        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-    };
-    let issuer = ca("etcd-supervisor test CA");
-    std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
-    std::fs::write(dir.join("other-ca.pem"), ca("some other CA").pem()).unwrap();
-    for (name, sans, usages) in [
-        (
-            "server",
-            vec![ip.to_owned()],
-            vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        ),
-        ("client", vec![], vec![ExtendedKeyUsagePurpose::ClientAuth]),
-    ] {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = usages;
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
-    }
-}
-
 async fn tls_with_client_certificates(release: Release) {
     // The fixture's addresses and directories; this one member is started here with TLS.
     let cluster = Cluster::new(release, 1, Mode::Bare);
     let spec = cluster.members[0].spec.clone();
     let dir = cluster.dir().to_path_buf();
-    make_pki(&dir, &spec.ip);
+    crate::support::pki::make_pki(&dir, &spec.ip);
     let https = format!("https://{}:{}", spec.ip, spec.client_port);
     let mut flags: Vec<String> = spec
         .etcd_flags()

@@ -8,4 +8,5 @@ mod etcd_client;
 mod pid1;
 mod run;
 mod staging;
+mod status;
 mod turn;

@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpStream};
