@@ -16,4 +16,5 @@
 //! point resumes (or finishes the rollback) on restart.
 
 pub mod machine;
+pub mod preflight;
 pub mod state_file;
