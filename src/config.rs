@@ -8,9 +8,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ConnArgs, RunArgs};
+use crate::cli::{BackupMode, ConnArgs, RunArgs};
 use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
+use crate::version::Version;
 
 /// The environment variable holding the password of `--user` (never a flag: `ps` shows flags).
 pub const PASSWORD_ENV: &str = "ETCD_SUPERVISOR_PASSWORD";
@@ -43,6 +44,9 @@ pub fn client_config(
 /// Errors in the configuration given to the supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// `--allow-known-bad` names something that is not a version.
+    #[error("--allow-known-bad: {0}")]
+    BadAllow(#[from] crate::version::ParseVersionError),
     /// A relative state dir would move with the working directory of whoever starts us.
     #[error("--state-dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),
@@ -76,6 +80,20 @@ pub struct RunSettings {
     pub staging_dir: PathBuf,
     /// Staging poll interval for filesystems without inotify.
     pub poll_interval: Option<Duration>,
+    /// How to reach the cluster (endpoints default to the local member's client URLs).
+    pub cluster: ClientConfig,
+    /// Prefix of the supervisor's keys in etcd.
+    pub key_prefix: String,
+    /// TTL of the upgrade turn's lease.
+    pub lock_ttl: Duration,
+    /// Bound on a started etcd becoming healthy and caught up.
+    pub ready_timeout: Duration,
+    /// What a turn backs up.
+    pub backup: BackupMode,
+    /// Backups kept.
+    pub backup_keep: u32,
+    /// Known-bad versions the operator accepts.
+    pub allow_known_bad: Vec<Version>,
     /// Arguments etcd is started with (the user's, plus `--data-dir` when we chose it).
     pub etcd_args: Vec<String>,
     /// The member as etcd will see it.
@@ -131,7 +149,20 @@ impl RunSettings {
         let advertised = lookup("advertise-client-urls", "ETCD_ADVERTISE_CLIENT_URLS");
         let listening = lookup("listen-client-urls", "ETCD_LISTEN_CLIENT_URLS");
         let client_urls = local_client_urls(advertised.as_deref(), listening.as_deref());
+        let allow_known_bad = args
+            .allow_known_bad
+            .iter()
+            .map(|v| v.parse())
+            .collect::<Result<Vec<Version>, _>>()?;
+        let cluster = client_config(&args.conn, &client_urls, env);
         Ok(Self {
+            cluster,
+            key_prefix: args.key_prefix.clone(),
+            lock_ttl: args.lock_ttl,
+            ready_timeout: args.ready_timeout,
+            backup: args.backup,
+            backup_keep: args.backup_keep,
+            allow_known_bad,
             state_dir: args.state_dir.clone(),
             etcd_binary: args.etcd_binary.clone(),
             stop_timeout: args.stop_timeout,

@@ -19,6 +19,10 @@ use crate::datadir;
 use crate::etcd::{Client, ClientConfig};
 use crate::notify::Notifier;
 use crate::reaper::{ChildExit, Reaper, ReaperError};
+use crate::staging::{StagingError, StagingWatcher, WatchOptions};
+use crate::upgrade::driver::{Driver, DriverConfig};
+use crate::upgrade::machine::{self, Effect, Turn};
+use crate::upgrade::state_file::{StateFile, StateFileError};
 use crate::version::Version;
 use crate::versions::{self, Pinned, VersionStore, VersionsError};
 
@@ -48,9 +52,15 @@ pub enum RunError {
     /// etcd could not be started at all.
     #[error(transparent)]
     Spawn(#[from] ReaperError),
-    /// The HTTP client for health checks could not be built.
+    /// The HTTP client could not be built (bad TLS material and the like).
     #[error(transparent)]
     Client(#[from] crate::etcd::EtcdError),
+    /// The staging directory cannot be watched.
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    /// state.json cannot be read.
+    #[error(transparent)]
+    State(#[from] StateFileError),
 }
 
 impl RunError {
@@ -58,8 +68,11 @@ impl RunError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            RunError::NothingInstalled(_) | RunError::Versions(_) | RunError::StateDir { .. }
-        )
+            RunError::NothingInstalled(_)
+                | RunError::Versions(_)
+                | RunError::StateDir { .. }
+                | RunError::Client(_)
+        ) || matches!(self, RunError::Staging(e) if e.exit_code() == 2)
     }
 }
 
@@ -118,7 +131,7 @@ pub enum Health {
 }
 
 /// The signals the supervisor forwards to etcd.
-struct Signals {
+pub struct Signals {
     term: SignalStream,
     int: SignalStream,
     hup: SignalStream,
@@ -541,11 +554,11 @@ async fn sleep_until_opt(at: Option<Instant>) {
 pub async fn run_with(
     settings: RunSettings,
     reaper: Reaper,
+    mut signals: Signals,
+    pinned: Pinned,
     driver: Option<DriverStarter>,
     held: bool,
 ) -> Result<i32, RunError> {
-    let mut signals = Signals::subscribe().map_err(ReaperError::Signal)?;
-    let pinned = ensure_pinned(&settings, &reaper).await?;
     datadir::wait_until_free(&settings.member.data_dir, settings.stop_timeout).await?;
     let client = Client::new(ClientConfig {
         request_timeout: Duration::from_secs(2),
@@ -649,10 +662,59 @@ pub async fn run_with(
     Ok(code)
 }
 
-/// Runs etcd with no upgrade driver (see [`run_with`]).
+/// `etcd-supervisor run`: pins the first version if needed, recovers an interrupted turn,
+/// starts the staging watcher and the upgrade driver, and supervises etcd.
 pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
     let reaper = Reaper::start()?;
-    run_with(settings, reaper, None, false).await
+    // Subscribed first, so a SIGTERM during start-up is seen by the loop, not lost.
+    let signals = Signals::subscribe().map_err(ReaperError::Signal)?;
+    let pinned = ensure_pinned(&settings, &reaper).await?;
+    let state = StateFile::new(&settings.state_dir);
+    let persisted = state.load()?;
+    let recovered = match &persisted {
+        Some(turn) => machine::recover(turn, &pinned.version),
+        None => machine::Step {
+            turn: Turn::idle(pinned.version.clone()),
+            effect: Effect::Nothing,
+        },
+    };
+    if persisted.is_some() && recovered.effect != Effect::Nothing {
+        tracing::info!(
+            member = %settings.member.name,
+            state = recovered.turn.state_name(),
+            effect = ?recovered.effect,
+            "resuming an interrupted upgrade"
+        );
+    }
+    // Mid-swap, etcd stays stopped until the driver has put `current` right.
+    let held = matches!(recovered.effect, Effect::Switch(_));
+    let (watcher, candidates) =
+        StagingWatcher::start(WatchOptions::from_settings(&settings), reaper.clone())?;
+    let client = Client::new(settings.cluster.clone())?;
+    let cfg = DriverConfig {
+        member: settings.member.name.clone(),
+        state_dir: settings.state_dir.clone(),
+        staging_dir: settings.staging_dir.clone(),
+        data_dir: settings.member.data_dir.clone(),
+        local_endpoints: settings.member.client_urls.clone(),
+        key_prefix: settings.key_prefix.clone(),
+        lock_ttl: settings.lock_ttl,
+        ready_timeout: settings.ready_timeout,
+        backup: settings.backup,
+        backup_keep: settings.backup_keep,
+        allow_known_bad: settings.allow_known_bad.clone(),
+    };
+    let machine::Step { turn, effect } = recovered;
+    let starter: DriverStarter = Box::new(move |control| {
+        Box::pin(async move {
+            // The watcher lives as long as the driver that consumes its candidates.
+            let _watcher = watcher;
+            Driver::new(cfg, client, control, turn, candidates)
+                .run(effect)
+                .await;
+        })
+    });
+    run_with(settings, reaper, signals, pinned, Some(starter), held).await
 }
 
 /// Polls /health quickly until etcd first answers, then every `interval`; publishes changes.

@@ -126,10 +126,12 @@ pub enum Effect {
     StartEtcd,
     /// Wait until etcd runs this version healthily and caught up.
     Verify(Version),
-    /// Release the turn; record the outcome (and the rejection, if any) in etcd and on disk.
+    /// Release the turn; record the outcome in etcd and on disk.
     Release {
-        /// A version to mark rejected for the whole cluster, with the reason.
+        /// A version that failed to serve: rejected for the whole cluster (`rejected/<v>`).
         reject: Option<(Version, String)>,
+        /// A version this member may not take (path rules): refused here, with the reason.
+        refuse: Option<(Version, String)>,
     },
     /// Release the turn (if held), stop etcd, keep the persisted state for `recover`, exit.
     Exit,
@@ -205,7 +207,10 @@ impl Turn {
         };
         Step {
             turn,
-            effect: Effect::Release { reject: None },
+            effect: Effect::Release {
+                reject: None,
+                refuse: None,
+            },
         }
     }
 
@@ -275,7 +280,8 @@ pub fn step(turn: &Turn, event: Event) -> Step {
             go(
                 t,
                 E::Release {
-                    reject: rejected.map(|v| (v, why)),
+                    reject: None,
+                    refuse: rejected.map(|v| (v, why)),
                 },
             )
         }
@@ -312,7 +318,13 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 last_error: None,
                 retries: 0,
             };
-            go(t, E::Release { reject: None })
+            go(
+                t,
+                E::Release {
+                    reject: None,
+                    refuse: None,
+                },
+            )
         }
         (P::Verifying, V::Verified) => {
             // Back on the old version: the new one is rejected for the whole cluster.
@@ -327,7 +339,13 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 rollback: false,
                 ..turn.clone()
             };
-            go(t, E::Release { reject })
+            go(
+                t,
+                E::Release {
+                    reject,
+                    refuse: None,
+                },
+            )
         }
         // The old version does not come back either: say so, release the turn (the other
         // members' preflight sees this member down and waits), and let the run loop keep
@@ -344,7 +362,13 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 last_error: Some(format!("rollback failed: {why}")),
                 ..turn.clone()
             };
-            go(t, E::Release { reject })
+            go(
+                t,
+                E::Release {
+                    reject,
+                    refuse: None,
+                },
+            )
         }
 
         (P::Queued, V::Released) if turn.to.is_some() => go(
@@ -468,7 +492,10 @@ mod tests {
                 Effect::Switch(v("3.5.16")),
                 Effect::StartEtcd,
                 Effect::Verify(v("3.5.16")),
-                Effect::Release { reject: None },
+                Effect::Release {
+                    reject: None,
+                    refuse: None
+                },
                 Effect::Nothing,
             ]
         );
@@ -490,7 +517,13 @@ mod tests {
         );
         assert_eq!(t.phase, Phase::Queued);
         assert_eq!(t.last_error.as_deref(), Some("m2 unreachable"));
-        assert_eq!(effects[1], Effect::Release { reject: None });
+        assert_eq!(
+            effects[1],
+            Effect::Release {
+                reject: None,
+                refuse: None
+            }
+        );
         assert_eq!(
             effects[2],
             Effect::AcquireTurn {
@@ -519,7 +552,8 @@ mod tests {
         assert_eq!(
             effects[1],
             Effect::Release {
-                reject: Some((v("3.5.16"), "skips a minor".into()))
+                reject: None,
+                refuse: Some((v("3.5.16"), "skips a minor".into()))
             }
         );
         assert!(!effects.contains(&Effect::StopEtcd));
@@ -537,7 +571,13 @@ mod tests {
         );
         assert_eq!(t.phase, Phase::Queued);
         assert!(!effects.contains(&Effect::StopEtcd));
-        assert_eq!(effects.last(), Some(&Effect::Release { reject: None }));
+        assert_eq!(
+            effects.last(),
+            Some(&Effect::Release {
+                reject: None,
+                refuse: None
+            })
+        );
     }
 
     #[test]
@@ -593,7 +633,8 @@ mod tests {
                 Effect::StartEtcd,
                 Effect::Verify(v("3.4.23")),
                 Effect::Release {
-                    reject: Some((v("3.5.16"), "not healthy within 60s".into()))
+                    reject: Some((v("3.5.16"), "not healthy within 60s".into())),
+                    refuse: None
                 },
             ]
         );
@@ -628,7 +669,8 @@ mod tests {
         assert_eq!(
             effects.last(),
             Some(&Effect::Release {
-                reject: Some((v("3.5.16"), "crashed".into()))
+                reject: Some((v("3.5.16"), "crashed".into())),
+                refuse: None
             })
         );
     }

@@ -6,6 +6,7 @@ mod support;
 mod bad_input;
 mod etcd_client;
 mod pid1;
+mod rollout;
 mod run;
 mod staging;
 mod status;

@@ -519,11 +519,16 @@ impl Cluster {
         self.members.iter().map(Member::client_url).collect()
     }
 
-    /// Every member's log, for failure messages.
+    /// Every member's log, for failure messages (the last 60 lines each, or
+    /// `ETCD_SUP_TEST_LOG_LINES`).
     pub fn logs(&self) -> String {
+        let lines = std::env::var("ETCD_SUP_TEST_LOG_LINES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(60);
         self.members
             .iter()
-            .map(|m| format!("==== {} ====\n{}", m.spec.name, tail(&m.log, 60)))
+            .map(|m| format!("==== {} ====\n{}", m.spec.name, tail(&m.log, lines)))
             .collect::<Vec<_>>()
             .join("\n")
     }

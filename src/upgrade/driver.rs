@@ -1,0 +1,558 @@
+//! The executor of the turn's state machine: performs each [`Effect`], turns its outcome
+//! into the next [`Event`], persists and publishes every transition.
+//!
+//! Order per transition: persist `state.json` (atomic), then publish `members/<name>` and
+//! `STATUS=`, then perform the effect. Nothing world-changing happens before the state that
+//! announces it is on disk, so [`recover`](super::machine::recover) knows what may be half
+//! done after a crash.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+use super::machine::{self, Effect, Event, Phase, Turn};
+use super::preflight::{self, Verdict};
+use super::state_file::StateFile;
+use crate::cli::BackupMode;
+use crate::etcd::Client;
+use crate::notify::Notifier;
+use crate::staging::Candidate;
+use crate::status;
+use crate::supervisor::ChildControl;
+use crate::turn::{self, HeldTurn, TurnConfig, TurnError};
+use crate::version::Version;
+use crate::versions::VersionStore;
+
+/// How long a lost-in-the-wind etcd call may hold up the end of a turn.
+const RECORD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the last member of a minor upgrade waits to see the cluster version move.
+const CLUSTER_VERSION_WAIT: Duration = Duration::from_secs(15);
+
+/// What the driver needs to know.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// This member's name.
+    pub member: String,
+    /// Supervisor state dir.
+    pub state_dir: PathBuf,
+    /// Staging dir (refusal notes go to `rejected/` in it).
+    pub staging_dir: PathBuf,
+    /// etcd's data dir (for a cold copy).
+    pub data_dir: PathBuf,
+    /// This member's own client URLs.
+    pub local_endpoints: Vec<String>,
+    /// Key prefix in etcd.
+    pub key_prefix: String,
+    /// Lease TTL of the turn.
+    pub lock_ttl: Duration,
+    /// Bound on the new etcd being healthy and caught up.
+    pub ready_timeout: Duration,
+    /// What to back up.
+    pub backup: BackupMode,
+    /// Backups kept.
+    pub backup_keep: u32,
+    /// Known-bad versions accepted.
+    pub allow_known_bad: Vec<Version>,
+}
+
+/// The upgrade driver of one member.
+pub struct Driver {
+    cfg: DriverConfig,
+    client: Client,
+    control: ChildControl,
+    store: VersionStore,
+    state: StateFile,
+    turn: Turn,
+    held: Option<HeldTurn>,
+    candidates: mpsc::Receiver<Candidate>,
+    pending: Option<Version>,
+    pending_backup: Option<PathBuf>,
+    notifier: Notifier,
+    since: SystemTime,
+}
+
+impl Driver {
+    /// A driver starting from `turn` (fresh or recovered).
+    pub fn new(
+        cfg: DriverConfig,
+        client: Client,
+        control: ChildControl,
+        turn: Turn,
+        candidates: mpsc::Receiver<Candidate>,
+    ) -> Self {
+        Self {
+            store: VersionStore::new(&cfg.state_dir),
+            state: StateFile::new(&cfg.state_dir),
+            cfg,
+            client,
+            control,
+            turn,
+            held: None,
+            candidates,
+            pending: None,
+            pending_backup: None,
+            notifier: Notifier,
+            since: SystemTime::now(),
+        }
+    }
+
+    fn turn_config(&self) -> TurnConfig {
+        TurnConfig {
+            key_prefix: self.cfg.key_prefix.clone(),
+            ttl: self.cfg.lock_ttl,
+            member: self.cfg.member.clone(),
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.control.shutdown.borrow()
+    }
+
+    /// Resolves when the supervisor is asked to stop (owns its receiver, so it can run
+    /// beside a borrow of `self`).
+    fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.control.shutdown.clone();
+        async move {
+            let _ = rx.wait_for(|down| *down).await;
+        }
+    }
+
+    /// Runs until shutdown, starting with `effect` (from [`machine::recover`]).
+    pub async fn run(mut self, effect: Effect) {
+        if let Err(e) = self.client.refresh_endpoints().await {
+            tracing::debug!(error = %e, "member list not available yet; using the configured endpoints");
+        }
+        self.publish().await;
+        let mut effect = effect;
+        loop {
+            let Some(event) = self.perform(effect).await else {
+                return;
+            };
+            let step = machine::step(&self.turn, event.clone());
+            self.transition(step.turn, &event).await;
+            effect = step.effect;
+        }
+    }
+
+    /// Persists, logs and publishes a new state.
+    async fn transition(&mut self, next: Turn, event: &Event) {
+        let changed = next.phase != self.turn.phase || next.rollback != self.turn.rollback;
+        let before = self.turn.state_name();
+        self.turn = next;
+        if let Err(e) = self.state.save(&self.turn) {
+            tracing::error!(member = %self.cfg.member, error = %e, "cannot persist the upgrade state; a crash now may need the operator to check `current`");
+        }
+        if changed {
+            self.since = SystemTime::now();
+            let to = self.turn.to.as_ref().map(ToString::to_string);
+            tracing::info!(
+                member = %self.cfg.member,
+                state = self.turn.state_name(),
+                previous = before,
+                from = %self.turn.from,
+                to = to.as_deref().unwrap_or("-"),
+                last_error = self.turn.last_error.as_deref().unwrap_or(""),
+                ?event,
+                "upgrade state changed"
+            );
+            self.publish().await;
+        }
+    }
+
+    /// `members/<name>` in etcd and STATUS= for systemd.
+    async fn publish(&self) {
+        let record = serde_json::json!({
+            "member": self.cfg.member,
+            "running": self.turn.from.to_string(),
+            "staged": self.turn.to.as_ref().map(ToString::to_string),
+            "state": self.turn.state_name(),
+            "since": humantime::format_rfc3339_seconds(self.since).to_string(),
+            "last_error": self.turn.last_error,
+        });
+        let key = format!("{}members/{}", self.cfg.key_prefix, self.cfg.member);
+        let put = self.client.put(key, record.to_string(), None);
+        if let Ok(Err(e)) | Err(e) = tokio::time::timeout(RECORD_TIMEOUT, put)
+            .await
+            .map_err(|_| crate::etcd::EtcdError::InvalidRequest("timed out".into()))
+            .map(|r| r.map(drop))
+        {
+            tracing::debug!(error = %e, "progress record not written");
+        }
+        let status = match (&self.turn.to, self.turn.phase) {
+            (Some(to), phase) if phase != Phase::Idle => {
+                format!(
+                    "upgrade {} -> {to}: {}",
+                    self.turn.from,
+                    self.turn.state_name()
+                )
+            }
+            _ => format!("etcd {} {}", self.turn.from, self.turn.state_name()),
+        };
+        self.notifier.status(&status);
+    }
+
+    /// Performs one effect and returns the event it led to; `None` ends the driver.
+    async fn perform(&mut self, effect: Effect) -> Option<Event> {
+        if self.shutting_down() && effect != Effect::Exit {
+            return Some(Event::Shutdown);
+        }
+        match effect {
+            Effect::Nothing => Some(self.idle().await),
+            Effect::AcquireTurn { after } => Some(self.acquire(after).await),
+            Effect::Preflight => Some(self.guarded(Self::preflight).await),
+            Effect::Backup => Some(self.guarded(Self::backup).await),
+            Effect::StopEtcd => Some(self.stop().await),
+            Effect::Switch(v) => Some(match self.store.set_current(&v) {
+                Ok(()) => {
+                    tracing::info!(member = %self.cfg.member, version = %v, "current switched");
+                    Event::Switched
+                }
+                Err(e) => Event::SwitchFailed(e.to_string()),
+            }),
+            Effect::StartEtcd => Some(match self.control.start().await {
+                Ok(_) => Event::Started,
+                Err(e) => Event::StartFailed(e),
+            }),
+            Effect::Verify(v) => Some(self.verify(&v).await),
+            Effect::Release { reject, refuse } => Some(self.release(reject, refuse).await),
+            Effect::Exit => {
+                self.give_back_turn().await;
+                None
+            }
+        }
+    }
+
+    /// Waits for a staged candidate (or shutdown).
+    async fn idle(&mut self) -> Event {
+        loop {
+            if let Some(v) = self.pending.take() {
+                if self.turn.phase == Phase::Idle || self.turn.phase == Phase::Failed {
+                    return Event::Staged(v);
+                }
+            }
+            let shutdown = self.shutdown_signal();
+            let candidate = tokio::select! {
+                c = self.candidates.recv() => c,
+                () = shutdown => return Event::Shutdown,
+            };
+            let Some(candidate) = candidate else {
+                // No more candidates (watcher gone): wait for shutdown only.
+                self.shutdown_signal().await;
+                return Event::Shutdown;
+            };
+            let target = candidate.version.clone();
+            if target == self.turn.from {
+                tracing::info!(member = %self.cfg.member, version = %target, "staged version is already running; nothing to do");
+                continue;
+            }
+            // Refuse an impossible target at once, without waiting in the queue.
+            let report = status::gather(&self.client, &self.cfg.key_prefix).await;
+            let verdict = preflight::path_only(
+                &report,
+                &self.cfg.member,
+                &self.turn.from,
+                &target,
+                &self.cfg.allow_known_bad,
+            );
+            if let Verdict::Refuse(why) = verdict {
+                self.note_refusal(&target, &why);
+                continue;
+            }
+            return Event::Staged(target);
+        }
+    }
+
+    /// Queues for the turn after `after`.
+    async fn acquire(&mut self, after: Duration) -> Event {
+        tokio::select! {
+            () = tokio::time::sleep(after) => {}
+            () = self.shutdown_signal() => return Event::Shutdown,
+        }
+        let cfg = self.turn_config();
+        let waited = Instant::now();
+        tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
+        loop {
+            let shutdown = self.shutdown_signal();
+            match turn::acquire(&self.client, &cfg, shutdown).await {
+                Ok(held) => {
+                    tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
+                    self.held = Some(held);
+                    return Event::TurnAcquired;
+                }
+                Err(TurnError::Cancelled) => return Event::Shutdown,
+                Err(e) => {
+                    tracing::warn!(member = %self.cfg.member, error = %e, "could not queue for the upgrade turn; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        () = self.shutdown_signal() => return Event::Shutdown,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a step that needs the turn, turning a loss of the turn or a shutdown into events.
+    async fn guarded<'a, F, Fut>(&'a mut self, step: F) -> Event
+    where
+        F: FnOnce(&'a mut Self) -> Fut,
+        Fut: std::future::Future<Output = Event> + 'a,
+    {
+        let lost = match &self.held {
+            Some(h) => Box::pin(h.lost())
+                as std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>>,
+            None => return Event::TurnLost,
+        };
+        let shutdown = self.shutdown_signal();
+        tokio::select! {
+            event = step(self) => event,
+            reason = lost => {
+                tracing::warn!(reason, "lost the upgrade turn");
+                Event::TurnLost
+            }
+            () = shutdown => Event::Shutdown,
+        }
+    }
+
+    async fn preflight(&mut self) -> Event {
+        let Some(target) = self.turn.to.clone() else {
+            return Event::PreflightRefused("nothing staged".into());
+        };
+        let report = status::gather(&self.client, &self.cfg.key_prefix).await;
+        match preflight::assess(
+            &report,
+            &self.cfg.member,
+            &self.turn.from,
+            &target,
+            &self.cfg.allow_known_bad,
+        ) {
+            Verdict::Proceed => Event::PreflightPassed,
+            Verdict::Wait(why) => {
+                tracing::info!(member = %self.cfg.member, to = %target, reason = %why, "preflight: waiting");
+                Event::PreflightWait(why)
+            }
+            Verdict::Refuse(why) => Event::PreflightRefused(why),
+        }
+    }
+
+    async fn backup(&mut self) -> Event {
+        let to = self
+            .turn
+            .to
+            .clone()
+            .unwrap_or_else(|| self.turn.from.clone());
+        let name = format!(
+            "{}-{}-{}-to-{to}",
+            humantime::format_rfc3339_seconds(SystemTime::now()),
+            self.cfg.member,
+            self.turn.from
+        );
+        let dir = self.cfg.state_dir.join("backups").join(name);
+        let started = Instant::now();
+        let Some(local) = self.cfg.local_endpoints.first() else {
+            return Event::BackupFailed("no local client URL to back up from".into());
+        };
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return Event::BackupFailed(format!("cannot create {}: {e}", dir.display()));
+        }
+        match self
+            .client
+            .snapshot_from(local, &dir.join("snapshot.db"), Duration::from_secs(300))
+            .await
+        {
+            Ok(info) => {
+                tracing::info!(member = %self.cfg.member, backup = %dir.display(), bytes = info.size, took_ms = started.elapsed().as_millis() as u64, "backup taken before the stop");
+                self.pending_backup = Some(dir);
+                Event::BackupDone
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Event::BackupFailed(e.to_string())
+            }
+        }
+    }
+
+    async fn stop(&mut self) -> Event {
+        match self.control.stop().await {
+            Ok(stopped) => {
+                tracing::info!(member = %self.cfg.member, exit = %stopped.exit, escalated = stopped.escalated, took_ms = stopped.took.as_millis() as u64, "etcd stopped");
+                self.pending_backup = None;
+                Event::Stopped
+            }
+            Err(e) => {
+                tracing::error!(member = %self.cfg.member, error = %e, "stop failed");
+                Event::Stopped
+            }
+        }
+    }
+
+    /// Healthy, reporting `target`, and caught up with the leader, within the ready timeout.
+    async fn verify(&mut self, target: &Version) -> Event {
+        let deadline = Instant::now() + self.cfg.ready_timeout;
+        let started_pid = self.control.status.borrow().pid;
+        let Some(local) = self.cfg.local_endpoints.first().cloned() else {
+            return Event::VerifyFailed("no local client URL to verify".into());
+        };
+        let started = Instant::now();
+        let mut leader_applied: Option<u64> = None;
+        loop {
+            if self.shutting_down() {
+                return Event::Shutdown;
+            }
+            let status = *self.control.status.borrow();
+            if status.pid.is_none() {
+                let exit = status
+                    .last_exit
+                    .filter(|(pid, _)| Some(*pid) == started_pid)
+                    .map(|(_, e)| e.to_string())
+                    .unwrap_or_else(|| "not running".into());
+                return Event::VerifyFailed(format!("etcd {target} exited ({exit})"));
+            }
+            if Instant::now() >= deadline {
+                return Event::VerifyFailed(format!(
+                    "etcd {target} was not healthy and caught up within {}",
+                    humantime::format_duration(self.cfg.ready_timeout)
+                ));
+            }
+            if matches!(self.client.health_of(&local).await, Ok(true)) {
+                match self.client.version_of(&local).await {
+                    Ok(v) if v.server != target.to_string() => {
+                        return Event::VerifyFailed(format!(
+                            "etcd reports version {} instead of {target}",
+                            v.server
+                        ));
+                    }
+                    Ok(_) => {
+                        if leader_applied.is_none() {
+                            leader_applied = self.leader_applied().await;
+                        }
+                        if let (Some(want), Ok(me)) =
+                            (leader_applied, self.client.status_of(&local).await)
+                        {
+                            if me.raft_applied_index >= want {
+                                tracing::info!(member = %self.cfg.member, version = %target, took_ms = started.elapsed().as_millis() as u64, "etcd healthy and caught up");
+                                self.await_cluster_version(target).await;
+                                return Event::Verified;
+                            }
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn leader_applied(&self) -> Option<u64> {
+        let leader = self.client.leader().await.ok()?;
+        let status = self.client.status_of(&leader.endpoint).await.ok()?;
+        Some(status.raft_applied_index)
+    }
+
+    /// After a minor upgrade by the last member, the leader moves the cluster version a few
+    /// seconds later; wait (bounded) to see it and log it.
+    async fn await_cluster_version(&self, target: &Version) {
+        if self.turn.rollback || target.minor_version() == self.turn.from.minor_version() {
+            return;
+        }
+        let report = status::gather(&self.client, &self.cfg.key_prefix).await;
+        let all_on_target = report.members.iter().all(|m| {
+            m.server_version
+                .as_deref()
+                .and_then(|v| v.parse::<Version>().ok())
+                .is_some_and(|v| v.minor_version() == target.minor_version())
+        });
+        if !all_on_target {
+            return;
+        }
+        let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
+        let wanted = format!("{}.{}.0", target.major, target.minor);
+        while Instant::now() < deadline {
+            let now = status::gather(&self.client, &self.cfg.key_prefix).await;
+            if now.cluster_version.as_deref() == Some(wanted.as_str()) {
+                tracing::info!(member = %self.cfg.member, from = ?report.cluster_version, to = %wanted, "cluster version moved");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::warn!(member = %self.cfg.member, expected = %wanted, "every member runs the new minor but the cluster version has not moved yet; check `etcd-supervisor status`");
+    }
+
+    async fn release(
+        &mut self,
+        reject: Option<(Version, String)>,
+        refuse: Option<(Version, String)>,
+    ) -> Event {
+        if let Some((version, why)) = &reject {
+            self.record_rejection(version, why).await;
+        }
+        if let Some((version, why)) = &refuse {
+            self.note_refusal(version, why);
+        }
+        self.give_back_turn().await;
+        self.control.resume().await;
+        self.publish().await;
+        // A newer candidate that arrived during the turn is taken next.
+        while let Ok(c) = self.candidates.try_recv() {
+            self.pending = Some(c.version);
+        }
+        Event::Released
+    }
+
+    async fn give_back_turn(&mut self) {
+        if let Some(held) = self.held.take() {
+            let held_for = held.acquired().elapsed();
+            match tokio::time::timeout(RECORD_TIMEOUT, held.release()).await {
+                Ok(Ok(())) => {
+                    tracing::info!(member = %self.cfg.member, held_ms = held_for.as_millis() as u64, "upgrade turn released")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(member = %self.cfg.member, error = %e, "could not release the upgrade turn; it expires with its lease")
+                }
+                Err(_) => {
+                    tracing::warn!(member = %self.cfg.member, "releasing the upgrade turn timed out; it expires with its lease")
+                }
+            }
+        }
+    }
+
+    /// `rejected/<version>` for the whole cluster, plus a note in the staging dir.
+    async fn record_rejection(&self, version: &Version, why: &str) {
+        let record = serde_json::json!({
+            "member": self.cfg.member,
+            "reason": why,
+            "time": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        });
+        let key = format!("{}rejected/{version}", self.cfg.key_prefix);
+        let put = self.client.put(key.clone(), record.to_string(), None);
+        match tokio::time::timeout(RECORD_TIMEOUT, put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not record the rejection in etcd"),
+            Err(_) => tracing::error!("recording the rejection in etcd timed out"),
+        }
+        tracing::error!(
+            member = %self.cfg.member, version = %version, reason = why,
+            "etcd {version} failed and was rolled back; it is rejected for the whole cluster. Fix or replace the binary, then delete the key {key} to allow it again"
+        );
+        self.write_reason(version, why);
+    }
+
+    /// A refusal by the path rules: this member will not take `version`.
+    fn note_refusal(&self, version: &Version, why: &str) {
+        tracing::error!(member = %self.cfg.member, version = %version, reason = why, "staged etcd {version} refused: {why}");
+        self.write_reason(version, why);
+    }
+
+    fn write_reason(&self, version: &Version, why: &str) {
+        let dir = self.cfg.staging_dir.join("rejected");
+        let path = dir.join(format!("etcd-{version}.reason"));
+        let text = format!(
+            "{} {why}\n",
+            humantime::format_rfc3339_seconds(SystemTime::now())
+        );
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the reason file");
+        }
+    }
+}
