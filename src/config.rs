@@ -13,6 +13,9 @@ use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
 use crate::version::Version;
 
+/// Test hook variable, see [`RunSettings::failpoint_pause`].
+pub const FAILPOINT_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_PAUSE";
+
 /// The environment variable holding the password of `--user` (never a flag: `ps` shows flags).
 pub const PASSWORD_ENV: &str = "ETCD_SUPERVISOR_PASSWORD";
 
@@ -94,6 +97,10 @@ pub struct RunSettings {
     pub backup_keep: u32,
     /// Known-bad versions the operator accepts.
     pub allow_known_bad: Vec<Version>,
+    /// Test hook: pause the upgrade driver in this state for this long
+    /// (`ETCD_SUPERVISOR_FAILPOINT_PAUSE=<state>:<duration>`), so crash tests can kill the
+    /// supervisor at a chosen point. Unset in production.
+    pub failpoint_pause: Option<(String, Duration)>,
     /// Arguments etcd is started with (the user's, plus `--data-dir` when we chose it).
     pub etcd_args: Vec<String>,
     /// The member as etcd will see it.
@@ -155,7 +162,12 @@ impl RunSettings {
             .map(|v| v.parse())
             .collect::<Result<Vec<Version>, _>>()?;
         let cluster = client_config(&args.conn, &client_urls, env);
+        let failpoint_pause = env.get(FAILPOINT_ENV).and_then(|v| {
+            let (state, pause) = v.split_once(':')?;
+            Some((state.to_owned(), humantime::parse_duration(pause).ok()?))
+        });
         Ok(Self {
+            failpoint_pause,
             cluster,
             key_prefix: args.key_prefix.clone(),
             lock_ttl: args.lock_ttl,

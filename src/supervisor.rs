@@ -703,6 +703,7 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
         backup: settings.backup,
         backup_keep: settings.backup_keep,
         allow_known_bad: settings.allow_known_bad.clone(),
+        failpoint_pause: settings.failpoint_pause.clone(),
     };
     let machine::Step { turn, effect } = recovered;
     let starter: DriverStarter = Box::new(move |control| {

@@ -55,6 +55,8 @@ pub struct DriverConfig {
     pub backup_keep: u32,
     /// Known-bad versions accepted.
     pub allow_known_bad: Vec<Version>,
+    /// Test hook: pause after entering this state (see `RunSettings::failpoint_pause`).
+    pub failpoint_pause: Option<(String, Duration)>,
 }
 
 /// The upgrade driver of one member.
@@ -119,11 +121,19 @@ impl Driver {
         }
     }
 
+    /// Learns every member's client URL, so calls (and the turn's keepalive) go on through
+    /// the other members while this one is stopped.
+    async fn refresh_endpoints(&self) {
+        match self.client.refresh_endpoints().await {
+            Ok(endpoints) => tracing::debug!(?endpoints, "cluster endpoints refreshed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "member list not available; using the endpoints known so far")
+            }
+        }
+    }
+
     /// Runs until shutdown, starting with `effect` (from [`machine::recover`]).
     pub async fn run(mut self, effect: Effect) {
-        if let Err(e) = self.client.refresh_endpoints().await {
-            tracing::debug!(error = %e, "member list not available yet; using the configured endpoints");
-        }
         self.publish().await;
         let mut effect = effect;
         loop {
@@ -158,6 +168,12 @@ impl Driver {
                 "upgrade state changed"
             );
             self.publish().await;
+            if let Some((state, pause)) = &self.cfg.failpoint_pause {
+                if state == self.turn.state_name() {
+                    tracing::warn!(member = %self.cfg.member, state, pause_ms = pause.as_millis() as u64, "failpoint: pausing");
+                    tokio::time::sleep(*pause).await;
+                }
+            }
         }
     }
 
@@ -247,6 +263,7 @@ impl Driver {
                 tracing::info!(member = %self.cfg.member, version = %target, "staged version is already running; nothing to do");
                 continue;
             }
+            self.refresh_endpoints().await;
             // Refuse an impossible target at once, without waiting in the queue.
             let report = status::gather(&self.client, &self.cfg.key_prefix).await;
             let verdict = preflight::path_only(
@@ -270,6 +287,7 @@ impl Driver {
             () = tokio::time::sleep(after) => {}
             () = self.shutdown_signal() => return Event::Shutdown,
         }
+        self.refresh_endpoints().await;
         let cfg = self.turn_config();
         let waited = Instant::now();
         tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");

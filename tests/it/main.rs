@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod crash;
 mod etcd_client;
 mod pid1;
 mod rollout;

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::support::{self, http_get, http_post, wait_for, Cluster, Release, SUPERVISOR};
 
@@ -69,50 +69,56 @@ pub fn wait_all_on(cluster: &Cluster, version: &str, timeout: Duration) {
     .unwrap_or_else(|_| panic!("not every member reached {version}\n{}", cluster.logs()));
 }
 
-/// Samples every member's /health every 50 ms; records the most members down at once.
-pub struct Monitor {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<(usize, Vec<String>)>>,
-}
-
-impl Monitor {
-    /// Starts sampling.
-    pub fn start(urls: Vec<String>) -> Monitor {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut worst = 0;
-            let mut moments = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(600);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let down: Vec<&String> = urls
-                    .iter()
-                    .filter(|u| support::is_healthy(&format!("{u}/health")).is_none())
-                    .collect();
-                if down.len() > worst {
-                    worst = down.len();
-                }
-                if down.len() > 1 {
-                    moments.push(format!("{down:?}"));
-                }
-                std::thread::sleep(Duration::from_millis(50));
+/// When each member was down for a swap, from its supervisor's own log: from the move to
+/// `stopping` to "healthy and caught up" (or healthy again after a rollback or a restart).
+pub fn down_intervals(log: &str) -> Vec<(SystemTime, SystemTime)> {
+    let ts = |line: &str| {
+        line.split_whitespace()
+            .next()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+    };
+    let mut out = Vec::new();
+    let mut down_since = None;
+    for line in log.lines() {
+        if line.contains("upgrade state changed") && line.contains("state=\"stopping\"") {
+            down_since = down_since.or_else(|| ts(line));
+        } else if line.contains("etcd healthy and caught up") || line.contains("etcd is healthy") {
+            if let (Some(start), Some(end)) = (down_since.take(), ts(line)) {
+                out.push((start, end));
             }
-            (worst, moments)
-        });
-        Monitor {
-            stop,
-            handle: Some(handle),
         }
     }
+    if let Some(start) = down_since {
+        out.push((start, SystemTime::now()));
+    }
+    out
+}
 
-    /// Stops and returns (most members down at once, samples with more than one down).
-    pub fn finish(mut self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle
-            .take()
-            .expect("running")
-            .join()
-            .expect("monitor")
+/// Asserts that no two members' down intervals overlap; `extra` adds intervals the logs
+/// cannot show (a killed supervisor).
+pub fn assert_one_down_at_a_time(cluster: &Cluster, extra: &[(usize, SystemTime, SystemTime)]) {
+    let mut all: Vec<(usize, SystemTime, SystemTime)> = cluster
+        .members
+        .iter()
+        .enumerate()
+        .flat_map(|(i, m)| {
+            down_intervals(&m.log_text())
+                .into_iter()
+                .map(move |(a, b)| (i, a, b))
+        })
+        .collect();
+    all.extend_from_slice(extra);
+    for (n, a) in all.iter().enumerate() {
+        for b in &all[n + 1..] {
+            if a.0 != b.0 {
+                assert!(
+                    a.2 <= b.1 || b.2 <= a.1,
+                    "m{} and m{} were down at the same time: {a:?} / {b:?}",
+                    a.0 + 1,
+                    b.0 + 1
+                );
+            }
+        }
     }
 }
 
@@ -222,7 +228,6 @@ fn etcd_pids(cluster: &mut Cluster) -> HashMap<String, Vec<i32>> {
 fn rollout_3_4_to_3_5_then_patch_under_load_loses_nothing() {
     let cluster = Cluster::start_supervised(Release::V3_4, 3, FAST);
     let urls = cluster.client_urls();
-    let monitor = Monitor::start(urls.clone());
     let writer = Writer::start(urls.clone(), "rollout");
     std::thread::sleep(Duration::from_millis(500));
 
@@ -257,7 +262,6 @@ fn rollout_3_4_to_3_5_then_patch_under_load_loses_nothing() {
 
     std::thread::sleep(Duration::from_millis(500));
     let report = writer.finish();
-    let (worst, moments) = monitor.finish();
     let lost = count_lost(&urls[0], &report.acked);
     eprintln!(
         "rollout: minor {minor:?}, patch {patch:?}; writes acked {}, attempts {}, failed attempts {}, longest stall {:?}, lost {lost}",
@@ -268,7 +272,14 @@ fn rollout_3_4_to_3_5_then_patch_under_load_loses_nothing() {
     );
     assert_eq!(lost, 0, "acknowledged writes lost");
     assert!(report.acked.len() > 100, "writer barely ran: {report:?}");
-    assert!(worst <= 1, "two members were down at once: {moments:?}");
+    assert_one_down_at_a_time(&cluster, &[]);
+    // Two upgrades of three members each.
+    let swaps: usize = cluster
+        .members
+        .iter()
+        .map(|m| down_intervals(&m.log_text()).len())
+        .sum();
+    assert_eq!(swaps, 6, "{}", cluster.logs());
     for m in &cluster.members {
         m.wait_healthy();
     }
@@ -304,7 +315,6 @@ fn rollout_3_4_to_3_5_then_patch_under_load_loses_nothing() {
 fn known_bad_target_is_refused_everywhere_before_anything_stops() {
     let mut cluster = Cluster::start_supervised(Release::V3_4, 3, FAST);
     let before = etcd_pids(&mut cluster);
-    let monitor = Monitor::start(cluster.client_urls());
     for i in 0..3 {
         stage(&cluster, i, &Release::V3_5_1.etcd());
     }
@@ -318,8 +328,6 @@ fn known_bad_target_is_refused_everywhere_before_anything_stops() {
             "{text}"
         );
     }
-    let (worst, _) = monitor.finish();
-    assert_eq!(worst, 0, "a member went down");
     assert_eq!(etcd_pids(&mut cluster), before, "an etcd was restarted");
     for i in 0..3 {
         assert_eq!(server_version(&cluster, i), Some(Release::V3_4.version()));
@@ -336,7 +344,6 @@ fn a_version_that_does_not_serve_is_rolled_back_and_rejected_cluster_wide() {
         &fake,
         "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'etcd Version: 3.5.16'; exit 0; fi\necho 'broken etcd' >&2\nexit 3\n",
     );
-    let monitor = Monitor::start(urls.clone());
     let pids = Arc::new(Mutex::new(etcd_pids(&mut cluster)));
     for i in 0..3 {
         stage(&cluster, i, &fake);
@@ -359,8 +366,7 @@ fn a_version_that_does_not_serve_is_rolled_back_and_rejected_cluster_wide() {
         assert_eq!(server_version(&cluster, i), Some(Release::V3_4.version()));
         cluster.members[i].wait_healthy();
     }
-    let (worst, moments) = monitor.finish();
-    assert!(worst <= 1, "two members down at once: {moments:?}");
+    assert_one_down_at_a_time(&cluster, &[]);
     // Only the member that tried restarted its etcd.
     let after = etcd_pids(&mut cluster);
     let changed = after

@@ -1,0 +1,230 @@
+//! Crash safety of a turn: a supervisor SIGKILLed at each state, SIGTERM mid-turn, and a
+//! second member already down. Each ends with every member on a known-good version, the
+//! cluster healthy, the turn free, and the rollout complete.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::rollout::{assert_one_down_at_a_time, server_version, stage, wait_all_on};
+use crate::support::{http_post, wait_for, Cluster, Release, SUPERVISOR};
+
+const FAST: &[&str] = &[
+    "--lock-ttl",
+    "3s",
+    "--ready-timeout",
+    "20s",
+    "--health-interval",
+    "200ms",
+];
+const PAUSE_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_PAUSE";
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The state `members/<name>` reports, read through any member.
+fn progress_state(cluster: &Cluster, name: &str) -> Option<String> {
+    let body = format!(
+        r#"{{"key":"{}"}}"#,
+        b64(&format!("/etcd-supervisor/members/{name}"))
+    );
+    for m in &cluster.members {
+        let Some((200, answer)) = http_post(
+            &format!("{}/v3/kv/range", m.client_url()),
+            &body,
+            Duration::from_secs(1),
+        ) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&answer).ok()?;
+        let value = v["kvs"][0]["value"].as_str()?;
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()?;
+        let record: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+        return record["state"].as_str().map(str::to_owned);
+    }
+    None
+}
+
+fn status_json(cluster: &Cluster) -> serde_json::Value {
+    let out = Command::new(SUPERVISOR)
+        .args([
+            "status",
+            "--json",
+            "--endpoints",
+            &cluster.client_urls().join(","),
+        ])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Every member healthy on `version`, every supervisor idle, the turn free.
+fn assert_settled(cluster: &Cluster, version: &str) {
+    wait_all_on(cluster, version, Duration::from_secs(120));
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    wait_for(Duration::from_secs(30), || {
+        let s = status_json(cluster);
+        let idle = ["m1", "m2", "m3"]
+            .iter()
+            .all(|n| s["progress"][n]["state"] == "idle");
+        (idle && s["turn"]["holder"].is_null() && s["healthy"] == true).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("not settled: {}\n{}", status_json(cluster), cluster.logs()));
+}
+
+/// m1's supervisor pauses in `state`; it is SIGKILLed there, restarted, and the rollout
+/// must complete with never two members down.
+fn killed_in(state: &str) {
+    let mut cluster = Cluster::new(
+        Release::V3_4,
+        3,
+        crate::support::Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    cluster.members[0]
+        .env
+        .push((PAUSE_ENV.into(), format!("{state}:4s")));
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_5.etcd());
+    }
+    wait_for(Duration::from_secs(90), || {
+        (progress_state(&cluster, "m1").as_deref() == Some(state)).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m1 never reached {state}\n{}", cluster.logs()));
+    let killed_at = std::time::SystemTime::now();
+    let killed = cluster.members[0].kill();
+    drop(killed);
+    // Restarted without the failpoint, as systemd would.
+    cluster.members[0].env.clear();
+    cluster.members[0].start();
+    assert_settled(&cluster, &Release::V3_5.version());
+    // m1 was down from the kill until its new supervisor saw it healthy.
+    let log = cluster.members[0].log_text();
+    let back = log
+        .lines()
+        .filter(|l| l.contains("etcd is healthy") || l.contains("healthy and caught up"))
+        .filter_map(|l| humantime::parse_rfc3339(l.split_whitespace().next()?).ok())
+        .find(|t| *t > killed_at)
+        .expect("m1 healthy after the restart");
+    assert_one_down_at_a_time(&cluster, &[(0, killed_at, back)]);
+    let log = cluster.members[0].log_text();
+    if matches!(state, "starting" | "verifying") {
+        assert!(log.contains("resuming an interrupted upgrade"), "{log}");
+    }
+}
+
+#[test]
+fn supervisor_killed_while_queued() {
+    killed_in("queued");
+}
+
+#[test]
+fn supervisor_killed_during_backup() {
+    killed_in("backup");
+}
+
+#[test]
+fn supervisor_killed_while_stopping() {
+    killed_in("stopping");
+}
+
+#[test]
+fn supervisor_killed_while_starting() {
+    killed_in("starting");
+}
+
+#[test]
+fn supervisor_killed_while_verifying() {
+    killed_in("verifying");
+}
+
+#[test]
+fn sigterm_mid_turn_exits_cleanly_and_frees_the_turn() {
+    let mut cluster = Cluster::new(
+        Release::V3_4,
+        3,
+        crate::support::Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    cluster.members[0]
+        .env
+        .push((PAUSE_ENV.into(), "verifying:4s".into()));
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_5.etcd());
+    }
+    wait_for(Duration::from_secs(90), || {
+        (progress_state(&cluster, "m1").as_deref() == Some("verifying")).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m1 never reached verifying\n{}", cluster.logs()));
+    let asked = Instant::now();
+    let status = cluster.members[0].stop();
+    assert_eq!(status.code(), Some(0), "{}", cluster.members[0].log_text());
+    eprintln!(
+        "supervisor stopped {:?} after SIGTERM mid-turn",
+        asked.elapsed()
+    );
+    // The turn was released, not left to expire: m1 no longer holds it.
+    let s = status_json(&cluster);
+    assert_ne!(s["turn"]["holder"], "m1", "{s}");
+    assert!(cluster.members[0]
+        .log_text()
+        .contains("upgrade turn released"));
+    cluster.members[0].env.clear();
+    cluster.members[0].start();
+    assert_settled(&cluster, &Release::V3_5.version());
+}
+
+#[test]
+fn nothing_stops_while_another_member_is_down() {
+    let mut cluster = Cluster::start_supervised(Release::V3_4, 3, FAST);
+    assert_eq!(cluster.members[2].stop().code(), Some(0));
+    let before: Vec<Vec<i32>> = (0..2)
+        .map(|i| cluster.members[i].proc().group_pids())
+        .collect();
+    for i in 0..2 {
+        stage(&cluster, i, &Release::V3_5.etcd());
+    }
+    // Both queue and wait, saying why; neither stops its etcd.
+    wait_for(Duration::from_secs(30), || {
+        (0..2)
+            .all(|i| cluster.members[i].log_text().contains("preflight: waiting"))
+            .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no preflight wait logged\n{}", cluster.logs()));
+    std::thread::sleep(Duration::from_secs(3));
+    for (i, pids) in before.iter().enumerate() {
+        assert_eq!(
+            &cluster.members[i].proc().group_pids(),
+            pids,
+            "m{} restarted etcd",
+            i + 1
+        );
+        assert_eq!(server_version(&cluster, i), Some(Release::V3_4.version()));
+    }
+    assert!(
+        cluster.logs().contains("m3 is not healthy"),
+        "{}",
+        cluster.logs()
+    );
+    // Once m3 is back, the two go on; m3 follows when staged too.
+    cluster.members[2].start();
+    cluster.members[2].wait_healthy();
+    stage(&cluster, 2, &Release::V3_5.etcd());
+    assert_settled(&cluster, &Release::V3_5.version());
+}
