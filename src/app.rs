@@ -32,10 +32,11 @@ pub fn run(cli: Cli) -> i32 {
         }
         Command::Stage(args) => staging::stage_command(&args),
         Command::Status(args) => block_on(async move { status::command(&args).await }),
-        Command::Backup(_) | Command::VerifyBackup(_) => {
-            tracing::error!("this subcommand is not available in this build yet");
-            2
+        Command::Plan(args) => block_on(async move { crate::upgrade::plan::command(&args).await }),
+        Command::Backup(args) => {
+            block_on(async move { crate::backup::command::backup(&args).await })
         }
+        Command::VerifyBackup(args) => crate::backup::command::verify_backup(&args),
     }
 }
 

@@ -49,6 +49,47 @@ pub enum Command {
     Backup(BackupArgs),
     /// Check a backup directory against its SHA256SUMS and snapshot trailer.
     VerifyBackup(VerifyBackupArgs),
+    /// Dry run: what the local member would do with what is staged now, and why.
+    Plan(PlanArgs),
+}
+
+/// Options of `etcd-supervisor plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Directory for pinned versions, backups and state.json.
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_STATE_DIR",
+        default_value = "/var/lib/etcd-supervisor"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Staging directory (default `<state-dir>/staging`).
+    #[arg(long, env = "ETCD_SUPERVISOR_STAGING_DIR")]
+    pub staging_dir: Option<PathBuf>,
+
+    /// This member's name (etcd's --name; default from ETCD_NAME, else "default").
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub member: String,
+
+    /// Judge this target instead of the one staged and accepted (state.json).
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// Prefix of the supervisor's keys in etcd.
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_KEY_PREFIX",
+        default_value = "/etcd-supervisor/"
+    )]
+    pub key_prefix: String,
+
+    /// Known-bad versions to accept, as `run` would.
+    #[arg(long, env = "ETCD_SUPERVISOR_ALLOW_KNOWN_BAD", value_delimiter = ',')]
+    pub allow_known_bad: Vec<String>,
 }
 
 /// How to reach the cluster: endpoints, TLS and auth (shared by several subcommands).

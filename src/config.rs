@@ -97,6 +97,8 @@ pub struct RunSettings {
     pub backup_keep: u32,
     /// Known-bad versions the operator accepts.
     pub allow_known_bad: Vec<Version>,
+    /// Where to serve /metrics and /healthz.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Test hook: pause the upgrade driver in this state for this long
     /// (`ETCD_SUPERVISOR_FAILPOINT_PAUSE=<state>:<duration>`), so crash tests can kill the
     /// supervisor at a chosen point. Unset in production.
@@ -175,6 +177,7 @@ impl RunSettings {
             backup: args.backup,
             backup_keep: args.backup_keep,
             allow_known_bad,
+            metrics_addr: args.metrics_addr,
             state_dir: args.state_dir.clone(),
             etcd_binary: args.etcd_binary.clone(),
             stop_timeout: args.stop_timeout,

@@ -10,12 +10,14 @@
 //! - `etcd`: the HTTP/JSON gateway client.
 
 pub mod app;
+pub mod backup;
 pub mod child;
 pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod etcd;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod reaper;
 pub mod staging;

@@ -1196,7 +1196,8 @@ async fn blocking<T: Send + 'static>(
 // File work (blocking)
 
 /// Reads the staging dir into a [`Listing`].
-fn scan(dir: &Path) -> Result<Listing, StagingError> {
+/// Lists the staging dir: its files and the text of its checksum files.
+pub fn scan(dir: &Path) -> Result<Listing, StagingError> {
     let unreadable = |source| StagingError::Unreadable {
         dir: dir.to_path_buf(),
         source,

@@ -17,6 +17,7 @@ use crate::child::{EtcdChild, Stopped};
 use crate::config::{Backoff, RunSettings};
 use crate::datadir;
 use crate::etcd::{Client, ClientConfig};
+use crate::metrics::{self, Metrics};
 use crate::notify::Notifier;
 use crate::reaper::{ChildExit, Reaper, ReaperError};
 use crate::staging::{StagingError, StagingWatcher, WatchOptions};
@@ -58,6 +59,15 @@ pub enum RunError {
     /// The staging directory cannot be watched.
     #[error(transparent)]
     Staging(#[from] StagingError),
+    /// The metrics address cannot be bound.
+    #[error("cannot serve metrics on {addr}: {source}; choose another --metrics-addr")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// state.json cannot be read.
     #[error(transparent)]
     State(#[from] StateFileError),
@@ -72,6 +82,7 @@ impl RunError {
                 | RunError::Versions(_)
                 | RunError::StateDir { .. }
                 | RunError::Client(_)
+                | RunError::Metrics { .. }
         ) || matches!(self, RunError::Staging(e) if e.exit_code() == 2)
     }
 }
@@ -282,6 +293,7 @@ pub type DriverStarter = Box<
 
 /// The run loop's state.
 struct RunLoop {
+    metrics: Metrics,
     settings: RunSettings,
     reaper: Reaper,
     store: VersionStore,
@@ -393,6 +405,7 @@ impl RunLoop {
 
     fn on_health(&mut self, health: Health) {
         self.status_tx.send_modify(|s| s.health = health);
+        self.metrics.set_etcd_up(health == Health::Healthy);
         let member = self.settings.member.name.clone();
         let version = self.version.clone();
         match health {
@@ -479,6 +492,7 @@ impl RunLoop {
                 self.exit_code = Some(code);
             }
             AfterExit::Restart(delay) => {
+                self.metrics.restarted();
                 tracing::error!(member, %version, %exit, crashes = self.crashes, delay_ms = delay.as_millis() as u64, "etcd exited unexpectedly; restarting after backoff");
                 self.notifier.status(&format!(
                     "etcd exited ({exit}); restarting in {}",
@@ -558,6 +572,7 @@ pub async fn run_with(
     pinned: Pinned,
     driver: Option<DriverStarter>,
     held: bool,
+    metrics: Metrics,
 ) -> Result<i32, RunError> {
     datadir::wait_until_free(&settings.member.data_dir, settings.stop_timeout).await?;
     let client = Client::new(ClientConfig {
@@ -574,6 +589,7 @@ pub async fn run_with(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (req_tx, mut req_rx) = mpsc::channel(8);
     let mut lp = RunLoop {
+        metrics,
         store: VersionStore::new(&settings.state_dir),
         settings,
         reaper,
@@ -706,16 +722,33 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
         failpoint_pause: settings.failpoint_pause.clone(),
     };
     let machine::Step { turn, effect } = recovered;
+    let metrics = Metrics::new();
+    if let Some(addr) = settings.metrics_addr {
+        let bound = metrics::serve(addr, metrics.clone())
+            .await
+            .map_err(|source| RunError::Metrics { addr, source })?;
+        tracing::info!(addr = %bound, "serving /metrics and /healthz");
+    }
+    let driver_metrics = metrics.clone();
     let starter: DriverStarter = Box::new(move |control| {
         Box::pin(async move {
             // The watcher lives as long as the driver that consumes its candidates.
             let _watcher = watcher;
-            Driver::new(cfg, client, control, turn, candidates)
+            Driver::new(cfg, client, control, turn, candidates, driver_metrics)
                 .run(effect)
                 .await;
         })
     });
-    run_with(settings, reaper, signals, pinned, Some(starter), held).await
+    run_with(
+        settings,
+        reaper,
+        signals,
+        pinned,
+        Some(starter),
+        held,
+        metrics,
+    )
+    .await
 }
 
 /// Polls /health quickly until etcd first answers, then every `interval`; publishes changes.

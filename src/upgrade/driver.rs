@@ -14,8 +14,10 @@ use tokio::sync::mpsc;
 use super::machine::{self, Effect, Event, Phase, Turn};
 use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
+use crate::backup::{Backup, BackupPlan, PendingBackup};
 use crate::cli::BackupMode;
 use crate::etcd::Client;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::staging::Candidate;
 use crate::status;
@@ -70,7 +72,9 @@ pub struct Driver {
     held: Option<HeldTurn>,
     candidates: mpsc::Receiver<Candidate>,
     pending: Option<Version>,
-    pending_backup: Option<PathBuf>,
+    pending_backup: Option<PendingBackup>,
+    swap_started: Option<Instant>,
+    metrics: Metrics,
     notifier: Notifier,
     since: SystemTime,
 }
@@ -83,6 +87,7 @@ impl Driver {
         control: ChildControl,
         turn: Turn,
         candidates: mpsc::Receiver<Candidate>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             store: VersionStore::new(&cfg.state_dir),
@@ -95,6 +100,8 @@ impl Driver {
             candidates,
             pending: None,
             pending_backup: None,
+            swap_started: None,
+            metrics,
             notifier: Notifier,
             since: SystemTime::now(),
         }
@@ -177,8 +184,13 @@ impl Driver {
         }
     }
 
-    /// `members/<name>` in etcd and STATUS= for systemd.
+    /// `members/<name>` in etcd, STATUS= for systemd, and the metrics.
     async fn publish(&self) {
+        self.metrics.set_state(self.turn.state_name());
+        self.metrics.set_versions(
+            &self.turn.from.to_string(),
+            self.turn.to.as_ref().map(ToString::to_string).as_deref(),
+        );
         let record = serde_json::json!({
             "member": self.cfg.member,
             "running": self.turn.from.to_string(),
@@ -296,6 +308,7 @@ impl Driver {
             match turn::acquire(&self.client, &cfg, shutdown).await {
                 Ok(held) => {
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
+                    self.metrics.turn_acquired(waited.elapsed());
                     self.held = Some(held);
                     return Event::TurnAcquired;
                 }
@@ -354,53 +367,88 @@ impl Driver {
         }
     }
 
+    /// Space check and snapshot while etcd runs; in snapshot mode the backup is finished
+    /// and verified here, otherwise the cold copy follows once etcd is stopped.
     async fn backup(&mut self) -> Event {
         let to = self
             .turn
             .to
             .clone()
             .unwrap_or_else(|| self.turn.from.clone());
-        let name = format!(
-            "{}-{}-{}-to-{to}",
-            humantime::format_rfc3339_seconds(SystemTime::now()),
-            self.cfg.member,
-            self.turn.from
-        );
-        let dir = self.cfg.state_dir.join("backups").join(name);
-        let started = Instant::now();
-        let Some(local) = self.cfg.local_endpoints.first() else {
-            return Event::BackupFailed("no local client URL to back up from".into());
+        let mut plan = BackupPlan::turn(
+            &self.cfg.state_dir,
+            self.turn.from.clone(),
+            to,
+            self.cfg.backup,
+            self.cfg.backup_keep,
+        )
+        .member(self.cfg.member.clone())
+        .data_dir(self.cfg.data_dir.clone());
+        if let Some(local) = self.cfg.local_endpoints.first() {
+            plan = plan.endpoint(local.clone());
+        }
+        let pending = match plan.begin(&self.client).await {
+            Ok(p) => p,
+            Err(e) => return Event::BackupFailed(e.to_string()),
         };
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            return Event::BackupFailed(format!("cannot create {}: {e}", dir.display()));
+        let pending = match pending.snapshot(&self.client).await {
+            Ok(p) => p,
+            Err(e) => return Event::BackupFailed(e.to_string()),
+        };
+        if self.cfg.backup == BackupMode::Snapshot {
+            return match pending.finish().await {
+                Ok(done) => {
+                    self.backup_done(&done);
+                    Event::BackupDone
+                }
+                Err(e) => Event::BackupFailed(e.to_string()),
+            };
         }
-        match self
-            .client
-            .snapshot_from(local, &dir.join("snapshot.db"), Duration::from_secs(300))
-            .await
-        {
-            Ok(info) => {
-                tracing::info!(member = %self.cfg.member, backup = %dir.display(), bytes = info.size, took_ms = started.elapsed().as_millis() as u64, "backup taken before the stop");
-                self.pending_backup = Some(dir);
-                Event::BackupDone
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Event::BackupFailed(e.to_string())
-            }
-        }
+        self.pending_backup = Some(pending);
+        Event::BackupDone
+    }
+
+    fn backup_done(&self, done: &Backup) {
+        tracing::info!(member = %self.cfg.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "{}", done.summary());
+        self.metrics.backup_taken(done.bytes, true);
     }
 
     async fn stop(&mut self) -> Event {
-        match self.control.stop().await {
-            Ok(stopped) => {
-                tracing::info!(member = %self.cfg.member, exit = %stopped.exit, escalated = stopped.escalated, took_ms = stopped.took.as_millis() as u64, "etcd stopped");
-                self.pending_backup = None;
+        self.swap_started = Some(Instant::now());
+        let stopped = match self.control.stop().await {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                tracing::error!(member = %self.cfg.member, error = %e, "stop failed");
+                return Event::Stopped;
+            }
+        };
+        tracing::info!(member = %self.cfg.member, exit = %stopped.exit, escalated = stopped.escalated, took_ms = stopped.took.as_millis() as u64, "etcd stopped");
+        let Some(pending) = self.pending_backup.take() else {
+            return Event::Stopped;
+        };
+        // The cold copy of the data dir, while etcd is stopped.
+        let finished = match pending.copy_data_dir().await {
+            Ok(p) => p.finish().await,
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(done) => {
+                self.backup_done(&done);
                 Event::Stopped
             }
             Err(e) => {
-                tracing::error!(member = %self.cfg.member, error = %e, "stop failed");
-                Event::Stopped
+                // No verified backup, no swap: `current` still points at the old version,
+                // so bring it back and queue again.
+                let why = format!("backup failed after the stop: {e}");
+                tracing::error!(member = %self.cfg.member, reason = %why, "restarting the old etcd; the upgrade will be retried");
+                if let Err(e) = self.control.start().await {
+                    tracing::error!(member = %self.cfg.member, error = %e, "restarting the old etcd failed; the run loop keeps trying");
+                }
+                let from = self.turn.from.clone();
+                if let Event::VerifyFailed(v) = self.verify(&from).await {
+                    tracing::error!(member = %self.cfg.member, error = %v, "the old etcd is not healthy yet");
+                }
+                Event::BackupFailed(why)
             }
         }
     }
@@ -449,7 +497,11 @@ impl Driver {
                             (leader_applied, self.client.status_of(&local).await)
                         {
                             if me.raft_applied_index >= want {
-                                tracing::info!(member = %self.cfg.member, version = %target, took_ms = started.elapsed().as_millis() as u64, "etcd healthy and caught up");
+                                let window = self.swap_started.take().map(|t| t.elapsed());
+                                tracing::info!(member = %self.cfg.member, version = %target, took_ms = started.elapsed().as_millis() as u64, swap_window_ms = window.map(|w| w.as_millis() as u64), "etcd healthy and caught up");
+                                if let (Some(w), false) = (window, self.turn.rollback) {
+                                    self.metrics.upgraded(w);
+                                }
                                 self.await_cluster_version(target).await;
                                 return Event::Verified;
                             }
@@ -503,6 +555,7 @@ impl Driver {
         refuse: Option<(Version, String)>,
     ) -> Event {
         if let Some((version, why)) = &reject {
+            self.metrics.rolled_back();
             self.record_rejection(version, why).await;
         }
         if let Some((version, why)) = &refuse {
@@ -521,6 +574,7 @@ impl Driver {
     async fn give_back_turn(&mut self) {
         if let Some(held) = self.held.take() {
             let held_for = held.acquired().elapsed();
+            self.metrics.turn_released(held_for);
             match tokio::time::timeout(RECORD_TIMEOUT, held.release()).await {
                 Ok(Ok(())) => {
                     tracing::info!(member = %self.cfg.member, held_ms = held_for.as_millis() as u64, "upgrade turn released")

@@ -286,7 +286,9 @@ pub fn step(turn: &Turn, event: Event) -> Step {
             )
         }
         (P::Backup, V::BackupDone) => go(turn.with(P::Stopping), E::StopEtcd),
-        (P::Backup, V::BackupFailed(why)) => turn.requeue(why),
+        // In the backup phase, or after the stop when the cold copy failed (the driver has
+        // restarted the old version): nothing was switched, so queue again.
+        (P::Backup | P::Stopping, V::BackupFailed(why)) if !turn.rollback => turn.requeue(why),
 
         // Losing the turn before the stop aborts; after it the swap is finished or rolled
         // back first (the event is ignored), and the next turn must be acquired anew.
@@ -578,6 +580,29 @@ mod tests {
                 refuse: None
             })
         );
+    }
+
+    #[test]
+    fn failed_cold_copy_after_the_stop_requeues_without_rejecting() {
+        let (t, effects) = run(
+            &staged(),
+            vec![
+                Event::TurnAcquired,
+                Event::PreflightPassed,
+                Event::BackupDone,
+                Event::BackupFailed("disk full".into()),
+            ],
+        );
+        assert_eq!(t.phase, Phase::Queued);
+        assert_eq!(t.to, Some(v("3.5.16")));
+        assert_eq!(
+            effects.last(),
+            Some(&Effect::Release {
+                reject: None,
+                refuse: None
+            })
+        );
+        assert!(!effects.iter().any(|e| matches!(e, Effect::Switch(_))));
     }
 
     #[test]

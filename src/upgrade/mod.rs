@@ -17,5 +17,6 @@
 
 pub mod driver;
 pub mod machine;
+pub mod plan;
 pub mod preflight;
 pub mod state_file;

@@ -3,10 +3,13 @@
 
 mod support;
 
+mod backup;
 mod bad_input;
 mod crash;
 mod etcd_client;
+mod metrics;
 mod pid1;
+mod refusals;
 mod rollout;
 mod run;
 mod staging;

@@ -1,0 +1,67 @@
+//! `etcd-supervisor backup` and `etcd-supervisor verify-backup`.
+//!
+//! `backup` takes an on-demand, verified snapshot backup of the member at the first
+//! endpoint (the local one), while etcd keeps running. It goes to
+//! `<state-dir>/backups/<time>-<member>-<version>`, or exactly to `--out DIR`. Retention
+//! does not apply: on-demand backups are the operator's, and `--backup-keep` only ever
+//! deletes a turn's backups. Exit 0 with the directory and a summary on stdout; 1 with one
+//! error line on failure (2 when the client options themselves are unusable).
+//!
+//! `verify-backup DIR` exits 0 with a one-line summary when the backup verifies, 1 with the
+//! first bad file named otherwise.
+
+use crate::cli::{BackupArgs, VerifyBackupArgs};
+use crate::etcd::Client;
+
+use super::{verify, Backup, BackupError, BackupPlan};
+
+/// etcdctl's default, for a local member when `--endpoints` is not given.
+const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+
+/// `etcd-supervisor backup`; returns the exit code.
+pub async fn backup(args: &BackupArgs) -> i32 {
+    let env = std::env::vars().collect();
+    let config = crate::config::client_config(&args.conn, &[DEFAULT_ENDPOINT.to_owned()], &env);
+    let client = match Client::new(config) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
+    let plan = match &args.out {
+        Some(dir) => BackupPlan::exact(dir.clone()),
+        None => BackupPlan::on_demand(&args.state_dir),
+    };
+    match take(&plan, &client).await {
+        Ok(backup) => {
+            println!("{}", backup.dir.display());
+            println!("{}", backup.summary());
+            0
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            1
+        }
+    }
+}
+
+async fn take(plan: &BackupPlan, client: &Client) -> Result<Backup, BackupError> {
+    let pending = plan.begin(client).await?;
+    let pending = pending.snapshot(client).await?;
+    pending.finish().await
+}
+
+/// `etcd-supervisor verify-backup DIR`; returns the exit code.
+pub fn verify_backup(args: &VerifyBackupArgs) -> i32 {
+    match verify(&args.dir) {
+        Ok(verified) => {
+            println!("{}", verified.summary());
+            0
+        }
+        Err(e) => {
+            tracing::error!("backup {} does NOT verify: {e}", args.dir.display());
+            1
+        }
+    }
+}

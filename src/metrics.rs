@@ -1,0 +1,343 @@
+//! Prometheus metrics and the supervisor's own `/healthz`, served on `--metrics-addr`.
+//!
+//! The scrape endpoint is a deliberately tiny HTTP/1.0 responder (two GET paths, bounded
+//! request size and time, one response per connection): a full HTTP server stack would
+//! outweigh the rest of the supervisor for what Prometheus needs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Every state the turn can be in, so a scrape shows zeros for the others.
+const STATES: &[&str] = &[
+    "idle",
+    "queued",
+    "preflight",
+    "backup",
+    "stopping",
+    "swapping",
+    "starting",
+    "verifying",
+    "rolling-back",
+    "failed",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    kind: String,
+    version: String,
+}
+
+/// The supervisor's metrics; cheap to clone, clones share values.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+    state: Family<StateLabel, Gauge>,
+    version: Family<VersionLabel, Gauge>,
+    etcd_up: Gauge,
+    restarts: Counter,
+    turn_wait: Gauge<f64, AtomicU64>,
+    turn_hold: Gauge<f64, AtomicU64>,
+    swap_window: Gauge<f64, AtomicU64>,
+    upgrades: Counter,
+    rollbacks: Counter,
+    backup_time: Gauge<f64, AtomicU64>,
+    backup_size: Gauge,
+    backup_verified: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("etcd_supervisor");
+        let m = Metrics {
+            registry: Arc::new(Mutex::new(Registry::default())),
+            state: Family::default(),
+            version: Family::default(),
+            etcd_up: Gauge::default(),
+            restarts: Counter::default(),
+            turn_wait: Gauge::default(),
+            turn_hold: Gauge::default(),
+            swap_window: Gauge::default(),
+            upgrades: Counter::default(),
+            rollbacks: Counter::default(),
+            backup_time: Gauge::default(),
+            backup_size: Gauge::default(),
+            backup_verified: Gauge::default(),
+        };
+        r.register(
+            "state",
+            "1 for the upgrade state the supervisor is in",
+            m.state.clone(),
+        );
+        r.register(
+            "etcd_version_info",
+            "etcd versions: kind=running or kind=staged",
+            m.version.clone(),
+        );
+        r.register(
+            "etcd_up",
+            "1 while etcd answers /health true",
+            m.etcd_up.clone(),
+        );
+        r.register(
+            "etcd_restarts",
+            "etcd child restarts after a crash",
+            m.restarts.clone(),
+        );
+        r.register(
+            "turn_wait_seconds",
+            "time the last turn waited in the queue",
+            m.turn_wait.clone(),
+        );
+        r.register(
+            "turn_hold_seconds",
+            "time the last turn was held",
+            m.turn_hold.clone(),
+        );
+        r.register(
+            "swap_window_seconds",
+            "last swap: stop of the old etcd until the new one was healthy and caught up",
+            m.swap_window.clone(),
+        );
+        r.register(
+            "upgrades",
+            "swaps completed on this member",
+            m.upgrades.clone(),
+        );
+        r.register(
+            "rollbacks",
+            "swaps rolled back on this member",
+            m.rollbacks.clone(),
+        );
+        r.register(
+            "backup_last_timestamp_seconds",
+            "unix time of the last backup",
+            m.backup_time.clone(),
+        );
+        r.register(
+            "backup_last_size_bytes",
+            "size of the last backup",
+            m.backup_size.clone(),
+        );
+        r.register(
+            "backup_last_verified",
+            "1 when the last backup was verified after writing",
+            m.backup_verified.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
+        m.set_state("idle");
+        m
+    }
+
+    /// The upgrade state changed.
+    pub fn set_state(&self, state: &str) {
+        for s in STATES {
+            self.state
+                .get_or_create(&StateLabel {
+                    state: (*s).to_owned(),
+                })
+                .set(i64::from(*s == state));
+        }
+    }
+
+    /// The running and staged versions.
+    pub fn set_versions(&self, running: &str, staged: Option<&str>) {
+        self.version.clear();
+        self.version
+            .get_or_create(&VersionLabel {
+                kind: "running".into(),
+                version: running.into(),
+            })
+            .set(1);
+        if let Some(staged) = staged {
+            self.version
+                .get_or_create(&VersionLabel {
+                    kind: "staged".into(),
+                    version: staged.into(),
+                })
+                .set(1);
+        }
+    }
+
+    /// etcd's health.
+    pub fn set_etcd_up(&self, up: bool) {
+        self.etcd_up.set(i64::from(up));
+    }
+
+    /// etcd crashed and is restarted.
+    pub fn restarted(&self) {
+        self.restarts.inc();
+    }
+
+    /// A turn was acquired after waiting `waited`.
+    pub fn turn_acquired(&self, waited: Duration) {
+        self.turn_wait.set(waited.as_secs_f64());
+    }
+
+    /// A turn was released after `held`.
+    pub fn turn_released(&self, held: Duration) {
+        self.turn_hold.set(held.as_secs_f64());
+    }
+
+    /// A swap completed (forward) in `window`.
+    pub fn upgraded(&self, window: Duration) {
+        self.swap_window.set(window.as_secs_f64());
+        self.upgrades.inc();
+    }
+
+    /// A swap was rolled back.
+    pub fn rolled_back(&self) {
+        self.rollbacks.inc();
+    }
+
+    /// A backup of `bytes` was written (and verified or not).
+    pub fn backup_taken(&self, bytes: u64, verified: bool) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.backup_time.set(now);
+        self.backup_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.backup_verified.set(i64::from(verified));
+    }
+
+    /// The scrape text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &registry);
+        out
+    }
+}
+
+/// Binds `addr` and serves `/metrics` and `/healthz` until the runtime ends.
+pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut len = 0;
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while len < buf.len() {
+                        let n = stream.read(&mut buf[len..]).await?;
+                        if n == 0 {
+                            break;
+                        }
+                        len += n;
+                        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+                .await;
+                if !matches!(read, Ok(Ok(()))) {
+                    return;
+                }
+                let request = String::from_utf8_lossy(&buf[..len]);
+                let path = request.split_whitespace().nth(1).unwrap_or("");
+                let (status, ctype, body) = match (request.starts_with("GET "), path) {
+                    (true, "/metrics") => (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        metrics.encode(),
+                    ),
+                    (true, "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+                    _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+                };
+                let head = format!(
+                    "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                    stream.write_all(head.as_bytes()).await?;
+                    stream.write_all(body.as_bytes()).await?;
+                    stream.shutdown().await
+                })
+                .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_encoded_and_state_is_one_hot() {
+        let m = Metrics::new();
+        m.set_state("verifying");
+        m.set_versions("3.4.23", Some("3.5.16"));
+        m.restarted();
+        m.upgraded(Duration::from_millis(1500));
+        m.backup_taken(4096, true);
+        let text = m.encode();
+        for family in [
+            "etcd_supervisor_state",
+            "etcd_supervisor_etcd_version_info",
+            "etcd_supervisor_etcd_up",
+            "etcd_supervisor_etcd_restarts_total",
+            "etcd_supervisor_turn_wait_seconds",
+            "etcd_supervisor_turn_hold_seconds",
+            "etcd_supervisor_swap_window_seconds",
+            "etcd_supervisor_upgrades_total",
+            "etcd_supervisor_rollbacks_total",
+            "etcd_supervisor_backup_last_timestamp_seconds",
+            "etcd_supervisor_backup_last_size_bytes",
+            "etcd_supervisor_backup_last_verified",
+        ] {
+            assert!(text.contains(family), "{family} missing:\n{text}");
+        }
+        assert!(
+            text.contains("etcd_supervisor_state{state=\"verifying\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_state{state=\"idle\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_etcd_restarts_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_swap_window_seconds 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kind=\"staged\",version=\"3.5.16\""),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,137 @@
+//! `etcd-supervisor plan`: a dry run. For the local member: the pinned version, the upgrade
+//! state, what waits in the staging dir, and what preflight would decide for the target,
+//! with the rule. Changes nothing and runs no staged file.
+
+use std::fmt::Write as _;
+
+use super::machine::Phase;
+use super::preflight::{self, Verdict};
+use super::state_file::StateFile;
+use crate::cli::PlanArgs;
+use crate::etcd::Client;
+use crate::staging;
+use crate::status;
+use crate::version::Version;
+use crate::versions::VersionStore;
+
+/// Runs the dry run; exit 0 when the target would proceed (or nothing is staged), 1 when it
+/// would wait or be refused, 2 for bad input.
+pub async fn command(args: &PlanArgs) -> i32 {
+    let env = std::env::vars().collect();
+    let client = match Client::new(crate::config::client_config(
+        &args.conn,
+        &["http://127.0.0.1:2379".to_owned()],
+        &env,
+    )) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
+    let allow: Result<Vec<Version>, _> = args.allow_known_bad.iter().map(|v| v.parse()).collect();
+    let Ok(allow) = allow else {
+        tracing::error!("--allow-known-bad takes versions such as 3.5.1");
+        return 2;
+    };
+    let explicit: Option<Version> = match args.target.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            tracing::error!("--target: {e}");
+            return 2;
+        }
+    };
+    let mut out = String::new();
+    let store = VersionStore::new(&args.state_dir);
+    let running = match store.current() {
+        Ok(Some(p)) => {
+            let _ = writeln!(
+                out,
+                "member {} runs etcd {} ({})",
+                args.member,
+                p.version,
+                p.binary.display()
+            );
+            Some(p.version)
+        }
+        Ok(None) => {
+            let _ = writeln!(
+                out,
+                "member {}: nothing pinned in {}",
+                args.member,
+                args.state_dir.display()
+            );
+            None
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            return 2;
+        }
+    };
+    let turn = StateFile::new(&args.state_dir).load().ok().flatten();
+    match &turn {
+        Some(t) if t.phase != Phase::Idle => {
+            let to = t.to.as_ref().map_or("-".to_owned(), ToString::to_string);
+            let _ = writeln!(out, "upgrade: {} -> {to}, state {}", t.from, t.state_name());
+        }
+        _ => {
+            let _ = writeln!(out, "upgrade: idle");
+        }
+    }
+    if let Some(err) = turn.as_ref().and_then(|t| t.last_error.as_deref()) {
+        let _ = writeln!(out, "last error: {err}");
+    }
+    let staging_dir = args
+        .staging_dir
+        .clone()
+        .unwrap_or_else(|| args.state_dir.join("staging"));
+    match staging::scan(&staging_dir) {
+        Ok(listing) => {
+            let plan = staging::plan(&listing);
+            for bundle in &plan.ready {
+                let _ = writeln!(out, "staged: {} (checksum present; checked and probed when the supervisor picks it up)", bundle.binary.name);
+            }
+            for (name, why) in &plan.waiting {
+                let _ = writeln!(out, "staged: {name} waits: {why}");
+            }
+            if plan.ready.is_empty() && plan.waiting.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "staging dir {}: nothing waiting",
+                    staging_dir.display()
+                );
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(out, "staging dir: {e}");
+        }
+    }
+    let target = explicit.or_else(|| turn.and_then(|t| t.to));
+    let (Some(running), Some(target)) = (running, target) else {
+        let _ = writeln!(out, "decision: nothing to do");
+        print!("{out}");
+        return 0;
+    };
+    let report = status::gather(&client, &args.key_prefix).await;
+    let verdict = preflight::assess(&report, &args.member, &running, &target, &allow);
+    let code = match &verdict {
+        Verdict::Proceed => {
+            let _ = writeln!(
+                out,
+                "decision for {target}: proceed (turn, backup, stop, swap, start, verify)"
+            );
+            0
+        }
+        Verdict::Wait(why) => {
+            let _ = writeln!(out, "decision for {target}: wait: {why}");
+            1
+        }
+        Verdict::Refuse(why) => {
+            let _ = writeln!(out, "decision for {target}: refuse: {why}");
+            1
+        }
+    };
+    print!("{out}");
+    code
+}
