@@ -7,6 +7,14 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
+// The rollout tests' helpers (stage, writer, timeline); its #[test]s are not compiled here.
+#[path = "../tests/it/rollout.rs"]
+#[allow(dead_code, unused_imports)]
+mod rollout;
+
+#[path = "upgrade/mod.rs"]
+mod upgrade;
+
 use std::time::{Duration, Instant};
 
 use support::{Cluster, Mode, Release};
@@ -20,6 +28,9 @@ fn main() {
         ("start", bench_start),
         ("idle", bench_idle),
         ("backup", bench_backup),
+        ("swap", upgrade::bench_swap),
+        ("rollout", upgrade::bench_rollout),
+        ("turn", upgrade::bench_turn),
     ];
     for (name, f) in all {
         if wanted.is_empty() || wanted.iter().any(|w| w == name) {

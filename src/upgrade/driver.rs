@@ -510,7 +510,7 @@ impl Driver {
                     Err(_) => {}
                 }
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
