@@ -5,17 +5,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::rollout::{assert_one_down_at_a_time, server_version, stage, wait_all_on};
+use crate::rollout::{assert_one_down_at_a_time, server_version, stage, wait_all_on, FAST};
 use crate::support::{http_post, wait_for, Cluster, Release, SUPERVISOR};
 
-const FAST: &[&str] = &[
-    "--lock-ttl",
-    "3s",
-    "--ready-timeout",
-    "20s",
-    "--health-interval",
-    "200ms",
-];
 const PAUSE_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_PAUSE";
 
 fn b64(s: &str) -> String {
@@ -78,9 +70,9 @@ fn assert_settled(cluster: &Cluster, version: &str) {
     .unwrap_or_else(|_| panic!("not settled: {}\n{}", status_json(cluster), cluster.logs()));
 }
 
-/// m1's supervisor pauses in `state`; it is SIGKILLed there, restarted, and the rollout
-/// must complete with never two members down.
-fn killed_in(state: &str) {
+/// A 3.4 cluster under supervisors, 3.5 staged on all three, with m1's supervisor held in
+/// `state` (the failpoint) when this returns.
+fn paused_in(state: &str) -> Cluster {
     let mut cluster = Cluster::new(
         Release::V3_4,
         3,
@@ -102,6 +94,13 @@ fn killed_in(state: &str) {
         (progress_state(&cluster, "m1").as_deref() == Some(state)).then_some(())
     })
     .unwrap_or_else(|_| panic!("m1 never reached {state}\n{}", cluster.logs()));
+    cluster
+}
+
+/// m1's supervisor pauses in `state`; it is SIGKILLed there, restarted, and the rollout
+/// must complete with never two members down.
+fn killed_in(state: &str) {
+    let mut cluster = paused_in(state);
     let killed_at = std::time::SystemTime::now();
     let killed = cluster.members[0].kill();
     drop(killed);
@@ -151,27 +150,7 @@ fn supervisor_killed_while_verifying() {
 
 #[test]
 fn sigterm_mid_turn_exits_cleanly_and_frees_the_turn() {
-    let mut cluster = Cluster::new(
-        Release::V3_4,
-        3,
-        crate::support::Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
-    );
-    cluster.members[0]
-        .env
-        .push((PAUSE_ENV.into(), "verifying:4s".into()));
-    for m in &mut cluster.members {
-        m.start();
-    }
-    for m in &cluster.members {
-        m.wait_healthy();
-    }
-    for i in 0..3 {
-        stage(&cluster, i, &Release::V3_5.etcd());
-    }
-    wait_for(Duration::from_secs(90), || {
-        (progress_state(&cluster, "m1").as_deref() == Some("verifying")).then_some(())
-    })
-    .unwrap_or_else(|_| panic!("m1 never reached verifying\n{}", cluster.logs()));
+    let mut cluster = paused_in("verifying");
     let asked = Instant::now();
     let status = cluster.members[0].stop();
     assert_eq!(status.code(), Some(0), "{}", cluster.members[0].log_text());

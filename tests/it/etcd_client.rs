@@ -16,7 +16,7 @@ use etcd_supervisor::etcd::{
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 
-use crate::support::{http_post, Cluster, Mode, Proc, Release};
+use crate::support::{http_post, Cluster, Mode, Release};
 
 /// Per-call timeout of the clients under test.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -975,27 +975,11 @@ fn post_with_token(endpoint: &str, path: &str, body: &str, token: &str) -> Optio
 }
 
 async fn tls_with_client_certificates(release: Release) {
-    // The fixture's addresses and directories; this one member is started here with TLS.
+    // The fixture's addresses and directories; this one member is started with TLS.
     let cluster = Cluster::new(release, 1, Mode::Bare);
     let spec = cluster.members[0].spec.clone();
     let dir = cluster.dir().to_path_buf();
-    crate::support::pki::make_pki(&dir, &spec.ip);
-    let https = format!("https://{}:{}", spec.ip, spec.client_port);
-    let mut flags: Vec<String> = spec
-        .etcd_flags()
-        .into_iter()
-        .map(|f| f.replace(&spec.client_url(), &https))
-        .collect();
-    flags.extend([
-        format!("--cert-file={}", dir.join("server.pem").display()),
-        format!("--key-file={}", dir.join("server-key.pem").display()),
-        format!("--trusted-ca-file={}", dir.join("ca.pem").display()),
-        "--client-cert-auth".to_owned(),
-    ]);
-    let _etcd = Proc::spawn(
-        Command::new(release.etcd()).args(&flags),
-        &dir.join("tls.log"),
-    );
+    let (_etcd, https) = crate::support::pki::start_tls_member(&cluster);
 
     let config = |cacert: &str, cert: bool| ClientConfig {
         request_timeout: CALL_TIMEOUT,

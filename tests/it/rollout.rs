@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::support::{self, http_get, http_post, wait_for, Cluster, Release, SUPERVISOR};
 
 /// Supervisor options for fast, bounded tests.
-const FAST: &[&str] = &[
+pub const FAST: &[&str] = &[
     "--lock-ttl",
     "3s",
     "--ready-timeout",
