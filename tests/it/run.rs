@@ -195,3 +195,42 @@ fn pinned_version_survives_a_different_etcd_binary() {
         std::path::Path::new("versions").join(Release::V3_4.version())
     );
 }
+
+#[test]
+fn watchdog_is_petted_and_status_follows_state_changes() {
+    let mut cluster = Cluster::new(Release::V3_5, 1, Mode::Supervised(vec![]));
+    let sock_path = cluster.dir().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // As systemd does: WATCHDOG_PID names the supervisor itself (exec keeps the shell's pid).
+    let inner = cluster.member(0).command();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env("NOTIFY_SOCKET", &sock_path)
+        // 400 ms watchdog: the supervisor must pet it every 200 ms.
+        .env("WATCHDOG_USEC", "400000");
+    let log = cluster.dir().join("watchdog.log");
+    let mut sup = support::Proc::spawn(&mut cmd, &log);
+    cluster.member(0).wait_healthy();
+    let mut messages = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let pets = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pets >= 5, "only {pets} WATCHDOG=1 in 3 s: {messages:?}");
+    assert!(
+        messages.iter().any(|m| m.contains("STATUS=")),
+        "no STATUS=: {messages:?}"
+    );
+    sup.signal(Signal::SIGTERM);
+    let status = sup.wait_timeout(Duration::from_secs(30)).expect("stopped");
+    assert_eq!(status.code(), Some(0), "{}", support::tail(&log, 20));
+}
