@@ -51,6 +51,32 @@ pub enum Command {
     VerifyBackup(VerifyBackupArgs),
     /// Dry run: what the local member would do with what is staged now, and why.
     Plan(PlanArgs),
+    /// Print a shell completion script to stdout (packaging; hidden from --help).
+    #[command(hide = true)]
+    Completions(CompletionsArgs),
+    /// Print a man page (roff) to stdout (packaging; hidden from --help).
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+/// Options of the hidden `etcd-supervisor completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to generate completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Options of the hidden `etcd-supervisor man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Print the page of this subcommand (`etcd-supervisor-SUBCOMMAND(1)`) instead of the
+    /// main page.
+    pub subcommand: Option<String>,
+
+    /// List the page names (`etcd-supervisor`, `etcd-supervisor-run`, ...), one a line.
+    #[arg(long, conflicts_with = "subcommand")]
+    pub list: bool,
 }
 
 /// Options of `etcd-supervisor plan`.

@@ -662,6 +662,9 @@ pub async fn run_with(
             _ = watchdog_tick.tick(), if watchdog.is_some() => lp.notifier.watchdog(),
         }
     };
+    // However the loop ended (signal, or etcd failing before it was ever healthy), the
+    // driver is told now, so it releases the turn at once instead of being waited out.
+    let _ = shutdown_tx.send(true);
     if let Some(task) = driver_task.as_mut() {
         // The driver releases the turn and persists its state; bounded so a hung etcd
         // cannot keep the supervisor from exiting.

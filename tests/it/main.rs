@@ -8,6 +8,7 @@ mod bad_input;
 mod crash;
 mod etcd_client;
 mod metrics;
+mod packaging;
 mod pid1;
 mod refusals;
 mod rollout;

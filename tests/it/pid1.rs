@@ -100,3 +100,61 @@ fn real_etcd_as_pid1_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("etcd stopped; exiting"), "{text}");
 }
+
+#[test]
+fn signals_to_pid1_reach_etcd_and_a_signal_death_exits_128_plus_n() {
+    // As PID 1 the kernel drops every signal the process has no handler for: HUP, USR1 and
+    // USR2 (log rotation, debug dumps) must still reach etcd. A stand-in etcd records them,
+    // then dies of the next SIGHUP, which the supervisor reports as 128+1.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("etcd");
+    let report = dir.path().join("signals");
+    support::write_script(
+        &fake,
+        &format!(
+            r#"#!/bin/sh
+if [ "$1" = "--version" ]; then echo "etcd Version: 3.5.16"; exit 0; fi
+r={report}
+trap 'echo HUP >> $r' HUP
+trap 'echo USR1 >> $r' USR1
+trap 'echo USR2 >> $r; trap - HUP' USR2
+echo ready >> $r
+while :; do sleep 0.05; done
+"#,
+            report = report.display()
+        ),
+    );
+    let mut inner = Command::new(SUPERVISOR);
+    inner
+        .arg("run")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--etcd-binary")
+        .arg(&fake);
+    let log = dir.path().join("pid1.log");
+    let mut unshare = Proc::spawn(&mut as_pid1(&inner), &log);
+    let pid1 = nix::unistd::Pid::from_raw(inner_pid1(&unshare));
+    let recorded = || std::fs::read_to_string(&report).unwrap_or_default();
+    wait_for(Duration::from_secs(30), || {
+        recorded().contains("ready").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+
+    for (sig, name) in [
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+    ] {
+        nix::sys::signal::kill(pid1, sig).unwrap();
+        wait_for(Duration::from_secs(10), || {
+            recorded().lines().any(|l| l == name).then_some(())
+        })
+        .unwrap_or_else(|e| panic!("{name} did not reach etcd ({e}): {}", recorded()));
+    }
+    nix::sys::signal::kill(pid1, Signal::SIGHUP).unwrap();
+    let status = unshare
+        .wait_timeout(Duration::from_secs(30))
+        .expect("supervisor exited after etcd died");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(128 + 1), "{text}");
+}
