@@ -121,7 +121,7 @@ fn proc_stat(pid: i32) -> (u64, u64) {
 
 /// RSS and CPU of an idle supervisor over a healthy single member.
 fn bench_idle() {
-    const WINDOW: Duration = Duration::from_secs(20);
+    const WINDOW: Duration = Duration::from_secs(60);
     let mut c = Cluster::start_supervised(Release::V3_5, 1, &[]);
     std::thread::sleep(Duration::from_secs(2));
     let pid = c.member(0).proc().pid().as_raw();

@@ -105,7 +105,7 @@ impl Reaper {
         tokio::spawn(async move {
             // SIGCHLD coalesces and can be lost between a check and a wait, so a slow tick
             // backs it up; reaping is cheap when there is nothing to reap.
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tokio::select! {
                     _ = sigchld.recv() => {}
