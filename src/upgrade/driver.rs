@@ -414,6 +414,25 @@ impl Driver {
     }
 
     async fn stop(&mut self) -> Event {
+        // Preflight passed before the backup; a member may have gone down since. One last
+        // look right before a forward stop keeps that window to a few milliseconds. (A
+        // rollback always stops: the new version is the one failing.)
+        let report = if self.turn.rollback {
+            None
+        } else {
+            Some(status::gather(&self.client, &self.cfg.key_prefix).await)
+        };
+        if let Some(down) = report
+            .iter()
+            .flat_map(|r| r.members.iter())
+            .find(|m| m.name != self.cfg.member && !m.healthy)
+        {
+            self.pending_backup = None;
+            return Event::BackupFailed(format!(
+                "member {} went down after preflight; not stopping this one",
+                down.name
+            ));
+        }
         self.swap_started = Some(Instant::now());
         let stopped = match self.control.stop().await {
             Ok(stopped) => stopped,

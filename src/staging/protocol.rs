@@ -1,0 +1,616 @@
+//! The pure part of the staging protocol: what each name in the staging dir is (server
+//! binary, companion, checksum file, or something left alone), how checksum files are
+//! parsed, and the [`plan`] of one [`Listing`]: which drops are ready, which wait for their
+//! checksum, which names are ignored. No I/O: the watcher and `upgrade plan` feed it a
+//! [`Listing`] read by [`super::scan()`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// The shared checksum file.
+pub const SUMS_FILE: &str = "SHA256SUMS";
+/// Suffix of a file's own checksum file.
+pub const CHECKSUM_SUFFIX: &str = ".sha256";
+/// Where refused files go, inside the staging dir.
+pub const REJECTED_DIR: &str = "rejected";
+/// Where accepted files go, inside the staging dir.
+pub const ACCEPTED_DIR: &str = "accepted";
+/// Companion tools that travel with the server binary, installed under these names.
+pub const COMPANIONS: [&str; 2] = ["etcdctl", "etcdutl"];
+
+/// What a name in the staging dir is, by the naming convention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Role {
+    /// An etcd server binary; the suffix ties companions to it.
+    Binary { suffix: String },
+    /// `etcdctl<suffix>` / `etcdutl<suffix>`.
+    Companion { tool: &'static str, suffix: String },
+    /// `NAME.sha256` or `SHA256SUMS`.
+    Checksum,
+    /// Ours or an editor's/copier's: never looked at, never logged.
+    Quiet,
+    /// An archive: logged once, left alone.
+    Archive,
+    /// Anything else: logged once, left alone.
+    Other,
+}
+
+pub(super) fn role(name: &str) -> Role {
+    const QUIET_SUFFIXES: [&str; 6] = [".tmp", ".part", ".partial", ".swp", "~", ".reason"];
+    const ARCHIVES: [&str; 4] = [".tar.gz", ".tgz", ".tar", ".zip"];
+    if name.starts_with('.') || QUIET_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+        return Role::Quiet;
+    }
+    if name == SUMS_FILE || name.ends_with(CHECKSUM_SUFFIX) {
+        return Role::Checksum;
+    }
+    if name.ends_with(".accepted") || name.ends_with(".SHA256SUMS") {
+        return Role::Quiet;
+    }
+    if ARCHIVES.iter().any(|s| name.ends_with(s)) {
+        return Role::Archive;
+    }
+    for tool in COMPANIONS {
+        if let Some(suffix) = name.strip_prefix(tool) {
+            return Role::Companion {
+                tool,
+                suffix: suffix.to_owned(),
+            };
+        }
+    }
+    match name.strip_prefix("etcd") {
+        Some(suffix) => Role::Binary {
+            suffix: suffix.to_owned(),
+        },
+        None => Role::Other,
+    }
+}
+
+/// One line of a checksum file: the digest, and the file name it is for when it names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumLine {
+    /// Lower-case hex sha256.
+    pub sha256: String,
+    /// The file name (directories stripped), if the line has one.
+    pub name: Option<String>,
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn base_name(name: &str) -> String {
+    name.rsplit('/').next().unwrap_or(name).to_owned()
+}
+
+/// Parses one checksum line: sha256sum's `HEX  NAME` / `HEX *NAME`, a bare `HEX`, or BSD's
+/// `SHA256 (NAME) = HEX`. `None` for anything else.
+pub fn parse_checksum_line(line: &str) -> Option<ChecksumLine> {
+    let line = line.trim_end_matches(['\r', '\n']).trim_start();
+    if let Some(rest) = line.strip_prefix("SHA256 (") {
+        let (name, hex) = rest.rsplit_once(") = ")?;
+        let hex = hex.trim();
+        return is_sha256_hex(hex).then(|| ChecksumLine {
+            sha256: hex.to_ascii_lowercase(),
+            name: Some(base_name(name)),
+        });
+    }
+    let (hex, rest) = match line.split_once([' ', '\t']) {
+        Some((hex, rest)) => (hex, rest),
+        None => (line, ""),
+    };
+    if !is_sha256_hex(hex) {
+        return None;
+    }
+    // sha256sum: one space, then ' ' (text) or '*' (binary), then the name.
+    let rest = rest.strip_prefix(' ').unwrap_or(rest);
+    let name = rest.strip_prefix('*').unwrap_or(rest).trim_end();
+    Some(ChecksumLine {
+        sha256: hex.to_ascii_lowercase(),
+        name: (!name.is_empty()).then(|| base_name(name)),
+    })
+}
+
+fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// What `NAME.sha256` says about `name`: `Ok(None)` while it is empty (being written),
+/// `Err` with what is wrong when it is malformed or names another file.
+pub fn expected_from_own(text: &str, name: &str) -> Result<Option<String>, String> {
+    let mut lines = Vec::new();
+    for (n, line) in content_lines(text) {
+        lines.push(
+            parse_checksum_line(line)
+                .ok_or_else(|| format!("line {n} is not `HEX  NAME` with a 64-digit sha256"))?,
+        );
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    if let Some(line) = lines.iter().find(|l| l.name.as_deref() == Some(name)) {
+        return Ok(Some(line.sha256.clone()));
+    }
+    match lines.as_slice() {
+        [ChecksumLine { sha256, name: None }] => Ok(Some(sha256.clone())),
+        _ => {
+            let named: Vec<&str> = lines.iter().filter_map(|l| l.name.as_deref()).collect();
+            Err(format!("it is for {}, not {name}", named.join(", ")))
+        }
+    }
+}
+
+/// What `SHA256SUMS` says about `name`: `Ok(None)` when it has no line for it, `Err` when it
+/// has two lines for it that disagree. Lines it cannot parse are skipped (such files often
+/// carry other content).
+pub fn expected_from_sums(text: &str, name: &str) -> Result<Option<String>, String> {
+    let mut found: Option<String> = None;
+    for (_, line) in content_lines(text) {
+        let Some(parsed) = parse_checksum_line(line) else {
+            continue;
+        };
+        if parsed.name.as_deref() != Some(name) {
+            continue;
+        }
+        match &found {
+            Some(earlier) if *earlier != parsed.sha256 => {
+                return Err(format!(
+                    "{SUMS_FILE} lists {name} twice with different sums"
+                ))
+            }
+            _ => found = Some(parsed.sha256),
+        }
+    }
+    Ok(found)
+}
+
+/// The names in `SHA256SUMS` (for deciding when it is used up).
+pub(super) fn names_in_sums(text: &str) -> BTreeSet<String> {
+    content_lines(text)
+        .filter_map(|(_, l)| parse_checksum_line(l))
+        .filter_map(|l| l.name)
+        .collect()
+}
+
+/// A snapshot of the staging directory: all [`plan`] needs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Names of the entries that are not directories (files, symlinks, fifos, ...).
+    pub files: BTreeSet<String>,
+    /// Text of each checksum file (`*.sha256`, `SHA256SUMS`) that is a readable regular
+    /// file. One in `files` but not here could not be read as such.
+    pub checksum_texts: BTreeMap<String, String>,
+}
+
+/// Where a staged file's expected sha256 comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Lower-case hex sha256.
+    pub sha256: String,
+    /// `NAME.sha256` or `SHA256SUMS`.
+    pub checksum_file: String,
+}
+
+/// A ready file of a drop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedFile {
+    /// Its name in the staging dir.
+    pub name: String,
+    /// Its name in the version dir: `etcd`, `etcdctl` or `etcdutl`.
+    pub tool: &'static str,
+    /// Its checksum, or what is wrong with its checksum file.
+    pub checksum: Result<Expected, String>,
+}
+
+/// A drop whose files are all ready: the server binary and the companions staged with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bundle {
+    /// The etcd server binary.
+    pub binary: StagedFile,
+    /// etcdctl / etcdutl with the same suffix.
+    pub companions: Vec<StagedFile>,
+}
+
+impl Bundle {
+    /// The server binary, then the companions.
+    pub fn files(&self) -> impl Iterator<Item = &StagedFile> {
+        std::iter::once(&self.binary).chain(&self.companions)
+    }
+}
+
+/// Why a file is not processed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// No checksum yet: the file is still being written.
+    Checksum,
+    /// The server binary is ready, but this companion staged with it is not.
+    Companion(String),
+    /// A companion whose server binary (this name) is not there.
+    Binary(String),
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Waiting::Checksum => write!(
+                f,
+                "waiting for its checksum (NAME{CHECKSUM_SUFFIX} or a line in {SUMS_FILE}), which is written last"
+            ),
+            Waiting::Companion(c) => write!(f, "waiting for the checksum of {c}, staged with it"),
+            Waiting::Binary(b) => write!(f, "waiting for {b}, the etcd binary it goes with"),
+        }
+    }
+}
+
+/// Why a file is left alone for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// Not named like part of a drop.
+    NotEtcd,
+    /// An archive.
+    Archive,
+}
+
+impl fmt::Display for Ignored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ignored::NotEtcd => f.write_str(
+                "not part of an etcd drop (names start with etcd, etcdctl or etcdutl); left alone",
+            ),
+            Ignored::Archive => {
+                f.write_str("an archive: extract the etcd binary and stage that; left alone")
+            }
+        }
+    }
+}
+
+/// What one scan of the staging dir found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Drops to process now, by name.
+    pub ready: Vec<Bundle>,
+    /// Files to wait for, and why.
+    pub waiting: Vec<(String, Waiting)>,
+    /// Files left alone for good, and why.
+    pub ignored: Vec<(String, Ignored)>,
+}
+
+/// Decides, from a listing alone, which drops are ready, which files are still incomplete,
+/// and which are not ours.
+pub fn plan(listing: &Listing) -> Plan {
+    let files = &listing.files;
+    let sums = files
+        .contains(SUMS_FILE)
+        .then(|| listing.checksum_texts.get(SUMS_FILE))
+        .flatten();
+    // None: not ready yet. Some(Err): ready to be refused for its checksum file.
+    let checksum_of = |name: &str| -> Option<Result<Expected, String>> {
+        let own = format!("{name}{CHECKSUM_SUFFIX}");
+        if files.contains(&own) {
+            let Some(text) = listing.checksum_texts.get(&own) else {
+                return Some(Err(format!("{own} is not a readable regular file")));
+            };
+            return match expected_from_own(text, name) {
+                Ok(Some(sha256)) => Some(Ok(Expected {
+                    sha256,
+                    checksum_file: own,
+                })),
+                // Empty: being written. It wins over SHA256SUMS, so wait for it.
+                Ok(None) => None,
+                Err(detail) => Some(Err(format!("{own}: {detail}"))),
+            };
+        }
+        if files.contains(SUMS_FILE) && sums.is_none() {
+            return Some(Err(format!("{SUMS_FILE} is not a readable regular file")));
+        }
+        match expected_from_sums(sums?, name) {
+            Ok(found) => found.map(|sha256| {
+                Ok(Expected {
+                    sha256,
+                    checksum_file: SUMS_FILE.to_owned(),
+                })
+            }),
+            Err(detail) => Some(Err(detail)),
+        }
+    };
+    let mut out = Plan::default();
+    for name in files {
+        match role(name) {
+            Role::Binary { suffix } => {
+                let Some(checksum) = checksum_of(name) else {
+                    out.waiting.push((name.clone(), Waiting::Checksum));
+                    continue;
+                };
+                let mut companions = Vec::new();
+                let mut incomplete = None;
+                for tool in COMPANIONS {
+                    let companion = format!("{tool}{suffix}");
+                    if !files.contains(&companion) {
+                        continue;
+                    }
+                    match checksum_of(&companion) {
+                        Some(checksum) => companions.push(StagedFile {
+                            name: companion,
+                            tool,
+                            checksum,
+                        }),
+                        None => incomplete = Some(companion),
+                    }
+                }
+                match incomplete {
+                    Some(companion) => out
+                        .waiting
+                        .push((name.clone(), Waiting::Companion(companion))),
+                    None => out.ready.push(Bundle {
+                        binary: StagedFile {
+                            name: name.clone(),
+                            tool: "etcd",
+                            checksum,
+                        },
+                        companions,
+                    }),
+                }
+            }
+            Role::Companion { suffix, .. } => {
+                let binary = format!("etcd{suffix}");
+                if !files.contains(&binary) {
+                    out.waiting.push((name.clone(), Waiting::Binary(binary)));
+                } else if checksum_of(name).is_none() {
+                    out.waiting.push((name.clone(), Waiting::Checksum));
+                }
+            }
+            Role::Archive => out.ignored.push((name.clone(), Ignored::Archive)),
+            Role::Other => out.ignored.push((name.clone(), Ignored::NotEtcd)),
+            Role::Checksum | Role::Quiet => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn listing(files: &[(&str, Option<&str>)]) -> Listing {
+        let mut l = Listing::default();
+        for (name, text) in files {
+            l.files.insert(name.to_string());
+            if let Some(text) = text {
+                l.checksum_texts.insert(name.to_string(), text.to_string());
+            }
+        }
+        l
+    }
+
+    fn ready_names(p: &Plan) -> Vec<(String, Vec<String>)> {
+        p.ready
+            .iter()
+            .map(|b| {
+                (
+                    b.binary.name.clone(),
+                    b.companions.iter().map(|c| c.name.clone()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_every_checksum_format() {
+        let upper = A.to_ascii_uppercase();
+        for (line, name) in [
+            (format!("{A}  etcd"), Some("etcd")),
+            (format!("{A} *etcd"), Some("etcd")),
+            (format!("{A} etcd"), Some("etcd")),
+            (format!("{A}\tetcd"), Some("etcd")),
+            (format!("{A}  ./bin/etcd\r\n"), Some("etcd")),
+            (A.to_string(), None),
+            (format!("  {upper}  "), None),
+            (format!("SHA256 (etcd) = {A}"), Some("etcd")),
+        ] {
+            let parsed = parse_checksum_line(&line).unwrap_or_else(|| panic!("{line:?}"));
+            assert_eq!(parsed.sha256, A, "{line:?}");
+            assert_eq!(parsed.name.as_deref(), name, "{line:?}");
+        }
+        for bad in [
+            "",
+            "abc  etcd",
+            &A[..63],
+            &format!("{A}0  etcd"),
+            "MD5 (x) = 00",
+        ] {
+            assert_eq!(parse_checksum_line(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn own_checksum_file_must_be_for_its_file() {
+        assert_eq!(
+            expected_from_own(&format!("{A}  etcd\n"), "etcd"),
+            Ok(Some(A.into()))
+        );
+        assert_eq!(expected_from_own(A, "etcd"), Ok(Some(A.into())));
+        assert_eq!(expected_from_own("", "etcd"), Ok(None));
+        assert_eq!(expected_from_own("\n  \n", "etcd"), Ok(None));
+        // A multi-line file is fine when it has a line for the file.
+        let multi = format!("# sums\n{B}  etcdctl\n{A}  etcd\n");
+        assert_eq!(expected_from_own(&multi, "etcd"), Ok(Some(A.into())));
+        assert!(expected_from_own(&format!("{A}  etcd-3.5.15"), "etcd")
+            .unwrap_err()
+            .contains("etcd-3.5.15, not etcd"));
+        assert!(expected_from_own("deadbeef  etcd", "etcd")
+            .unwrap_err()
+            .contains("line 1"));
+    }
+
+    #[test]
+    fn sums_file_lines_are_looked_up_by_name() {
+        let text = format!("{A}  etcd\n{B} *etcdctl\nnot a line\n");
+        assert_eq!(expected_from_sums(&text, "etcd"), Ok(Some(A.into())));
+        assert_eq!(expected_from_sums(&text, "etcdctl"), Ok(Some(B.into())));
+        assert_eq!(expected_from_sums(&text, "etcdutl"), Ok(None));
+        let twice = format!("{A}  etcd\n{B}  etcd\n");
+        assert!(expected_from_sums(&twice, "etcd").is_err());
+        assert_eq!(
+            names_in_sums(&text).into_iter().collect::<Vec<_>>(),
+            ["etcd", "etcdctl"]
+        );
+    }
+
+    #[test]
+    fn a_file_is_ready_only_with_its_checksum() {
+        let own = format!("{A}  etcd");
+        let p = plan(&listing(&[("etcd", None), ("etcd.sha256", Some(&own))]));
+        assert_eq!(ready_names(&p), [("etcd".to_string(), vec![])]);
+        assert_eq!(
+            p.ready[0].binary.checksum,
+            Ok(Expected {
+                sha256: A.into(),
+                checksum_file: "etcd.sha256".into()
+            })
+        );
+        assert!(p.waiting.is_empty() && p.ignored.is_empty());
+
+        let p = plan(&listing(&[("etcd-3.5.16", None)]));
+        assert!(p.ready.is_empty());
+        assert_eq!(p.waiting, [("etcd-3.5.16".to_string(), Waiting::Checksum)]);
+
+        // An empty checksum file is still being written.
+        let p = plan(&listing(&[("etcd", None), ("etcd.sha256", Some(""))]));
+        assert_eq!(p.waiting, [("etcd".to_string(), Waiting::Checksum)]);
+
+        // A checksum file without its file: nothing to do yet, nothing to say.
+        let p = plan(&listing(&[("etcd.sha256", Some(&own))]));
+        assert_eq!(p, Plan::default());
+    }
+
+    #[test]
+    fn malformed_or_unreadable_checksums_make_a_drop_ready_to_refuse() {
+        let p = plan(&listing(&[
+            ("etcd", None),
+            ("etcd.sha256", Some("nonsense")),
+        ]));
+        assert!(p.ready[0]
+            .binary
+            .checksum
+            .as_ref()
+            .unwrap_err()
+            .contains("etcd.sha256"));
+        // In `files` without text: a symlink or fifo named like a checksum file.
+        let p = plan(&listing(&[("etcd", None), ("etcd.sha256", None)]));
+        assert!(p.ready[0]
+            .binary
+            .checksum
+            .as_ref()
+            .unwrap_err()
+            .contains("not a readable regular file"));
+    }
+
+    #[test]
+    fn sums_file_makes_files_ready_and_own_file_wins() {
+        let sums = format!("{A}  etcd\n{B}  etcdctl\n");
+        let p = plan(&listing(&[
+            ("etcd", None),
+            ("etcdctl", None),
+            ("SHA256SUMS", Some(&sums)),
+        ]));
+        assert_eq!(
+            ready_names(&p),
+            [("etcd".to_string(), vec!["etcdctl".to_string()])]
+        );
+        assert_eq!(
+            p.ready[0].companions[0]
+                .checksum
+                .as_ref()
+                .unwrap()
+                .checksum_file,
+            "SHA256SUMS"
+        );
+        let own = format!("{B}  etcd");
+        let p = plan(&listing(&[
+            ("etcd", None),
+            ("etcd.sha256", Some(&own)),
+            ("SHA256SUMS", Some(&sums)),
+        ]));
+        assert_eq!(p.ready[0].binary.checksum.as_ref().unwrap().sha256, B);
+    }
+
+    #[test]
+    fn companions_go_with_the_binary_of_the_same_suffix() {
+        let s = |n: &str| format!("{A}  {n}");
+        let (a, b, c, d) = (
+            s("etcd-3.5.16"),
+            s("etcdctl-3.5.16"),
+            s("etcdutl-3.5.16"),
+            s("etcdctl"),
+        );
+        let p = plan(&listing(&[
+            ("etcd-3.5.16", None),
+            ("etcd-3.5.16.sha256", Some(&a)),
+            ("etcdctl-3.5.16", None),
+            ("etcdctl-3.5.16.sha256", Some(&b)),
+            ("etcdutl-3.5.16", None),
+            ("etcdutl-3.5.16.sha256", Some(&c)),
+            ("etcdctl", None),
+            ("etcdctl.sha256", Some(&d)),
+        ]));
+        assert_eq!(
+            ready_names(&p),
+            [(
+                "etcd-3.5.16".to_string(),
+                vec!["etcdctl-3.5.16".to_string(), "etcdutl-3.5.16".to_string()]
+            )]
+        );
+        assert_eq!(p.ready[0].companions[1].tool, "etcdutl");
+        assert_eq!(
+            p.waiting,
+            [("etcdctl".to_string(), Waiting::Binary("etcd".into()))]
+        );
+
+        // A companion still being written holds its binary back.
+        let p = plan(&listing(&[
+            ("etcd-3.5.16", None),
+            ("etcd-3.5.16.sha256", Some(&a)),
+            ("etcdctl-3.5.16", None),
+        ]));
+        assert!(p.ready.is_empty());
+        assert_eq!(
+            p.waiting,
+            [
+                (
+                    "etcd-3.5.16".to_string(),
+                    Waiting::Companion("etcdctl-3.5.16".into())
+                ),
+                ("etcdctl-3.5.16".to_string(), Waiting::Checksum),
+            ]
+        );
+    }
+
+    #[test]
+    fn other_names_are_ignored_and_ours_are_quiet() {
+        let p = plan(&listing(&[
+            ("README", None),
+            ("etcd-v3.5.16-linux-amd64.tar.gz", None),
+            (".stage-XYZ", None),
+            ("etcd.part", None),
+            ("etcd.reason", None),
+            ("etcd.sha256.tmp", None),
+        ]));
+        assert!(p.ready.is_empty() && p.waiting.is_empty());
+        assert_eq!(
+            p.ignored,
+            [
+                ("README".to_string(), Ignored::NotEtcd),
+                (
+                    "etcd-v3.5.16-linux-amd64.tar.gz".to_string(),
+                    Ignored::Archive
+                ),
+            ]
+        );
+    }
+}
