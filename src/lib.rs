@@ -1,13 +1,16 @@
 //! etcd-supervisor: runs etcd as a supervised child and rolling-upgrades the cluster.
 //!
 //! Layout:
-//! - `cli`, `config`: command line, and settings resolved against etcd's own flags/env.
+//! - `app`: subcommand dispatch; `cli`, `config`: command line, and settings resolved
+//!   against etcd's own flags/env.
 //! - `reaper`, `child`, `datadir`: the etcd process (the only place that waits for children).
 //! - `supervisor`: the `run` loop (restart policy, health, signals, systemd).
-//! - `notify`: systemd notifications; `logging`: tracing setup.
+//! - `notify`: systemd notifications; `logging`: tracing setup; `metrics`: Prometheus.
 //! - `version`, `versions`: version numbers and the pinned-binaries store.
 //! - `staging`: the staging directory (watch, checks, quarantine) and the `stage` command.
-//! - `etcd`: the HTTP/JSON gateway client.
+//! - `etcd`: the HTTP/JSON gateway client; `turn`: the cluster-wide upgrade lock.
+//! - `upgrade_path`: the upgrade-path rules; `upgrade`: one member's turn (state machine,
+//!   driver, preflight, plan, state.json); `backup`: verified backups; `status`: the report.
 
 pub mod app;
 pub mod backup;
