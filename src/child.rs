@@ -6,7 +6,7 @@
 //! removed from its environment because the supervisor, not etcd, is the unit's main PID.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,6 @@ const SYSTEMD_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"
 #[derive(Debug)]
 pub struct EtcdChild {
     pid: Pid,
-    binary: PathBuf,
     started: Instant,
     exit: oneshot::Receiver<ChildExit>,
     exited: Option<ChildExit>,
@@ -38,17 +37,6 @@ pub struct Stopped {
     pub escalated: bool,
     /// Time from the stop request to the exit.
     pub took: Duration,
-}
-
-impl Stopped {
-    /// True when etcd ended the way a graceful stop should end: code 0, or death by the
-    /// SIGTERM it was sent (etcd re-raises the signal when it is not PID 1).
-    pub fn is_clean(&self) -> bool {
-        !self.escalated
-            && (matches!(self.exit, ChildExit::Code(0))
-                || self.exit.is_signal(Signal::SIGTERM)
-                || self.exit.is_signal(Signal::SIGINT))
-    }
 }
 
 impl EtcdChild {
@@ -83,7 +71,6 @@ impl EtcdChild {
         let spawned = reaper.spawn(&mut cmd)?;
         Ok(Self {
             pid: spawned.pid,
-            binary: binary.to_path_buf(),
             started: Instant::now(),
             exit: spawned.exit,
             exited: None,
@@ -93,11 +80,6 @@ impl EtcdChild {
     /// The child's pid.
     pub fn pid(&self) -> u32 {
         self.pid.as_raw() as u32
-    }
-
-    /// The binary it runs.
-    pub fn binary(&self) -> &Path {
-        &self.binary
     }
 
     /// When it was started.
@@ -128,29 +110,6 @@ impl EtcdChild {
         self.exited = Some(exit);
         exit
     }
-
-    /// Graceful stop: SIGTERM, then SIGKILL after `timeout`.
-    pub async fn stop(&mut self, timeout: Duration) -> Stopped {
-        let asked = Instant::now();
-        self.signal(Signal::SIGTERM);
-        let (exit, escalated) = match tokio::time::timeout(timeout, self.wait()).await {
-            Ok(exit) => (exit, false),
-            Err(_) => {
-                tracing::warn!(
-                    pid = self.pid.as_raw(),
-                    timeout = %humantime::format_duration(timeout),
-                    "etcd did not stop after SIGTERM; sending SIGKILL"
-                );
-                self.signal(Signal::SIGKILL);
-                (self.wait().await, true)
-            }
-        };
-        Stopped {
-            exit,
-            escalated,
-            took: asked.elapsed(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -167,25 +126,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn stop_escalates_to_sigkill_when_term_is_ignored() {
-        let reaper = Reaper::start().unwrap();
-        let mut child = sh(&reaper, "trap '' TERM; while :; do sleep 0.05; done");
-        // Let the shell install its trap before we signal it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let stopped = child.stop(Duration::from_millis(300)).await;
-        assert!(stopped.escalated);
-        assert_eq!(stopped.exit, ChildExit::Signal(libc::SIGKILL));
-        assert!(!stopped.is_clean());
-    }
-
-    #[tokio::test]
-    async fn death_by_the_sigterm_we_sent_is_a_clean_stop() {
+    async fn death_by_the_sigterm_we_sent_counts_as_stopped_as_asked() {
         let reaper = Reaper::start().unwrap();
         let mut child = sh(&reaper, "sleep 30");
-        let stopped = child.stop(Duration::from_secs(10)).await;
-        assert!(!stopped.escalated);
-        assert_eq!(stopped.exit, ChildExit::Signal(libc::SIGTERM));
-        assert!(stopped.is_clean());
+        child.signal(Signal::SIGTERM);
+        let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .unwrap();
+        assert_eq!(exit, ChildExit::Signal(libc::SIGTERM));
+        assert!(exit.stopped_as_asked());
     }
 
     #[tokio::test]

@@ -13,6 +13,9 @@ use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
 use crate::version::Version;
 
+/// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+
 /// Test hook variable, see [`RunSettings::failpoint_pause`].
 pub const FAILPOINT_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_PAUSE";
 

@@ -37,6 +37,14 @@ impl ChildExit {
         }
     }
 
+    /// True when a stop we asked for ended the way it should: code 0, or death by the
+    /// SIGTERM/SIGINT that was sent (etcd re-raises the signal when it is not PID 1).
+    pub fn stopped_as_asked(self) -> bool {
+        matches!(self, ChildExit::Code(0))
+            || self.is_signal(Signal::SIGTERM)
+            || self.is_signal(Signal::SIGINT)
+    }
+
     /// True when the process died of `sig`.
     pub fn is_signal(self, sig: Signal) -> bool {
         self == ChildExit::Signal(sig as i32)
@@ -195,5 +203,14 @@ mod tests {
         assert_eq!(b, ChildExit::Signal(libc::SIGTERM));
         assert_eq!(b.exit_code(), 143);
         assert_eq!(b.to_string(), "signal SIGTERM");
+    }
+
+    #[test]
+    fn stopped_as_asked_is_code_zero_or_the_signal_we_sent() {
+        assert!(ChildExit::Code(0).stopped_as_asked());
+        assert!(ChildExit::Signal(libc::SIGTERM).stopped_as_asked());
+        assert!(ChildExit::Signal(libc::SIGINT).stopped_as_asked());
+        assert!(!ChildExit::Code(1).stopped_as_asked());
+        assert!(!ChildExit::Signal(libc::SIGKILL).stopped_as_asked());
     }
 }

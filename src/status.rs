@@ -274,7 +274,11 @@ async fn probe(client: &Client, member: &Member) -> Probe {
 /// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.
 pub async fn command(args: &crate::cli::StatusArgs) -> i32 {
     let env = std::env::vars().collect();
-    let cfg = crate::config::client_config(&args.conn, &["http://127.0.0.1:2379".to_owned()], &env);
+    let cfg = crate::config::client_config(
+        &args.conn,
+        &[crate::config::DEFAULT_ENDPOINT.to_owned()],
+        &env,
+    );
     let client = match Client::new(cfg) {
         Ok(c) => c,
         Err(e) => {

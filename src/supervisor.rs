@@ -115,10 +115,7 @@ pub struct ExitContext {
 /// a restart loop; any other exit is a crash and is restarted with backoff.
 pub fn on_exit(exit: ChildExit, ctx: ExitContext, backoff: &Backoff) -> AfterExit {
     if ctx.stop_requested {
-        let as_asked = matches!(exit, ChildExit::Code(0))
-            || exit.is_signal(Signal::SIGTERM)
-            || exit.is_signal(Signal::SIGINT);
-        return AfterExit::Exit(if as_asked && !ctx.escalated {
+        return AfterExit::Exit(if exit.stopped_as_asked() && !ctx.escalated {
             0
         } else {
             exit.exit_code()
@@ -570,7 +567,7 @@ pub async fn run_with(
     reaper: Reaper,
     mut signals: Signals,
     pinned: Pinned,
-    driver: Option<DriverStarter>,
+    driver: DriverStarter,
     held: bool,
     metrics: Metrics,
 ) -> Result<i32, RunError> {
@@ -611,13 +608,11 @@ pub async fn run_with(
         crashes: 0,
         exit_code: None,
     };
-    let mut driver_task = driver.map(|start| {
-        tokio::spawn(start(ChildControl {
-            requests: req_tx,
-            status: status_rx,
-            shutdown: shutdown_rx,
-        }))
-    });
+    let mut driver_task = tokio::spawn(driver(ChildControl {
+        requests: req_tx,
+        status: status_rx,
+        shutdown: shutdown_rx,
+    }));
     if !lp.held {
         lp.spawn()?;
     }
@@ -665,18 +660,16 @@ pub async fn run_with(
     // However the loop ended (signal, or etcd failing before it was ever healthy), the
     // driver is told now, so it releases the turn at once instead of being waited out.
     let _ = shutdown_tx.send(true);
-    if let Some(task) = driver_task.as_mut() {
-        // The driver releases the turn and persists its state; bounded so a hung etcd
-        // cannot keep the supervisor from exiting.
-        if tokio::time::timeout(lp.settings.stop_timeout, task)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                member = lp.member(),
-                "upgrade driver did not finish in time; exiting anyway"
-            );
-        }
+    // The driver releases the turn and persists its state; bounded so a hung etcd cannot
+    // keep the supervisor from exiting.
+    if tokio::time::timeout(lp.settings.stop_timeout, &mut driver_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            member = lp.member(),
+            "upgrade driver did not finish in time; exiting anyway"
+        );
     }
     Ok(code)
 }
@@ -710,20 +703,7 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
     let (watcher, candidates) =
         StagingWatcher::start(WatchOptions::from_settings(&settings), reaper.clone())?;
     let client = Client::new(settings.cluster.clone())?;
-    let cfg = DriverConfig {
-        member: settings.member.name.clone(),
-        state_dir: settings.state_dir.clone(),
-        staging_dir: settings.staging_dir.clone(),
-        data_dir: settings.member.data_dir.clone(),
-        local_endpoints: settings.member.client_urls.clone(),
-        key_prefix: settings.key_prefix.clone(),
-        lock_ttl: settings.lock_ttl,
-        ready_timeout: settings.ready_timeout,
-        backup: settings.backup,
-        backup_keep: settings.backup_keep,
-        allow_known_bad: settings.allow_known_bad.clone(),
-        failpoint_pause: settings.failpoint_pause.clone(),
-    };
+    let cfg = DriverConfig::from_settings(&settings);
     let machine::Step { turn, effect } = recovered;
     let metrics = Metrics::new();
     if let Some(addr) = settings.metrics_addr {
@@ -742,16 +722,7 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
                 .await;
         })
     });
-    run_with(
-        settings,
-        reaper,
-        signals,
-        pinned,
-        Some(starter),
-        held,
-        metrics,
-    )
-    .await
+    run_with(settings, reaper, signals, pinned, starter, held, metrics).await
 }
 
 /// Polls /health quickly until etcd first answers, then every `interval`; publishes changes.

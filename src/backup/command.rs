@@ -16,7 +16,7 @@ use crate::etcd::Client;
 use super::{verify, Backup, BackupError, BackupPlan};
 
 /// etcdctl's default, for a local member when `--endpoints` is not given.
-const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+use crate::config::DEFAULT_ENDPOINT;
 
 /// `etcd-supervisor backup`; returns the exit code.
 pub async fn backup(args: &BackupArgs) -> i32 {

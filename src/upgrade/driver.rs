@@ -16,6 +16,7 @@ use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
 use crate::backup::{Backup, BackupPlan, PendingBackup};
 use crate::cli::BackupMode;
+use crate::config::RunSettings;
 use crate::etcd::Client;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -59,6 +60,26 @@ pub struct DriverConfig {
     pub allow_known_bad: Vec<Version>,
     /// Test hook: pause after entering this state (see `RunSettings::failpoint_pause`).
     pub failpoint_pause: Option<(String, Duration)>,
+}
+
+impl DriverConfig {
+    /// The driver's part of `run`'s settings.
+    pub fn from_settings(settings: &RunSettings) -> Self {
+        Self {
+            member: settings.member.name.clone(),
+            state_dir: settings.state_dir.clone(),
+            staging_dir: settings.staging_dir.clone(),
+            data_dir: settings.member.data_dir.clone(),
+            local_endpoints: settings.member.client_urls.clone(),
+            key_prefix: settings.key_prefix.clone(),
+            lock_ttl: settings.lock_ttl,
+            ready_timeout: settings.ready_timeout,
+            backup: settings.backup,
+            backup_keep: settings.backup_keep,
+            allow_known_bad: settings.allow_known_bad.clone(),
+            failpoint_pause: settings.failpoint_pause.clone(),
+        }
+    }
 }
 
 /// The upgrade driver of one member.

@@ -20,7 +20,7 @@ pub async fn command(args: &PlanArgs) -> i32 {
     let env = std::env::vars().collect();
     let client = match Client::new(crate::config::client_config(
         &args.conn,
-        &["http://127.0.0.1:2379".to_owned()],
+        &[crate::config::DEFAULT_ENDPOINT.to_owned()],
         &env,
     )) {
         Ok(c) => c,

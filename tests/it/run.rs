@@ -234,3 +234,49 @@ fn watchdog_is_petted_and_status_follows_state_changes() {
     let status = sup.wait_timeout(Duration::from_secs(30)).expect("stopped");
     assert_eq!(status.code(), Some(0), "{}", support::tail(&log, 20));
 }
+
+#[test]
+fn etcd_ignoring_sigterm_is_killed_after_the_stop_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("etcd");
+    let ready = dir.path().join("ready");
+    support::write_script(
+        &fake,
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'etcd Version: 3.5.16'; exit 0; fi\ntrap '' TERM\ntouch {}\nwhile :; do sleep 0.05; done\n",
+            ready.display()
+        ),
+    );
+    let log = dir.path().join("sup.log");
+    let mut cmd = std::process::Command::new(support::SUPERVISOR);
+    cmd.arg("run")
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--etcd-binary")
+        .arg(&fake)
+        .args(["--stop-timeout", "1s"]);
+    let mut sup = support::Proc::spawn(&mut cmd, &log);
+    wait_for(Duration::from_secs(20), || ready.exists().then_some(()))
+        .expect("stand-in etcd started");
+    let asked = Instant::now();
+    sup.signal(Signal::SIGTERM);
+    let status = sup
+        .wait_timeout(Duration::from_secs(30))
+        .expect("supervisor exited");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    // Not stopped as asked: the kill is reported as 128+9, with one line saying why.
+    assert_eq!(status.code(), Some(137), "{text}");
+    assert!(
+        text.contains("etcd did not stop in time; sending SIGKILL"),
+        "{text}"
+    );
+    assert!(
+        asked.elapsed() >= Duration::from_secs(1),
+        "killed before the timeout"
+    );
+    // The stand-in's own `sleep 0.05` may outlive it by a moment; nothing may stay.
+    wait_for(Duration::from_secs(5), || {
+        sup.group_pids().is_empty().then_some(())
+    })
+    .unwrap_or_else(|_| panic!("something survived: {:?}\n{text}", sup.group_pids()));
+}
