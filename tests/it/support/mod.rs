@@ -384,13 +384,24 @@ impl Member {
         }
     }
 
-    /// SIGTERM and wait (bounded) for the exit status.
+    /// SIGTERM and wait (bounded) for the exit status; like the supervisor's own stop, a
+    /// process still there after 30 s is SIGKILLed (and says so). A graceful exit code is
+    /// then absent, so tests that assert one still fail.
     pub fn stop(&mut self) -> ExitStatus {
         let mut proc = self.proc.take().expect("member is not running");
         proc.signal(Signal::SIGTERM);
         let status = proc
             .wait_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|| panic!("{} did not stop within 30 s", self.spec.name));
+            .unwrap_or_else(|| {
+                // Seen once: etcd 3.5 stalling after "closing etcd server" right after snapshots.
+                eprintln!(
+                    "{} ignored SIGTERM for 30 s; sending SIGKILL",
+                    self.spec.name
+                );
+                proc.signal(Signal::SIGKILL);
+                proc.wait_timeout(Duration::from_secs(10))
+                    .unwrap_or_else(|| panic!("{} survived SIGKILL", self.spec.name))
+            });
         // Anything left in the group (there should be nothing) dies with the guard.
         drop(proc);
         status
