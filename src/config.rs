@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::cli::{BackupMode, ConnArgs, RunArgs};
 use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
-use crate::version::Version;
+use crate::versions::Version;
 
 /// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -52,7 +52,7 @@ pub fn client_config(
 pub enum ConfigError {
     /// `--allow-known-bad` names something that is not a version.
     #[error("--allow-known-bad: {0}")]
-    BadAllow(#[from] crate::version::ParseVersionError),
+    BadAllow(#[from] crate::versions::version::ParseVersionError),
     /// A relative state dir would move with the working directory of whoever starts us.
     #[error("--state-dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),

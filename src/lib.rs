@@ -1,33 +1,30 @@
 //! etcd-supervisor: runs etcd as a supervised child and rolling-upgrades the cluster.
 //!
-//! Layout:
-//! - `app`: subcommand dispatch; `cli`, `config`: command line, and settings resolved
-//!   against etcd's own flags/env.
-//! - `reaper`, `child`, `datadir`: the etcd process (the only place that waits for children).
-//! - `supervisor`: the `run` loop (restart policy, health, signals, systemd).
-//! - `notify`: systemd notifications; `logging`: tracing setup; `metrics`: Prometheus.
-//! - `version`, `versions`: version numbers and the pinned-binaries store.
-//! - `staging`: the staging directory (watch, checks, quarantine) and the `stage` command.
-//! - `etcd`: the HTTP/JSON gateway client; `turn`: the cluster-wide upgrade lock.
-//! - `upgrade_path`: the upgrade-path rules; `upgrade`: one member's turn (state machine,
-//!   driver, preflight, plan, state.json); `backup`: verified backups; `status`: the report.
+//! Layout, one concern per module:
+//! - `cli`: clap definitions (shared argument groups), man page and completions.
+//! - `commands`: one file per subcommand; `commands::run` wires up the daemon.
+//! - `config`: raw inputs (flags, env, etcd's own flags) resolved into typed settings.
+//! - `process`: the reaper, the etcd child, the data-dir lock: the only code that forks or waits.
+//! - `supervisor`: the run loop (exit policy, backoff, health, signals, systemd) and the
+//!   control interface the upgrade driver uses.
+//! - `cluster`: keys and typed records under the prefix, the upgrade lock, a typed view of
+//!   the cluster that `status` renders and preflight judges.
+//! - `upgrade`: one member's turn: state machine, path rules, preflight, driver, state file.
+//! - `versions`: version numbers and the pinned-binary store.
+//! - `staging`: the staging directory (watch, checks, quarantine, `stage`).
+//! - `backup`: verified backups; `etcd`: the HTTP/JSON gateway client.
+//! - `durable`: atomic writes and fsync; `metrics`: Prometheus; `logging`: tracing setup.
 
-pub mod app;
 pub mod backup;
-pub mod child;
 pub mod cli;
+pub mod cluster;
+pub mod commands;
 pub mod config;
-pub mod datadir;
 pub mod etcd;
 pub mod logging;
 pub mod metrics;
-pub mod notify;
-pub mod reaper;
+pub mod process;
 pub mod staging;
-pub mod status;
 pub mod supervisor;
-pub mod turn;
 pub mod upgrade;
-pub mod upgrade_path;
-pub mod version;
 pub mod versions;

@@ -8,11 +8,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use etcd_supervisor::cli::Cli;
-use etcd_supervisor::{app, logging};
+use etcd_supervisor::{commands, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let code = app::run(cli);
+    let code = commands::dispatch(cli);
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -6,8 +6,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use etcd_supervisor::cluster::lock::{self, TurnConfig};
 use etcd_supervisor::etcd::{Client, ClientConfig};
-use etcd_supervisor::turn::{self, TurnConfig};
 
 use crate::rollout::{stage, wait_all_on, Writer};
 use crate::summary;
@@ -176,26 +176,26 @@ pub fn bench_turn() {
         let a = client(0);
         for _ in 0..RUNS {
             let t0 = Instant::now();
-            let held = turn::acquire(&a, &cfg("a"), std::future::pending())
+            let held = lock::acquire(&a, &cfg("a"), std::future::pending())
                 .await
                 .expect("acquire");
             acquire.push(t0.elapsed());
             held.release().await.expect("release");
         }
         for _ in 0..RUNS {
-            let held = turn::acquire(&a, &cfg("a"), std::future::pending())
+            let held = lock::acquire(&a, &cfg("a"), std::future::pending())
                 .await
                 .expect("acquire");
             let b = client(1);
             let cfg_b = cfg("b");
             let waiter = tokio::spawn(async move {
-                let t = turn::acquire(&b, &cfg_b, std::future::pending())
+                let t = lock::acquire(&b, &cfg_b, std::future::pending())
                     .await
                     .expect("acquire b");
                 (Instant::now(), t)
             });
             loop {
-                let q = turn::queue(&a, &cfg("x")).await.expect("queue");
+                let q = lock::queue(&a, &cfg("x")).await.expect("queue");
                 if q.members.len() == 2 {
                     break;
                 }

@@ -1,6 +1,5 @@
 //! Verified backups of the local member: a snapshot through the API, an optional cold copy
-//! of the data dir, `SHA256SUMS`, `meta.json`, verification, retention; and the `backup`
-//! and `verify-backup` commands.
+//! of the data dir, `SHA256SUMS`, `meta.json`, verification, retention.
 //!
 //! Theory of operation. A backup is a directory
 //! ```text
@@ -46,7 +45,6 @@
 //! the snapshot trailer), `meta` (`meta.json`), `verify`, `retention` (`--backup-keep` and
 //! stale clean-up), `progress` (log lines for long copies), `command` (the CLI commands).
 
-pub mod command;
 mod copy;
 pub mod meta;
 mod naming;
@@ -62,8 +60,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::cli::BackupMode;
-use crate::datadir::DataDirInUse;
 use crate::etcd::EtcdError;
+use crate::process::datadir::DataDirInUse;
 
 pub use meta::{DataDirMeta, Kind, Meta, SnapshotMeta};
 pub use pending::{Backup, PendingBackup};

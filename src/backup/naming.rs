@@ -8,7 +8,7 @@
 
 use std::time::SystemTime;
 
-use crate::version::Version;
+use crate::versions::Version;
 
 /// Length of the time prefix (`20250102T030405.678Z`).
 const TIME_LEN: usize = 20;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{renameat2, Flock, FlockArg, RenameFlags};
 
 use crate::cli::BackupMode;
-use crate::datadir::{self, DataDirInUse};
 use crate::etcd::{Client, EtcdError};
+use crate::process::datadir::{self, DataDirInUse};
 
 use super::meta::{has_data_dir, has_snapshot, DataDirMeta, Meta, SnapshotMeta};
 use super::space::{self, MARGIN};

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::cli::BackupMode;
-use crate::datadir;
 use crate::etcd::Client;
-use crate::version::Version;
+use crate::process::datadir;
+use crate::versions::Version;
 
 use super::meta::{self, has_data_dir, mode_name, Kind, Meta};
 use super::naming::{self, TEMP_PREFIX};

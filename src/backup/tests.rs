@@ -11,7 +11,7 @@ use super::retention::clean_stale;
 use super::sums::{render, sha256_hex, Sums};
 use super::*;
 use crate::cli::BackupMode;
-use crate::version::Version;
+use crate::versions::Version;
 
 fn snapshot_bytes() -> Vec<u8> {
     let mut data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();

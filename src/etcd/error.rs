@@ -178,7 +178,7 @@ pub enum EtcdError {
         endpoint: String,
         /// What was wrong.
         #[source]
-        source: crate::etcd::snapshot::SnapshotError,
+        source: super::snapshot_decode::SnapshotError,
     },
 
     /// A local file operation failed (writing a snapshot).

@@ -20,6 +20,8 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod snapshot;
+pub mod snapshot_decode;
+pub mod transport;
 mod wire;
 
 pub use client::{Client, ClientConfig, Credentials};
@@ -32,5 +34,6 @@ pub use kv::{
 pub use lease::{ttl_secs, LeaseGrant, LeaseTimeToLive};
 pub use lock::LockResponse;
 pub use maintenance::{Alarm, AlarmKind, EtcdVersion, Leader, Status};
-pub use snapshot::{SnapshotDigest, SnapshotError, SnapshotInfo, SnapshotStream};
+pub use snapshot::SnapshotInfo;
+pub use snapshot_decode::{SnapshotDigest, SnapshotError, SnapshotStream};
 pub use wire::ResponseHeader;

@@ -1,6 +1,6 @@
 //! Acceptance of one ready drop: checks 1-5 on every file (`lstat`, then the open
 //! descriptor; owner, mode, size, sha256), the copy into a private temp dir under
-//! `versions/` ([`versions::PendingInstall`]), the `--version` probe of that copy and the
+//! `versions/` ([`store::PendingInstall`]), the `--version` probe of that copy and the
 //! commit; then the drop's files move to `accepted/` or `rejected/` with a one-line note,
 //! never overwriting anything there.
 
@@ -15,8 +15,8 @@ use super::protocol::{
 };
 use super::scan::{open_no_follow, read_checksum_file};
 use super::{io_err, Candidate, Refusal, StagingError, WatchOptions};
-use crate::reaper::Reaper;
-use crate::versions::{self, sync_dir, VersionStore, VersionsError};
+use crate::process::reaper::Reaper;
+use crate::versions::store::{self, sync_dir, VersionStore, VersionsError};
 
 /// How processing one drop ended.
 pub(super) enum Outcome {
@@ -64,7 +64,7 @@ pub(super) async fn process(
     };
     let file = bundle.binary.name.clone();
     let binary = pending.binary();
-    let version = match versions::probe_version(reaper, &binary, opts.probe_timeout).await {
+    let version = match store::probe_version(reaper, &binary, opts.probe_timeout).await {
         Ok(v) => v,
         Err(VersionsError::NotEtcd { output, .. }) => {
             return Refusal::NotEtcd { file, output }.into()
@@ -245,7 +245,7 @@ fn inspect(dir: &Path, staged: &StagedFile) -> Result<File, Outcome> {
         Err(e) if vanished(&e) => return Err(Outcome::Vanished),
         Err(e) => return Err(io_err("reading", &sums_path)(e).into()),
     }
-    let actual = versions::sha256_reader(&mut file, &path)?;
+    let actual = store::sha256_reader(&mut file, &path)?;
     if actual != expected.sha256 {
         return Err(Refusal::Mismatch {
             file: name.clone(),
@@ -266,7 +266,7 @@ fn verify_and_copy(
     dir: &Path,
     store: &VersionStore,
     bundle: &Bundle,
-) -> Result<versions::PendingInstall, Outcome> {
+) -> Result<store::PendingInstall, Outcome> {
     let mut opened = Vec::new();
     for staged in bundle.files() {
         opened.push((staged, inspect(dir, staged)?));

@@ -35,7 +35,7 @@
 //! (fsync), hashed again there, and only the *copy* of the server binary is probed with
 //! `--version` under a timeout (a binary that hangs, fails, or prints anything but etcd's
 //! `etcd Version: X.Y.Z` is refused). The temp dir is then renamed to
-//! `versions/<X.Y.Z>` (see [`crate::versions::PendingInstall`]). A version already pinned
+//! `versions/<X.Y.Z>` (see [`crate::versions::store::PendingInstall`]). A version already pinned
 //! with identical bytes is a no-op; with other bytes it is refused.
 //!
 //! # What happens to staged files
@@ -79,7 +79,7 @@
 //! - `watch`: [`StagingWatcher`]: inotify (debounced) and timer rescans, the scan loop.
 //! - `accept`: checks 1-5 on a ready drop, the private copy and probe, and moving its files
 //!   to `accepted/` or `rejected/` with a note.
-//! - `stage`: the `etcd-supervisor stage` command ([`stage`](fn@stage), [`stage_command`]).
+//! - `stage`: the `etcd-supervisor stage` command ([`stage`](fn@stage)).
 //! - here: the error types ([`StagingError`], [`Refusal`]), [`Candidate`] and [`WatchOptions`].
 
 use std::io;
@@ -87,8 +87,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::RunSettings;
-use crate::version::Version;
-use crate::versions::{self, VersionsError};
+use crate::versions::store::{self, VersionsError};
+use crate::versions::Version;
 
 mod accept;
 mod protocol;
@@ -102,7 +102,7 @@ pub use protocol::{
     COMPANIONS, REJECTED_DIR, SUMS_FILE,
 };
 pub use scan::scan;
-pub use stage::{stage, stage_command, StagedDrop};
+pub use stage::{stage, StagedDrop};
 pub use watch::{StagingWatcher, DEFAULT_DEBOUNCE, FALLBACK_POLL, RETRY_AFTER};
 
 // ---------------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ impl WatchOptions {
             state_dir: state_dir.to_path_buf(),
             poll_interval: None,
             debounce: DEFAULT_DEBOUNCE,
-            probe_timeout: versions::PROBE_TIMEOUT,
+            probe_timeout: store::PROBE_TIMEOUT,
             inotify: true,
         }
     }

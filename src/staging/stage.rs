@@ -13,8 +13,7 @@ use sha2::{Digest, Sha256};
 use super::accept::kind_of;
 use super::protocol::{CHECKSUM_SUFFIX, COMPANIONS};
 use super::{io_err, StagingError};
-use crate::cli::StageArgs;
-use crate::versions::sync_dir;
+use crate::versions::store::sync_dir;
 
 /// Hex digits of the sha256 in names written by `stage`.
 const STAGE_NAME_HEX: usize = 12;
@@ -46,24 +45,6 @@ impl fmt::Display for StagedDrop {
             write!(f, " with {}", self.companions.join(", "))?;
         }
         write!(f, " in {}", self.dir.display())
-    }
-}
-
-/// `etcd-supervisor stage`: stages the files and prints one line; returns the exit code.
-pub fn stage_command(args: &StageArgs) -> i32 {
-    let dir = args
-        .staging_dir
-        .clone()
-        .unwrap_or_else(|| args.state_dir.join("staging"));
-    match stage(&args.binary, &args.with, &dir) {
-        Ok(staged) => {
-            println!("{staged}");
-            0
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            e.exit_code()
-        }
     }
 }
 

@@ -24,8 +24,8 @@ use super::accept::{self, accept_files, blocking, create_dir_0755, reject_files,
 use super::protocol::{plan, Plan, REJECTED_DIR};
 use super::scan::scan;
 use super::{Candidate, StagingError, WatchOptions};
-use crate::reaper::Reaper;
-use crate::versions::VersionStore;
+use crate::process::reaper::Reaper;
+use crate::versions::store::VersionStore;
 
 /// Debounce of inotify events: short, so a drop is seen well within a second.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(150);

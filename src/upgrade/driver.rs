@@ -16,16 +16,16 @@ use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
 use crate::backup::{Backup, BackupPlan, PendingBackup};
 use crate::cli::BackupMode;
+use crate::cluster::lock::{self, HeldTurn, TurnConfig, TurnError};
+use crate::cluster::view;
 use crate::config::RunSettings;
 use crate::etcd::Client;
 use crate::metrics::Metrics;
-use crate::notify::Notifier;
 use crate::staging::Candidate;
-use crate::status;
+use crate::supervisor::notify::Notifier;
 use crate::supervisor::ChildControl;
-use crate::turn::{self, HeldTurn, TurnConfig, TurnError};
-use crate::version::Version;
-use crate::versions::VersionStore;
+use crate::versions::store::VersionStore;
+use crate::versions::Version;
 
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(3);
@@ -298,7 +298,7 @@ impl Driver {
             }
             self.refresh_endpoints().await;
             // Refuse an impossible target at once, without waiting in the queue.
-            let report = status::gather(&self.client, &self.cfg.key_prefix).await;
+            let report = view::gather(&self.client, &self.cfg.key_prefix).await;
             let verdict = preflight::path_only(
                 &report,
                 &self.cfg.member,
@@ -326,7 +326,7 @@ impl Driver {
         tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
         loop {
             let shutdown = self.shutdown_signal();
-            match turn::acquire(&self.client, &cfg, shutdown).await {
+            match lock::acquire(&self.client, &cfg, shutdown).await {
                 Ok(held) => {
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
@@ -371,7 +371,7 @@ impl Driver {
         let Some(target) = self.turn.to.clone() else {
             return Event::PreflightRefused("nothing staged".into());
         };
-        let report = status::gather(&self.client, &self.cfg.key_prefix).await;
+        let report = view::gather(&self.client, &self.cfg.key_prefix).await;
         match preflight::assess(
             &report,
             &self.cfg.member,
@@ -441,7 +441,7 @@ impl Driver {
         let report = if self.turn.rollback {
             None
         } else {
-            Some(status::gather(&self.client, &self.cfg.key_prefix).await)
+            Some(view::gather(&self.client, &self.cfg.key_prefix).await)
         };
         if let Some(down) = report
             .iter()
@@ -566,7 +566,7 @@ impl Driver {
         if self.turn.rollback || target.minor_version() == self.turn.from.minor_version() {
             return;
         }
-        let report = status::gather(&self.client, &self.cfg.key_prefix).await;
+        let report = view::gather(&self.client, &self.cfg.key_prefix).await;
         let all_on_target = report.members.iter().all(|m| {
             m.server_version
                 .as_deref()
@@ -579,7 +579,7 @@ impl Driver {
         let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
         let wanted = format!("{}.{}.0", target.major, target.minor);
         while Instant::now() < deadline {
-            let now = status::gather(&self.client, &self.cfg.key_prefix).await;
+            let now = view::gather(&self.client, &self.cfg.key_prefix).await;
             if now.cluster_version.as_deref() == Some(wanted.as_str()) {
                 tracing::info!(member = %self.cfg.member, from = ?report.cluster_version, to = %wanted, "cluster version moved");
                 return;

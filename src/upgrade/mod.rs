@@ -17,6 +17,6 @@
 
 pub mod driver;
 pub mod machine;
-pub mod plan;
+pub mod path;
 pub mod preflight;
 pub mod state_file;

@@ -6,9 +6,9 @@
 //! quorum to keep (its upgrade is a short outage by nature) and is allowed; a two-member
 //! cluster loses quorum with either member down and waits, saying so.
 
-use crate::status::ClusterReport;
-use crate::upgrade_path::{self, Decision, PathInput, Peer, Rejection};
-use crate::version::Version;
+use super::path::{self, Decision, PathInput, Peer, Rejection};
+use crate::cluster::view::ClusterReport;
+use crate::versions::Version;
 
 /// What preflight concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub fn path_only(
     allow_known_bad: &[Version],
 ) -> Verdict {
     let input = path_input(report, member, running, target, allow_known_bad);
-    match upgrade_path::decide(&input) {
+    match path::decide(&input) {
         Decision::Proceed(_) => Verdict::Proceed,
         Decision::AlreadyRunning => Verdict::Wait(format!("{target} is already running")),
         Decision::Wait(why) => Verdict::Wait(why.to_string()),
@@ -128,7 +128,7 @@ fn path_input(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{AlarmReport, MemberReport, TurnReport};
+    use crate::cluster::view::{AlarmReport, MemberReport, TurnReport};
     use std::collections::BTreeMap;
 
     fn member(name: &str, version: &str, healthy: bool) -> MemberReport {

@@ -98,7 +98,7 @@ impl StateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::version::Version;
+    use crate::versions::Version;
 
     #[test]
     fn saves_loads_and_reports_corruption() {

@@ -14,7 +14,7 @@ use etcd_supervisor::backup::{
 };
 use etcd_supervisor::cli::BackupMode;
 use etcd_supervisor::etcd::{Client, ClientConfig, PutRequest, Txn, TxnOp};
-use etcd_supervisor::version::Version;
+use etcd_supervisor::versions::Version;
 
 use crate::support::{Cluster, Net, Release, SUPERVISOR};
 

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_supervisor::reaper::Reaper;
+use etcd_supervisor::process::reaper::Reaper;
 use etcd_supervisor::staging::{Candidate, StagingError, StagingWatcher, WatchOptions};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;

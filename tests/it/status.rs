@@ -4,8 +4,8 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use etcd_supervisor::cluster::lock::{self, TurnConfig};
 use etcd_supervisor::etcd::{Client, ClientConfig, Credentials};
-use etcd_supervisor::turn::{self, TurnConfig};
 
 use crate::support::{self, pki, wait_for, Cluster, Mode, Release, SUPERVISOR};
 
@@ -44,7 +44,7 @@ fn healthy_then_member_down(release: Release) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(ClientConfig::new(cluster.client_urls())).unwrap();
     let held = rt
-        .block_on(turn::acquire(
+        .block_on(lock::acquire(
             &client,
             &turn_cfg("m2"),
             std::future::pending(),
@@ -153,7 +153,7 @@ fn tls_status_and_turn(release: Release) {
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let held = turn::acquire(&client, &turn_cfg("tls"), std::future::pending())
+        let held = lock::acquire(&client, &turn_cfg("tls"), std::future::pending())
             .await
             .unwrap();
         held.release().await.unwrap();
@@ -206,7 +206,7 @@ fn auth_status_and_turn(release: Release) {
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let held = rt
-        .block_on(turn::acquire(
+        .block_on(lock::acquire(
             &client,
             &turn_cfg("authed"),
             std::future::pending(),

@@ -3,8 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use etcd_supervisor::cluster::lock::{self, TurnConfig, TurnError};
 use etcd_supervisor::etcd::{Client, ClientConfig};
-use etcd_supervisor::turn::{self, TurnConfig, TurnError};
 
 use crate::support::{Cluster, Release};
 
@@ -37,10 +37,10 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn acquire(client: &Client, member: &str) -> turn::HeldTurn {
+async fn acquire(client: &Client, member: &str) -> lock::HeldTurn {
     tokio::time::timeout(
         Duration::from_secs(60),
-        turn::acquire(client, &cfg(member), std::future::pending()),
+        lock::acquire(client, &cfg(member), std::future::pending()),
     )
     .await
     .expect("turn acquired within 60 s")
@@ -50,7 +50,7 @@ async fn acquire(client: &Client, member: &str) -> turn::HeldTurn {
 async fn wait_queue_len(client: &Client, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let q = turn::queue(client, &cfg("x")).await.unwrap();
+        let q = lock::queue(client, &cfg("x")).await.unwrap();
         if q.members.len() == n {
             return;
         }
@@ -165,11 +165,11 @@ fn holder_keeps_turn_while_its_member_is_down(release: Release) {
         tokio::time::sleep(TTL * 3 + Duration::from_millis(500)).await;
         assert_eq!(held.lost_reason(), None);
         let other = client(&urls[1..], 0);
-        assert!(turn::key_held(&other, held.key(), held.lease())
+        assert!(lock::key_held(&other, held.key(), held.lease())
             .await
             .unwrap());
         held.release().await.unwrap();
-        let q = turn::queue(&other, &cfg("x")).await.unwrap();
+        let q = lock::queue(&other, &cfg("x")).await.unwrap();
         assert!(q.members.is_empty(), "released turn still queued: {q:?}");
     });
 }
@@ -207,13 +207,13 @@ fn waiters_are_served_in_order_and_cancel_at_once(release: Release) {
         let (cancel_tx, cancel_rx) = tokio::sync::oneshot::channel::<()>();
         let d = client(&urls, 2);
         let cancelled = tokio::spawn(async move {
-            turn::acquire(&d, &cfg("d"), async {
+            lock::acquire(&d, &cfg("d"), async {
                 let _ = cancel_rx.await;
             })
             .await
         });
         wait_queue_len(&a, 4).await;
-        let q = turn::queue(&a, &cfg("x")).await.unwrap();
+        let q = lock::queue(&a, &cfg("x")).await.unwrap();
         assert_eq!(q.members, ["a", "b", "c", "d"]);
         cancel_tx.send(()).unwrap();
         let r = tokio::time::timeout(Duration::from_secs(10), cancelled)
@@ -221,7 +221,7 @@ fn waiters_are_served_in_order_and_cancel_at_once(release: Release) {
             .unwrap()
             .unwrap();
         assert!(matches!(r, Err(TurnError::Cancelled)), "{r:?}");
-        let q = turn::queue(&a, &cfg("x")).await.unwrap();
+        let q = lock::queue(&a, &cfg("x")).await.unwrap();
         assert_eq!(q.members, ["a", "b", "c"]);
 
         held.release().await.unwrap();
@@ -313,7 +313,7 @@ fn expired_waiter_is_not_a_holder(release: Release) {
         match answer {
             Ok(resp) => {
                 // The 3.4 case: a key comes back, but it is not ours to hold.
-                assert!(!turn::key_held(&b, &resp.key, lease).await.unwrap());
+                assert!(!lock::key_held(&b, &resp.key, lease).await.unwrap());
             }
             Err(e) => assert!(e.is_lock_session_expired(), "{e}"),
         }

@@ -1,51 +1,12 @@
-//! Dispatch of subcommands to their modules, and the exit-code policy at that edge.
-
-use std::future::Future;
+//! The man pages and shell completions, generated from the clap definitions (the Debian
+//! package ships their output; see the hidden `man` and `completions` subcommands).
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command, ManArgs};
-use crate::config::RunSettings;
-use crate::staging;
-use crate::status;
-use crate::supervisor;
-
-/// Runs the parsed command line; returns the process exit code.
-pub fn run(cli: Cli) -> i32 {
-    match cli.command {
-        Command::Run(args) => {
-            let env = std::env::vars().collect();
-            match RunSettings::resolve(&args, &env) {
-                Ok(settings) => block_on(async move {
-                    supervisor::run(settings).await.unwrap_or_else(|e| {
-                        tracing::error!("{e}");
-                        if e.is_config() {
-                            2
-                        } else {
-                            1
-                        }
-                    })
-                }),
-                Err(e) => {
-                    tracing::error!("{e}");
-                    2
-                }
-            }
-        }
-        Command::Stage(args) => staging::stage_command(&args),
-        Command::Status(args) => block_on(async move { status::command(&args).await }),
-        Command::Plan(args) => block_on(async move { crate::upgrade::plan::command(&args).await }),
-        Command::Backup(args) => {
-            block_on(async move { crate::backup::command::backup(&args).await })
-        }
-        Command::VerifyBackup(args) => crate::backup::command::verify_backup(&args),
-        Command::Completions(args) => completions(args.shell),
-        Command::Man(args) => man(&args),
-    }
-}
+use super::{Cli, ManArgs};
 
 /// `etcd-supervisor completions SHELL` (hidden): the completion script on stdout.
-fn completions(shell: clap_complete::Shell) -> i32 {
+pub fn completions(shell: clap_complete::Shell) -> i32 {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut public_command(), "etcd-supervisor", &mut out);
     write_stdout(&out)
@@ -73,7 +34,7 @@ fn public_command() -> clap::Command {
 /// `etcd-supervisor man [SUBCOMMAND | --list]` (hidden): a roff page on stdout. The main
 /// page lists the subcommands (each has its own `etcd-supervisor-NAME(1)` page) and adds the
 /// environment, files and exit status, which clap does not describe.
-fn man(args: &ManArgs) -> i32 {
+pub fn man(args: &ManArgs) -> i32 {
     let mut root = Cli::command().disable_help_subcommand(true);
     root.build();
     let subcommands: Vec<clap::Command> = root
@@ -218,21 +179,6 @@ fn write_stdout(bytes: &[u8]) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("cannot write to stdout: {e}");
-            1
-        }
-    }
-}
-
-/// Runs `fut` on a current-thread runtime: etcd is spawned from this (main) thread, which
-/// lives as long as the process, so PR_SET_PDEATHSIG fires only when the supervisor dies.
-pub fn block_on<F: Future<Output = i32>>(fut: F) -> i32 {
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(fut),
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
             1
         }
     }

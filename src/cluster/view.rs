@@ -10,10 +10,10 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::Serialize;
 
+use crate::cluster::lock::{self, TurnConfig};
 use crate::etcd::cluster::Member;
 use crate::etcd::maintenance::{Alarm, EtcdVersion, Status};
 use crate::etcd::{Client, EtcdError};
-use crate::turn::{self, TurnConfig};
 
 /// One member as seen by `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -239,7 +239,7 @@ pub async fn gather(client: &Client, key_prefix: &str) -> ClusterReport {
     let gathered = Gathered {
         cluster_id: list.header.cluster_id,
         alarms: client.alarms().await.unwrap_or_default(),
-        queue: turn::queue(client, &turn_cfg)
+        queue: lock::queue(client, &turn_cfg)
             .await
             .map(|q| q.members)
             .unwrap_or_default(),
@@ -269,132 +269,6 @@ async fn probe(client: &Client, member: &Member) -> Probe {
         health,
         version,
     }
-}
-
-/// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.
-pub async fn command(args: &crate::cli::StatusArgs) -> i32 {
-    let env = std::env::vars().collect();
-    let cfg = crate::config::client_config(
-        &args.conn,
-        &[crate::config::DEFAULT_ENDPOINT.to_owned()],
-        &env,
-    );
-    let client = match Client::new(cfg) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            return 2;
-        }
-    };
-    let report = gather(&client, &args.key_prefix).await;
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
-            Err(e) => {
-                tracing::error!("cannot encode the report: {e}");
-                return 1;
-            }
-        }
-    } else {
-        print!("{}", render(&report));
-    }
-    if report.healthy {
-        0
-    } else {
-        1
-    }
-}
-
-/// The human table.
-pub fn render(report: &ClusterReport) -> String {
-    let mut out = String::new();
-    if let Some(err) = &report.error {
-        out.push_str(&format!("cluster unreachable: {err}\n"));
-        return out;
-    }
-    let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    out.push_str(&format!(
-        "cluster {}  version {}  leader {}  {}\n\n",
-        dash(&report.cluster_id),
-        dash(&report.cluster_version),
-        dash(&report.leader),
-        if report.healthy {
-            "healthy"
-        } else {
-            "UNHEALTHY"
-        }
-    ));
-    let mut rows = vec![[
-        "NAME",
-        "ID",
-        "CLIENT URL",
-        "VERSION",
-        "HEALTHY",
-        "LEADER",
-        "APPLIED",
-        "LAG",
-        "STATE",
-    ]
-    .map(String::from)];
-    for m in &report.members {
-        let state = report
-            .progress
-            .get(&m.name)
-            .and_then(|p| p.get("state"))
-            .and_then(|s| s.as_str())
-            .unwrap_or("-");
-        rows.push([
-            m.name.clone(),
-            m.id.clone(),
-            dash(&m.client_url),
-            dash(&m.server_version),
-            if m.healthy { "yes" } else { "NO" }.into(),
-            if m.leader { "*" } else { "" }.into(),
-            m.raft_applied_index.map_or("-".into(), |i| i.to_string()),
-            m.lag.map_or("-".into(), |i| i.to_string()),
-            state.to_owned(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..9)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    for m in report.members.iter().filter(|m| m.error.is_some()) {
-        out.push_str(&format!("  {}: {}\n", m.name, dash(&m.error)));
-    }
-    out.push('\n');
-    if report.alarms.is_empty() {
-        out.push_str("alarms: none\n");
-    } else {
-        let list: Vec<String> = report
-            .alarms
-            .iter()
-            .map(|a| format!("{} on {}", a.alarm, a.member))
-            .collect();
-        out.push_str(&format!("alarms: {}\n", list.join(", ")));
-    }
-    match &report.turn.holder {
-        None => out.push_str("upgrade turn: free\n"),
-        Some(h) if report.turn.waiting.is_empty() => {
-            out.push_str(&format!("upgrade turn: held by {h}\n"))
-        }
-        Some(h) => out.push_str(&format!(
-            "upgrade turn: held by {h}; waiting: {}\n",
-            report.turn.waiting.join(", ")
-        )),
-    }
-    for (version, why) in &report.rejected {
-        out.push_str(&format!("rejected: {version}: {why}\n"));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -471,7 +345,7 @@ mod tests {
         assert_eq!(report.alarms[0].member, "m3");
         assert_eq!(report.turn.holder.as_deref(), Some("m3"));
         assert_eq!(report.turn.waiting, ["m1"]);
-        let text = render(&report);
+        let text = crate::commands::status::render(&report);
         assert!(
             text.contains("upgrade turn: held by m3; waiting: m1"),
             "{text}"
@@ -495,7 +369,7 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("connection refused"));
-        let text = render(&report);
+        let text = crate::commands::status::render(&report);
         assert!(text.contains("UNHEALTHY"), "{text}");
         assert!(text.contains("m2: "), "{text}");
         assert!(text.contains("upgrade turn: free"), "{text}");

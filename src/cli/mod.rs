@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod man;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Runs etcd as a supervised child and rolling-upgrades the cluster from a staging directory.

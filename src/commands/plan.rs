@@ -4,15 +4,15 @@
 
 use std::fmt::Write as _;
 
-use super::machine::Phase;
-use super::preflight::{self, Verdict};
-use super::state_file::StateFile;
 use crate::cli::PlanArgs;
+use crate::cluster::view;
 use crate::etcd::Client;
 use crate::staging;
-use crate::status;
-use crate::version::Version;
-use crate::versions::VersionStore;
+use crate::upgrade::machine::Phase;
+use crate::upgrade::preflight::{self, Verdict};
+use crate::upgrade::state_file::StateFile;
+use crate::versions::store::VersionStore;
+use crate::versions::Version;
 
 /// Runs the dry run; exit 0 when the target would proceed (or nothing is staged), 1 when it
 /// would wait or be refused, 2 for bad input.
@@ -113,7 +113,7 @@ pub async fn command(args: &PlanArgs) -> i32 {
         print!("{out}");
         return 0;
     };
-    let report = status::gather(&client, &args.key_prefix).await;
+    let report = view::gather(&client, &args.key_prefix).await;
     let verdict = preflight::assess(&report, &args.member, &running, &target, &allow);
     let code = match &verdict {
         Verdict::Proceed => {

@@ -13,7 +13,7 @@
 use crate::cli::{BackupArgs, VerifyBackupArgs};
 use crate::etcd::Client;
 
-use super::{verify, Backup, BackupError, BackupPlan};
+use crate::backup::{verify, Backup, BackupError, BackupPlan};
 
 /// etcdctl's default, for a local member when `--endpoints` is not given.
 use crate::config::DEFAULT_ENDPOINT;

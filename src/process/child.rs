@@ -14,7 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
-use crate::reaper::{ChildExit, Reaper, ReaperError};
+use crate::process::reaper::{ChildExit, Reaper, ReaperError};
 
 /// Environment variables that belong to the supervisor's systemd contract, not etcd's.
 const SYSTEMD_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];

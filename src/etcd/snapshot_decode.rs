@@ -1,0 +1,508 @@
+//! The pure part of a gateway snapshot: the answer of `POST /v3/maintenance/snapshot` is
+//! newline-delimited JSON, one `{"result":{"blob":..,"remaining_bytes":..}}` per line: 32 KiB
+//! of the member's database per line, `remaining_bytes` counting down to 0 (then omitted),
+//! and one last line whose blob is the 32-byte sha256 of everything before it. The file is
+//! every blob concatenated, the sha256 included: byte-identical to `etcdctl snapshot save`,
+//! and `etcdutl snapshot restore` checks that trailer.
+//!
+//! [`SnapshotStream`]: feed it body chunks as they come, write out what it returns, and
+//! [`SnapshotStream::finish`] says whether the stream was whole and correct. Each line is
+//! decoded on its own (every line's base64 has its own padding).
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::wire::{self, api_error, b64, int};
+
+/// Length of the sha256 trailer.
+const TRAILER_LEN: usize = 32;
+
+/// What was wrong with a snapshot stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// etcd sent an error line.
+    #[error("etcd reported an error in the middle of the stream: {message} (code {code})")]
+    Server {
+        /// The gRPC code.
+        code: i32,
+        /// etcd's message.
+        message: String,
+    },
+    /// A line that is not a snapshot chunk.
+    #[error("line {line} of the stream is not a snapshot chunk: {reason}")]
+    BadLine {
+        /// 1-based line number.
+        line: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// `remaining_bytes` does not count down by the size of each chunk.
+    #[error("line {line} says {remaining} bytes remain, but {expected} were expected: the stream is inconsistent")]
+    Inconsistent {
+        /// 1-based line number.
+        line: u64,
+        /// What the line said.
+        remaining: u64,
+        /// What the previous lines imply.
+        expected: u64,
+    },
+    /// The stream ended before the sha256 trailer.
+    #[error("the stream ended early: {received} bytes received, {remaining} more expected, then the sha256 trailer{}", if *.partial_line { " (it stopped in the middle of a line)" } else { "" })]
+    Truncated {
+        /// Bytes received.
+        received: u64,
+        /// Bytes the last line said remain.
+        remaining: u64,
+        /// The stream stopped inside a line.
+        partial_line: bool,
+    },
+    /// The last chunk is not a 32-byte sha256.
+    #[error("the last chunk should be the 32-byte sha256 of the snapshot, but it has {len} bytes")]
+    BadTrailer {
+        /// Its length.
+        len: usize,
+    },
+    /// The sha256 trailer does not match the data.
+    #[error("the snapshot's sha256 trailer {expected} does not match its data ({actual}): corrupted in transit")]
+    ChecksumMismatch {
+        /// The trailer, hex.
+        expected: String,
+        /// The sha256 of the data received, hex.
+        actual: String,
+    },
+    /// More lines after the trailer.
+    #[error("line {line} comes after the sha256 trailer")]
+    AfterTrailer {
+        /// 1-based line number.
+        line: u64,
+    },
+}
+
+/// The size and sha256 of a whole snapshot file (its trailer included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotDigest {
+    /// Bytes in the file.
+    pub size: u64,
+    /// sha256 of the whole file.
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Data lines; the next one may be the first.
+    Data,
+    /// The last data line said 0 bytes remain: the next line is the trailer.
+    Trailer,
+    /// The trailer was received and checked.
+    Done,
+}
+
+#[derive(Deserialize)]
+struct Line {
+    result: Option<Chunk>,
+}
+
+/// A line that holds a result and nothing else (the fast path).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataLine {
+    result: Chunk,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Chunk {
+    #[serde(with = "int")]
+    remaining_bytes: u64,
+    #[serde(with = "b64")]
+    blob: Vec<u8>,
+}
+
+/// Reassembles a snapshot from the body of `/v3/maintenance/snapshot`, chunk by chunk.
+#[derive(Debug, Clone)]
+pub struct SnapshotStream {
+    partial: Vec<u8>,
+    /// sha256 of the data lines (what the trailer must equal).
+    data_hash: Sha256,
+    /// sha256 of everything (the file).
+    file_hash: Sha256,
+    size: u64,
+    lines: u64,
+    remaining: Option<u64>,
+    phase: Phase,
+}
+
+impl Default for SnapshotStream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotStream {
+    /// A stream with nothing received yet.
+    pub fn new() -> Self {
+        Self {
+            partial: Vec::new(),
+            data_hash: Sha256::new(),
+            file_hash: Sha256::new(),
+            size: 0,
+            lines: 0,
+            remaining: None,
+            phase: Phase::Data,
+        }
+    }
+
+    /// Takes the next chunk of the body (any size, split anywhere) and returns the snapshot
+    /// bytes of the lines it completed, to be appended to the file.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            let (head, tail) = rest.split_at(pos);
+            rest = &tail[1..];
+            if self.partial.is_empty() {
+                self.line(head, &mut out)?;
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(head);
+                self.line(&line, &mut out)?;
+            }
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(out)
+    }
+
+    /// Ends the stream: returns the last bytes to write (from a final line without a
+    /// newline) and the file's size and sha256, or why the stream is not a whole, correct
+    /// snapshot.
+    pub fn finish(mut self) -> Result<(Vec<u8>, SnapshotDigest), SnapshotError> {
+        let mut out = Vec::new();
+        let partial = std::mem::take(&mut self.partial);
+        let partial_line = !partial.trim_ascii().is_empty();
+        if partial_line {
+            // A last line without its newline counts if it is complete JSON.
+            if serde_json::from_slice::<serde_json::Value>(&partial).is_err() {
+                return Err(self.truncated(true));
+            }
+            self.line(&partial, &mut out)?;
+        }
+        if self.phase != Phase::Done {
+            return Err(self.truncated(false));
+        }
+        Ok((
+            out,
+            SnapshotDigest {
+                size: self.size,
+                sha256: self.file_hash.finalize().into(),
+            },
+        ))
+    }
+
+    fn truncated(&self, partial_line: bool) -> SnapshotError {
+        SnapshotError::Truncated {
+            received: self.size,
+            remaining: self.remaining.unwrap_or(0),
+            partial_line,
+        }
+    }
+
+    fn line(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), SnapshotError> {
+        let raw = raw.trim_ascii();
+        if raw.is_empty() {
+            return Ok(());
+        }
+        self.lines += 1;
+        let line = self.lines;
+        let bad = |reason: String| SnapshotError::BadLine { line, reason };
+        // Ordinary data lines (`{"result":{...}}` and nothing else) are decoded in one pass:
+        // they are 43 KB each and this is the whole cost of a snapshot beyond the network.
+        let chunk = match serde_json::from_slice::<DataLine>(raw) {
+            Ok(DataLine { result }) => result,
+            Err(_) => {
+                let value: serde_json::Value = serde_json::from_slice(raw)
+                    .map_err(|e| bad(format!("not JSON ({e}): {}", wire::excerpt(raw))))?;
+                if let Some((code, message)) = api_error(&value) {
+                    return Err(SnapshotError::Server { code, message });
+                }
+                let parsed: Line = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+                parsed
+                    .result
+                    .ok_or_else(|| bad(format!("no \"result\": {}", wire::excerpt(raw))))?
+            }
+        };
+        match self.phase {
+            Phase::Data => {
+                let len = chunk.blob.len() as u64;
+                if let Some(before) = self.remaining {
+                    let expected = before.checked_sub(len).ok_or(SnapshotError::Inconsistent {
+                        line,
+                        remaining: chunk.remaining_bytes,
+                        expected: 0,
+                    })?;
+                    if chunk.remaining_bytes != expected {
+                        return Err(SnapshotError::Inconsistent {
+                            line,
+                            remaining: chunk.remaining_bytes,
+                            expected,
+                        });
+                    }
+                }
+                self.remaining = Some(chunk.remaining_bytes);
+                if chunk.remaining_bytes == 0 {
+                    self.phase = Phase::Trailer;
+                }
+                self.data_hash.update(&chunk.blob);
+                self.emit(&chunk.blob, out);
+            }
+            Phase::Trailer => {
+                if chunk.blob.len() != TRAILER_LEN {
+                    return Err(SnapshotError::BadTrailer {
+                        len: chunk.blob.len(),
+                    });
+                }
+                let actual: [u8; 32] = self.data_hash.clone().finalize().into();
+                if actual[..] != chunk.blob[..] {
+                    return Err(SnapshotError::ChecksumMismatch {
+                        expected: hex::encode(&chunk.blob),
+                        actual: hex::encode(actual),
+                    });
+                }
+                // The file's hash is the data's, continued over the trailer: one pass.
+                let mut file_hash = self.data_hash.clone();
+                file_hash.update(&chunk.blob);
+                self.file_hash = file_hash;
+                self.phase = Phase::Done;
+                self.emit(&chunk.blob, out);
+            }
+            Phase::Done => return Err(SnapshotError::AfterTrailer { line }),
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        self.size += bytes.len() as u64;
+        out.extend_from_slice(bytes);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+
+    /// A body as etcd streams it: 32 KiB per line (or `chunk`), then the sha256 line.
+    pub(crate) fn body(data: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut sent = 0;
+        for piece in data.chunks(chunk) {
+            sent += piece.len();
+            let remaining = data.len() - sent;
+            let line = if remaining > 0 {
+                format!(
+                    "{{\"result\":{{\"remaining_bytes\":\"{remaining}\",\"blob\":\"{}\"}}}}\n",
+                    STANDARD.encode(piece)
+                )
+            } else {
+                format!(
+                    "{{\"result\":{{\"blob\":\"{}\"}}}}\n",
+                    STANDARD.encode(piece)
+                )
+            };
+            out.extend_from_slice(line.as_bytes());
+        }
+        let sha = Sha256::digest(data);
+        out.extend_from_slice(
+            format!("{{\"result\":{{\"blob\":\"{}\"}}}}\n", STANDARD.encode(sha)).as_bytes(),
+        );
+        out
+    }
+
+    pub(crate) fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    /// Feeds `body` in pieces of `split` bytes; returns the output and the result.
+    fn run(body: &[u8], split: usize) -> Result<(Vec<u8>, SnapshotDigest), SnapshotError> {
+        let mut stream = SnapshotStream::new();
+        let mut out = Vec::new();
+        for piece in body.chunks(split.max(1)) {
+            out.extend(stream.feed(piece)?);
+        }
+        let (last, digest) = stream.finish()?;
+        out.extend(last);
+        Ok((out, digest))
+    }
+
+    pub(crate) fn expected_file(data: &[u8]) -> Vec<u8> {
+        let mut file = data.to_vec();
+        file.extend_from_slice(&Sha256::digest(data));
+        file
+    }
+
+    #[test]
+    fn reassembles_across_any_chunking() {
+        let data = data(100_000);
+        let body = body(&data, 32 * 1024);
+        let want = expected_file(&data);
+        for split in [1, 7, 4096, 43_693, body.len()] {
+            let (out, digest) = run(&body, split).unwrap();
+            assert_eq!(out, want, "split {split}");
+            assert_eq!(digest.size, want.len() as u64);
+            assert_eq!(digest.sha256[..], Sha256::digest(&want)[..]);
+        }
+    }
+
+    #[test]
+    fn small_snapshot_in_one_line_and_no_final_newline() {
+        let data = data(1000);
+        let mut body = body(&data, 32 * 1024);
+        body.pop(); // the last newline
+        let (out, _) = run(&body, 100).unwrap();
+        assert_eq!(out, expected_file(&data));
+    }
+
+    #[test]
+    fn exact_multiple_of_the_chunk_size() {
+        let data = data(2 * 512);
+        let (out, _) = run(&body(&data, 512), 333).unwrap();
+        assert_eq!(out, expected_file(&data));
+    }
+
+    #[test]
+    fn truncated_streams_are_refused() {
+        let data = data(70_000);
+        let body = body(&data, 32 * 1024);
+        let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 4);
+        // Cut after whole lines: before the last data line, and before the trailer.
+        for keep in [0, 1, 2, 3] {
+            let cut: Vec<u8> = lines[..keep].concat();
+            let err = run(&cut, 1000).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SnapshotError::Truncated {
+                        partial_line: false,
+                        ..
+                    }
+                ),
+                "keep {keep}: {err}"
+            );
+        }
+        // Cut in the middle of a line.
+        let err = run(&body[..body.len() - 20], 1000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SnapshotError::Truncated {
+                    partial_line: true,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = run(&body[..50_000], 1000).unwrap_err();
+        assert!(matches!(err, SnapshotError::Truncated { .. }), "{err}");
+        assert!(err.to_string().contains("ended early"), "{err}");
+    }
+
+    #[test]
+    fn corrupt_data_or_trailer_is_refused() {
+        let data = data(70_000);
+        let good = body(&data, 32 * 1024);
+        // Flip one byte of data inside the second line's base64 (still valid base64).
+        let mut corrupt = data.clone();
+        corrupt[40_000] ^= 0x55;
+        let corrupt_body = body(&corrupt, 32 * 1024);
+        // ... but keep the original sha256 line.
+        let good_trailer = good.split_inclusive(|&b| b == b'\n').next_back().unwrap();
+        let lines: Vec<&[u8]> = corrupt_body.split_inclusive(|&b| b == b'\n').collect();
+        let mut mixed: Vec<u8> = lines[..lines.len() - 1].concat();
+        mixed.extend_from_slice(good_trailer);
+        let err = run(&mixed, 4096).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::ChecksumMismatch { .. }),
+            "{err}"
+        );
+
+        // A trailer of the wrong length.
+        let mut short = lines[..lines.len() - 1].concat();
+        short.extend_from_slice(b"{\"result\":{\"blob\":\"AAAA\"}}\n");
+        let err = run(&short, 4096).unwrap_err();
+        assert_eq!(err, SnapshotError::BadTrailer { len: 3 });
+
+        // Something after the trailer.
+        let mut extra = good.clone();
+        extra.extend_from_slice(b"{\"result\":{\"blob\":\"AAAA\"}}\n");
+        let err = run(&extra, 4096).unwrap_err();
+        assert_eq!(err, SnapshotError::AfterTrailer { line: 5 });
+
+        // Bad base64 and not-JSON lines.
+        let err = run(b"{\"result\":{\"blob\":\"!!\"}}\n", 10).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::BadLine { line: 1, .. }),
+            "{err}"
+        );
+        let err = run(b"garbage\n", 10).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::BadLine { line: 1, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn remaining_bytes_must_count_down() {
+        let a = STANDARD.encode([1u8; 10]);
+        let body = format!(
+            "{{\"result\":{{\"remaining_bytes\":\"20\",\"blob\":\"{a}\"}}}}\n{{\"result\":{{\"remaining_bytes\":\"5\",\"blob\":\"{a}\"}}}}\n"
+        );
+        let err = run(body.as_bytes(), 1000).unwrap_err();
+        assert_eq!(
+            err,
+            SnapshotError::Inconsistent {
+                line: 2,
+                remaining: 5,
+                expected: 10
+            }
+        );
+    }
+
+    #[test]
+    fn error_line_is_an_error() {
+        let data = data(40_000);
+        let body = body(&data, 32 * 1024);
+        let first = body.split_inclusive(|&b| b == b'\n').next().unwrap();
+        let mut broken = first.to_vec();
+        broken.extend_from_slice(
+            b"{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: server stopped\",\"http_status\":\"Service Unavailable\"}}\n",
+        );
+        let err = run(&broken, 999).unwrap_err();
+        assert_eq!(
+            err,
+            SnapshotError::Server {
+                code: 14,
+                message: "etcdserver: server stopped".into()
+            }
+        );
+        let err = run(b"{\"code\":2, \"message\":\"boom\"}\n", 5).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Server { code: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_stream_is_truncated() {
+        let err = run(b"", 1).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Truncated { received: 0, .. }),
+            "{err}"
+        );
+        let err = run(b"\n\n", 1).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Truncated { received: 0, .. }),
+            "{err}"
+        );
+    }
+}

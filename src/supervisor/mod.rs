@@ -1,0 +1,421 @@
+//! The run loop: keep the pinned etcd running.
+//!
+//! Theory of operation: the loop owns one etcd child at a time and reacts to seven inputs:
+//! the child's exit, a signal to the supervisor, the stop deadline (escalation to SIGKILL),
+//! the restart timer, a change of etcd's /health, a request of the upgrade driver, and the
+//! systemd watchdog tick. What to do when the child exits is decided by [`on_exit`], a
+//! plain function, so the policy (clean stop, fail fast, restart with backoff) is tested
+//! without processes.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::RunSettings;
+use crate::etcd::{Client, ClientConfig};
+use crate::metrics::Metrics;
+use crate::process::child::{EtcdChild, Stopped};
+use crate::process::datadir;
+use crate::process::reaper::{ChildExit, Reaper};
+use crate::versions::store::{Pinned, VersionStore};
+use crate::versions::Version;
+use notify::Notifier;
+
+pub mod control;
+pub mod error;
+pub mod exit;
+pub mod health;
+pub mod notify;
+pub mod signals;
+
+pub use control::{ChildControl, ChildRequest, ChildStatus, DriverStarter, Health};
+pub use error::RunError;
+pub use exit::{on_exit, AfterExit, ExitContext};
+pub use signals::Signals;
+
+/// The run loop's state.
+struct RunLoop {
+    metrics: Metrics,
+    settings: RunSettings,
+    reaper: Reaper,
+    store: VersionStore,
+    notifier: Notifier,
+    client: Client,
+    version: Version,
+    child: Option<EtcdChild>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+    health_rx: watch::Receiver<Health>,
+    status_tx: watch::Sender<ChildStatus>,
+    /// The upgrade driver controls starts and stops; no automatic restart.
+    held: bool,
+    shutting_down: bool,
+    stop_deadline: Option<Instant>,
+    escalated: bool,
+    stop_reply: Option<(oneshot::Sender<Stopped>, Instant)>,
+    restart_at: Option<Instant>,
+    healthy_since: Option<Instant>,
+    ever_healthy: bool,
+    crashes: u32,
+    exit_code: Option<i32>,
+}
+
+impl RunLoop {
+    fn member(&self) -> &str {
+        &self.settings.member.name
+    }
+
+    /// Spawns etcd on `current` (re-read: the driver may have switched it).
+    fn spawn(&mut self) -> Result<u32, RunError> {
+        let pinned = self
+            .store
+            .current()?
+            .ok_or_else(|| RunError::NothingInstalled(self.settings.versions_dir()))?;
+        self.store.verify(&pinned)?;
+        self.version = pinned.version.clone();
+        self.notifier
+            .status(&format!("starting etcd {}", pinned.version));
+        let child = EtcdChild::spawn(&self.reaper, &pinned.binary, &self.settings.etcd_args)?;
+        let pid = child.pid();
+        tracing::info!(member = self.member(), version = %pinned.version, pid, "etcd started");
+        let (health_tx, health_rx) = watch::channel(Health::Unknown);
+        if let Some(p) = self.poller.take() {
+            p.abort();
+        }
+        self.poller = Some(tokio::spawn(health::poll_health(
+            self.client.clone(),
+            self.settings.health_interval,
+            health_tx,
+        )));
+        self.health_rx = health_rx;
+        self.child = Some(child);
+        self.healthy_since = None;
+        self.stop_deadline = None;
+        self.escalated = false;
+        self.status_tx.send_modify(|s| {
+            s.pid = Some(pid);
+            s.health = Health::Unknown;
+        });
+        Ok(pid)
+    }
+
+    fn begin_stop(&mut self) {
+        if let Some(child) = &self.child {
+            child.signal(Signal::SIGTERM);
+            if self.stop_deadline.is_none() {
+                self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: Signal, shutdown_tx: &watch::Sender<bool>) {
+        let stop = matches!(sig, Signal::SIGTERM | Signal::SIGINT);
+        match &self.child {
+            Some(child) => {
+                tracing::info!(
+                    member = self.member(),
+                    signal = sig.as_str(),
+                    "forwarding signal to etcd"
+                );
+                child.signal(sig);
+            }
+            None if !stop => {
+                tracing::info!(
+                    member = self.member(),
+                    signal = sig.as_str(),
+                    "etcd is not running; signal dropped"
+                );
+            }
+            None => {}
+        }
+        if stop && !self.shutting_down {
+            self.shutting_down = true;
+            self.restart_at = None;
+            self.notifier.stopping();
+            let _ = shutdown_tx.send(true);
+            if self.child.is_some() {
+                self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
+            } else {
+                tracing::info!(
+                    member = self.member(),
+                    signal = sig.as_str(),
+                    "stop requested while etcd is down; exiting"
+                );
+                self.exit_code = Some(0);
+            }
+        }
+    }
+
+    fn on_health(&mut self, health: Health) {
+        self.status_tx.send_modify(|s| s.health = health);
+        self.metrics.set_etcd_up(health == Health::Healthy);
+        let member = self.settings.member.name.clone();
+        let version = self.version.clone();
+        match health {
+            Health::Healthy => {
+                self.healthy_since = Some(Instant::now());
+                let status = format!("etcd {version} healthy");
+                if !self.ever_healthy {
+                    self.ever_healthy = true;
+                    let took_ms = self
+                        .child
+                        .as_ref()
+                        .map_or(0, |c| c.started().elapsed().as_millis() as u64);
+                    tracing::info!(member, %version, took_ms, "etcd is healthy; ready");
+                    self.notifier.ready(&status);
+                } else {
+                    tracing::info!(member, %version, "etcd is healthy again");
+                    self.notifier.status(&status);
+                }
+            }
+            Health::Unhealthy => {
+                self.healthy_since = None;
+                tracing::warn!(member, %version, "etcd is unhealthy");
+                self.notifier.status(&format!("etcd {version} unhealthy"));
+            }
+            Health::Unknown => {}
+        }
+    }
+
+    fn on_exit(&mut self, exit: ChildExit) {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        if let Some(p) = self.poller.take() {
+            p.abort();
+        }
+        let pid = child.pid();
+        self.status_tx.send_modify(|s| {
+            s.pid = None;
+            s.health = Health::Unknown;
+            s.last_exit = Some((pid, exit));
+        });
+        let member = self.settings.member.name.clone();
+        let version = self.version.clone();
+        if let Some((reply, asked)) = self.stop_reply.take() {
+            let stopped = Stopped {
+                exit,
+                escalated: self.escalated,
+                took: asked.elapsed(),
+            };
+            tracing::info!(member, %version, %exit, took_ms = stopped.took.as_millis() as u64, "etcd stopped for the upgrade");
+            let _ = reply.send(stopped);
+            if !self.shutting_down {
+                return;
+            }
+        }
+        if self
+            .healthy_since
+            .is_some_and(|t| t.elapsed() >= self.settings.backoff.reset_after)
+        {
+            self.crashes = 0;
+        }
+        if !self.shutting_down {
+            self.crashes += 1;
+        }
+        if self.held && !self.shutting_down {
+            // The driver is verifying this etcd: it sees the exit in the status and decides.
+            tracing::warn!(member, %version, %exit, "etcd exited during the upgrade");
+            return;
+        }
+        let ctx = ExitContext {
+            stop_requested: self.shutting_down,
+            escalated: self.escalated,
+            ever_healthy: self.ever_healthy,
+            crashes: self.crashes,
+        };
+        match on_exit(exit, ctx, &self.settings.backoff) {
+            AfterExit::Exit(code) => {
+                if self.shutting_down {
+                    tracing::info!(member, %version, %exit, code, "etcd stopped; exiting");
+                } else {
+                    tracing::error!(member, %version, %exit, code,
+                        "etcd exited before it ever became healthy; not restarting (check etcd's log above for the cause)");
+                }
+                self.exit_code = Some(code);
+            }
+            AfterExit::Restart(delay) => {
+                self.metrics.restarted();
+                tracing::error!(member, %version, %exit, crashes = self.crashes, delay_ms = delay.as_millis() as u64, "etcd exited unexpectedly; restarting after backoff");
+                self.notifier.status(&format!(
+                    "etcd exited ({exit}); restarting in {}",
+                    humantime::format_duration(delay)
+                ));
+                self.restart_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: ChildRequest) {
+        match req {
+            ChildRequest::Stop(reply) => {
+                self.held = true;
+                self.restart_at = None;
+                if self.child.is_some() {
+                    self.stop_reply = Some((reply, Instant::now()));
+                    self.begin_stop();
+                } else {
+                    let exit = self
+                        .status_tx
+                        .borrow()
+                        .last_exit
+                        .map_or(ChildExit::Code(0), |(_, e)| e);
+                    let _ = reply.send(Stopped {
+                        exit,
+                        escalated: false,
+                        took: Duration::ZERO,
+                    });
+                }
+            }
+            ChildRequest::Start(reply) => {
+                self.held = true;
+                let answer = if self.shutting_down {
+                    Err("the supervisor is shutting down".to_owned())
+                } else if let Some(child) = &self.child {
+                    Ok(child.pid())
+                } else {
+                    self.spawn().map_err(|e| e.to_string())
+                };
+                let _ = reply.send(answer);
+            }
+            ChildRequest::Resume => {
+                self.held = false;
+                if self.child.is_none() && !self.shutting_down && self.restart_at.is_none() {
+                    self.restart_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the child's exit, or forever when there is none.
+async fn child_exit(child: &mut Option<EtcdChild>) -> ChildExit {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs etcd until the supervisor is asked to stop; returns the process exit code.
+///
+/// `driver`, when given, is started with the child's handles and runs beside the loop (the
+/// upgrade driver). `held` starts with etcd stopped and under the driver's control (crash
+/// recovery mid-swap).
+pub async fn run_with(
+    settings: RunSettings,
+    reaper: Reaper,
+    mut signals: Signals,
+    pinned: Pinned,
+    driver: DriverStarter,
+    held: bool,
+    metrics: Metrics,
+) -> Result<i32, RunError> {
+    datadir::wait_until_free(&settings.member.data_dir, settings.stop_timeout).await?;
+    let client = Client::new(ClientConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ClientConfig::new(settings.member.client_urls.clone())
+    })?;
+    let notifier = Notifier;
+    let watchdog = notifier.watchdog_interval();
+    let (status_tx, status_rx) = watch::channel(ChildStatus {
+        pid: None,
+        health: Health::Unknown,
+        last_exit: None,
+    });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (req_tx, mut req_rx) = mpsc::channel(8);
+    let mut lp = RunLoop {
+        metrics,
+        store: VersionStore::new(&settings.state_dir),
+        settings,
+        reaper,
+        notifier,
+        client,
+        version: pinned.version,
+        child: None,
+        poller: None,
+        health_rx: watch::channel(Health::Unknown).1,
+        status_tx,
+        held,
+        shutting_down: false,
+        stop_deadline: None,
+        escalated: false,
+        stop_reply: None,
+        restart_at: None,
+        healthy_since: None,
+        ever_healthy: false,
+        crashes: 0,
+        exit_code: None,
+    };
+    let mut driver_task = tokio::spawn(driver(ChildControl {
+        requests: req_tx,
+        status: status_rx,
+        shutdown: shutdown_rx,
+    }));
+    if !lp.held {
+        lp.spawn()?;
+    }
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+
+    let code = loop {
+        if let Some(code) = lp.exit_code {
+            if lp.child.is_none() {
+                break code;
+            }
+        }
+        if lp.shutting_down && lp.child.is_none() {
+            break lp.exit_code.unwrap_or(0);
+        }
+        let kill_at = lp.stop_deadline.filter(|_| !lp.escalated);
+        tokio::select! {
+            exit = child_exit(&mut lp.child) => lp.on_exit(exit),
+            sig = signals.recv() => lp.on_signal(sig, &shutdown_tx),
+            () = sleep_until_opt(kill_at) => {
+                tracing::warn!(member = lp.member(), timeout = %humantime::format_duration(lp.settings.stop_timeout), "etcd did not stop in time; sending SIGKILL");
+                if let Some(c) = &lp.child {
+                    c.signal(Signal::SIGKILL);
+                }
+                lp.escalated = true;
+            }
+            () = sleep_until_opt(lp.restart_at) => {
+                lp.restart_at = None;
+                datadir::wait_until_free(&lp.settings.member.data_dir, lp.settings.stop_timeout).await?;
+                if let Err(e) = lp.spawn() {
+                    tracing::error!(member = lp.member(), error = %e, "cannot start etcd; retrying after backoff");
+                    lp.crashes += 1;
+                    lp.restart_at = Some(Instant::now() + lp.settings.backoff.delay(lp.crashes));
+                }
+            }
+            changed = lp.health_rx.changed(), if lp.child.is_some() => {
+                if changed.is_ok() {
+                    let health = *lp.health_rx.borrow_and_update();
+                    lp.on_health(health);
+                }
+            }
+            Some(req) = req_rx.recv() => lp.on_request(req),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => lp.notifier.watchdog(),
+        }
+    };
+    // However the loop ended (signal, or etcd failing before it was ever healthy), the
+    // driver is told now, so it releases the turn at once instead of being waited out.
+    let _ = shutdown_tx.send(true);
+    // The driver releases the turn and persists its state; bounded so a hung etcd cannot
+    // keep the supervisor from exiting.
+    if tokio::time::timeout(lp.settings.stop_timeout, &mut driver_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            member = lp.member(),
+            "upgrade driver did not finish in time; exiting anyway"
+        );
+    }
+    Ok(code)
+}

@@ -1,0 +1,334 @@
+use super::*;
+
+fn v(s: &str) -> Version {
+    s.parse().unwrap()
+}
+
+fn run(turn: &Turn, events: Vec<Event>) -> (Turn, Vec<Effect>) {
+    let mut t = turn.clone();
+    let mut effects = Vec::new();
+    for e in events {
+        let s = step(&t, e);
+        t = s.turn;
+        effects.push(s.effect);
+    }
+    (t, effects)
+}
+
+fn staged() -> Turn {
+    step(&Turn::idle(v("3.4.23")), Event::Staged(v("3.5.16"))).turn
+}
+
+#[test]
+fn happy_path_walks_every_phase_once() {
+    let (t, effects) = run(
+        &Turn::idle(v("3.4.23")),
+        vec![
+            Event::Staged(v("3.5.16")),
+            Event::TurnAcquired,
+            Event::PreflightPassed,
+            Event::BackupDone,
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+            Event::Verified,
+            Event::Released,
+        ],
+    );
+    assert_eq!(
+        effects,
+        [
+            Effect::AcquireTurn {
+                after: Duration::ZERO
+            },
+            Effect::Preflight,
+            Effect::Backup,
+            Effect::StopEtcd,
+            Effect::Switch(v("3.5.16")),
+            Effect::StartEtcd,
+            Effect::Verify(v("3.5.16")),
+            Effect::Release {
+                reject: None,
+                refuse: None
+            },
+            Effect::Nothing,
+        ]
+    );
+    assert_eq!(t, Turn::idle(v("3.5.16")));
+}
+
+#[test]
+fn preflight_wait_releases_and_requeues_with_growing_delay() {
+    let (t, effects) = run(
+        &staged(),
+        vec![
+            Event::TurnAcquired,
+            Event::PreflightWait("m2 unreachable".into()),
+            Event::Released,
+            Event::TurnAcquired,
+            Event::PreflightWait("m2 unreachable".into()),
+            Event::Released,
+        ],
+    );
+    assert_eq!(t.phase, Phase::Queued);
+    assert_eq!(t.last_error.as_deref(), Some("m2 unreachable"));
+    assert_eq!(
+        effects[1],
+        Effect::Release {
+            reject: None,
+            refuse: None
+        }
+    );
+    assert_eq!(
+        effects[2],
+        Effect::AcquireTurn {
+            after: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(
+        effects[5],
+        Effect::AcquireTurn {
+            after: Duration::from_secs(2)
+        }
+    );
+}
+
+#[test]
+fn refused_by_path_rules_rejects_without_touching_etcd() {
+    let (t, effects) = run(
+        &staged(),
+        vec![
+            Event::TurnAcquired,
+            Event::PreflightRefused("skips a minor".into()),
+        ],
+    );
+    assert_eq!(t.phase, Phase::Idle);
+    assert_eq!(t.to, None);
+    assert_eq!(
+        effects[1],
+        Effect::Release {
+            reject: None,
+            refuse: Some((v("3.5.16"), "skips a minor".into()))
+        }
+    );
+    assert!(!effects.contains(&Effect::StopEtcd));
+}
+
+#[test]
+fn failed_backup_aborts_before_the_stop() {
+    let (t, effects) = run(
+        &staged(),
+        vec![
+            Event::TurnAcquired,
+            Event::PreflightPassed,
+            Event::BackupFailed("disk full".into()),
+        ],
+    );
+    assert_eq!(t.phase, Phase::Queued);
+    assert!(!effects.contains(&Effect::StopEtcd));
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Release {
+            reject: None,
+            refuse: None
+        })
+    );
+}
+
+#[test]
+fn failed_cold_copy_after_the_stop_requeues_without_rejecting() {
+    let (t, effects) = run(
+        &staged(),
+        vec![
+            Event::TurnAcquired,
+            Event::PreflightPassed,
+            Event::BackupDone,
+            Event::BackupFailed("disk full".into()),
+        ],
+    );
+    assert_eq!(t.phase, Phase::Queued);
+    assert_eq!(t.to, Some(v("3.5.16")));
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Release {
+            reject: None,
+            refuse: None
+        })
+    );
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Switch(_))));
+}
+
+#[test]
+fn lost_turn_before_stop_aborts_after_stop_is_ignored() {
+    let (t, _) = run(&staged(), vec![Event::TurnAcquired, Event::TurnLost]);
+    assert_eq!(t.phase, Phase::Queued);
+    let (t, effects) = run(
+        &staged(),
+        vec![
+            Event::TurnAcquired,
+            Event::PreflightPassed,
+            Event::BackupDone,
+            Event::TurnLost,
+            Event::Stopped,
+        ],
+    );
+    assert_eq!(t.phase, Phase::Swapping);
+    assert_eq!(effects.last(), Some(&Effect::Switch(v("3.5.16"))));
+}
+
+fn at_verifying() -> Turn {
+    run(
+        &staged(),
+        vec![
+            Event::TurnAcquired,
+            Event::PreflightPassed,
+            Event::BackupDone,
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+        ],
+    )
+    .0
+}
+
+#[test]
+fn failed_verify_rolls_back_and_rejects_the_version() {
+    let (t, effects) = run(
+        &at_verifying(),
+        vec![
+            Event::VerifyFailed("not healthy within 60s".into()),
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+            Event::Verified,
+        ],
+    );
+    assert_eq!(
+        effects,
+        [
+            Effect::StopEtcd,
+            Effect::Switch(v("3.4.23")),
+            Effect::StartEtcd,
+            Effect::Verify(v("3.4.23")),
+            Effect::Release {
+                reject: Some((v("3.5.16"), "not healthy within 60s".into())),
+                refuse: None
+            },
+        ]
+    );
+    assert_eq!(t.phase, Phase::Idle);
+    assert_eq!(t.from, v("3.4.23"));
+    assert_eq!(t.to, None);
+}
+
+#[test]
+fn failed_start_rolls_back_too() {
+    let mut t = at_verifying();
+    t.phase = Phase::Starting;
+    let s = step(&t, Event::StartFailed("exec format error".into()));
+    assert!(s.turn.rollback);
+    assert_eq!(s.turn.state_name(), "rolling-back");
+    assert_eq!(s.effect, Effect::StopEtcd);
+}
+
+#[test]
+fn rollback_that_fails_too_ends_failed_and_still_rejects() {
+    let (t, effects) = run(
+        &at_verifying(),
+        vec![
+            Event::VerifyFailed("crashed".into()),
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+            Event::VerifyFailed("old one crashes too".into()),
+        ],
+    );
+    assert_eq!(t.phase, Phase::Failed);
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Release {
+            reject: Some((v("3.5.16"), "crashed".into())),
+            refuse: None
+        })
+    );
+}
+
+#[test]
+fn shutdown_keeps_the_phase_for_recovery() {
+    for phase in [
+        Phase::Queued,
+        Phase::Backup,
+        Phase::Stopping,
+        Phase::Verifying,
+    ] {
+        let mut t = at_verifying();
+        t.phase = phase;
+        let s = step(&t, Event::Shutdown);
+        assert_eq!(s.effect, Effect::Exit);
+        assert_eq!(s.turn, t, "{phase:?}");
+    }
+}
+
+#[test]
+fn staging_the_running_version_or_during_a_turn_changes_nothing() {
+    let idle = Turn::idle(v("3.4.23"));
+    assert_eq!(step(&idle, Event::Staged(v("3.4.23"))).turn, idle);
+    let busy = at_verifying();
+    assert_eq!(step(&busy, Event::Staged(v("3.5.30"))).turn, busy);
+}
+
+#[test]
+fn stale_events_are_ignored() {
+    let idle = Turn::idle(v("3.4.23"));
+    for e in [
+        Event::Verified,
+        Event::Stopped,
+        Event::BackupDone,
+        Event::TurnAcquired,
+    ] {
+        let s = step(&idle, e);
+        assert_eq!((s.turn, s.effect), (idle.clone(), Effect::Nothing));
+    }
+}
+
+#[test]
+fn recovery_requeues_before_stop_and_finishes_the_swap_after() {
+    let current = v("3.4.23");
+    for phase in [
+        Phase::Queued,
+        Phase::Preflight,
+        Phase::Backup,
+        Phase::Stopping,
+    ] {
+        let mut t = staged();
+        t.phase = phase;
+        let s = recover(&t, &current);
+        assert_eq!(s.turn.phase, Phase::Queued, "{phase:?}");
+        assert_eq!(
+            s.effect,
+            Effect::AcquireTurn {
+                after: Duration::ZERO
+            }
+        );
+    }
+    for phase in [Phase::Swapping, Phase::Starting, Phase::Verifying] {
+        let mut t = at_verifying();
+        t.phase = phase;
+        let s = recover(&t, &current);
+        assert_eq!(s.turn.phase, Phase::Swapping, "{phase:?}");
+        assert_eq!(s.effect, Effect::Switch(v("3.5.16")));
+    }
+    // A rollback in progress is finished towards the old version.
+    let mut t = at_verifying();
+    t.rollback = true;
+    t.phase = Phase::Stopping;
+    assert_eq!(recover(&t, &current).effect, Effect::Switch(v("3.4.23")));
+}
+
+#[test]
+fn turn_round_trips_through_json() {
+    let t = at_verifying();
+    let json = serde_json::to_string(&t).unwrap();
+    assert!(json.contains("\"phase\":\"verifying\""), "{json}");
+    assert_eq!(serde_json::from_str::<Turn>(&json).unwrap(), t);
+}

@@ -1,0 +1,623 @@
+//! Upgrade-path rules: may this member switch from the etcd version it runs to the staged
+//! one, given what the cluster reports? A pure function over plain data ([`decide`] on a
+//! [`PathInput`]), so every rule is unit-tested in milliseconds; preflight gathers the input
+//! and acts on the [`Decision`].
+//!
+//! The facts the rules rest on (etcd's upgrade guides, and `etcd-api.md`): members run the
+//! cluster version's minor or the next one; the cluster version (always `X.Y.0`) moves up
+//! once every member runs the next minor, and never moves back; a binary older than the
+//! cluster version exits fatally on the member's data; within a minor the data format does
+//! not change, so patch versions go up and down freely.
+//!
+//! # Outcomes
+//! - [`Decision::Proceed`]: take the turn; the [`Step`] says what kind of change it is.
+//! - [`Decision::AlreadyRunning`]: the target is what runs. Nothing to do, and not an error
+//!   (a re-staged file, or a supervisor restarted right after its swap).
+//! - [`Decision::Wait`]: not now, but it may become possible without the operator touching
+//!   this host: information is missing, or other members have to move first.
+//! - [`Decision::Refuse`]: not possible as things stand; the operator has to change
+//!   something (stage another version, delete a rejected key, pass `--allow-known-bad`, or
+//!   repair the cluster).
+//!
+//! # Rules, in the order they are checked (the first that matches decides)
+//! `C` is the cluster version's minor, `R` this member's running version, `T` the target.
+//! Minor arithmetic looks at `X.Y` only, so a pre-release (`3.6.0-rc.1`) counts as its
+//! release's minor: an operator who stages one has chosen it on purpose.
+//!
+//! | #  | rule                                                          | outcome                              |
+//! |----|---------------------------------------------------------------|--------------------------------------|
+//! | 1  | `T == R` (pre-release tag included)                           | `AlreadyRunning`                     |
+//! | 2  | `T`'s major differs from `R`'s                                | Refuse `MajorChange`                 |
+//! | 3  | `T` more than one minor above `R`                             | Refuse `SkipsMinor`                  |
+//! | 4  | `T`'s minor below `C`                                         | Refuse `DowngradeBelowCluster`       |
+//! | 5  | `T` more than one minor below `R`                             | Refuse `RollbackTooFar`              |
+//! | 6  | another member runs more than one minor above `C`             | Refuse `MembersTooFarAhead`          |
+//! | 7  | `rejected/<T>` exists in etcd (no flag overrides it)          | Refuse `Rejected`                    |
+//! | 8  | `T` (or the release of pre-release `T`) is known-bad, and `T` is not named exactly in `--allow-known-bad` | Refuse `KnownBad` |
+//! | 9  | `C` unknown                                                   | Wait `ClusterVersionUnknown`         |
+//! | 10 | another member's version unknown                              | Wait `MemberVersionsUnknown`         |
+//! | 11 | another member reports a minor below `C`                      | Wait `MembersBelowClusterVersion`    |
+//! | 12 | `T` more than one minor above `C` (this member is ahead)      | Wait `ClusterVersionBehind`          |
+//! | 13 | `T` and `R` on `C` while other members already run `C + 1`    | Wait `UpgradeInProgress`             |
+//! | 14 | otherwise: patch up/down within a minor, `C -> C + 1`, or rollback `C + 1 -> C` | `Proceed`  |
+//!
+//! Rules 4 and 6 need `C` and are skipped while it is unknown; rule 9 then waits.
+//!
+//! # Why this order
+//! - Nothing to do beats everything, even a known-bad or rejected version: it already runs.
+//! - Refusals come before waits: waiting cannot lift a refusal, so it would only delay the
+//!   answer. This is why a known-bad or impossible target is refused even while a member is
+//!   unreachable.
+//! - Among refusals, those only a different staged version (or a repaired cluster) can lift
+//!   come first, then the rejected key (the operator deletes it), and known-bad last, because
+//!   it is the one a flag overrides: an operator who acts on the reason shown is never sent
+//!   straight into another refusal that was already known.
+//! - Among waits, missing information comes before the states that need it to be judged.
+//!
+//! # Decisions where the design was silent
+//! - A patch downgrade within a minor is allowed whenever the minor stays the same: the
+//!   cluster version only records `X.Y`, so it never blocks one, and other members' patch
+//!   versions do not matter. The same holds for moving between a release and its
+//!   pre-releases.
+//! - A target two minors above the cluster version is a refusal when this member would skip
+//!   (rule 3), but a wait when this member already runs the next minor (rule 12): it becomes
+//!   valid as soon as the others catch up and the cluster version moves.
+//! - A patch change on the old minor while other members already run the new one waits
+//!   (rule 13) rather than proceeding: moving the cluster in two directions at once is never
+//!   what a rolling upgrade wants, and the wait ends by itself if the others roll back.
+//! - A member below the cluster version cannot stay up (etcd exits when it applies the
+//!   cluster version), so seeing one means a stale reading or a failing member: wait.
+//! - A pre-release of a known-bad release is known-bad (it comes before the fix), but
+//!   `--allow-known-bad` must name the exact version, so accepting a risk never widens.
+//! - A rejection matches the exact version: rejecting `3.6.0-rc.1` says nothing about `3.6.0`.
+
+use std::fmt;
+
+use crate::versions::Version;
+
+/// Why etcd's maintainers advise against 3.5.0-3.5.2.
+const ISSUE_13766: &str = "etcd maintainers do not recommend 3.5.0-3.5.2 for production \
+     (data inconsistency after a kill under load, etcd issue 13766)";
+
+/// A version that is refused unless the operator names it in `--allow-known-bad`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownBad {
+    /// The bad version; when it is a release, its pre-releases are bad too.
+    pub version: Version,
+    /// Why it is bad, quoted to the operator.
+    pub reason: &'static str,
+}
+
+/// The built-in known-bad list.
+pub const KNOWN_BAD: &[KnownBad] = &[
+    KnownBad {
+        version: Version::new(3, 5, 0),
+        reason: ISSUE_13766,
+    },
+    KnownBad {
+        version: Version::new(3, 5, 1),
+        reason: ISSUE_13766,
+    },
+    KnownBad {
+        version: Version::new(3, 5, 2),
+        reason: ISSUE_13766,
+    },
+];
+
+/// Another member of the cluster, as preflight saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// The member's name.
+    pub name: String,
+    /// Its server version, or `None` when it did not answer.
+    pub version: Option<Version>,
+}
+
+/// A member whose version is known; used in reasons to name who is where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberVersion {
+    /// The member's name.
+    pub name: String,
+    /// The server version it reported.
+    pub version: Version,
+}
+
+/// A `rejected/<version>` record from etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The rejected version.
+    pub version: Version,
+    /// The member whose supervisor rejected it.
+    pub member: String,
+    /// Why, as that supervisor recorded it.
+    pub reason: String,
+}
+
+/// Everything the rules look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathInput {
+    /// The cluster version (`etcdcluster` in `/version`, always `X.Y.0`), or `None` when no
+    /// member reported it.
+    pub cluster_version: Option<Version>,
+    /// Every other member of the cluster; this member is described by `running`.
+    pub peers: Vec<Peer>,
+    /// The version this member runs now.
+    pub running: Version,
+    /// The staged version this member would switch to.
+    pub target: Version,
+    /// Versions refused unless allowed; [`KNOWN_BAD`] outside tests.
+    pub known_bad: &'static [KnownBad],
+    /// `--allow-known-bad`: known-bad versions the operator accepts, matched exactly.
+    pub allow_known_bad: Vec<Version>,
+    /// The `rejected/<version>` records found in etcd.
+    pub rejected: Vec<Rejection>,
+}
+
+impl PathInput {
+    /// An input that knows nothing about the cluster yet: no cluster version, no peers,
+    /// the built-in known-bad list, nothing allowed, nothing rejected. Set the fields
+    /// preflight learned.
+    pub fn new(running: Version, target: Version) -> Self {
+        Self {
+            cluster_version: None,
+            peers: Vec::new(),
+            running,
+            target,
+            known_bad: KNOWN_BAD,
+            allow_known_bad: Vec::new(),
+            rejected: Vec::new(),
+        }
+    }
+}
+
+/// What this member should do with its staged version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Take the turn.
+    Proceed(Step),
+    /// The target is the running version: nothing to do, and not an error.
+    AlreadyRunning,
+    /// Not now; retry later. The caller must release the upgrade lock while it waits:
+    /// several waits end only when other members take their turns.
+    Wait(WaitReason),
+    /// Not possible until the operator changes something; say why.
+    Refuse(RefuseReason),
+}
+
+/// The kind of change a [`Decision::Proceed`] makes, for logs and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A later version within the same minor (including pre-release to release).
+    PatchUpgrade,
+    /// An earlier version within the same minor (including release to pre-release).
+    PatchDowngrade,
+    /// The next minor version.
+    MinorUpgrade,
+    /// Back to the previous minor, while the cluster version is still on it.
+    Rollback,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::PatchUpgrade => "patch upgrade",
+            Self::PatchDowngrade => "patch downgrade",
+            Self::MinorUpgrade => "minor upgrade",
+            Self::Rollback => "rollback to the previous minor",
+        })
+    }
+}
+
+/// Why the switch has to wait. Each one can end without the operator touching this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitReason {
+    /// No member reported the cluster version.
+    ClusterVersionUnknown,
+    /// These members did not report their version.
+    MemberVersionsUnknown {
+        /// Their names.
+        members: Vec<String>,
+    },
+    /// These members report a minor below the cluster version.
+    MembersBelowClusterVersion {
+        /// The cluster version.
+        cluster: Version,
+        /// The members and what they report.
+        members: Vec<MemberVersion>,
+    },
+    /// The target needs the cluster version one minor further than it is; this member is
+    /// already on the next minor, and the others have to follow first.
+    ClusterVersionBehind {
+        /// The cluster version.
+        cluster: Version,
+        /// The staged version.
+        target: Version,
+        /// Members not yet on the next minor (empty when the cluster version is about to move).
+        lagging: Vec<MemberVersion>,
+    },
+    /// The target keeps this member on the cluster's minor while other members already run
+    /// the next one.
+    UpgradeInProgress {
+        /// The staged version.
+        target: Version,
+        /// Members already on the next minor.
+        ahead: Vec<MemberVersion>,
+    },
+}
+
+impl fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ClusterVersionUnknown => write!(
+                f,
+                "no member reported the cluster version; retrying \
+                 (if this persists, check that the members are running and reachable)"
+            ),
+            Self::MemberVersionsUnknown { members } => write!(
+                f,
+                "the etcd version of {} is unknown (no answer); retrying \
+                 (if this persists, check that those members are running and reachable)",
+                members.join(", ")
+            ),
+            Self::MembersBelowClusterVersion { cluster, members } => write!(
+                f,
+                "{}, below the cluster version {}; etcd stops such a member, so the reading \
+                 is stale or the member is failing: retrying (check it if this persists)",
+                Runs(members),
+                minor(cluster)
+            ),
+            Self::ClusterVersionBehind {
+                cluster,
+                target,
+                lagging,
+            } => {
+                let needed = Minor(next(cluster.minor_version()));
+                write!(
+                    f,
+                    "{target} needs the cluster version at {needed}, and it is still {}; ",
+                    minor(cluster)
+                )?;
+                if lagging.is_empty() {
+                    write!(
+                        f,
+                        "every member runs {needed} now and etcd moves the cluster version \
+                         within seconds: retrying"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "it moves once every member runs {needed} ({}): upgrade those members \
+                         to {needed} first, then this one follows",
+                        Runs(lagging)
+                    )
+                }
+            }
+            Self::UpgradeInProgress { target, ahead } => {
+                let next_minor = Minor(next(target.minor_version()));
+                write!(
+                    f,
+                    "{} already, so the cluster is being upgraded to {next_minor}, and {target} \
+                     would keep this member on {}: stage a {next_minor} release here to finish \
+                     the upgrade, or roll those members back to {} first",
+                    Runs(ahead),
+                    minor(target),
+                    minor(target)
+                )
+            }
+        }
+    }
+}
+
+/// Why the switch is refused, and what the operator can do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// The target's major version differs from the running one.
+    MajorChange {
+        /// The running version.
+        from: Version,
+        /// The staged version.
+        to: Version,
+    },
+    /// The target is more than one minor above the running version.
+    SkipsMinor {
+        /// The running version.
+        from: Version,
+        /// The staged version.
+        to: Version,
+    },
+    /// The target's minor is below the cluster version, which never moves back.
+    DowngradeBelowCluster {
+        /// The cluster version.
+        cluster: Version,
+        /// The staged version.
+        to: Version,
+    },
+    /// The target is more than one minor below the running version.
+    RollbackTooFar {
+        /// The running version.
+        from: Version,
+        /// The staged version.
+        to: Version,
+    },
+    /// Other members run more than one minor above the cluster version: a state no upgrade
+    /// path covers.
+    MembersTooFarAhead {
+        /// The cluster version.
+        cluster: Version,
+        /// The members and what they run.
+        members: Vec<MemberVersion>,
+    },
+    /// A supervisor already tried the target in this cluster and rejected it.
+    Rejected {
+        /// The staged (and rejected) version.
+        version: Version,
+        /// The member whose supervisor rejected it.
+        member: String,
+        /// Why, as recorded.
+        reason: String,
+    },
+    /// The target is known-bad and not allowed by `--allow-known-bad`.
+    KnownBad {
+        /// The staged version.
+        version: Version,
+        /// Why it is bad.
+        reason: &'static str,
+    },
+}
+
+impl fmt::Display for RefuseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MajorChange { from, to } => write!(
+                f,
+                "{from} -> {to} changes the major version, which a rolling upgrade of etcd \
+                 cannot do; stage a {}.x release",
+                from.major
+            ),
+            Self::SkipsMinor { from, to } => write!(
+                f,
+                "{from} -> {to} skips a minor version; upgrade every member to {} first",
+                Minor(next(from.minor_version()))
+            ),
+            Self::DowngradeBelowCluster { cluster, to } => write!(
+                f,
+                "the cluster version is {}; etcd cannot go back to {}: to return to {}, \
+                 restore the cluster from a backup taken before the upgrade",
+                minor(cluster),
+                minor(to),
+                minor(to)
+            ),
+            Self::RollbackTooFar { from, to } => write!(
+                f,
+                "{from} -> {to} goes back more than one minor version; etcd rolls back only \
+                 to the previous minor, and only until the cluster version moves: to return \
+                 to {}, restore the cluster from a backup taken before the upgrade",
+                minor(to)
+            ),
+            Self::MembersTooFarAhead { cluster, members } => write!(
+                f,
+                "{} but the cluster version is {}; members may run at most one minor above \
+                 it, so no upgrade path leads on from here: bring those members back in step \
+                 (restore from a backup if needed) before changing this member",
+                Runs(members),
+                minor(cluster)
+            ),
+            Self::Rejected {
+                version,
+                member,
+                reason,
+            } => write!(
+                f,
+                "{version} was rejected by member {member}: {reason}; fix the cause, then \
+                 delete the key rejected/{version} under the supervisor's key prefix \
+                 (default /etcd-supervisor/) to try it again (--allow-known-bad does not \
+                 override a rejection)"
+            ),
+            Self::KnownBad { version, reason } => write!(
+                f,
+                "{version} is known-bad: {reason}; stage another version, or pass \
+                 --allow-known-bad {version} if you accept the risk"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RefuseReason {}
+
+/// Applies the rules in the order of the module's table.
+pub fn decide(input: &PathInput) -> Decision {
+    if input.target == input.running {
+        return Decision::AlreadyRunning;
+    }
+    if let Some(reason) = refusal(input) {
+        return Decision::Refuse(reason);
+    }
+    if let Some(reason) = wait(input) {
+        return Decision::Wait(reason);
+    }
+    Decision::Proceed(step(&input.running, &input.target))
+}
+
+/// Rules 2-8.
+fn refusal(input: &PathInput) -> Option<RefuseReason> {
+    let (running, target) = (&input.running, &input.target);
+    let (r, t) = (running.minor_version(), target.minor_version());
+    let cluster = input.cluster_version.as_ref();
+
+    if target.major != running.major {
+        return Some(RefuseReason::MajorChange {
+            from: running.clone(),
+            to: target.clone(),
+        });
+    }
+    // Holds whatever the cluster says: the cluster version is never above a running member.
+    if t > next(r) {
+        return Some(RefuseReason::SkipsMinor {
+            from: running.clone(),
+            to: target.clone(),
+        });
+    }
+    if let Some(cluster) = cluster {
+        if t < cluster.minor_version() {
+            return Some(RefuseReason::DowngradeBelowCluster {
+                cluster: cluster.clone(),
+                to: target.clone(),
+            });
+        }
+    }
+    if next(t) < r {
+        return Some(RefuseReason::RollbackTooFar {
+            from: running.clone(),
+            to: target.clone(),
+        });
+    }
+    if let Some(cluster) = cluster {
+        let limit = next(cluster.minor_version());
+        let ahead = known_peers(input, |v| v.minor_version() > limit);
+        if !ahead.is_empty() {
+            return Some(RefuseReason::MembersTooFarAhead {
+                cluster: cluster.clone(),
+                members: ahead,
+            });
+        }
+    }
+    if let Some(rejection) = input.rejected.iter().find(|r| r.version == *target) {
+        return Some(RefuseReason::Rejected {
+            version: target.clone(),
+            member: rejection.member.clone(),
+            reason: rejection.reason.clone(),
+        });
+    }
+    if let Some(bad) = known_bad(input) {
+        return Some(RefuseReason::KnownBad {
+            version: target.clone(),
+            reason: bad.reason,
+        });
+    }
+    None
+}
+
+/// Rules 9-13.
+fn wait(input: &PathInput) -> Option<WaitReason> {
+    let Some(cluster) = &input.cluster_version else {
+        return Some(WaitReason::ClusterVersionUnknown);
+    };
+    let unknown: Vec<String> = input
+        .peers
+        .iter()
+        .filter(|p| p.version.is_none())
+        .map(|p| p.name.clone())
+        .collect();
+    if !unknown.is_empty() {
+        return Some(WaitReason::MemberVersionsUnknown { members: unknown });
+    }
+
+    let c = cluster.minor_version();
+    let below = known_peers(input, |v| v.minor_version() < c);
+    if !below.is_empty() {
+        return Some(WaitReason::MembersBelowClusterVersion {
+            cluster: cluster.clone(),
+            members: below,
+        });
+    }
+    let t = input.target.minor_version();
+    if t > next(c) {
+        return Some(WaitReason::ClusterVersionBehind {
+            cluster: cluster.clone(),
+            target: input.target.clone(),
+            lagging: known_peers(input, |v| v.minor_version() <= c),
+        });
+    }
+    if t == c && input.running.minor_version() == c {
+        let ahead = known_peers(input, |v| v.minor_version() > c);
+        if !ahead.is_empty() {
+            return Some(WaitReason::UpgradeInProgress {
+                target: input.target.clone(),
+                ahead,
+            });
+        }
+    }
+    None
+}
+
+/// Classifies a switch that passed every rule; `running != target`.
+fn step(running: &Version, target: &Version) -> Step {
+    let (r, t) = (running.minor_version(), target.minor_version());
+    if t == r {
+        if target > running {
+            Step::PatchUpgrade
+        } else {
+            Step::PatchDowngrade
+        }
+    } else if t > r {
+        Step::MinorUpgrade
+    } else {
+        Step::Rollback
+    }
+}
+
+/// The known-bad entry that refuses the target, unless the operator allowed it.
+fn known_bad(input: &PathInput) -> Option<&'static KnownBad> {
+    let target = &input.target;
+    if input.allow_known_bad.contains(target) {
+        return None;
+    }
+    // A pre-release precedes its release, so it carries whatever made the release bad.
+    let release = Version::new(target.major, target.minor, target.patch);
+    input
+        .known_bad
+        .iter()
+        .find(|bad| bad.version == *target || (bad.version.pre.is_none() && bad.version == release))
+}
+
+/// Other members with a known version that matches `keep`.
+fn known_peers(input: &PathInput, keep: impl Fn(&Version) -> bool) -> Vec<MemberVersion> {
+    input
+        .peers
+        .iter()
+        .filter_map(|peer| {
+            let version = peer.version.as_ref().filter(|v| keep(v))?;
+            Some(MemberVersion {
+                name: peer.name.clone(),
+                version: version.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The minor after `(major, minor)`; saturating, because versions come from outside.
+fn next((major, minor): (u64, u64)) -> (u64, u64) {
+    (major, minor.saturating_add(1))
+}
+
+/// `X.Y`, the way etcd names a cluster version.
+struct Minor((u64, u64));
+
+impl fmt::Display for Minor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (major, minor) = self.0;
+        write!(f, "{major}.{minor}")
+    }
+}
+
+fn minor(version: &Version) -> Minor {
+    Minor(version.minor_version())
+}
+
+/// `m2 runs 3.4.23, m3 runs 3.4.22`.
+struct Runs<'a>(&'a [MemberVersion]);
+
+impl fmt::Display for Runs<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, member) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} runs {}", member.name, member.version)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
