@@ -145,8 +145,8 @@ fn bench_idle() {
 /// from disk, rename) vs `etcdctl snapshot save` + `sha256sum` on the same ~16 MB member,
 /// interleaved; then the cold data-dir copy (etcd stopped) vs `cp -a` + `sync`.
 fn bench_backup() {
+    use etcd_supervisor::backup::BackupMode;
     use etcd_supervisor::backup::BackupPlan;
-    use etcd_supervisor::cli::BackupMode;
     use etcd_supervisor::etcd::{Client, ClientConfig, PutRequest, Txn, TxnOp};
     use std::process::Command;
 

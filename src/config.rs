@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{BackupMode, ConnArgs, RunArgs};
+use crate::backup::BackupMode;
+use crate::cli::{ConnArgs, RunArgs};
 use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
 use crate::versions::Version;
@@ -136,8 +137,8 @@ impl Backoff {
 impl RunSettings {
     /// Resolves `run` options against etcd's flags and the given environment.
     pub fn resolve(args: &RunArgs, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        if !args.state_dir.is_absolute() {
-            return Err(ConfigError::RelativeStateDir(args.state_dir.clone()));
+        if !args.state.state_dir.is_absolute() {
+            return Err(ConfigError::RelativeStateDir(args.state.state_dir.clone()));
         }
         let flags = EtcdFlags::parse(&args.etcd_args);
         let lookup = |flag: &str, var: &str| -> Option<String> {
@@ -153,7 +154,7 @@ impl RunSettings {
             None => {
                 // etcd's own default is "<name>.etcd" in its working directory, which
                 // under systemd is "/": keep the data with the rest of our state instead.
-                let dir = args.state_dir.join(format!("{name}.etcd"));
+                let dir = args.state.state_dir.join(format!("{name}.etcd"));
                 etcd_args.push(format!("--data-dir={}", dir.display()));
                 dir
             }
@@ -174,14 +175,14 @@ impl RunSettings {
         Ok(Self {
             failpoint_pause,
             cluster,
-            key_prefix: args.key_prefix.clone(),
+            key_prefix: args.prefix.key_prefix.clone(),
             lock_ttl: args.lock_ttl,
             ready_timeout: args.ready_timeout,
             backup: args.backup,
             backup_keep: args.backup_keep,
             allow_known_bad,
             metrics_addr: args.metrics_addr,
-            state_dir: args.state_dir.clone(),
+            state_dir: args.state.state_dir.clone(),
             etcd_binary: args.etcd_binary.clone(),
             stop_timeout: args.stop_timeout,
             backoff: Backoff {
@@ -190,10 +191,7 @@ impl RunSettings {
                 reset_after: args.healthy_reset,
             },
             health_interval: args.health_interval,
-            staging_dir: args
-                .staging_dir
-                .clone()
-                .unwrap_or_else(|| args.state_dir.join("staging")),
+            staging_dir: args.staging.resolve(&args.state.state_dir),
             poll_interval: args.poll_interval,
             etcd_args,
             member: Member {
@@ -269,8 +267,9 @@ impl EtcdFlags {
     }
 }
 
-/// Client URLs reachable from this host: advertised ones first, then listening ones with
-/// wildcard hosts replaced by loopback. etcd's default is `http://localhost:2379`.
+/// Client URLs reachable from this host: listening ones first (wildcard hosts replaced by
+/// loopback, so the local member is asked on this host), then advertised ones. etcd's
+/// default is `http://localhost:2379`.
 fn local_client_urls(advertised: Option<&str>, listening: Option<&str>) -> Vec<String> {
     let mut urls: Vec<String> = Vec::new();
     let split = |s: &str| -> Vec<String> {

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod durable;
 pub mod etcd;
 pub mod logging;
 pub mod metrics;

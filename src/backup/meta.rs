@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::BackupMode;
+use crate::backup::BackupMode;
 
 /// Version of the meta.json layout; bumped only for incompatible changes.
 pub const FORMAT: u32 = 1;
@@ -80,25 +80,6 @@ pub struct DataDirMeta {
     pub bytes: u64,
 }
 
-/// The mode's name as `--backup` spells it.
-pub fn mode_name(mode: BackupMode) -> &'static str {
-    match mode {
-        BackupMode::Snapshot => "snapshot",
-        BackupMode::DataDir => "data-dir",
-        BackupMode::Both => "both",
-    }
-}
-
-/// The mode named `name` (as `--backup` spells it).
-pub fn parse_mode(name: &str) -> Option<BackupMode> {
-    match name {
-        "snapshot" => Some(BackupMode::Snapshot),
-        "data-dir" => Some(BackupMode::DataDir),
-        "both" => Some(BackupMode::Both),
-        _ => None,
-    }
-}
-
 /// True when the mode takes a snapshot through the API.
 pub fn has_snapshot(mode: BackupMode) -> bool {
     matches!(mode, BackupMode::Snapshot | BackupMode::Both)
@@ -107,19 +88,4 @@ pub fn has_snapshot(mode: BackupMode) -> bool {
 /// True when the mode copies the data dir while etcd is stopped.
 pub fn has_data_dir(mode: BackupMode) -> bool {
     matches!(mode, BackupMode::DataDir | BackupMode::Both)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mode_names_match_the_cli() {
-        use clap::ValueEnum;
-        for mode in BackupMode::value_variants() {
-            let name = mode.to_possible_value().unwrap().get_name().to_owned();
-            assert_eq!(mode_name(*mode), name);
-            assert_eq!(parse_mode(&name), Some(*mode));
-        }
-    }
 }

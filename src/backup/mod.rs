@@ -47,6 +47,7 @@
 
 mod copy;
 pub mod meta;
+mod mode;
 mod naming;
 mod pending;
 mod plan;
@@ -59,11 +60,12 @@ pub mod verify;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cli::BackupMode;
+use crate::durable::IoError;
 use crate::etcd::EtcdError;
 use crate::process::datadir::DataDirInUse;
 
 pub use meta::{DataDirMeta, Kind, Meta, SnapshotMeta};
+pub use mode::BackupMode;
 pub use pending::{Backup, PendingBackup};
 pub use plan::{BackupPlan, Target};
 pub use retention::{prune, Pruned};
@@ -71,7 +73,6 @@ pub use space::{space_needed, MARGIN};
 pub use sums::{DATA, META, SNAPSHOT, SUMS};
 pub use verify::{verify, Verified, VerifyError};
 
-use meta::mode_name;
 use space::{mib_down, mib_up};
 
 /// Errors of writing a backup. Messages are for the operator: what, where, what to do.
@@ -130,7 +131,7 @@ pub enum BackupError {
         what: String,
     },
     /// The mode copies the data dir, but no data dir was given.
-    #[error("backup: --backup {} copies the data dir, but the member's data dir is not known", mode_name(*.mode))]
+    #[error("backup: --backup {} copies the data dir, but the member's data dir is not known", .mode.name())]
     NoDataDir {
         /// The mode.
         mode: BackupMode,
@@ -142,16 +143,8 @@ pub enum BackupError {
         dir: PathBuf,
     },
     /// A file operation failed.
-    #[error("backup: cannot {action} {}: {source}", .path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: io::Error,
-    },
+    #[error("backup: cannot {0}")]
+    Io(#[source] IoError),
     /// What was just written does not read back the same: a disk or filesystem problem.
     #[error("backup written to {} does not verify ({source}); it was removed. Check the disk", .dir.display())]
     NotVerified {
@@ -178,11 +171,20 @@ pub(crate) fn io_error<'a>(
                 source,
             }
         } else {
-            BackupError::Io {
-                action,
-                path: path.to_path_buf(),
-                source,
+            BackupError::Io(crate::durable::io_err(action, path)(source))
+        }
+    }
+}
+
+impl From<IoError> for BackupError {
+    fn from(e: IoError) -> Self {
+        if e.is_no_space() {
+            BackupError::NoSpace {
+                path: e.path,
+                source: e.source,
             }
+        } else {
+            BackupError::Io(e)
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::fcntl::{renameat2, Flock, FlockArg, RenameFlags};
 
-use crate::cli::BackupMode;
+use crate::backup::BackupMode;
 use crate::etcd::{Client, EtcdError};
 use crate::process::datadir::{self, DataDirInUse};
 
@@ -177,13 +177,12 @@ impl PendingBackup {
             .map_err(|e| BackupError::Interrupted(format!("cannot encode meta.json: {e}")))?;
         json.push(b'\n');
         let meta_path = self.temp.join(META);
-        sums::write_new_synced(&meta_path, &json, 0o600).map_err(io_error("write", &meta_path))?;
+        sums::write_new_synced(&meta_path, &json, 0o600)?;
         self.sums.insert(META.to_owned(), sums::sha256_hex(&json));
         // Last: inside the directory, the checksum list is the commit marker.
         let sums_path = self.temp.join(SUMS);
-        sums::write_new_synced(&sums_path, sums::render(&self.sums).as_bytes(), 0o600)
-            .map_err(io_error("write", &sums_path))?;
-        sync_dir(&self.temp)?;
+        sums::write_new_synced(&sums_path, sums::render(&self.sums).as_bytes(), 0o600)?;
+        crate::durable::sync_dir(&self.temp)?;
 
         let verified = verify(&self.temp).map_err(|source| BackupError::NotVerified {
             dir: self.dest.clone(),
@@ -194,7 +193,7 @@ impl PendingBackup {
         self.done = true;
         self.lock = None;
         let parent = self.dest.parent().unwrap_or(Path::new(".")).to_path_buf();
-        sync_dir(&parent)?;
+        crate::durable::sync_dir(&parent)?;
         let elapsed = self.started.elapsed();
         tracing::info!(
             dir = %self.dest.display(),
@@ -283,12 +282,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| BackupError::Interrupted(e.to_string()))?
-}
-
-fn sync_dir(dir: &Path) -> Result<(), BackupError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("fsync", dir))
 }
 
 /// Renames `from` to `to`, failing rather than replacing anything at `to` (a plain rename

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::cli::BackupMode;
+use crate::backup::BackupMode;
 use crate::etcd::Client;
 use crate::process::datadir;
 use crate::versions::Version;
 
-use super::meta::{self, has_data_dir, mode_name, Kind, Meta};
+use super::meta::{self, has_data_dir, Kind, Meta};
 use super::naming::{self, TEMP_PREFIX};
 use super::pending::PendingBackup;
 use super::space::{self, mib_down, mib_up, space_needed};
@@ -194,10 +194,11 @@ impl BackupPlan {
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| BackupError::Io {
-                action: "write a backup to",
-                path: dest.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a directory name"),
+            .ok_or_else(|| {
+                io_error("write a backup to", &dest)(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a directory name",
+                ))
             })?;
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -258,7 +259,7 @@ impl BackupPlan {
                 from_version: from,
                 to_version: to,
                 etcd_version: status.version.clone(),
-                mode: mode_name(self.mode).to_owned(),
+                mode: self.mode.name().to_owned(),
                 revision: status.header.revision,
                 db_size: status.db_size,
                 snapshot: None,
@@ -272,7 +273,7 @@ impl BackupPlan {
         pending.lock = Some(lock);
         tracing::info!(
             dir = %pending.dest.display(),
-            mode = mode_name(self.mode),
+            mode = self.mode.name(),
             needed_mib = mib_up(needed),
             free_mib = mib_down(free),
             "backup started"

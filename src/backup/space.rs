@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::statvfs::statvfs;
 
-use crate::cli::BackupMode;
+use crate::backup::BackupMode;
 
 use super::meta::{has_data_dir, has_snapshot};
 

@@ -6,14 +6,15 @@
 //! standard tools too.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use sha2::{Digest, Sha256};
+
+use crate::durable::IoError;
 
 use super::progress::Progress;
 
@@ -182,14 +183,8 @@ pub(crate) fn drop_cache(file: &File) {
 }
 
 /// Writes a new file (never replaces one) with `mode`, fsyncs it and drops it from the cache.
-pub(crate) fn write_new_synced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
+pub(crate) fn write_new_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
+    let file = crate::durable::write_new_synced(path, bytes, mode)?;
     drop_cache(&file);
     Ok(())
 }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::meta::{mode_name, DataDirMeta, Kind, Meta, SnapshotMeta, FORMAT};
+use super::meta::{DataDirMeta, Kind, Meta, SnapshotMeta, FORMAT};
 use super::retention::clean_stale;
 use super::sums::{render, sha256_hex, Sums};
 use super::*;
-use crate::cli::BackupMode;
+use crate::backup::BackupMode;
 use crate::versions::Version;
 
 fn snapshot_bytes() -> Vec<u8> {
@@ -35,7 +35,7 @@ fn fake_backup(dir: &Path, mode: BackupMode) {
         from_version: "3.4.23".into(),
         to_version: Some("3.5.16".into()),
         etcd_version: "3.4.23".into(),
-        mode: mode_name(mode).into(),
+        mode: mode.name().into(),
         revision: 42,
         db_size: 70_000,
         snapshot: None,
@@ -99,10 +99,10 @@ fn err(dir: &Path) -> String {
 fn hand_made_backups_verify_in_every_mode() {
     let root = tempfile::tempdir().unwrap();
     for mode in [BackupMode::Snapshot, BackupMode::DataDir, BackupMode::Both] {
-        let dir = root.path().join(mode_name(mode));
+        let dir = root.path().join(mode.name());
         fake_backup(&dir, mode);
-        let v = verify(&dir).unwrap_or_else(|e| panic!("{}: {e}", mode_name(mode)));
-        assert_eq!(v.meta.mode, mode_name(mode));
+        let v = verify(&dir).unwrap_or_else(|e| panic!("{}: {e}", mode.name()));
+        assert_eq!(v.meta.mode, mode.name());
         let summary = v.summary();
         assert!(
             summary.contains("member m1 (8e9e05c52164694d)"),

@@ -279,9 +279,13 @@ fn check_meta(
     listed: &sums::Sums,
     present: &BTreeMap<String, u64>,
 ) -> Result<(), VerifyError> {
-    let mode = meta::parse_mode(&m.mode).ok_or_else(|| VerifyError::Meta {
-        reason: format!("unknown mode {:?}", m.mode),
-    })?;
+    let mode = m
+        .mode
+        .parse::<crate::backup::BackupMode>()
+        .ok()
+        .ok_or_else(|| VerifyError::Meta {
+            reason: format!("unknown mode {:?}", m.mode),
+        })?;
     let inconsistent = |file: &str, reason: String| VerifyError::Inconsistent {
         file: file.to_owned(),
         reason,

@@ -5,11 +5,22 @@ use clap::CommandFactory;
 
 use super::{Cli, ManArgs};
 
-/// `etcd-supervisor completions SHELL` (hidden): the completion script on stdout.
-pub fn completions(shell: clap_complete::Shell) -> i32 {
+/// Why a man page could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ManError {
+    /// No such subcommand.
+    #[error("no man page for {0:?}; see `etcd-supervisor man --list`")]
+    NoSuchPage(String),
+    /// clap_mangen failed to render.
+    #[error("cannot render the man page: {0}")]
+    Render(#[from] std::io::Error),
+}
+
+/// `etcd-supervisor completions SHELL` (hidden): the completion script.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut public_command(), "etcd-supervisor", &mut out);
-    write_stdout(&out)
+    out
 }
 
 /// The command line without its hidden subcommands: clap_complete would offer them.
@@ -31,10 +42,10 @@ fn public_command() -> clap::Command {
     cmd
 }
 
-/// `etcd-supervisor man [SUBCOMMAND | --list]` (hidden): a roff page on stdout. The main
+/// `etcd-supervisor man [SUBCOMMAND | --list]` (hidden): a roff page. The main
 /// page lists the subcommands (each has its own `etcd-supervisor-NAME(1)` page) and adds the
 /// environment, files and exit status, which clap does not describe.
-pub fn man(args: &ManArgs) -> i32 {
+pub fn man(args: &ManArgs) -> Result<Vec<u8>, ManError> {
     let mut root = Cli::command().disable_help_subcommand(true);
     root.build();
     let subcommands: Vec<clap::Command> = root
@@ -45,26 +56,17 @@ pub fn man(args: &ManArgs) -> i32 {
     if args.list {
         let mut names = vec![root.get_name().to_owned()];
         names.extend(subcommands.iter().map(page_name));
-        return write_stdout(format!("{}\n", names.join("\n")).as_bytes());
+        return Ok(format!("{}\n", names.join("\n")).into_bytes());
     }
     let mut out = Vec::new();
-    let rendered = match &args.subcommand {
+    match &args.subcommand {
         Some(name) => match subcommands.iter().find(|c| c.get_name() == name) {
-            Some(sub) => clap_mangen::Man::new(sub.clone()).render(&mut out),
-            None => {
-                tracing::error!("no man page for {name:?}; see `etcd-supervisor man --list`");
-                return 2;
-            }
+            Some(sub) => clap_mangen::Man::new(sub.clone()).render(&mut out)?,
+            None => return Err(ManError::NoSuchPage(name.clone())),
         },
-        None => render_main_page(root, &mut out),
-    };
-    match rendered {
-        Ok(()) => write_stdout(&out),
-        Err(e) => {
-            tracing::error!("cannot render the man page: {e}");
-            1
-        }
+        None => render_main_page(root, &mut out)?,
     }
+    Ok(out)
 }
 
 /// `etcd-supervisor-run` for `run`: clap's display name of a built subcommand.
@@ -169,17 +171,4 @@ fn render_main_page(root: clap::Command, w: &mut dyn std::io::Write) -> std::io:
     )]);
     roff.to_writer(w)?;
     page.render_version_section(w)
-}
-
-/// Writes generated text to stdout; a closed pipe or full disk is a runtime failure (1).
-fn write_stdout(bytes: &[u8]) -> i32 {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("cannot write to stdout: {e}");
-            1
-        }
-    }
 }

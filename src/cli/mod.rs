@@ -4,12 +4,15 @@
 //! Raw values are turned into validated settings by [`crate::config`]; nothing else
 //! reads argv or the environment.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod man;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backup::BackupMode;
 
 /// Runs etcd as a supervised child and rolling-upgrades the cluster from a staging directory.
 #[derive(Debug, Parser)]
@@ -87,17 +90,11 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
 
-    /// Directory for pinned versions, backups and state.json.
-    #[arg(
-        long,
-        env = "ETCD_SUPERVISOR_STATE_DIR",
-        default_value = "/var/lib/etcd-supervisor"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
 
-    /// Staging directory (default `<state-dir>/staging`).
-    #[arg(long, env = "ETCD_SUPERVISOR_STAGING_DIR")]
-    pub staging_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub staging: StagingDirArg,
 
     /// This member's name (etcd's --name; default from ETCD_NAME, else "default").
     #[arg(long, env = "ETCD_NAME", default_value = "default")]
@@ -107,6 +104,46 @@ pub struct PlanArgs {
     #[arg(long)]
     pub target: Option<String>,
 
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
+
+    /// Known-bad versions to accept, as `run` would.
+    #[arg(long, env = "ETCD_SUPERVISOR_ALLOW_KNOWN_BAD", value_delimiter = ',')]
+    pub allow_known_bad: Vec<String>,
+}
+
+/// `--state-dir` (shared by run, plan, stage and backup).
+#[derive(Debug, Clone, Args)]
+pub struct StateDirArg {
+    /// Directory for pinned versions, backups and state.json.
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_STATE_DIR",
+        default_value = "/var/lib/etcd-supervisor"
+    )]
+    pub state_dir: PathBuf,
+}
+
+/// `--staging-dir` (shared by run, plan and stage).
+#[derive(Debug, Clone, Args)]
+pub struct StagingDirArg {
+    /// Staging directory watched for new etcd binaries (default `<state-dir>/staging`).
+    #[arg(long, env = "ETCD_SUPERVISOR_STAGING_DIR")]
+    pub staging_dir: Option<PathBuf>,
+}
+
+impl StagingDirArg {
+    /// The staging directory: the one given, else `<state-dir>/staging`.
+    pub fn resolve(&self, state_dir: &Path) -> PathBuf {
+        self.staging_dir
+            .clone()
+            .unwrap_or_else(|| state_dir.join("staging"))
+    }
+}
+
+/// `--key-prefix` (shared by run, status and plan).
+#[derive(Debug, Clone, Args)]
+pub struct KeyPrefixArg {
     /// Prefix of the supervisor's keys in etcd.
     #[arg(
         long,
@@ -114,10 +151,6 @@ pub struct PlanArgs {
         default_value = "/etcd-supervisor/"
     )]
     pub key_prefix: String,
-
-    /// Known-bad versions to accept, as `run` would.
-    #[arg(long, env = "ETCD_SUPERVISOR_ALLOW_KNOWN_BAD", value_delimiter = ',')]
-    pub allow_known_bad: Vec<String>,
 }
 
 /// How to reach the cluster: endpoints, TLS and auth (shared by several subcommands).
@@ -149,30 +182,14 @@ pub struct ConnArgs {
     pub request_timeout: Duration,
 }
 
-/// How a turn backs up the member before stopping it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackupMode {
-    /// A snapshot through the API (always consistent, etcd keeps running).
-    Snapshot,
-    /// A snapshot plus a cold copy of the data dir while etcd is stopped.
-    Both,
-    /// Only the cold data-dir copy (still verified).
-    DataDir,
-}
-
 /// Options of `etcd-supervisor status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
 
-    /// Prefix of the supervisor's keys in etcd.
-    #[arg(
-        long,
-        env = "ETCD_SUPERVISOR_KEY_PREFIX",
-        default_value = "/etcd-supervisor/"
-    )]
-    pub key_prefix: String,
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
 
     /// Print stable JSON instead of a table.
     #[arg(long)]
@@ -189,17 +206,11 @@ pub struct StageArgs {
     #[arg(long = "with", value_name = "FILE")]
     pub with: Vec<PathBuf>,
 
-    /// Directory for pinned versions, backups and state.json.
-    #[arg(
-        long,
-        env = "ETCD_SUPERVISOR_STATE_DIR",
-        default_value = "/var/lib/etcd-supervisor"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
 
-    /// Staging directory (default `<state-dir>/staging`).
-    #[arg(long, env = "ETCD_SUPERVISOR_STAGING_DIR")]
-    pub staging_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub staging: StagingDirArg,
 }
 
 /// Options of `etcd-supervisor backup`.
@@ -208,13 +219,8 @@ pub struct BackupArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
 
-    /// Directory for pinned versions, backups and state.json.
-    #[arg(
-        long,
-        env = "ETCD_SUPERVISOR_STATE_DIR",
-        default_value = "/var/lib/etcd-supervisor"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
 
     /// Where to write the backup (default `<state-dir>/backups/<time>-<member>-...`).
     #[arg(long)]
@@ -231,13 +237,8 @@ pub struct VerifyBackupArgs {
 /// Options of `etcd-supervisor run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Directory for pinned versions, backups and state.json.
-    #[arg(
-        long,
-        env = "ETCD_SUPERVISOR_STATE_DIR",
-        default_value = "/var/lib/etcd-supervisor"
-    )]
-    pub state_dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateDirArg,
 
     /// etcd binary to install as the first version when `<state-dir>/versions` is empty.
     /// Later starts run the pinned version; a different binary here is logged and ignored,
@@ -268,9 +269,8 @@ pub struct RunArgs {
     #[arg(long, env = "ETCD_SUPERVISOR_HEALTH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_interval: Duration,
 
-    /// Staging directory watched for new etcd binaries (default `<state-dir>/staging`).
-    #[arg(long, env = "ETCD_SUPERVISOR_STAGING_DIR")]
-    pub staging_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub staging: StagingDirArg,
 
     /// Poll the staging directory at this interval instead of relying on inotify alone
     /// (for filesystems without inotify, such as some network mounts).
@@ -280,13 +280,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
 
-    /// Prefix of the supervisor's keys in etcd.
-    #[arg(
-        long,
-        env = "ETCD_SUPERVISOR_KEY_PREFIX",
-        default_value = "/etcd-supervisor/"
-    )]
-    pub key_prefix: String,
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
 
     /// TTL of the upgrade turn's lease. Short enough that a dead holder frees the turn
     /// quickly, long enough to ride out a leader election (~1-2 s) between keepalives.
@@ -299,7 +294,7 @@ pub struct RunArgs {
     pub ready_timeout: Duration,
 
     /// What to back up before a swap.
-    #[arg(long, env = "ETCD_SUPERVISOR_BACKUP", value_enum, default_value_t = BackupMode::Snapshot)]
+    #[arg(long, env = "ETCD_SUPERVISOR_BACKUP", default_value = "snapshot", value_parser = backup_mode_parser())]
     pub backup: BackupMode,
 
     /// Backups to keep; never fewer than one verified backup.
@@ -317,6 +312,11 @@ pub struct RunArgs {
     /// Arguments passed to etcd unchanged (after `--`); ETCD_* variables pass through too.
     #[arg(last = true, value_name = "ETCD_FLAGS")]
     pub etcd_args: Vec<String>,
+}
+
+/// `--backup`: one of [`BackupMode::NAMES`], listed in `--help` and completions.
+fn backup_mode_parser() -> impl clap::builder::TypedValueParser<Value = BackupMode> {
+    clap::builder::PossibleValuesParser::new(BackupMode::NAMES).try_map(|s| s.parse::<BackupMode>())
 }
 
 /// Parses a human duration such as `10s`, `500ms` or `2m`.
@@ -351,7 +351,7 @@ mod tests {
             panic!("not run")
         };
         assert_eq!(run.etcd_args, ["--name", "m1", "--data-dir=/d"]);
-        assert_eq!(run.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(run.state.state_dir, PathBuf::from("/tmp/x"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! `verify-backup DIR` exits 0 with a one-line summary when the backup verifies, 1 with the
 //! first bad file named otherwise.
 
+use super::Outcome;
 use crate::cli::{BackupArgs, VerifyBackupArgs};
 use crate::etcd::Client;
 
@@ -19,29 +20,29 @@ use crate::backup::{verify, Backup, BackupError, BackupPlan};
 use crate::config::DEFAULT_ENDPOINT;
 
 /// `etcd-supervisor backup`; returns the exit code.
-pub async fn backup(args: &BackupArgs) -> i32 {
+pub async fn backup(args: &BackupArgs) -> Outcome {
     let env = std::env::vars().collect();
     let config = crate::config::client_config(&args.conn, &[DEFAULT_ENDPOINT.to_owned()], &env);
     let client = match Client::new(config) {
         Ok(client) => client,
         Err(e) => {
             tracing::error!("{e}");
-            return 2;
+            return Outcome::Usage;
         }
     };
     let plan = match &args.out {
         Some(dir) => BackupPlan::exact(dir.clone()),
-        None => BackupPlan::on_demand(&args.state_dir),
+        None => BackupPlan::on_demand(&args.state.state_dir),
     };
     match take(&plan, &client).await {
         Ok(backup) => {
             println!("{}", backup.dir.display());
             println!("{}", backup.summary());
-            0
+            Outcome::Success
         }
         Err(e) => {
             tracing::error!("{e}");
-            1
+            Outcome::Failed
         }
     }
 }
@@ -53,15 +54,15 @@ async fn take(plan: &BackupPlan, client: &Client) -> Result<Backup, BackupError>
 }
 
 /// `etcd-supervisor verify-backup DIR`; returns the exit code.
-pub fn verify_backup(args: &VerifyBackupArgs) -> i32 {
+pub fn verify_backup(args: &VerifyBackupArgs) -> Outcome {
     match verify(&args.dir) {
         Ok(verified) => {
             println!("{}", verified.summary());
-            0
+            Outcome::Success
         }
         Err(e) => {
             tracing::error!("backup {} does NOT verify: {e}", args.dir.display());
-            1
+            Outcome::Failed
         }
     }
 }

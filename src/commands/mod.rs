@@ -11,25 +11,42 @@ pub mod run;
 pub mod stage;
 pub mod status;
 
-/// Runs the parsed command line; returns the process exit code.
-pub fn dispatch(cli: Cli) -> i32 {
+/// How a command ended. `main` turns it into the process exit code, in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what was asked (0), or etcd stopped as asked.
+    Success,
+    /// A runtime failure it could not get past (1); one log line says which.
+    Failed,
+    /// A usage or configuration error (2).
+    Usage,
+    /// etcd's own exit, passed on: its code, or 128+N when it died of signal N.
+    Etcd(u8),
+}
+
+/// Runs the parsed command line.
+pub fn dispatch(cli: Cli) -> Outcome {
     match cli.command {
         Command::Run(args) => {
             let env = std::env::vars().collect();
             match RunSettings::resolve(&args, &env) {
                 Ok(settings) => block_on(async move {
-                    run::run(settings).await.unwrap_or_else(|e| {
-                        tracing::error!("{e}");
-                        if e.is_config() {
-                            2
-                        } else {
-                            1
+                    match run::run(settings).await {
+                        Ok(0) => Outcome::Success,
+                        Ok(code) => Outcome::Etcd(u8::try_from(code).unwrap_or(1)),
+                        Err(e) => {
+                            tracing::error!("{e}");
+                            if e.is_usage() {
+                                Outcome::Usage
+                            } else {
+                                Outcome::Failed
+                            }
                         }
-                    })
+                    }
                 }),
                 Err(e) => {
                     tracing::error!("{e}");
-                    2
+                    Outcome::Usage
                 }
             }
         }
@@ -38,14 +55,37 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Plan(args) => block_on(async move { plan::command(&args).await }),
         Command::Backup(args) => block_on(async move { backup::backup(&args).await }),
         Command::VerifyBackup(args) => backup::verify_backup(&args),
-        Command::Completions(args) => man::completions(args.shell),
-        Command::Man(args) => man::man(&args),
+        Command::Completions(args) => write_stdout(&man::completions(args.shell)),
+        Command::Man(args) => match man::man(&args) {
+            Ok(page) => write_stdout(&page),
+            Err(e @ man::ManError::NoSuchPage(_)) => {
+                tracing::error!("{e}");
+                Outcome::Usage
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                Outcome::Failed
+            }
+        },
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe or full disk is a runtime failure.
+fn write_stdout(bytes: &[u8]) -> Outcome {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Outcome::Success,
+        Err(e) => {
+            tracing::error!("cannot write to stdout: {e}");
+            Outcome::Failed
+        }
     }
 }
 
 /// Runs `fut` on a current-thread runtime: etcd is spawned from this (main) thread, which
 /// lives as long as the process, so PR_SET_PDEATHSIG fires only when the supervisor dies.
-pub fn block_on<F: Future<Output = i32>>(fut: F) -> i32 {
+pub fn block_on<F: Future<Output = Outcome>>(fut: F) -> Outcome {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,7 +93,7 @@ pub fn block_on<F: Future<Output = i32>>(fut: F) -> i32 {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
-            1
+            Outcome::Failed
         }
     }
 }

@@ -2,6 +2,7 @@
 //! state, what waits in the staging dir, and what preflight would decide for the target,
 //! with the rule. Changes nothing and runs no staged file.
 
+use super::Outcome;
 use std::fmt::Write as _;
 
 use crate::cli::PlanArgs;
@@ -16,7 +17,7 @@ use crate::versions::Version;
 
 /// Runs the dry run; exit 0 when the target would proceed (or nothing is staged), 1 when it
 /// would wait or be refused, 2 for bad input.
-pub async fn command(args: &PlanArgs) -> i32 {
+pub async fn command(args: &PlanArgs) -> Outcome {
     let env = std::env::vars().collect();
     let client = match Client::new(crate::config::client_config(
         &args.conn,
@@ -26,24 +27,24 @@ pub async fn command(args: &PlanArgs) -> i32 {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");
-            return 2;
+            return Outcome::Usage;
         }
     };
     let allow: Result<Vec<Version>, _> = args.allow_known_bad.iter().map(|v| v.parse()).collect();
     let Ok(allow) = allow else {
         tracing::error!("--allow-known-bad takes versions such as 3.5.1");
-        return 2;
+        return Outcome::Usage;
     };
     let explicit: Option<Version> = match args.target.as_deref().map(str::parse) {
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(e)) => {
             tracing::error!("--target: {e}");
-            return 2;
+            return Outcome::Usage;
         }
     };
     let mut out = String::new();
-    let store = VersionStore::new(&args.state_dir);
+    let store = VersionStore::new(&args.state.state_dir);
     let running = match store.current() {
         Ok(Some(p)) => {
             let _ = writeln!(
@@ -60,16 +61,16 @@ pub async fn command(args: &PlanArgs) -> i32 {
                 out,
                 "member {}: nothing pinned in {}",
                 args.member,
-                args.state_dir.display()
+                args.state.state_dir.display()
             );
             None
         }
         Err(e) => {
             tracing::error!("{e}");
-            return 2;
+            return Outcome::Usage;
         }
     };
-    let turn = StateFile::new(&args.state_dir).load().ok().flatten();
+    let turn = StateFile::new(&args.state.state_dir).load().ok().flatten();
     match &turn {
         Some(t) if t.phase != Phase::Idle => {
             let to = t.to.as_ref().map_or("-".to_owned(), ToString::to_string);
@@ -82,10 +83,7 @@ pub async fn command(args: &PlanArgs) -> i32 {
     if let Some(err) = turn.as_ref().and_then(|t| t.last_error.as_deref()) {
         let _ = writeln!(out, "last error: {err}");
     }
-    let staging_dir = args
-        .staging_dir
-        .clone()
-        .unwrap_or_else(|| args.state_dir.join("staging"));
+    let staging_dir = args.staging.resolve(&args.state.state_dir);
     match staging::scan(&staging_dir) {
         Ok(listing) => {
             let plan = staging::plan(&listing);
@@ -111,9 +109,9 @@ pub async fn command(args: &PlanArgs) -> i32 {
     let (Some(running), Some(target)) = (running, target) else {
         let _ = writeln!(out, "decision: nothing to do");
         print!("{out}");
-        return 0;
+        return Outcome::Success;
     };
-    let report = view::gather(&client, &args.key_prefix).await;
+    let report = view::gather(&client, &args.prefix.key_prefix).await;
     let verdict = preflight::assess(&report, &args.member, &running, &target, &allow);
     let code = match &verdict {
         Verdict::Proceed => {
@@ -121,15 +119,15 @@ pub async fn command(args: &PlanArgs) -> i32 {
                 out,
                 "decision for {target}: proceed (turn, backup, stop, swap, start, verify)"
             );
-            0
+            Outcome::Success
         }
         Verdict::Wait(why) => {
             let _ = writeln!(out, "decision for {target}: wait: {why}");
-            1
+            Outcome::Failed
         }
         Verdict::Refuse(why) => {
             let _ = writeln!(out, "decision for {target}: refuse: {why}");
-            1
+            Outcome::Failed
         }
     };
     print!("{out}");

@@ -1,10 +1,11 @@
 //! `etcd-supervisor status`: the cluster view, as a table or stable JSON.
 
+use super::Outcome;
 use crate::cluster::view::{gather, ClusterReport};
 use crate::etcd::Client;
 
 /// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.
-pub async fn command(args: &crate::cli::StatusArgs) -> i32 {
+pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
     let env = std::env::vars().collect();
     let cfg = crate::config::client_config(
         &args.conn,
@@ -15,25 +16,25 @@ pub async fn command(args: &crate::cli::StatusArgs) -> i32 {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");
-            return 2;
+            return Outcome::Usage;
         }
     };
-    let report = gather(&client, &args.key_prefix).await;
+    let report = gather(&client, &args.prefix.key_prefix).await;
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 tracing::error!("cannot encode the report: {e}");
-                return 1;
+                return Outcome::Failed;
             }
         }
     } else {
         print!("{}", render(&report));
     }
     if report.healthy {
-        0
+        Outcome::Success
     } else {
-        1
+        Outcome::Failed
     }
 }
 

@@ -161,11 +161,6 @@ impl Client {
             .clone()
     }
 
-    /// The configured endpoints (normalized), in the configured order.
-    pub fn configured_endpoints(&self) -> &[String] {
-        &self.inner.configured
-    }
-
     /// The local member's endpoint: the first configured one.
     pub fn local_endpoint(&self) -> &str {
         // `new` refuses an empty list.

@@ -257,19 +257,9 @@ impl EtcdError {
             || self.api_is(None, "user name is empty")
     }
 
-    /// Code 7: authenticated, but the user lacks the permission.
-    pub fn is_permission_denied(&self) -> bool {
-        self.code() == Some(code::PERMISSION_DENIED)
-    }
-
     /// "database space exceeded": the NOSPACE alarm is raised; only reads and deletes work.
     pub fn is_no_space(&self) -> bool {
         self.api_is(None, "database space exceeded")
-    }
-
-    /// "required revision has been compacted".
-    pub fn is_compacted(&self) -> bool {
-        self.api_is(None, "compacted")
     }
 
     /// A transport failure: connect error or timeout on one endpoint, or on all of them.

@@ -94,15 +94,6 @@ impl RangeRequest {
         }
     }
 
-    /// Keys in `[key, range_end)`.
-    pub fn range(key: impl Into<Vec<u8>>, range_end: impl Into<Vec<u8>>) -> Self {
-        Self {
-            key: key.into(),
-            range_end: range_end.into(),
-            ..Self::default()
-        }
-    }
-
     /// At most `limit` keys (0: no limit).
     pub fn limit(mut self, limit: i64) -> Self {
         self.limit = limit;

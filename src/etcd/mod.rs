@@ -1,16 +1,16 @@
 //! Client for etcd's v3 HTTP/JSON gateway (etcd 3.4 to 3.6).
 //!
 //! Layout:
-//! - `client`: endpoints, failover, timeouts, TLS and auth; every call goes through it.
+//! - `transport`: the endpoints, credentials and TLS material, and the HTTP client.
+//! - `client`: failover, timeouts and auth; every call goes through it.
 //! - `error`: [`EtcdError`] and the questions callers ask of it (`is_not_leader()`, ...).
 //! - `wire`: the JSON encoding (int64 as strings, base64 bytes, error bodies of every version).
 //! - one file per API group, each adding methods to [`Client`]: `kv` (range, put, delete,
 //!   txn), `lease`, `lock` (raw lock/unlock), `cluster` (member list, endpoint discovery),
 //!   `maintenance` (status, alarms, leader, transfer-leadership, /health, /version),
-//!   `snapshot` (streamed to a verified file).
+//!   `snapshot` (streamed to a verified file; `snapshot_decode` checks the stream).
 //!
-//! Facts about real etcd the client is built on are in `shared/etcd-api.md`; the ones that
-//! shape an API are repeated where they matter.
+//! The facts about real etcd the client is built on are repeated where they shape an API.
 
 pub mod client;
 pub mod cluster;

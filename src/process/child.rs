@@ -1,4 +1,5 @@
-//! The etcd child process: spawn, signal, graceful stop with escalation.
+//! The etcd child process: spawn and signal it. The graceful stop and its escalation to
+//! SIGKILL live in the run loop (`supervisor`), which owns the deadline.
 //!
 //! The child inherits stdout/stderr, so etcd's own log reaches the journal or container log
 //! unchanged even if the supervisor dies. It gets `PR_SET_PDEATHSIG(SIGTERM)` so that a

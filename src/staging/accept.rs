@@ -5,9 +5,9 @@
 //! never overwriting anything there.
 
 use std::fs::{self, File, Metadata};
-use std::io::{self, Seek, Write};
+use std::io::{self, Seek};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use super::protocol::{
@@ -15,8 +15,9 @@ use super::protocol::{
 };
 use super::scan::{open_no_follow, read_checksum_file};
 use super::{io_err, Candidate, Refusal, StagingError, WatchOptions};
+use crate::durable::{sync_dir, write_synced};
 use crate::process::reaper::Reaper;
-use crate::versions::store::{self, sync_dir, VersionStore, VersionsError};
+use crate::versions::store::{self, VersionStore, VersionsError};
 
 /// How processing one drop ended.
 pub(super) enum Outcome {
@@ -125,11 +126,9 @@ pub(super) async fn blocking<T: Send + 'static>(
 ) -> Result<T, StagingError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result,
-        Err(e) => Err(StagingError::Io {
-            action: "processing",
-            path: PathBuf::from("the staging directory"),
-            source: io::Error::other(e.to_string()),
-        }),
+        Err(e) => Err(io_err("processing", Path::new("the staging directory"))(
+            io::Error::other(e.to_string()),
+        )),
     }
 }
 
@@ -317,12 +316,6 @@ fn free_stem(dest: &Path, name: &str, note_ext: &str) -> String {
         n += 1;
     }
     stem
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StagingError> {
-    let mut f = File::create(path).map_err(io_err("creating", path))?;
-    f.write_all(bytes).map_err(io_err("writing", path))?;
-    f.sync_all().map_err(io_err("syncing", path))
 }
 
 fn rename_if_present(from: &Path, to: &Path) -> Result<(), StagingError> {

@@ -87,6 +87,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::RunSettings;
+use crate::durable::{self, IoError};
 use crate::versions::store::{self, VersionsError};
 use crate::versions::Version;
 
@@ -149,38 +150,23 @@ pub enum StagingError {
         why: String,
     },
     /// A file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What we were doing.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The versions store failed.
     #[error(transparent)]
     Versions(#[from] VersionsError),
 }
 
 impl StagingError {
-    /// The exit code of a command that failed with this error: 2 for what the operator
-    /// gave us (a bad source file, an unusable staging dir), 1 for failures on the way.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            StagingError::Io { .. } | StagingError::Versions(_) => 1,
-            _ => 2,
-        }
+    /// True for what the operator gave us (a bad source file, an unusable staging dir),
+    /// false for failures on the way.
+    pub fn is_usage(&self) -> bool {
+        !matches!(self, StagingError::Io(_) | StagingError::Versions(_))
     }
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StagingError + 'a {
-    move |source| StagingError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| durable::io_err(action, path)(source).into()
 }
 
 /// Why a staged drop was refused: one variant per rule, each message saying what to do.

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::accept::kind_of;
 use super::protocol::{CHECKSUM_SUFFIX, COMPANIONS};
 use super::{io_err, StagingError};
-use crate::versions::store::sync_dir;
+use crate::durable::sync_dir;
 
 /// Hex digits of the sha256 in names written by `stage`.
 const STAGE_NAME_HEX: usize = 12;

@@ -54,8 +54,8 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// True for errors the operator fixes in the configuration (exit code 2).
-    pub fn is_config(&self) -> bool {
+    /// True for errors the operator fixes in the configuration (a usage error).
+    pub fn is_usage(&self) -> bool {
         matches!(
             self,
             RunError::NothingInstalled(_)
@@ -63,6 +63,6 @@ impl RunError {
                 | RunError::StateDir { .. }
                 | RunError::Client(_)
                 | RunError::Metrics { .. }
-        ) || matches!(self, RunError::Staging(e) if e.exit_code() == 2)
+        ) || matches!(self, RunError::Staging(e) if e.is_usage())
     }
 }

@@ -305,8 +305,8 @@ async fn sleep_until_opt(at: Option<Instant>) {
 
 /// Runs etcd until the supervisor is asked to stop; returns the process exit code.
 ///
-/// `driver`, when given, is started with the child's handles and runs beside the loop (the
-/// upgrade driver). `held` starts with etcd stopped and under the driver's control (crash
+/// `driver` is started with the child's handles and runs beside the loop (the upgrade
+/// driver). `held` starts with etcd stopped and under the driver's control (crash
 /// recovery mid-swap).
 pub async fn run_with(
     settings: RunSettings,

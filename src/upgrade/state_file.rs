@@ -1,26 +1,19 @@
 //! `<state-dir>/state.json`: the persisted [`Turn`], written atomically
 //! (temp file in the same directory, fsync, rename, fsync of the directory).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::machine::Turn;
+use crate::durable::{self, IoError};
 
 /// Errors reading or writing state.json.
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
     /// The file could not be read or written.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What we were doing.
-        action: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The file exists but is not a state we understand.
     #[error("{path} is not a valid state file ({source}); move it aside to start from the pinned version")]
     Corrupt {
@@ -51,13 +44,7 @@ impl StateFile {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StateFileError::Io {
-                    action: "reading",
-                    path: self.path.clone(),
-                    source,
-                })
-            }
+            Err(e) => return Err(durable::io_err("reading", &self.path)(e).into()),
         };
         serde_json::from_str(&text)
             .map(Some)
@@ -69,29 +56,13 @@ impl StateFile {
 
     /// Replaces the persisted turn atomically.
     pub fn save(&self, turn: &Turn) -> Result<(), StateFileError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let io_err = |action: &'static str| {
-            let path = self.path.clone();
-            move |source| StateFileError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         let mut json =
             serde_json::to_vec_pretty(turn).map_err(|source| StateFileError::Corrupt {
                 path: self.path.clone(),
                 source,
             })?;
         json.push(b'\n');
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = File::create(&tmp).map_err(io_err("creating"))?;
-        f.write_all(&json).map_err(io_err("writing"))?;
-        f.sync_all().map_err(io_err("syncing"))?;
-        fs::rename(&tmp, &self.path).map_err(io_err("replacing"))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing the directory of"))
+        Ok(durable::replace_atomically(&self.path, &json)?)
     }
 }
 

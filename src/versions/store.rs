@@ -14,7 +14,7 @@
 //! `versions/<X.Y.Z>`. Companions get their own `NAME.sha256` beside them.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +23,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::durable::{self, IoError};
 use crate::process::reaper::Reaper;
 use crate::versions::Version;
 
@@ -33,16 +34,8 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum VersionsError {
     /// A file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What we were doing.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The binary does not exist.
     #[error("{0} does not exist")]
     Missing(PathBuf),
@@ -100,15 +93,12 @@ pub enum VersionsError {
     },
 }
 
+/// `durable::io_err`, already turned into this module's error.
 fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> VersionsError + 'a {
-    move |source| VersionsError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| durable::io_err(action, path)(source).into()
 }
 
 /// An installed, pinned etcd version.
@@ -186,7 +176,7 @@ impl VersionStore {
         let target = Path::new("versions").join(version.to_string());
         symlink(&target, &tmp).map_err(io_err("creating symlink", &tmp))?;
         fs::rename(&tmp, &link).map_err(io_err("replacing", &link))?;
-        sync_dir(&self.state_dir)
+        Ok(durable::sync_dir(&self.state_dir)?)
     }
 
     /// Copies `source` into `versions/<version>/etcd` (temp dir, fsync, rename) and checks the
@@ -223,7 +213,7 @@ impl VersionStore {
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
             .map_err(io_err("setting permissions of", tmp.path()))?;
         let tmp_binary = tmp.path().join("etcd");
-        copy_synced(source, &tmp_binary, 0o755)?;
+        durable::copy_synced(source, &tmp_binary, 0o755)?;
         let copied = sha256_file(&tmp_binary)?;
         if copied != expected_sha256 {
             return Err(VersionsError::Tampered {
@@ -232,7 +222,7 @@ impl VersionStore {
                 actual: copied,
             });
         }
-        write_synced(
+        durable::write_synced(
             &tmp.path().join("etcd.sha256"),
             format!("{copied}  etcd\n").as_bytes(),
         )?;
@@ -241,7 +231,7 @@ impl VersionStore {
             let _ = fs::remove_dir_all(&tmp_path);
             return Err(io_err("renaming into", &final_dir)(e));
         }
-        sync_dir(&versions)?;
+        durable::sync_dir(&versions)?;
         Ok(Pinned {
             version: version.clone(),
             binary,
@@ -356,7 +346,7 @@ impl PendingInstall {
                 actual: copied,
             });
         }
-        write_synced(
+        durable::write_synced(
             &self.tmp.path().join(format!("{name}.sha256")),
             format!("{copied}  {name}\n").as_bytes(),
         )?;
@@ -385,7 +375,7 @@ impl PendingInstall {
         else {
             return Err(VersionsError::Missing(self.binary()));
         };
-        sync_dir(self.tmp.path())?;
+        durable::sync_dir(self.tmp.path())?;
         if !final_dir.exists() {
             fs::set_permissions(self.tmp.path(), fs::Permissions::from_mode(0o755))
                 .map_err(io_err("setting permissions of", self.tmp.path()))?;
@@ -393,7 +383,7 @@ impl PendingInstall {
                 Ok(()) => {
                     // The temp dir is gone (renamed): nothing left for TempDir to remove.
                     let _ = self.tmp.keep();
-                    sync_dir(&versions)?;
+                    durable::sync_dir(&versions)?;
                     return Ok(Installed {
                         pinned,
                         already_pinned: false,
@@ -443,7 +433,7 @@ impl PendingInstall {
             }
         }
         if !missing.is_empty() {
-            sync_dir(&final_dir)?;
+            durable::sync_dir(&final_dir)?;
         }
         Ok(Installed {
             pinned,
@@ -545,29 +535,6 @@ pub fn sha256_reader(reader: &mut impl Read, path: &Path) -> Result<String, Vers
         hasher.update(&buf[..n]);
     }
     Ok(hex::encode(hasher.finalize()))
-}
-
-/// Copies `from` to the new file `to` with `mode`, and fsyncs it.
-fn copy_synced(from: &Path, to: &Path, mode: u32) -> Result<(), VersionsError> {
-    let mut src = File::open(from).map_err(io_err("opening", from))?;
-    let mut dst = File::create(to).map_err(io_err("creating", to))?;
-    io::copy(&mut src, &mut dst).map_err(io_err("copying into", to))?;
-    dst.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err("setting permissions of", to))?;
-    dst.sync_all().map_err(io_err("syncing", to))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), VersionsError> {
-    let mut f = File::create(path).map_err(io_err("creating", path))?;
-    f.write_all(bytes).map_err(io_err("writing", path))?;
-    f.sync_all().map_err(io_err("syncing", path))
-}
-
-/// fsyncs a directory so a rename in it survives a crash.
-pub fn sync_dir(dir: &Path) -> Result<(), VersionsError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("syncing", dir))
 }
 
 #[cfg(test)]

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use etcd_supervisor::backup::BackupMode;
 use etcd_supervisor::backup::{
     self, prune, verify, BackupError, BackupPlan, DATA, META, SNAPSHOT, SUMS,
 };
-use etcd_supervisor::cli::BackupMode;
 use etcd_supervisor::etcd::{Client, ClientConfig, PutRequest, Txn, TxnOp};
 use etcd_supervisor::versions::Version;
 
