@@ -16,7 +16,9 @@
 //! point resumes (or finishes the rollback) on restart.
 
 pub mod driver;
+pub mod flags;
 pub mod machine;
 pub mod path;
 pub mod preflight;
+pub mod release_facts;
 pub mod state_file;

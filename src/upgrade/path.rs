@@ -33,7 +33,9 @@
 //! | 5  | `T` more than one minor below `R`                             | Refuse `RollbackTooFar`              |
 //! | 6  | another member runs more than one minor above `C`             | Refuse `MembersTooFarAhead`          |
 //! | 7  | `rejected/<T>` exists in etcd (no flag overrides it)          | Refuse `Rejected`                    |
-//! | 8  | `T` (or the release of pre-release `T`) is known-bad, and `T` is not named exactly in `--allow-known-bad` | Refuse `KnownBad` |
+//! | 7a | `T` is `R`'s next minor and etcd's guide requires a minimum patch of every member first (3.6 needs 3.5.32, 3.7 needs 3.6.11: [`release_facts`]), and this member or another is below it | Refuse `BelowFloor` |
+//! | 7b | `R` on 3.4, `T` on 3.5, auth enabled, and no `--allow-auth-upgrade-from-3.4` | Refuse `AuthFrom34`               |
+//! | 8  | `T` (or the release of pre-release `T`) is in [`release_facts::KNOWN_BAD`], and `T` is not named exactly in `--allow-known-bad` | Refuse `KnownBad` |
 //! | 9  | `C` unknown                                                   | Wait `ClusterVersionUnknown`         |
 //! | 10 | another member's version unknown                              | Wait `MemberVersionsUnknown`         |
 //! | 11 | another member reports a minor below `C`                      | Wait `MembersBelowClusterVersion`    |
@@ -73,36 +75,8 @@
 
 use std::fmt;
 
+use super::release_facts::{self, Floor, KnownBad, KNOWN_BAD};
 use crate::versions::Version;
-
-/// Why etcd's maintainers advise against 3.5.0-3.5.2.
-const ISSUE_13766: &str = "etcd maintainers do not recommend 3.5.0-3.5.2 for production \
-     (data inconsistency after a kill under load, etcd issue 13766)";
-
-/// A version that is refused unless the operator names it in `--allow-known-bad`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownBad {
-    /// The bad version; when it is a release, its pre-releases are bad too.
-    pub version: Version,
-    /// Why it is bad, quoted to the operator.
-    pub reason: &'static str,
-}
-
-/// The built-in known-bad list.
-pub const KNOWN_BAD: &[KnownBad] = &[
-    KnownBad {
-        version: Version::new(3, 5, 0),
-        reason: ISSUE_13766,
-    },
-    KnownBad {
-        version: Version::new(3, 5, 1),
-        reason: ISSUE_13766,
-    },
-    KnownBad {
-        version: Version::new(3, 5, 2),
-        reason: ISSUE_13766,
-    },
-];
 
 /// Another member of the cluster, as preflight saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +121,11 @@ pub struct PathInput {
     pub target: Version,
     /// Versions refused unless allowed; [`KNOWN_BAD`] outside tests.
     pub known_bad: &'static [KnownBad],
+    /// Whether etcd's auth is enabled (`None`: not checked). Rolling 3.4 -> 3.5 with auth
+    /// on is not supported by etcd.
+    pub auth_enabled: Option<bool>,
+    /// `--allow-auth-upgrade-from-3.4`: the operator accepts that risk.
+    pub allow_auth_upgrade_from_34: bool,
     /// `--allow-known-bad`: known-bad versions the operator accepts, matched exactly.
     pub allow_known_bad: Vec<Version>,
     /// The `rejected/<version>` records found in etcd.
@@ -164,6 +143,8 @@ impl PathInput {
             running,
             target,
             known_bad: KNOWN_BAD,
+            auth_enabled: None,
+            allow_auth_upgrade_from_34: false,
             allow_known_bad: Vec::new(),
             rejected: Vec::new(),
         }
@@ -356,12 +337,29 @@ pub enum RefuseReason {
         /// Why, as recorded.
         reason: String,
     },
+    /// A minor upgrade for which etcd's guide requires every member on a minimum patch
+    /// first, and these members (this one included) are below it.
+    BelowFloor {
+        /// The staged version.
+        target: Version,
+        /// The guide's requirement.
+        floor: &'static Floor,
+        /// The members below it.
+        members: Vec<MemberVersion>,
+    },
+    /// 3.4 -> 3.5 with auth enabled, which etcd does not support as a rolling upgrade.
+    AuthFrom34 {
+        /// The running version.
+        from: Version,
+        /// The staged version.
+        to: Version,
+    },
     /// The target is known-bad and not allowed by `--allow-known-bad`.
     KnownBad {
         /// The staged version.
         version: Version,
-        /// Why it is bad.
-        reason: &'static str,
+        /// What etcd says about it.
+        bad: &'static KnownBad,
     },
 }
 
@@ -413,10 +411,33 @@ impl fmt::Display for RefuseReason {
                  (default /etcd-supervisor/) to try it again (--allow-known-bad does not \
                  override a rejection)"
             ),
-            Self::KnownBad { version, reason } => write!(
+            Self::BelowFloor {
+                target,
+                floor,
+                members,
+            } => write!(
                 f,
-                "{version} is known-bad: {reason}; stage another version, or pass \
-                 --allow-known-bad {version} if you accept the risk"
+                "{target} needs every member on {} or later first, and {}: {} ({}); stage \
+                 {} (or a later {} patch) on those members first, then {target}",
+                floor.minimum,
+                Runs(members),
+                floor.reason,
+                floor.source,
+                floor.minimum,
+                minor(&floor.minimum),
+            ),
+            Self::AuthFrom34 { from, to } => write!(
+                f,
+                "{from} -> {to} with auth enabled is not supported by etcd as a rolling upgrade \
+                 (3.5 writes auth entries to the WAL in a new format; etcd's 3.5 upgrade guide, \
+                 PR #11943): disable auth for the upgrade, or take the risk with \
+                 --allow-auth-upgrade-from-3.4 after a backup"
+            ),
+            Self::KnownBad { version, bad } => write!(
+                f,
+                "{version} is known-bad: etcd {} {} ({}); stage {} or later, or pass \
+                 --allow-known-bad {version} if you accept the risk",
+                bad.versions, bad.reason, bad.source, bad.fixed_in
             ),
         }
     }
@@ -488,13 +509,58 @@ fn refusal(input: &PathInput) -> Option<RefuseReason> {
             reason: rejection.reason.clone(),
         });
     }
+    if let Some(reason) = below_floor(input) {
+        return Some(reason);
+    }
+    if r == (3, 4)
+        && t == (3, 5)
+        && input.auth_enabled == Some(true)
+        && !input.allow_auth_upgrade_from_34
+    {
+        return Some(RefuseReason::AuthFrom34 {
+            from: running.clone(),
+            to: target.clone(),
+        });
+    }
     if let Some(bad) = known_bad(input) {
         return Some(RefuseReason::KnownBad {
             version: target.clone(),
-            reason: bad.reason,
+            bad,
         });
     }
     None
+}
+
+/// Rule 7a: a minor upgrade needs every member (this one too) on the guide's minimum patch.
+/// Members whose version is unknown are judged by the wait rules.
+fn below_floor(input: &PathInput) -> Option<RefuseReason> {
+    let (r, t) = (input.running.minor_version(), input.target.minor_version());
+    if t != next(r) {
+        return None;
+    }
+    let floor = release_facts::floor_for(t)?;
+    let below = |v: &Version| {
+        (v.major, v.minor, v.patch)
+            < (
+                floor.minimum.major,
+                floor.minimum.minor,
+                floor.minimum.patch,
+            )
+            && v.minor_version() == r
+    };
+    let mut members = Vec::new();
+    if below(&input.running) {
+        members.push(MemberVersion {
+            name: "this member".to_owned(),
+            version: input.running.clone(),
+        });
+    }
+    members.extend(known_peers(input, below));
+    (!members.is_empty()).then(|| RefuseReason::BelowFloor {
+        target: input.target.clone(),
+        floor,
+        members,
+    })
 }
 
 /// Rules 9-13.
@@ -562,12 +628,12 @@ fn known_bad(input: &PathInput) -> Option<&'static KnownBad> {
     if input.allow_known_bad.contains(target) {
         return None;
     }
-    // A pre-release precedes its release, so it carries whatever made the release bad.
-    let release = Version::new(target.major, target.minor, target.patch);
+    // A pre-release precedes its release, so it carries whatever made the release bad
+    // (the ranges compare major.minor.patch only).
     input
         .known_bad
         .iter()
-        .find(|bad| bad.version == *target || (bad.version.pre.is_none() && bad.version == release))
+        .find(|bad| bad.versions.contains(target))
 }
 
 /// Other members with a known version that matches `keep`.

@@ -40,6 +40,8 @@ fn base() -> Case {
 
 const ON_34: &[(&str, Option<&str>)] = &[("m2", Some("3.4.23")), ("m3", Some("3.4.23"))];
 const ON_35: &[(&str, Option<&str>)] = &[("m2", Some("3.5.16")), ("m3", Some("3.5.16"))];
+/// On 3.5.32, the floor etcd's guide sets for the upgrade to 3.6.
+const ON_35_FLOOR: &[(&str, Option<&str>)] = &[("m2", Some("3.5.32")), ("m3", Some("3.5.32"))];
 const MIXED: &[(&str, Option<&str>)] = &[("m2", Some("3.5.16")), ("m3", Some("3.4.23"))];
 const BROKEN_RELEASE: &str = "etcd did not become healthy within 30s";
 
@@ -84,7 +86,7 @@ fn wait(reason: WaitReason) -> Decision {
 fn refused_as_known_bad(version: &str) -> Decision {
     refuse(RefuseReason::KnownBad {
         version: v(version),
-        reason: ISSUE_13766,
+        bad: release_facts::known_bad(&v(version)).unwrap(),
     })
 }
 
@@ -168,7 +170,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "rollback to another patch of the old minor",
             running: "3.5.16",
-            target: "3.4.20",
+            target: "3.4.22",
             cluster: Some("3.4.0"),
             peers: ON_34,
             expect: proceed(Step::Rollback),
@@ -176,7 +178,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "pre-release target counts as its minor",
+            running: "3.5.32",
             target: "3.6.0-rc.1",
+            peers: ON_35_FLOOR,
             expect: proceed(Step::MinorUpgrade),
             ..base()
         },
@@ -223,7 +227,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "a rejected pre-release does not reject its release",
+            running: "3.5.32",
             target: "3.6.0",
+            peers: ON_35_FLOOR,
             rejected: &[("3.6.0-rc.1", "m2", BROKEN_RELEASE)],
             expect: proceed(Step::MinorUpgrade),
             ..base()
@@ -545,10 +551,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "two minors above the cluster while this member is already ahead",
-            running: "3.5.16",
+            running: "3.5.32",
             target: "3.6.0",
             cluster: Some("3.4.0"),
-            peers: MIXED,
+            peers: &[("m2", Some("3.5.32")), ("m3", Some("3.4.23"))],
             expect: wait(WaitReason::ClusterVersionBehind {
                 cluster: v("3.4.0"),
                 target: v("3.6.0"),
@@ -558,10 +564,10 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "every member on the next minor, cluster version about to move",
-            running: "3.5.16",
+            running: "3.5.32",
             target: "3.6.0",
             cluster: Some("3.4.0"),
-            peers: ON_35,
+            peers: ON_35_FLOOR,
             expect: wait(WaitReason::ClusterVersionBehind {
                 cluster: v("3.4.0"),
                 target: v("3.6.0"),
@@ -690,12 +696,13 @@ fn tells_the_operator_what_happened_and_what_to_do() {
         (
             RefuseReason::KnownBad {
                 version: v("3.5.1"),
-                reason: ISSUE_13766,
+                bad: release_facts::known_bad(&v("3.5.1")).unwrap(),
             }
             .to_string(),
-            "3.5.1 is known-bad: etcd maintainers do not recommend 3.5.0-3.5.2 for \
-             production (data inconsistency after a kill under load, etcd issue 13766); \
-             stage another version, or pass --allow-known-bad 3.5.1 if you accept the risk",
+            "3.5.1 is known-bad: etcd 3.5.0–3.5.2 can lose committed transactions on a member \
+             killed under high load (data inconsistency) (etcd issue #13766; CHANGELOG/README.md \
+             'v3.5 data corruption issue'); stage 3.5.3 or later, or pass --allow-known-bad \
+             3.5.1 if you accept the risk",
         ),
         (
             WaitReason::ClusterVersionUnknown.to_string(),
@@ -758,10 +765,87 @@ fn tells_the_operator_what_happened_and_what_to_do() {
 }
 
 #[test]
-fn builtin_known_bad_list_is_3_5_0_to_3_5_2() {
-    let versions: Vec<String> = KNOWN_BAD.iter().map(|b| b.version.to_string()).collect();
-    assert_eq!(versions, ["3.5.0", "3.5.1", "3.5.2"]);
-    assert!(!KNOWN_BAD.iter().any(|b| b.version == v("3.5.3")));
+fn builtin_known_bad_list_refuses_up_to_the_production_minimum() {
+    for bad in ["3.4.21", "3.5.0", "3.5.2", "3.5.3", "3.5.5", "3.5.6-rc.1"] {
+        let mut input = PathInput::new(v("3.5.16"), v(bad));
+        input.cluster_version = Some(v("3.5.0"));
+        if bad.starts_with("3.4") {
+            input = PathInput::new(v("3.4.23"), v(bad));
+            input.cluster_version = Some(v("3.4.0"));
+        }
+        let refused = matches!(
+            decide(&input),
+            Decision::Refuse(RefuseReason::KnownBad { .. })
+        );
+        assert_eq!(refused, bad != "3.5.6-rc.1", "{bad}");
+    }
+    for good in ["3.4.22", "3.5.6", "3.5.16"] {
+        assert!(release_facts::known_bad(&v(good)).is_none(), "{good}");
+    }
+}
+
+#[test]
+fn minor_upgrade_to_3_6_needs_every_member_on_3_5_32() {
+    let mut input = PathInput::new(v("3.5.30"), v("3.6.1"));
+    input.cluster_version = Some(v("3.5.0"));
+    input.peers = vec![
+        Peer {
+            name: "m2".into(),
+            version: Some(v("3.5.32")),
+        },
+        Peer {
+            name: "m3".into(),
+            version: Some(v("3.5.16")),
+        },
+    ];
+    let Decision::Refuse(reason @ RefuseReason::BelowFloor { .. }) = decide(&input) else {
+        panic!("expected a floor refusal: {:?}", decide(&input));
+    };
+    let text = reason.to_string();
+    assert!(text.contains("3.5.32"), "{text}");
+    assert!(text.contains("this member runs 3.5.30"), "{text}");
+    assert!(text.contains("m3 runs 3.5.16"), "{text}");
+    assert!(!text.contains("m2"), "{text}");
+    // Once everyone is on the floor, the same upgrade proceeds.
+    input.running = v("3.5.32");
+    input.peers[1].version = Some(v("3.5.33"));
+    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+    // Patch upgrades within 3.5 have no floor.
+    let mut patch = PathInput::new(v("3.5.16"), v("3.5.30"));
+    patch.cluster_version = Some(v("3.5.0"));
+    assert_eq!(decide(&patch), proceed(Step::PatchUpgrade));
+}
+
+#[test]
+fn minor_upgrade_to_3_7_needs_every_member_on_3_6_11() {
+    let mut input = PathInput::new(v("3.6.10"), v("3.7.0"));
+    input.cluster_version = Some(v("3.6.0"));
+    assert!(matches!(
+        decide(&input),
+        Decision::Refuse(RefuseReason::BelowFloor { .. })
+    ));
+    input.running = v("3.6.11");
+    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+}
+
+#[test]
+fn auth_enabled_3_4_to_3_5_is_refused_unless_allowed() {
+    let mut input = PathInput::new(v("3.4.23"), v("3.5.30"));
+    input.cluster_version = Some(v("3.4.0"));
+    input.auth_enabled = Some(false);
+    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+    input.auth_enabled = Some(true);
+    let Decision::Refuse(reason @ RefuseReason::AuthFrom34 { .. }) = decide(&input) else {
+        panic!("expected the auth refusal");
+    };
+    assert!(reason.to_string().contains("--allow-auth-upgrade-from-3.4"));
+    input.allow_auth_upgrade_from_34 = true;
+    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+    // 3.5 patch upgrades with auth on are fine.
+    let mut patch = PathInput::new(v("3.5.16"), v("3.5.30"));
+    patch.cluster_version = Some(v("3.5.0"));
+    patch.auth_enabled = Some(true);
+    assert_eq!(decide(&patch), proceed(Step::PatchUpgrade));
 }
 
 #[test]
