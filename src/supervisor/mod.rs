@@ -117,8 +117,10 @@ impl RunLoop {
     }
 
     /// A start's preparation ended: spawn etcd, or apply the failure policy: the first
-    /// start and a data dir still held by someone else end the supervisor, a start the
-    /// driver asked for is answered with the error, and a restart is retried after backoff.
+    /// start fails the supervisor (a broken install surfaces as a failed unit), a start the
+    /// driver asked for is answered with the error (the driver rolls back), a restart
+    /// blocked by a data dir that someone else still holds fails the supervisor, and any
+    /// other restart is retried after backoff.
     fn on_prepared(&mut self, prepared: Result<Result<Pinned, RunError>, JoinError>) {
         let Some(starting) = self.starting.take() else {
             return;
@@ -135,13 +137,12 @@ impl RunLoop {
         let Err(e) = result else {
             return;
         };
-        let fatal = starting.first || matches!(e, RunError::DataDirInUse(_));
-        if fatal {
+        if for_driver && !starting.first {
+            tracing::error!(member = self.member(), error = %e, "cannot start etcd for the upgrade");
+        } else if starting.first || matches!(e, RunError::DataDirInUse(_)) {
             let code = if e.is_config() { 2 } else { 1 };
             tracing::error!(member = self.member(), error = %e, code, "cannot start etcd; exiting");
             self.exit_code = Some(code);
-        } else if for_driver {
-            tracing::error!(member = self.member(), error = %e, "cannot start etcd for the upgrade");
         } else {
             self.crashes += 1;
             let delay = self.settings.backoff.delay(self.crashes);
@@ -150,7 +151,8 @@ impl RunLoop {
         }
     }
 
-    /// Spawns etcd from `pinned`, here on the main thread.
+    /// Spawns etcd from `pinned`, here on the main thread (the one PR_SET_PDEATHSIG is
+    /// tied to); the slow checks were done by [`start::prepare`].
     fn spawn(&mut self, pinned: Pinned) -> Result<u32, RunError> {
         self.version = pinned.version.clone();
         self.notifier

@@ -141,3 +141,40 @@ async fn a_data_dir_held_past_the_stop_timeout_ends_the_loop_with_1() {
     assert_eq!(code, 1);
     assert!(told.load(Ordering::SeqCst), "the driver was not told");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drivers_start_waiting_for_the_data_dir_is_answered_when_sigterm_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _lock = hold_lock(&data);
+    let (sig_tx, sig_rx) = mpsc::unbounded_channel();
+    let (answer_tx, answer_rx) = oneshot::channel();
+    let driver: DriverStarter = Box::new(move |control| {
+        Box::pin(async move {
+            let _ = answer_tx.send(control.start().await);
+        })
+    });
+    // Held: etcd is under the driver's control, as mid-swap; its start waits for the lock.
+    let run = run_with(
+        settings(dir.path(), &data),
+        Reaper::idle(),
+        Signals::from_channel(sig_rx),
+        unused_pinned(),
+        driver,
+        true,
+        Metrics::new(),
+    );
+    tokio::pin!(run);
+    tokio::select! {
+        ended = &mut run => panic!("the loop ended while the start waited: {ended:?}"),
+        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+    sig_tx.send(Signal::SIGTERM).unwrap();
+    let code = tokio::time::timeout(Duration::from_millis(100), run)
+        .await
+        .expect("SIGTERM handled within 100 ms while the driver's start waited")
+        .unwrap();
+    assert_eq!(code, 0);
+    let answer = answer_rx.await.expect("the driver finished");
+    assert_eq!(answer, Err("the supervisor is shutting down".to_owned()));
+}
