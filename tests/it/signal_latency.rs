@@ -59,7 +59,10 @@ fn assert_clean_exit(sup: &mut Proc, log: &Path, within: Duration) {
         .wait_timeout(within)
         .unwrap_or_else(|| panic!("supervisor still running:\n{}", support::tail(log, 40)));
     assert_eq!(status.code(), Some(0), "{}", support::tail(log, 40));
-    eprintln!("supervisor exited 0, {:?} after its reaction was logged", asked.elapsed());
+    eprintln!(
+        "supervisor exited 0, {:?} after its reaction was logged",
+        asked.elapsed()
+    );
 }
 
 #[test]
