@@ -5,8 +5,8 @@
 //! - `commands`: one file per subcommand; `commands::run` wires up the daemon.
 //! - `config`: raw inputs (flags, env, etcd's own flags) resolved into typed settings.
 //! - `process`: the reaper, the etcd child, the data-dir lock: the only code that forks or waits.
-//! - `supervisor`: the run loop (exit policy, backoff, health, signals, systemd) and the
-//!   control interface the upgrade driver uses.
+//! - `supervisor`: the run loop (exit policy, backoff, health, signals, systemd, starts
+//!   prepared off the runtime thread) and the control interface the upgrade driver uses.
 //! - `cluster`: keys and typed records under the prefix, the upgrade lock, a typed view of
 //!   the cluster that `status` renders and preflight judges.
 //! - `upgrade`: one member's turn: state machine, path rules, preflight, driver, state file.

@@ -276,7 +276,7 @@ impl Backup {
 
 /// Runs `f` on the blocking pool; a panic there becomes an error (the pending backup it
 /// owned was dropped on the way, which removed its directory).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
 ) -> Result<T, BackupError> {
     tokio::task::spawn_blocking(f)

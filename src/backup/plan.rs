@@ -16,7 +16,7 @@ use crate::versions::Version;
 
 use super::meta::{self, has_data_dir, Kind, Meta};
 use super::naming::{self, TEMP_PREFIX};
-use super::pending::PendingBackup;
+use super::pending::{blocking, PendingBackup};
 use super::space::{self, mib_down, mib_up, space_needed};
 use super::{backups_dir, copy, io_error, retention, sums, BackupError};
 
@@ -155,7 +155,9 @@ impl BackupPlan {
                 if !datadir::db_path(dir).is_file() {
                     return Err(BackupError::NotADataDir { dir: dir.clone() });
                 }
-                Some(copy::scan(dir)?)
+                // A walk of the data dir: on the blocking pool, not the runtime thread.
+                let dir = dir.clone();
+                Some(blocking(move || copy::scan(&dir)).await?)
             }
         };
 
@@ -225,7 +227,13 @@ impl BackupPlan {
                 .mode(0o700)
                 .create(&parent)
                 .map_err(io_error("create the directory", &parent))?;
-            retention::clean_stale(&parent);
+            // Leftovers of an interrupted backup may be a whole data-dir copy to delete.
+            let stale_in = parent.clone();
+            blocking(move || {
+                retention::clean_stale(&stale_in);
+                Ok(())
+            })
+            .await?;
         }
         let temp = parent.join(format!("{TEMP_PREFIX}{name}"));
         fs::DirBuilder::new()

@@ -7,6 +7,7 @@ use crate::etcd::Client;
 use crate::metrics::{self, Metrics};
 use crate::process::reaper::{Reaper, ReaperError};
 use crate::staging::{StagingWatcher, WatchOptions};
+use crate::supervisor::start::off_thread;
 use crate::supervisor::{self, DriverStarter, RunError, Signals};
 use crate::upgrade::driver::{Driver, DriverConfig};
 use crate::upgrade::machine::{self, Effect, Turn};
@@ -41,16 +42,23 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
                 }
             }
         }
-        store.verify(&pinned)?;
+        // Hashing ~25 MB: on the blocking pool, like every copy and hash of the daemon.
+        let (checker, checked) = (store.clone(), pinned.clone());
+        off_thread(move || Ok(checker.verify(&checked)?)).await?;
         return Ok(pinned);
     }
     let Some((path, probed)) = given else {
         return Err(RunError::NothingInstalled(settings.versions_dir()));
     };
     let version = probed?;
-    let sum = store::sha256_file(path)?;
-    let pinned = store.install(path, &version, &sum)?;
-    store.set_current(&version)?;
+    let (source, v) = (path.clone(), version.clone());
+    let (pinned, sum) = off_thread(move || {
+        let sum = store::sha256_file(&source)?;
+        let pinned = store.install(&source, &v, &sum)?;
+        store.set_current(&v)?;
+        Ok((pinned, sum))
+    })
+    .await?;
     tracing::info!(version = %version, binary = %pinned.binary.display(), sha256 = %sum, "pinned first etcd version");
     Ok(pinned)
 }

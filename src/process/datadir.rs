@@ -3,7 +3,9 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -39,12 +41,18 @@ pub fn is_locked(data_dir: &Path) -> io::Result<bool> {
 }
 
 /// Waits up to `patience` for the data dir to be free. A previous etcd of ours may still be
-/// finishing its graceful stop (it got SIGTERM when its supervisor died).
+/// finishing its graceful stop (it got SIGTERM when its supervisor died). Each check runs
+/// on the blocking pool (an open on a hung mount must not stall the runtime thread), and
+/// the wait is a timer, so the caller can drop it at any moment.
 pub async fn wait_until_free(data_dir: &Path, patience: Duration) -> Result<(), DataDirInUse> {
     let deadline = Instant::now() + patience;
     let mut logged = false;
     loop {
-        match is_locked(data_dir) {
+        let dir = data_dir.to_path_buf();
+        let locked = tokio::task::spawn_blocking(move || is_locked(&dir))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        match locked {
             Ok(false) => return Ok(()),
             // An unreadable db is etcd's to report, with its own words.
             Err(_) => return Ok(()),

@@ -103,6 +103,15 @@ pub struct Reaper {
 }
 
 impl Reaper {
+    /// A reaper that never calls `waitpid`, for unit tests that start no process: a real
+    /// one would collect the statuses of other tests' children.
+    #[cfg(test)]
+    pub(crate) fn idle() -> Self {
+        Self {
+            registry: Arc::new(Mutex::new(Registry::default())),
+        }
+    }
+
     /// Subscribes to SIGCHLD and starts the reaping task on the current runtime.
     pub fn start() -> Result<Self, ReaperError> {
         let mut sigchld = signal(SignalKind::child()).map_err(ReaperError::Signal)?;

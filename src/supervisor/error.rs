@@ -51,6 +51,9 @@ pub enum RunError {
     /// state.json cannot be read.
     #[error(transparent)]
     State(#[from] StateFileError),
+    /// File work on the blocking pool did not finish (it panicked or was cancelled).
+    #[error("background file work failed: {0}")]
+    Worker(String),
 }
 
 impl RunError {

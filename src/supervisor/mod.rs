@@ -1,22 +1,26 @@
 //! The run loop: keep the pinned etcd running.
 //!
-//! Theory of operation: the loop owns one etcd child at a time and reacts to seven inputs:
+//! Theory of operation: the loop owns one etcd child at a time and reacts to eight inputs:
 //! the child's exit, a signal to the supervisor, the stop deadline (escalation to SIGKILL),
-//! the restart timer, a change of etcd's /health, a request of the upgrade driver, and the
-//! systemd watchdog tick. What to do when the child exits is decided by [`on_exit`], a
-//! plain function, so the policy (clean stop, fail fast, restart with backoff) is tested
-//! without processes.
+//! the restart timer, the end of a start being prepared, a change of etcd's /health, a
+//! request of the upgrade driver, and the systemd watchdog tick. What to do when the child
+//! exits is decided by [`on_exit`], a plain function, so the policy (clean stop, fail fast,
+//! restart with backoff) is tested without processes.
+//!
+//! Nothing in an arm waits: a start is prepared (data dir lock, binary hash) by a task of
+//! [`start`] and only the spawn happens in the loop, so a SIGTERM is answered at once in
+//! every state, and an error ends the loop through the same epilogue as a signal.
 
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::config::RunSettings;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::Metrics;
 use crate::process::child::{EtcdChild, Stopped};
-use crate::process::datadir;
 use crate::process::reaper::{ChildExit, Reaper};
 use crate::versions::store::{Pinned, VersionStore};
 use crate::versions::Version;
@@ -28,11 +32,21 @@ pub mod exit;
 pub mod health;
 pub mod notify;
 pub mod signals;
+pub mod start;
 
 pub use control::{ChildControl, ChildRequest, ChildStatus, DriverStarter, Health};
 pub use error::RunError;
 pub use exit::{on_exit, AfterExit, ExitContext};
 pub use signals::Signals;
+
+/// A start being prepared off the loop (see [`start::prepare`]).
+struct Starting {
+    task: JoinHandle<Result<Pinned, RunError>>,
+    /// The driver's `Start` requests, answered once etcd runs (or cannot).
+    replies: Vec<oneshot::Sender<Result<u32, String>>>,
+    /// The supervisor's first start: failing it ends the supervisor, as before any health.
+    first: bool,
+}
 
 /// The run loop's state.
 struct RunLoop {
@@ -44,6 +58,7 @@ struct RunLoop {
     client: Client,
     version: Version,
     child: Option<EtcdChild>,
+    starting: Option<Starting>,
     poller: Option<tokio::task::JoinHandle<()>>,
     health_rx: watch::Receiver<Health>,
     status_tx: watch::Sender<ChildStatus>,
@@ -65,13 +80,80 @@ impl RunLoop {
         &self.settings.member.name
     }
 
-    /// Spawns etcd on `current` (re-read: the driver may have switched it).
-    fn spawn(&mut self) -> Result<u32, RunError> {
-        let pinned = self
-            .store
-            .current()?
-            .ok_or_else(|| RunError::NothingInstalled(self.settings.versions_dir()))?;
-        self.store.verify(&pinned)?;
+    /// Starts preparing a start of etcd on `current` (re-read when the data dir is free: the
+    /// driver may have switched it); a start already under way takes `reply` too.
+    fn begin_start(&mut self, reply: Option<oneshot::Sender<Result<u32, String>>>, first: bool) {
+        if let Some(starting) = &mut self.starting {
+            starting.replies.extend(reply);
+            return;
+        }
+        let plan = start::StartPlan {
+            store: self.store.clone(),
+            versions_dir: self.settings.versions_dir(),
+            data_dir: self.settings.member.data_dir.clone(),
+            patience: self.settings.stop_timeout,
+        };
+        tracing::debug!(member = self.member(), "preparing to start etcd");
+        self.starting = Some(Starting {
+            task: tokio::spawn(start::prepare(plan)),
+            replies: reply.into_iter().collect(),
+            first,
+        });
+    }
+
+    /// Drops a start being prepared; the driver's requests for it are answered with `why`.
+    fn abandon_start(&mut self, why: &str) {
+        if let Some(starting) = self.starting.take() {
+            starting.task.abort();
+            tracing::info!(
+                member = self.member(),
+                reason = why,
+                "start of etcd abandoned"
+            );
+            for reply in starting.replies {
+                let _ = reply.send(Err(why.to_owned()));
+            }
+        }
+    }
+
+    /// A start's preparation ended: spawn etcd, or apply the failure policy: the first
+    /// start fails the supervisor (a broken install surfaces as a failed unit), a start the
+    /// driver asked for is answered with the error (the driver rolls back), a restart
+    /// blocked by a data dir that someone else still holds fails the supervisor, and any
+    /// other restart is retried after backoff.
+    fn on_prepared(&mut self, prepared: Result<Result<Pinned, RunError>, JoinError>) {
+        let Some(starting) = self.starting.take() else {
+            return;
+        };
+        let result = prepared
+            .map_err(|e| RunError::Worker(e.to_string()))
+            .and_then(|r| r)
+            .and_then(|pinned| self.spawn(pinned));
+        let for_driver = !starting.replies.is_empty();
+        let answer = result.as_ref().map(|pid| *pid).map_err(ToString::to_string);
+        for reply in starting.replies {
+            let _ = reply.send(answer.clone());
+        }
+        let Err(e) = result else {
+            return;
+        };
+        if for_driver && !starting.first {
+            tracing::error!(member = self.member(), error = %e, "cannot start etcd for the upgrade");
+        } else if starting.first || matches!(e, RunError::DataDirInUse(_)) {
+            let code = if e.is_config() { 2 } else { 1 };
+            tracing::error!(member = self.member(), error = %e, code, "cannot start etcd; exiting");
+            self.exit_code = Some(code);
+        } else {
+            self.crashes += 1;
+            let delay = self.settings.backoff.delay(self.crashes);
+            tracing::error!(member = self.member(), error = %e, crashes = self.crashes, delay_ms = delay.as_millis() as u64, "cannot start etcd; retrying after backoff");
+            self.restart_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Spawns etcd from `pinned`, here on the main thread (the one PR_SET_PDEATHSIG is
+    /// tied to); the slow checks were done by [`start::prepare`].
+    fn spawn(&mut self, pinned: Pinned) -> Result<u32, RunError> {
         self.version = pinned.version.clone();
         self.notifier
             .status(&format!("starting etcd {}", pinned.version));
@@ -136,11 +218,14 @@ impl RunLoop {
             if self.child.is_some() {
                 self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
             } else {
+                let starting = self.starting.is_some();
                 tracing::info!(
                     member = self.member(),
                     signal = sig.as_str(),
+                    starting,
                     "stop requested while etcd is down; exiting"
                 );
+                self.abandon_start("the supervisor is shutting down");
                 self.exit_code = Some(0);
             }
         }
@@ -251,6 +336,7 @@ impl RunLoop {
             ChildRequest::Stop(reply) => {
                 self.held = true;
                 self.restart_at = None;
+                self.abandon_start("etcd was stopped for the upgrade");
                 if self.child.is_some() {
                     self.stop_reply = Some((reply, Instant::now()));
                     self.begin_stop();
@@ -269,18 +355,23 @@ impl RunLoop {
             }
             ChildRequest::Start(reply) => {
                 self.held = true;
-                let answer = if self.shutting_down {
-                    Err("the supervisor is shutting down".to_owned())
+                self.restart_at = None;
+                if self.shutting_down {
+                    let _ = reply.send(Err("the supervisor is shutting down".to_owned()));
                 } else if let Some(child) = &self.child {
-                    Ok(child.pid())
+                    let _ = reply.send(Ok(child.pid()));
                 } else {
-                    self.spawn().map_err(|e| e.to_string())
-                };
-                let _ = reply.send(answer);
+                    // Answered when the start is done; the loop keeps serving meanwhile.
+                    self.begin_start(Some(reply), false);
+                }
             }
             ChildRequest::Resume => {
                 self.held = false;
-                if self.child.is_none() && !self.shutting_down && self.restart_at.is_none() {
+                if self.child.is_none()
+                    && self.starting.is_none()
+                    && !self.shutting_down
+                    && self.restart_at.is_none()
+                {
                     self.restart_at = Some(Instant::now());
                 }
             }
@@ -292,6 +383,14 @@ impl RunLoop {
 async fn child_exit(child: &mut Option<EtcdChild>) -> ChildExit {
     match child {
         Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the start being prepared, or forever when there is none.
+async fn prepared(starting: &mut Option<Starting>) -> Result<Result<Pinned, RunError>, JoinError> {
+    match starting {
+        Some(s) => (&mut s.task).await,
         None => std::future::pending().await,
     }
 }
@@ -317,7 +416,6 @@ pub async fn run_with(
     held: bool,
     metrics: Metrics,
 ) -> Result<i32, RunError> {
-    datadir::wait_until_free(&settings.member.data_dir, settings.stop_timeout).await?;
     let client = Client::new(ClientConfig {
         request_timeout: Duration::from_secs(2),
         ..ClientConfig::new(settings.member.client_urls.clone())
@@ -340,6 +438,7 @@ pub async fn run_with(
         client,
         version: pinned.version,
         child: None,
+        starting: None,
         poller: None,
         health_rx: watch::channel(Health::Unknown).1,
         status_tx,
@@ -360,7 +459,7 @@ pub async fn run_with(
         shutdown: shutdown_rx,
     }));
     if !lp.held {
-        lp.spawn()?;
+        lp.begin_start(None, true);
     }
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
@@ -386,13 +485,9 @@ pub async fn run_with(
             }
             () = sleep_until_opt(lp.restart_at) => {
                 lp.restart_at = None;
-                datadir::wait_until_free(&lp.settings.member.data_dir, lp.settings.stop_timeout).await?;
-                if let Err(e) = lp.spawn() {
-                    tracing::error!(member = lp.member(), error = %e, "cannot start etcd; retrying after backoff");
-                    lp.crashes += 1;
-                    lp.restart_at = Some(Instant::now() + lp.settings.backoff.delay(lp.crashes));
-                }
+                lp.begin_start(None, false);
             }
+            result = prepared(&mut lp.starting) => lp.on_prepared(result),
             changed = lp.health_rx.changed(), if lp.child.is_some() => {
                 if changed.is_ok() {
                     let health = *lp.health_rx.borrow_and_update();
@@ -419,3 +514,6 @@ pub async fn run_with(
     }
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests;

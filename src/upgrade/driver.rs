@@ -174,12 +174,26 @@ impl Driver {
         }
     }
 
+    /// Points `current` at `v` (symlink, rename, fsync) on the blocking pool.
+    async fn switch_current(&self, v: &Version) -> Result<(), String> {
+        let (store, v) = (self.store.clone(), v.clone());
+        tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
     /// Persists, logs and publishes a new state.
     async fn transition(&mut self, next: Turn, event: &Event) {
         let changed = next.phase != self.turn.phase || next.rollback != self.turn.rollback;
         let before = self.turn.state_name();
         self.turn = next;
-        if let Err(e) = self.state.save(&self.turn) {
+        // Write, fsync, rename, fsync the dir: on the blocking pool, not the loop's thread.
+        let (state, turn) = (self.state.clone(), self.turn.clone());
+        let saved =
+            tokio::task::spawn_blocking(move || state.save(&turn).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = saved {
             tracing::error!(member = %self.cfg.member, error = %e, "cannot persist the upgrade state; a crash now may need the operator to check `current`");
         }
         if changed {
@@ -253,7 +267,7 @@ impl Driver {
             Effect::Preflight => Some(self.guarded(Self::preflight).await),
             Effect::Backup => Some(self.guarded(Self::backup).await),
             Effect::StopEtcd => Some(self.stop().await),
-            Effect::Switch(v) => Some(match self.store.set_current(&v) {
+            Effect::Switch(v) => Some(match self.switch_current(&v).await {
                 Ok(()) => {
                     tracing::info!(member = %self.cfg.member, version = %v, "current switched");
                     Event::Switched

@@ -13,6 +13,7 @@ mod pid1;
 mod refusals;
 mod rollout;
 mod run;
+mod signal_latency;
 mod staging;
 mod status;
 mod turn;
