@@ -73,6 +73,8 @@ struct RunLoop {
     ever_healthy: bool,
     crashes: u32,
     exit_code: Option<i32>,
+    /// Why the loop could not go on, returned once the driver has been told.
+    failure: Option<RunError>,
 }
 
 impl RunLoop {
@@ -140,9 +142,9 @@ impl RunLoop {
         if for_driver && !starting.first {
             tracing::error!(member = self.member(), error = %e, "cannot start etcd for the upgrade");
         } else if starting.first || matches!(e, RunError::DataDirInUse(_)) {
-            let code = if e.is_config() { 2 } else { 1 };
-            tracing::error!(member = self.member(), error = %e, code, "cannot start etcd; exiting");
-            self.exit_code = Some(code);
+            // Reported by `run_with` after the epilogue; the code here only ends the loop.
+            self.exit_code = Some(1);
+            self.failure = Some(e);
         } else {
             self.crashes += 1;
             let delay = self.settings.backoff.delay(self.crashes);
@@ -262,7 +264,7 @@ impl RunLoop {
         }
     }
 
-    fn on_exit(&mut self, exit: ChildExit) {
+    fn on_child_exit(&mut self, exit: ChildExit) {
         let Some(child) = self.child.take() else {
             return;
         };
@@ -452,6 +454,7 @@ pub async fn run_with(
         ever_healthy: false,
         crashes: 0,
         exit_code: None,
+        failure: None,
     };
     let mut driver_task = tokio::spawn(driver(ChildControl {
         requests: req_tx,
@@ -474,7 +477,7 @@ pub async fn run_with(
         }
         let kill_at = lp.stop_deadline.filter(|_| !lp.escalated);
         tokio::select! {
-            exit = child_exit(&mut lp.child) => lp.on_exit(exit),
+            exit = child_exit(&mut lp.child) => lp.on_child_exit(exit),
             sig = signals.recv() => lp.on_signal(sig, &shutdown_tx),
             () = sleep_until_opt(kill_at) => {
                 tracing::warn!(member = lp.member(), timeout = %humantime::format_duration(lp.settings.stop_timeout), "etcd did not stop in time; sending SIGKILL");
@@ -512,7 +515,10 @@ pub async fn run_with(
             "upgrade driver did not finish in time; exiting anyway"
         );
     }
-    Ok(code)
+    match lp.failure {
+        Some(e) => Err(e),
+        None => Ok(code),
+    }
 }
 
 #[cfg(test)]
