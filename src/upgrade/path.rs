@@ -73,6 +73,7 @@
 
 use std::fmt;
 
+use crate::cluster::keys::Keys;
 use crate::versions::Version;
 
 /// Why etcd's maintainers advise against 3.5.0-3.5.2.
@@ -409,9 +410,11 @@ impl fmt::Display for RefuseReason {
             } => write!(
                 f,
                 "{version} was rejected by member {member}: {reason}; fix the cause, then \
-                 delete the key rejected/{version} under the supervisor's key prefix \
+                 delete the key {} under the supervisor's key prefix \
                  (default /etcd-supervisor/) to try it again (--allow-known-bad does not \
-                 override a rejection)"
+                 override a rejection)",
+                // The key relative to the prefix, as an operator reads it.
+                Keys::new("").rejected(version)
             ),
             Self::KnownBad { version, reason } => write!(
                 f,
