@@ -18,20 +18,6 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Every state the turn can be in, so a scrape shows zeros for the others.
-const STATES: &[&str] = &[
-    "idle",
-    "queued",
-    "preflight",
-    "backup",
-    "stopping",
-    "swapping",
-    "starting",
-    "verifying",
-    "rolling-back",
-    "failed",
-];
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: String,
@@ -47,6 +33,8 @@ struct VersionLabel {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    /// Every state the turn can be in, so a scrape shows zeros for the others.
+    states: &'static [&'static str],
     state: Family<StateLabel, Gauge>,
     version: Family<VersionLabel, Gauge>,
     etcd_up: Gauge,
@@ -61,18 +49,14 @@ pub struct Metrics {
     backup_verified: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// A registry with every family registered.
-    pub fn new() -> Self {
+    /// A registry with every family registered; `states` are the upgrade state names
+    /// (`upgrade::machine::STATE_NAMES`, passed in so this module stays below `upgrade`).
+    pub fn new(states: &'static [&'static str]) -> Self {
         let mut r = Registry::with_prefix("etcd_supervisor");
         let m = Metrics {
             registry: Arc::new(Mutex::new(Registry::default())),
+            states,
             state: Family::default(),
             version: Family::default(),
             etcd_up: Gauge::default(),
@@ -153,7 +137,7 @@ impl Metrics {
 
     /// The upgrade state changed.
     pub fn set_state(&self, state: &str) {
-        for s in STATES {
+        for s in self.states {
             self.state
                 .get_or_create(&StateLabel {
                     state: (*s).to_owned(),
@@ -296,7 +280,7 @@ mod tests {
 
     #[test]
     fn every_family_is_encoded_and_state_is_one_hot() {
-        let m = Metrics::new();
+        let m = Metrics::new(&["idle", "queued", "verifying"]);
         m.set_state("verifying");
         m.set_versions("3.4.23", Some("3.5.16"));
         m.restarted();

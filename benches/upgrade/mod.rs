@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use etcd_supervisor::cluster::lock::{self, TurnConfig};
+use etcd_supervisor::cluster::lock::{self, LockConfig};
 use etcd_supervisor::etcd::{Client, ClientConfig};
 
 use crate::rollout::{stage, wait_all_on, Writer};
@@ -161,7 +161,7 @@ pub fn bench_turn() {
     let c = Cluster::start(Release::V3_5, 3);
     let urls = c.client_urls();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let cfg = |m: &str| TurnConfig {
+    let cfg = |m: &str| LockConfig {
         key_prefix: "/etcd-supervisor/".into(),
         ttl: Duration::from_secs(10),
         member: m.into(),

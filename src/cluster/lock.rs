@@ -1,4 +1,5 @@
-//! The cluster-wide upgrade turn: etcd's v3 lock `<prefix>lock/upgrade` on a lease.
+//! The cluster-wide upgrade lock (the "upgrade turn" in logs): etcd's v3 lock
+//! `<prefix>lock/upgrade` on a lease. Its keys come from [`Keys`].
 //!
 //! How it holds up under faults:
 //! - The lease is granted before queueing and kept alive every TTL/3 from the start, through
@@ -7,7 +8,7 @@
 //! - After every lock call the returned key is read back and must carry our lease: etcd 3.4
 //!   answers a waiter whose lease expired with a key that does not exist.
 //! - A holder learns of a lost turn (lease gone, key gone, or no successful keepalive for a
-//!   whole TTL) from [`HeldTurn::lost`] as soon as the keepalive task sees it.
+//!   whole TTL) from [`HeldLock::lost`] as soon as the keepalive task sees it.
 //! - Waiting is bounded per lock call and re-issued; dropping the wait (SIGTERM while queued)
 //!   disconnects, which makes etcd delete the waiter key, and the lease is revoked at once.
 //! - Release is unlock + revoke, idempotent.
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::keys::Keys;
+use crate::cluster::records::OwnerRecord;
 use crate::etcd::kv::{PutRequest, RangeRequest};
 use crate::etcd::{Client, EtcdError};
 
@@ -28,9 +31,9 @@ use crate::etcd::{Client, EtcdError};
 /// place as long as each call lasts; only waits longer than this may be reordered.
 const LOCK_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Errors of acquiring or holding the turn.
+/// Errors of acquiring or holding the upgrade lock.
 #[derive(Debug, thiserror::Error)]
-pub enum TurnError {
+pub enum LockError {
     /// etcd could not be reached or refused a call.
     #[error("upgrade turn: {0}")]
     Etcd(#[from] EtcdError),
@@ -42,9 +45,9 @@ pub enum TurnError {
     Cancelled,
 }
 
-/// Where the turn lives and how long a dead holder keeps it.
+/// Where the upgrade lock lives and how long a dead holder keeps it.
 #[derive(Debug, Clone)]
-pub struct TurnConfig {
+pub struct LockConfig {
     /// The supervisor's key prefix in etcd (`/etcd-supervisor/`).
     pub key_prefix: String,
     /// Lease TTL.
@@ -53,22 +56,17 @@ pub struct TurnConfig {
     pub member: String,
 }
 
-impl TurnConfig {
-    /// The lock's name (its keys are `<name>/<lease hex>`).
-    pub fn lock_name(&self) -> String {
-        format!("{}lock/upgrade", self.key_prefix)
-    }
-
-    /// Prefix of the owner records.
-    pub fn owners_prefix(&self) -> String {
-        format!("{}lock/owners/", self.key_prefix)
+impl LockConfig {
+    /// The keys under the prefix.
+    pub fn keys(&self) -> Keys {
+        Keys::new(self.key_prefix.clone())
     }
 }
 
-/// The turn, held. Dropping it without [`HeldTurn::release`] stops the keepalive, so the
-/// turn ends when the lease expires (as if the process had died).
+/// The upgrade lock, held. Dropping it without [`HeldLock::release`] stops the keepalive, so
+/// the turn ends when the lease expires (as if the process had died).
 #[derive(Debug)]
-pub struct HeldTurn {
+pub struct HeldLock {
     client: Client,
     lease: i64,
     key: Vec<u8>,
@@ -77,7 +75,7 @@ pub struct HeldTurn {
     keepalive: Option<JoinHandle<()>>,
 }
 
-impl HeldTurn {
+impl HeldLock {
     /// The lease id holding the turn.
     pub fn lease(&self) -> i64 {
         self.lease
@@ -127,7 +125,7 @@ impl HeldTurn {
     }
 }
 
-impl Drop for HeldTurn {
+impl Drop for HeldLock {
     fn drop(&mut self) {
         self.stop_keepalive();
     }
@@ -147,19 +145,19 @@ async fn release_parts(client: &Client, lease: i64, key: Option<&[u8]>) -> Resul
     unlocked
 }
 
-/// Queues for the turn and returns once it is ours, or with [`TurnError::Cancelled`] when
+/// Queues for the turn and returns once it is ours, or with [`LockError::Cancelled`] when
 /// `cancel` resolves first (the place in the queue is given up at once).
 pub async fn acquire(
     client: &Client,
-    cfg: &TurnConfig,
+    cfg: &LockConfig,
     cancel: impl Future<Output = ()>,
-) -> Result<HeldTurn, TurnError> {
+) -> Result<HeldLock, LockError> {
     let ttl_secs = crate::etcd::lease::ttl_secs(cfg.ttl).max(2);
     let grant = client.lease_grant(ttl_secs).await?;
     let lease = grant.id;
     let (lost_tx, lost_rx) = watch::channel(None);
     let keepalive = tokio::spawn(keep_alive(client.clone(), lease, cfg.ttl, None, lost_tx));
-    let mut turn = HeldTurn {
+    let mut held = HeldLock {
         client: client.clone(),
         lease,
         key: Vec::new(),
@@ -167,40 +165,42 @@ pub async fn acquire(
         lost: lost_rx,
         keepalive: Some(keepalive),
     };
-    let owner = format!("{}{lease:x}", cfg.owners_prefix());
+    let keys = cfg.keys();
+    let owner = OwnerRecord::new(&cfg.member);
     let wait = async {
         client
             .put_with(
-                &PutRequest::new(owner.into_bytes(), cfg.member.clone().into_bytes()).lease(lease),
+                &PutRequest::new(keys.owner(lease).into_bytes(), owner.encode().into_bytes())
+                    .lease(lease),
             )
             .await?;
         loop {
-            if let Some(reason) = turn.lost_reason() {
+            if let Some(reason) = held.lost_reason() {
                 tracing::debug!(reason, "lease lost while queued");
-                return Err(TurnError::ExpiredWhileWaiting);
+                return Err(LockError::ExpiredWhileWaiting);
             }
             let locked = tokio::select! {
-                r = client.lock(cfg.lock_name(), lease, LOCK_CALL_TIMEOUT) => r,
-                _ = turn.lost() => return Err(TurnError::ExpiredWhileWaiting),
+                r = client.lock(keys.lock(), lease, LOCK_CALL_TIMEOUT) => r,
+                _ = held.lost() => return Err(LockError::ExpiredWhileWaiting),
             };
             match locked {
                 Ok(resp) => return Ok(resp.key),
                 Err(EtcdError::Timeout { .. }) => continue,
                 Err(e) if e.is_lock_session_expired() || e.is_lease_not_found() => {
-                    return Err(TurnError::ExpiredWhileWaiting)
+                    return Err(LockError::ExpiredWhileWaiting)
                 }
-                Err(e) => return Err(TurnError::Etcd(e)),
+                Err(e) => return Err(LockError::Etcd(e)),
             }
         }
     };
     let outcome = tokio::select! {
         r = wait => r,
-        () = cancel => Err(TurnError::Cancelled),
+        () = cancel => Err(LockError::Cancelled),
     };
     let key = match outcome {
         Ok(key) => key,
         Err(e) => {
-            turn.stop_keepalive();
+            held.stop_keepalive();
             // Best effort: the lease expires by itself if etcd cannot be reached now.
             let _ = release_parts(client, lease, None).await;
             return Err(e);
@@ -208,29 +208,29 @@ pub async fn acquire(
     };
     let confirmed = key_held(client, &key, lease).await;
     if !matches!(confirmed, Ok(true)) {
-        turn.stop_keepalive();
+        held.stop_keepalive();
         let _ = release_parts(client, lease, Some(&key)).await;
         return match confirmed {
-            Err(e) => Err(TurnError::Etcd(e)),
-            _ => Err(TurnError::ExpiredWhileWaiting),
+            Err(e) => Err(LockError::Etcd(e)),
+            _ => Err(LockError::ExpiredWhileWaiting),
         };
     }
     // From now on the keepalive also watches the key itself.
-    if let Some(task) = turn.keepalive.take() {
+    if let Some(task) = held.keepalive.take() {
         task.abort();
     }
     let (lost_tx, lost_rx) = watch::channel(None);
-    turn.lost = lost_rx;
-    turn.keepalive = Some(tokio::spawn(keep_alive(
+    held.lost = lost_rx;
+    held.keepalive = Some(tokio::spawn(keep_alive(
         client.clone(),
         lease,
         cfg.ttl,
         Some(key.clone()),
         lost_tx,
     )));
-    turn.key = key;
-    turn.acquired = Instant::now();
-    Ok(turn)
+    held.key = key;
+    held.acquired = Instant::now();
+    Ok(held)
 }
 
 /// True when `key` exists under `lease`. etcd 3.4 can hand a waiter whose lease expired a
@@ -293,22 +293,25 @@ pub struct Queue {
 }
 
 /// Reads the lock's queue: its keys ordered by creation, named by the owner records.
-pub async fn queue(client: &Client, cfg: &TurnConfig) -> Result<Queue, EtcdError> {
-    let prefix = format!("{}/", cfg.lock_name());
-    let mut keys = client.get_prefix(prefix.into_bytes()).await?.kvs;
-    keys.sort_by_key(|kv| kv.create_revision);
+pub async fn queue(client: &Client, cfg: &LockConfig) -> Result<Queue, EtcdError> {
+    let keys = cfg.keys();
+    let mut waiters = client
+        .get_prefix(keys.lock_keys_prefix().into_bytes())
+        .await?
+        .kvs;
+    waiters.sort_by_key(|kv| kv.create_revision);
     let owners = client
-        .get_prefix(cfg.owners_prefix().into_bytes())
+        .get_prefix(keys.owners_prefix().into_bytes())
         .await?
         .kvs;
     let name_of = |lease: i64| {
         owners
             .iter()
             .find(|kv| kv.lease == lease)
-            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .map(|kv| OwnerRecord::decode(&kv.value).member)
             .unwrap_or_else(|| format!("lease {lease:x}"))
     };
     Ok(Queue {
-        members: keys.iter().map(|kv| name_of(kv.lease)).collect(),
+        members: waiters.iter().map(|kv| name_of(kv.lease)).collect(),
     })
 }

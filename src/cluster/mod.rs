@@ -1,6 +1,8 @@
 //! The contracts between supervisors on different hosts, held in etcd under the key prefix:
-//! the upgrade lock, and a typed view of the cluster that `status` renders and preflight
-//! judges.
+//! every key (`keys`), the records stored there (`records`), the upgrade lock (`lock`), and
+//! a typed view of the cluster (`view`) that preflight judges and `status` renders.
 
+pub mod keys;
 pub mod lock;
+pub mod records;
 pub mod view;

@@ -1,8 +1,10 @@
-//! `etcd-supervisor status`: members, versions, health, raft progress, the cluster version,
-//! alarms, the upgrade turn, and each supervisor's progress record.
+//! `etcd-supervisor status`'s data: members, versions, health, raft progress, the cluster
+//! version, alarms, the upgrade turn, and each supervisor's records, gathered into typed
+//! data ([`ClusterView`]) that preflight judges and `status` renders; its JSON form is the
+//! stable output of `status --json`.
 //!
-//! Gathering talks to every member concurrently; [`build_report`] and [`render`] are plain
-//! functions over what was gathered, so the report's logic is tested without a cluster.
+//! Gathering talks to every member concurrently; [`build_view`] is a plain function over
+//! what was gathered, so the view's logic is tested without a cluster.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,22 +12,25 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use crate::cluster::lock::{self, TurnConfig};
+use crate::cluster::keys::Keys;
+use crate::cluster::lock::{self, LockConfig};
+use crate::cluster::records::{MemberRecord, RejectionRecord, Stored};
 use crate::etcd::cluster::Member;
 use crate::etcd::maintenance::{Alarm, EtcdVersion, Status};
 use crate::etcd::{Client, EtcdError};
+use crate::versions::Version;
 
 /// One member as seen by `status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct MemberReport {
+pub struct MemberView {
     /// Member name.
     pub name: String,
     /// Member id, hex as etcdctl prints it.
     pub id: String,
     /// First client URL.
     pub client_url: Option<String>,
-    /// Server version it reports.
-    pub server_version: Option<String>,
+    /// Server version it reports (`None` when it did not answer).
+    pub server_version: Option<Version>,
     /// `/health` answered true.
     pub healthy: bool,
     /// It is the raft leader.
@@ -42,7 +47,7 @@ pub struct MemberReport {
 
 /// Who holds the upgrade turn and who waits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TurnReport {
+pub struct TurnView {
     /// The holder.
     pub holder: Option<String>,
     /// Waiters in queue order.
@@ -51,34 +56,34 @@ pub struct TurnReport {
 
 /// A raised alarm, with the member named.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AlarmReport {
+pub struct AlarmView {
     /// Member name (or id when unknown).
     pub member: String,
     /// Alarm name (NOSPACE, CORRUPT).
     pub alarm: String,
 }
 
-/// The whole report; its JSON form is the stable output of `status --json`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClusterReport {
+/// The whole cluster, typed; its JSON form is the stable output of `status --json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterView {
     /// Every member healthy and the cluster reachable.
     pub healthy: bool,
     /// Cluster id, hex.
     pub cluster_id: Option<String>,
-    /// Cluster version (X.Y.0), as the members report it.
-    pub cluster_version: Option<String>,
+    /// Cluster version (X.Y.0), as the members report it; `None` until it is decided.
+    pub cluster_version: Option<Version>,
     /// Name of the leader.
     pub leader: Option<String>,
     /// Members in member-list order.
-    pub members: Vec<MemberReport>,
+    pub members: Vec<MemberView>,
     /// Raised alarms.
-    pub alarms: Vec<AlarmReport>,
+    pub alarms: Vec<AlarmView>,
     /// The upgrade turn.
-    pub turn: TurnReport,
-    /// `members/<name>` progress records written by each supervisor.
-    pub progress: BTreeMap<String, serde_json::Value>,
+    pub turn: TurnView,
+    /// `members/<name>` progress records written by each supervisor, by member name.
+    pub progress: BTreeMap<String, Stored<MemberRecord>>,
     /// Versions marked rejected for the whole cluster (`rejected/<version>`).
-    pub rejected: BTreeMap<String, serde_json::Value>,
+    pub rejected: BTreeMap<Version, Stored<RejectionRecord>>,
     /// Why the cluster could not be asked at all.
     pub error: Option<String>,
 }
@@ -104,13 +109,13 @@ pub struct Gathered {
     /// The turn's queue, holder first.
     pub queue: Vec<String>,
     /// Progress records by member name.
-    pub progress: BTreeMap<String, serde_json::Value>,
+    pub progress: BTreeMap<String, Stored<MemberRecord>>,
     /// Rejected versions.
-    pub rejected: BTreeMap<String, serde_json::Value>,
+    pub rejected: BTreeMap<Version, Stored<RejectionRecord>>,
 }
 
-/// Builds the report from the member list and each member's answers (same order).
-pub fn build_report(members: &[Member], probes: Vec<Probe>, gathered: Gathered) -> ClusterReport {
+/// Builds the view from the member list and each member's answers (same order).
+pub fn build_view(members: &[Member], probes: Vec<Probe>, gathered: Gathered) -> ClusterView {
     let leader_id = probes
         .iter()
         .filter_map(|p| p.status.as_ref().ok())
@@ -131,9 +136,8 @@ pub fn build_report(members: &[Member], probes: Vec<Probe>, gathered: Gathered) 
     let cluster_version = probes
         .iter()
         .filter_map(|p| p.version.as_ref().ok())
-        .map(|v| v.cluster.clone())
-        .find(|v| !v.is_empty());
-    let reports: Vec<MemberReport> = members
+        .find_map(|v| v.cluster.parse().ok());
+    let views: Vec<MemberView> = members
         .iter()
         .zip(probes)
         .map(|(m, p)| {
@@ -147,11 +151,11 @@ pub fn build_report(members: &[Member], probes: Vec<Probe>, gathered: Gathered) 
             .next()
             .map(ToString::to_string);
             let applied = p.status.as_ref().ok().map(|s| s.raft_applied_index);
-            MemberReport {
+            MemberView {
                 name: m.name.clone(),
                 id: format!("{:x}", m.id),
                 client_url: m.client_urls.first().cloned(),
-                server_version: p.version.as_ref().ok().map(|v| v.server.clone()),
+                server_version: p.version.as_ref().ok().and_then(|v| v.server.parse().ok()),
                 healthy: matches!(p.health, Ok(true)),
                 leader: Some(m.id) == leader_id,
                 learner: m.is_learner,
@@ -164,21 +168,21 @@ pub fn build_report(members: &[Member], probes: Vec<Probe>, gathered: Gathered) 
         })
         .collect();
     let mut queue = gathered.queue.into_iter();
-    ClusterReport {
-        healthy: !reports.is_empty() && reports.iter().all(|m| m.healthy),
+    ClusterView {
+        healthy: !views.is_empty() && views.iter().all(|m| m.healthy),
         cluster_id: Some(format!("{:x}", gathered.cluster_id)).filter(|_| gathered.cluster_id != 0),
         cluster_version,
         leader: leader_id.map(name_of),
         alarms: gathered
             .alarms
             .iter()
-            .map(|a| AlarmReport {
+            .map(|a| AlarmView {
                 member: name_of(a.member_id),
                 alarm: a.alarm.to_string(),
             })
             .collect(),
-        members: reports,
-        turn: TurnReport {
+        members: views,
+        turn: TurnView {
             holder: queue.next(),
             waiting: queue.collect(),
         },
@@ -188,65 +192,69 @@ pub fn build_report(members: &[Member], probes: Vec<Probe>, gathered: Gathered) 
     }
 }
 
-/// The report for a cluster that could not be asked at all.
-pub fn unreachable_report(error: &EtcdError) -> ClusterReport {
-    ClusterReport {
+/// The view of a cluster that could not be asked at all.
+pub fn unreachable(error: &EtcdError) -> ClusterView {
+    ClusterView {
         healthy: false,
         cluster_id: None,
         cluster_version: None,
         leader: None,
         members: Vec::new(),
         alarms: Vec::new(),
-        turn: TurnReport::default(),
+        turn: TurnView::default(),
         progress: BTreeMap::new(),
         rejected: BTreeMap::new(),
         error: Some(error.to_string()),
     }
 }
 
-/// Asks the cluster for everything `status` shows.
-pub async fn gather(client: &Client, key_prefix: &str) -> ClusterReport {
+/// Asks the cluster for everything `status` shows and preflight judges.
+pub async fn gather(client: &Client, key_prefix: &str) -> ClusterView {
     let list = match client.member_list().await {
         Ok(list) => list,
-        Err(e) => return unreachable_report(&e),
+        Err(e) => return unreachable(&e),
     };
     let probes = join_all(list.members.iter().map(|m| probe(client, m))).await;
-    let turn_cfg = TurnConfig {
+    let keys = Keys::new(key_prefix);
+    let lock_cfg = LockConfig {
         key_prefix: key_prefix.to_owned(),
         ttl: Duration::from_secs(1),
         member: String::new(),
     };
-    let records = |sub: &'static str| {
-        let prefix = format!("{key_prefix}{sub}");
-        async move {
-            let kvs = client
-                .get_prefix(prefix.clone().into_bytes())
-                .await
-                .map(|r| r.kvs)
-                .unwrap_or_default();
-            kvs.into_iter()
-                .map(|kv| {
-                    let key = String::from_utf8_lossy(&kv.key);
-                    let name = key.strip_prefix(&prefix).unwrap_or(&key).to_owned();
-                    let value = serde_json::from_slice(&kv.value).unwrap_or_else(|_| {
-                        serde_json::Value::String(String::from_utf8_lossy(&kv.value).into_owned())
-                    });
-                    (name, value)
-                })
-                .collect::<BTreeMap<_, _>>()
-        }
+    let under = |prefix: String| async move {
+        client
+            .get_prefix(prefix.into_bytes())
+            .await
+            .map(|r| r.kvs)
+            .unwrap_or_default()
     };
+    let progress = under(keys.members_prefix())
+        .await
+        .into_iter()
+        .filter_map(|kv| Some((keys.member_name(&kv.key)?, Stored::decode(&kv.value))))
+        .collect();
+    let rejected = under(keys.rejected_prefix())
+        .await
+        .into_iter()
+        .filter_map(|kv| {
+            let version = keys.rejected_version(&kv.key);
+            if version.is_none() {
+                tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "ignoring a rejection whose key names no version");
+            }
+            Some((version?, Stored::decode(&kv.value)))
+        })
+        .collect();
     let gathered = Gathered {
         cluster_id: list.header.cluster_id,
         alarms: client.alarms().await.unwrap_or_default(),
-        queue: lock::queue(client, &turn_cfg)
+        queue: lock::queue(client, &lock_cfg)
             .await
             .map(|q| q.members)
             .unwrap_or_default(),
-        progress: records("members/").await,
-        rejected: records("rejected/").await,
+        progress,
+        rejected,
     };
-    build_report(&list.members, probes, gathered)
+    build_view(&list.members, probes, gathered)
 }
 
 async fn probe(client: &Client, member: &Member) -> Probe {
@@ -319,7 +327,7 @@ mod tests {
     #[test]
     fn lag_leader_and_turn_are_derived() {
         let members = [member(1, "m1"), member(2, "m2"), member(3, "m3")];
-        let report = build_report(
+        let view = build_view(
             &members,
             vec![
                 up(1, 2, 90, "3.5.16"),
@@ -336,16 +344,16 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(report.healthy);
-        assert_eq!(report.leader.as_deref(), Some("m2"));
-        assert_eq!(report.cluster_id.as_deref(), Some("abc"));
-        assert_eq!(report.cluster_version.as_deref(), Some("3.5.0"));
-        assert_eq!(report.members[0].lag, Some(10));
-        assert!(report.members[1].leader);
-        assert_eq!(report.alarms[0].member, "m3");
-        assert_eq!(report.turn.holder.as_deref(), Some("m3"));
-        assert_eq!(report.turn.waiting, ["m1"]);
-        let text = crate::commands::status::render(&report);
+        assert!(view.healthy);
+        assert_eq!(view.leader.as_deref(), Some("m2"));
+        assert_eq!(view.cluster_id.as_deref(), Some("abc"));
+        assert_eq!(view.cluster_version, Some(Version::new(3, 5, 0)));
+        assert_eq!(view.members[0].lag, Some(10));
+        assert!(view.members[1].leader);
+        assert_eq!(view.alarms[0].member, "m3");
+        assert_eq!(view.turn.holder.as_deref(), Some("m3"));
+        assert_eq!(view.turn.waiting, ["m1"]);
+        let text = crate::commands::status::render(&view);
         assert!(
             text.contains("upgrade turn: held by m3; waiting: m1"),
             "{text}"
@@ -356,22 +364,118 @@ mod tests {
     #[test]
     fn a_member_down_makes_the_report_unhealthy_and_says_why() {
         let members = [member(1, "m1"), member(2, "m2")];
-        let report = build_report(
+        let view = build_view(
             &members,
             vec![up(1, 1, 5, "3.4.23"), down()],
             Gathered::default(),
         );
-        assert!(!report.healthy);
-        assert!(!report.members[1].healthy);
-        assert_eq!(report.members[1].lag, None);
-        assert!(report.members[1]
+        assert!(!view.healthy);
+        assert!(!view.members[1].healthy);
+        assert_eq!(view.members[1].lag, None);
+        assert!(view.members[1]
             .error
             .as_deref()
             .unwrap()
             .contains("connection refused"));
-        let text = crate::commands::status::render(&report);
+        let text = crate::commands::status::render(&view);
         assert!(text.contains("UNHEALTHY"), "{text}");
         assert!(text.contains("m2: "), "{text}");
         assert!(text.contains("upgrade turn: free"), "{text}");
+    }
+
+    #[test]
+    fn versions_are_typed_and_an_undecided_cluster_version_is_none() {
+        let members = [member(1, "m1")];
+        let mut probe = up(1, 1, 5, "3.4.23");
+        if let Ok(v) = &mut probe.version {
+            v.cluster = "not_decided".into();
+        }
+        let view = build_view(&members, vec![probe], Gathered::default());
+        assert_eq!(view.cluster_version, None);
+        assert_eq!(view.members[0].server_version, Some(Version::new(3, 4, 23)));
+    }
+
+    /// The JSON of `status --json` keeps the shape scripts and tests parse: versions as
+    /// strings, records under their member name and version as the records' own JSON, an
+    /// unreadable record as its text.
+    #[test]
+    fn the_json_form_keeps_its_shape() {
+        use crate::cluster::records::{MemberRecord, RejectionRecord, Stored};
+        let members = [member(1, "m1")];
+        let mut gathered = Gathered {
+            cluster_id: 0xabc,
+            queue: vec!["m1".into()],
+            ..Default::default()
+        };
+        gathered.progress.insert(
+            "m1".into(),
+            Stored::decode(
+                br#"{"last_error":null,"member":"m1","running":"3.4.23","since":"2026-11-29T10:00:00Z","staged":"3.5.16","state":"queued"}"#,
+            ),
+        );
+        gathered
+            .progress
+            .insert("m9".into(), Stored::<MemberRecord>::decode(b"junk"));
+        gathered.rejected.insert(
+            Version::new(3, 5, 1),
+            Stored::<RejectionRecord>::decode(br#"{"member":"m1","reason":"r","time":"t"}"#),
+        );
+        let view = build_view(&members, vec![up(1, 1, 7, "3.4.23")], gathered);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "healthy": true,
+                "cluster_id": "abc",
+                "cluster_version": "3.5.0",
+                "leader": "m1",
+                "members": [{
+                    "name": "m1", "id": "1", "client_url": "http://127.0.0.1:1",
+                    "server_version": "3.4.23", "healthy": true, "leader": true,
+                    "learner": false, "raft_applied_index": 7, "lag": 0, "error": null,
+                }],
+                "alarms": [],
+                "turn": {"holder": "m1", "waiting": []},
+                "progress": {
+                    "m1": {
+                        "schema": 1, "member": "m1", "running": "3.4.23", "staged": "3.5.16",
+                        "state": "queued", "since": "2026-11-29T10:00:00Z", "last_error": null,
+                    },
+                    "m9": "junk",
+                },
+                "rejected": {
+                    "3.5.1": {"schema": 1, "member": "m1", "reason": "r", "time": "t"},
+                },
+                "error": null,
+            })
+        );
+        let text = crate::commands::status::render(&view);
+        assert!(
+            text.contains("rejected: 3.5.1 (failed on m1 at t): r"),
+            "{text}"
+        );
+        assert!(
+            text.contains("note: progress record of m9: unreadable record"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_says_when_a_record_comes_from_a_newer_supervisor() {
+        let members = [member(1, "m1")];
+        let mut gathered = Gathered::default();
+        gathered.progress.insert(
+            "m1".into(),
+            Stored::decode(br#"{"schema":2,"member":"m1","state":"draining","new":true}"#),
+        );
+        let view = build_view(&members, vec![up(1, 1, 7, "3.4.23")], gathered);
+        let text = crate::commands::status::render(&view);
+        assert!(
+            text.contains(
+                "note: progress record of m1 was written by a newer supervisor (schema 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("draining"), "{text}");
     }
 }

@@ -103,7 +103,7 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
     let client = Client::new(settings.cluster.clone())?;
     let cfg = DriverConfig::from_settings(&settings);
     let machine::Step { turn, effect } = recovered;
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(machine::STATE_NAMES);
     if let Some(addr) = settings.metrics_addr {
         let bound = metrics::serve(addr, metrics.clone())
             .await

@@ -1,8 +1,10 @@
 //! `etcd-supervisor status`: the cluster view, as a table or stable JSON.
 
 use super::Outcome;
-use crate::cluster::view::{gather, ClusterReport};
+use crate::cluster::records::{Record, Stored};
+use crate::cluster::view::{gather, ClusterView};
 use crate::etcd::Client;
+use crate::versions::Version;
 
 /// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.
 pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
@@ -19,9 +21,9 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
-    let report = gather(&client, &args.prefix.key_prefix).await;
+    let view = gather(&client, &args.prefix.key_prefix).await;
     if args.json {
-        match serde_json::to_string_pretty(&report) {
+        match serde_json::to_string_pretty(&view) {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 tracing::error!("cannot encode the report: {e}");
@@ -29,9 +31,9 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
             }
         }
     } else {
-        print!("{}", render(&report));
+        print!("{}", render(&view));
     }
-    if report.healthy {
+    if view.healthy {
         Outcome::Success
     } else {
         Outcome::Failed
@@ -39,17 +41,18 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
 }
 
 /// The human table.
-pub fn render(report: &ClusterReport) -> String {
+pub fn render(report: &ClusterView) -> String {
     let mut out = String::new();
     if let Some(err) = &report.error {
         out.push_str(&format!("cluster unreachable: {err}\n"));
         return out;
     }
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+    let show = |v: &Option<Version>| v.as_ref().map_or_else(|| "-".into(), ToString::to_string);
     out.push_str(&format!(
         "cluster {}  version {}  leader {}  {}\n\n",
         dash(&report.cluster_id),
-        dash(&report.cluster_version),
+        show(&report.cluster_version),
         dash(&report.leader),
         if report.healthy {
             "healthy"
@@ -73,14 +76,13 @@ pub fn render(report: &ClusterReport) -> String {
         let state = report
             .progress
             .get(&m.name)
-            .and_then(|p| p.get("state"))
-            .and_then(|s| s.as_str())
-            .unwrap_or("-");
+            .and_then(Stored::record)
+            .map_or("-", |p| p.state.as_str());
         rows.push([
             m.name.clone(),
             m.id.clone(),
             dash(&m.client_url),
-            dash(&m.server_version),
+            show(&m.server_version),
             if m.healthy { "yes" } else { "NO" }.into(),
             if m.leader { "*" } else { "" }.into(),
             m.raft_applied_index.map_or("-".into(), |i| i.to_string()),
@@ -124,8 +126,40 @@ pub fn render(report: &ClusterReport) -> String {
             report.turn.waiting.join(", ")
         )),
     }
-    for (version, why) in &report.rejected {
-        out.push_str(&format!("rejected: {version}: {why}\n"));
+    for (version, stored) in &report.rejected {
+        match stored {
+            Stored::Read(r) => {
+                let when = r
+                    .time
+                    .as_deref()
+                    .map_or(String::new(), |t| format!(" at {t}"));
+                out.push_str(&format!(
+                    "rejected: {version} (failed on {}{when}): {}\n",
+                    r.member, r.reason
+                ));
+            }
+            // The note below says why the record cannot be read.
+            Stored::Unreadable { .. } => out.push_str(&format!("rejected: {version}\n")),
+        }
+    }
+    for (name, stored) in &report.progress {
+        out.push_str(&record_note(&format!("progress record of {name}"), stored));
+    }
+    for (version, stored) in &report.rejected {
+        out.push_str(&record_note(&format!("rejection of {version}"), stored));
     }
     out
+}
+
+/// A line for a record this release cannot fully read; empty for an ordinary one.
+fn record_note<T: Record>(what: &str, stored: &Stored<T>) -> String {
+    match stored {
+        Stored::Read(r) if r.newer_schema() => format!(
+            "note: {what} was written by a newer supervisor (schema {}, this one knows {}); shown as far as understood\n",
+            r.schema(),
+            crate::cluster::records::SCHEMA
+        ),
+        Stored::Read(_) => String::new(),
+        Stored::Unreadable { error, .. } => format!("note: {what}: {error}\n"),
+    }
 }

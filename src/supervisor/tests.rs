@@ -72,7 +72,7 @@ async fn sigterm_while_waiting_for_the_data_dir_is_handled_at_once() {
         unused_pinned(),
         idle_driver(told.clone()),
         false,
-        Metrics::new(),
+        Metrics::new(&[]),
     );
     tokio::pin!(run);
     // Well inside the 60 s the start waits for the lock.
@@ -106,7 +106,7 @@ async fn a_failed_first_start_ends_the_loop_through_the_epilogue() {
             unused_pinned(),
             idle_driver(told.clone()),
             false,
-            Metrics::new(),
+            Metrics::new(&[]),
         ),
     )
     .await
@@ -132,7 +132,7 @@ async fn a_data_dir_held_past_the_stop_timeout_ends_the_loop_with_1() {
             unused_pinned(),
             idle_driver(told.clone()),
             false,
-            Metrics::new(),
+            Metrics::new(&[]),
         ),
     )
     .await
@@ -165,7 +165,7 @@ async fn a_drivers_start_waiting_for_the_data_dir_is_answered_when_sigterm_comes
         unused_pinned(),
         driver,
         true,
-        Metrics::new(),
+        Metrics::new(&[]),
     );
     tokio::pin!(run);
     tokio::select! {

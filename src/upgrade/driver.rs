@@ -16,7 +16,7 @@ use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
 use crate::backup::BackupMode;
 use crate::backup::{Backup, BackupPlan, PendingBackup};
-use crate::cluster::lock::{self, HeldTurn, TurnConfig, TurnError};
+use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
 use crate::cluster::view;
 use crate::config::RunSettings;
 use crate::etcd::Client;
@@ -90,7 +90,7 @@ pub struct Driver {
     store: VersionStore,
     state: StateFile,
     turn: Turn,
-    held: Option<HeldTurn>,
+    held: Option<HeldLock>,
     candidates: mpsc::Receiver<Candidate>,
     pending: Option<Version>,
     pending_backup: Option<PendingBackup>,
@@ -128,8 +128,8 @@ impl Driver {
         }
     }
 
-    fn turn_config(&self) -> TurnConfig {
-        TurnConfig {
+    fn turn_config(&self) -> LockConfig {
+        LockConfig {
             key_prefix: self.cfg.key_prefix.clone(),
             ttl: self.cfg.lock_ttl,
             member: self.cfg.member.clone(),
@@ -226,16 +226,16 @@ impl Driver {
             &self.turn.from.to_string(),
             self.turn.to.as_ref().map(ToString::to_string).as_deref(),
         );
-        let record = serde_json::json!({
-            "member": self.cfg.member,
-            "running": self.turn.from.to_string(),
-            "staged": self.turn.to.as_ref().map(ToString::to_string),
-            "state": self.turn.state_name(),
-            "since": humantime::format_rfc3339_seconds(self.since).to_string(),
-            "last_error": self.turn.last_error,
-        });
-        let key = format!("{}members/{}", self.cfg.key_prefix, self.cfg.member);
-        let put = self.client.put(key, record.to_string(), None);
+        let record = crate::cluster::records::MemberRecord::new(
+            &self.cfg.member,
+            &self.turn.from,
+            self.turn.to.as_ref(),
+            self.turn.state_name(),
+            self.since,
+            self.turn.last_error.as_deref(),
+        );
+        let key = crate::cluster::keys::Keys::new(&self.cfg.key_prefix).member(&self.cfg.member);
+        let put = self.client.put(key, record.encode(), None);
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(RECORD_TIMEOUT, put)
             .await
             .map_err(|_| crate::etcd::EtcdError::InvalidRequest("timed out".into()))
@@ -347,7 +347,7 @@ impl Driver {
                     self.held = Some(held);
                     return Event::TurnAcquired;
                 }
-                Err(TurnError::Cancelled) => return Event::Shutdown,
+                Err(LockError::Cancelled) => return Event::Shutdown,
                 Err(e) => {
                     tracing::warn!(member = %self.cfg.member, error = %e, "could not queue for the upgrade turn; retrying");
                     tokio::select! {
@@ -583,19 +583,18 @@ impl Driver {
         let report = view::gather(&self.client, &self.cfg.key_prefix).await;
         let all_on_target = report.members.iter().all(|m| {
             m.server_version
-                .as_deref()
-                .and_then(|v| v.parse::<Version>().ok())
+                .as_ref()
                 .is_some_and(|v| v.minor_version() == target.minor_version())
         });
         if !all_on_target {
             return;
         }
         let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
-        let wanted = format!("{}.{}.0", target.major, target.minor);
+        let wanted = Version::new(target.major, target.minor, 0);
         while Instant::now() < deadline {
             let now = view::gather(&self.client, &self.cfg.key_prefix).await;
-            if now.cluster_version.as_deref() == Some(wanted.as_str()) {
-                tracing::info!(member = %self.cfg.member, from = ?report.cluster_version, to = %wanted, "cluster version moved");
+            if now.cluster_version.as_ref() == Some(&wanted) {
+                tracing::info!(member = %self.cfg.member, from = ?report.cluster_version.as_ref().map(ToString::to_string), to = %wanted, "cluster version moved");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -645,13 +644,10 @@ impl Driver {
 
     /// `rejected/<version>` for the whole cluster, plus a note in the staging dir.
     async fn record_rejection(&self, version: &Version, why: &str) {
-        let record = serde_json::json!({
-            "member": self.cfg.member,
-            "reason": why,
-            "time": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        });
-        let key = format!("{}rejected/{version}", self.cfg.key_prefix);
-        let put = self.client.put(key.clone(), record.to_string(), None);
+        let record =
+            crate::cluster::records::RejectionRecord::new(&self.cfg.member, why, SystemTime::now());
+        let key = crate::cluster::keys::Keys::new(&self.cfg.key_prefix).rejected(version);
+        let put = self.client.put(key.clone(), record.encode(), None);
         match tokio::time::timeout(RECORD_TIMEOUT, put).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "could not record the rejection in etcd"),

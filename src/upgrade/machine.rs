@@ -38,7 +38,34 @@ pub enum Phase {
     Failed,
 }
 
+/// Every state name [`Turn::state_name`] yields, in the order of the swap.
+pub const STATE_NAMES: &[&str] = &[
+    "idle",
+    "queued",
+    "preflight",
+    "backup",
+    "stopping",
+    "swapping",
+    "starting",
+    "verifying",
+    "rolling-back",
+    "failed",
+];
+
 impl Phase {
+    /// Every phase.
+    pub const ALL: [Phase; 9] = [
+        Phase::Idle,
+        Phase::Queued,
+        Phase::Preflight,
+        Phase::Backup,
+        Phase::Stopping,
+        Phase::Swapping,
+        Phase::Starting,
+        Phase::Verifying,
+        Phase::Failed,
+    ];
+
     /// True once etcd may have been stopped for this turn: the world has changed.
     pub fn after_stop(self) -> bool {
         matches!(

@@ -76,6 +76,7 @@
 use std::fmt;
 
 use super::release_facts::{self, Floor, KnownBad, KNOWN_BAD};
+use crate::cluster::keys::Keys;
 use crate::versions::Version;
 
 /// Another member of the cluster, as preflight saw it.
@@ -407,9 +408,11 @@ impl fmt::Display for RefuseReason {
             } => write!(
                 f,
                 "{version} was rejected by member {member}: {reason}; fix the cause, then \
-                 delete the key rejected/{version} under the supervisor's key prefix \
+                 delete the key {} under the supervisor's key prefix \
                  (default /etcd-supervisor/) to try it again (--allow-known-bad does not \
-                 override a rejection)"
+                 override a rejection)",
+                // The key relative to the prefix, as an operator reads it.
+                Keys::new("").rejected(version)
             ),
             Self::BelowFloor {
                 target,

@@ -1,5 +1,5 @@
-//! Preflight: may this member take its turn now? A plain function over the same
-//! [`ClusterReport`] that `status` shows, plus the upgrade-path rules.
+//! Preflight: may this member take its turn now? A plain function over the typed
+//! [`ClusterView`] (the same one `status` shows), plus the upgrade-path rules.
 //!
 //! The cluster must be healthy before a member stops: every member reachable and healthy,
 //! a leader, no alarm, and losing this member must keep quorum. A one-member cluster has no
@@ -7,7 +7,8 @@
 //! cluster loses quorum with either member down and waits, saying so.
 
 use super::path::{self, Decision, PathInput, Peer, Rejection};
-use crate::cluster::view::ClusterReport;
+use crate::cluster::records::{RejectionRecord, Stored};
+use crate::cluster::view::ClusterView;
 use crate::versions::Version;
 
 /// What preflight concluded.
@@ -24,7 +25,7 @@ pub enum Verdict {
 /// The path rules alone (no health checks): used when a candidate arrives, to refuse an
 /// impossible target at once instead of after a wait in the queue.
 pub fn path_only(
-    report: &ClusterReport,
+    report: &ClusterView,
     member: &str,
     running: &Version,
     target: &Version,
@@ -41,7 +42,7 @@ pub fn path_only(
 
 /// The full preflight: cluster health, quorum, then the path rules.
 pub fn assess(
-    report: &ClusterReport,
+    report: &ClusterView,
     member: &str,
     running: &Version,
     target: &Version,
@@ -82,61 +83,61 @@ pub fn assess(
 }
 
 fn path_input(
-    report: &ClusterReport,
+    report: &ClusterView,
     member: &str,
     running: &Version,
     target: &Version,
     allow_known_bad: &[Version],
 ) -> PathInput {
     let mut input = PathInput::new(running.clone(), target.clone());
-    input.cluster_version = report
-        .cluster_version
-        .as_deref()
-        .and_then(|v| v.parse().ok());
+    input.cluster_version = report.cluster_version.clone();
     input.peers = report
         .members
         .iter()
         .filter(|m| m.name != member)
         .map(|m| Peer {
             name: m.name.clone(),
-            version: m.server_version.as_deref().and_then(|v| v.parse().ok()),
+            version: m.server_version.clone(),
         })
         .collect();
     input.allow_known_bad = allow_known_bad.to_vec();
     input.rejected = report
         .rejected
         .iter()
-        .filter_map(|(version, record)| {
-            Some(Rejection {
-                version: version.parse().ok()?,
-                member: record
-                    .get("member")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("?")
-                    .to_owned(),
-                reason: record
-                    .get("reason")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or("?")
-                    .to_owned(),
-            })
-        })
+        .map(|(version, stored)| rejection(version, stored))
         .collect();
     input
+}
+
+/// The key alone rejects the version; its record only says who and why.
+fn rejection(version: &Version, stored: &Stored<RejectionRecord>) -> Rejection {
+    match stored {
+        Stored::Read(record) => Rejection {
+            version: version.clone(),
+            member: record.member.clone(),
+            reason: record.reason.clone(),
+        },
+        Stored::Unreadable { error, .. } => Rejection {
+            version: version.clone(),
+            member: "(not readable)".into(),
+            reason: error.clone(),
+        },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::view::{AlarmReport, MemberReport, TurnReport};
+    use crate::cluster::view::{AlarmView, MemberView, TurnView};
     use std::collections::BTreeMap;
+    use std::time::SystemTime;
 
-    fn member(name: &str, version: &str, healthy: bool) -> MemberReport {
-        MemberReport {
+    fn member(name: &str, version: &str, healthy: bool) -> MemberView {
+        MemberView {
             name: name.into(),
             id: "1".into(),
             client_url: None,
-            server_version: Some(version.into()),
+            server_version: Some(v(version)),
             healthy,
             leader: name == "m1",
             learner: false,
@@ -146,15 +147,15 @@ mod tests {
         }
     }
 
-    fn report(members: Vec<MemberReport>, cluster: &str) -> ClusterReport {
-        ClusterReport {
+    fn report(members: Vec<MemberView>, cluster: &str) -> ClusterView {
+        ClusterView {
             healthy: members.iter().all(|m| m.healthy),
             cluster_id: Some("abc".into()),
-            cluster_version: Some(cluster.into()),
+            cluster_version: Some(v(cluster)),
             leader: Some("m1".into()),
             members,
             alarms: vec![],
-            turn: TurnReport::default(),
+            turn: TurnView::default(),
             progress: BTreeMap::new(),
             rejected: BTreeMap::new(),
             error: None,
@@ -165,7 +166,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn three(cluster: &str, versions: [&str; 3]) -> ClusterReport {
+    fn three(cluster: &str, versions: [&str; 3]) -> ClusterView {
         report(
             vec![
                 member("m1", versions[0], true),
@@ -205,7 +206,7 @@ mod tests {
             matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]), Verdict::Wait(w) if w.contains("no leader"))
         );
         let mut r = three("3.4.0", ["3.4.23"; 3]);
-        r.alarms.push(AlarmReport {
+        r.alarms.push(AlarmView {
             member: "m2".into(),
             alarm: "NOSPACE".into(),
         });
@@ -248,11 +249,41 @@ mod tests {
             Verdict::Proceed
         );
         r.rejected.insert(
-            "3.5.16".into(),
-            serde_json::json!({"member": "m2", "reason": "did not come up"}),
+            v("3.5.16"),
+            Stored::Read(RejectionRecord::new(
+                "m2",
+                "did not come up",
+                SystemTime::now(),
+            )),
         );
         assert!(
-            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]), Verdict::Refuse(w) if w.contains("m2"))
+            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]), Verdict::Refuse(w) if w.contains("m2") && w.contains("did not come up"))
+        );
+    }
+
+    #[test]
+    fn a_rejection_whose_record_is_unreadable_or_newer_still_refuses() {
+        let mut r = three("3.4.0", ["3.4.23"; 3]);
+        r.rejected
+            .insert(v("3.5.16"), Stored::decode(b"\x00 written by hand"));
+        let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]);
+        assert!(
+            matches!(&verdict, Verdict::Refuse(w) if w.contains("3.5.16") && w.contains("unreadable record")),
+            "{verdict:?}"
+        );
+        r.rejected.insert(
+            v("3.5.17"),
+            Stored::decode(br#"{"schema":3,"member":"m3","reason":"corrupt","extra":[1]}"#),
+        );
+        let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.17"), &[]);
+        assert!(
+            matches!(&verdict, Verdict::Refuse(w) if w.contains("m3") && w.contains("corrupt")),
+            "{verdict:?}"
+        );
+        // Other versions are not affected.
+        assert_eq!(
+            path_only(&r, "m1", &v("3.4.23"), &v("3.5.15"), &[]),
+            Verdict::Proceed
         );
     }
 

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use etcd_supervisor::cluster::lock::{self, TurnConfig};
+use etcd_supervisor::cluster::lock::{self, LockConfig};
 use etcd_supervisor::etcd::{Client, ClientConfig, Credentials};
 
 use crate::support::{self, pki, wait_for, Cluster, Mode, Release, SUPERVISOR};
@@ -30,8 +30,8 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
 }
 
-fn turn_cfg(member: &str) -> TurnConfig {
-    TurnConfig {
+fn turn_cfg(member: &str) -> LockConfig {
+    LockConfig {
         key_prefix: "/etcd-supervisor/".into(),
         ttl: Duration::from_secs(5),
         member: member.into(),

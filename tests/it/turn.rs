@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use etcd_supervisor::cluster::lock::{self, TurnConfig, TurnError};
+use etcd_supervisor::cluster::lock::{self, LockConfig, LockError};
 use etcd_supervisor::etcd::{Client, ClientConfig};
 
 use crate::support::{Cluster, Release};
@@ -21,8 +21,8 @@ fn client(urls: &[String], rotate: usize) -> Client {
     .unwrap()
 }
 
-fn cfg(member: &str) -> TurnConfig {
-    TurnConfig {
+fn cfg(member: &str) -> LockConfig {
+    LockConfig {
         key_prefix: "/etcd-supervisor/".into(),
         ttl: TTL,
         member: member.into(),
@@ -37,7 +37,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn acquire(client: &Client, member: &str) -> lock::HeldTurn {
+async fn acquire(client: &Client, member: &str) -> lock::HeldLock {
     tokio::time::timeout(
         Duration::from_secs(60),
         lock::acquire(client, &cfg(member), std::future::pending()),
@@ -220,7 +220,7 @@ fn waiters_are_served_in_order_and_cancel_at_once(release: Release) {
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(r, Err(TurnError::Cancelled)), "{r:?}");
+        assert!(matches!(r, Err(LockError::Cancelled)), "{r:?}");
         let q = lock::queue(&a, &cfg("x")).await.unwrap();
         assert_eq!(q.members, ["a", "b", "c"]);
 
@@ -294,7 +294,7 @@ fn expired_waiter_is_not_a_holder(release: Release) {
         let held = acquire(&a, "a").await;
         let b = client(&urls, 1);
         let lease = b.lease_grant(2).await.unwrap().id;
-        let name = cfg("b").lock_name();
+        let name = cfg("b").keys().lock();
         let blocked = {
             let b = b.clone();
             tokio::spawn(async move { b.lock(name, lease, Duration::from_secs(30)).await })

@@ -332,3 +332,43 @@ fn turn_round_trips_through_json() {
     assert!(json.contains("\"phase\":\"verifying\""), "{json}");
     assert_eq!(serde_json::from_str::<Turn>(&json).unwrap(), t);
 }
+
+#[test]
+fn state_names_are_exactly_what_state_name_yields() {
+    // A new phase fails to compile here until it is placed in `Phase::ALL`.
+    let position = |p: Phase| match p {
+        Phase::Idle => 0,
+        Phase::Queued => 1,
+        Phase::Preflight => 2,
+        Phase::Backup => 3,
+        Phase::Stopping => 4,
+        Phase::Swapping => 5,
+        Phase::Starting => 6,
+        Phase::Verifying => 7,
+        Phase::Failed => 8,
+    };
+    for (i, phase) in Phase::ALL.into_iter().enumerate() {
+        assert_eq!(position(phase), i, "{phase:?}");
+    }
+    let mut yielded: Vec<&str> = Vec::new();
+    for phase in Phase::ALL {
+        for rollback in [false, true] {
+            let turn = Turn {
+                phase,
+                rollback,
+                ..Turn::idle(v("3.4.23"))
+            };
+            let name = turn.state_name();
+            assert!(STATE_NAMES.contains(&name), "{name} missing");
+            if !yielded.contains(&name) {
+                yielded.push(name);
+            }
+        }
+    }
+    let mut listed = STATE_NAMES.to_vec();
+    listed.sort_unstable();
+    listed.dedup();
+    assert_eq!(listed.len(), STATE_NAMES.len(), "duplicates in STATE_NAMES");
+    yielded.sort_unstable();
+    assert_eq!(yielded, listed);
+}
