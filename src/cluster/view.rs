@@ -37,6 +37,8 @@ pub struct MemberView {
     pub leader: bool,
     /// It is a learner.
     pub learner: bool,
+    /// Version of its storage schema (3.6+ reports it; `None` before).
+    pub storage_version: Option<String>,
     /// Raft applied index.
     pub raft_applied_index: Option<u64>,
     /// How far its applied index is behind the leader's.
@@ -84,6 +86,11 @@ pub struct ClusterView {
     pub progress: BTreeMap<String, Stored<MemberRecord>>,
     /// Versions marked rejected for the whole cluster (`rejected/<version>`).
     pub rejected: BTreeMap<Version, Stored<RejectionRecord>>,
+    /// Whether etcd's auth is enabled (`None`: could not be told).
+    pub auth_enabled: Option<bool>,
+    /// The `rejected/` records could be read (when not, a rejection may be missed, so
+    /// preflight waits).
+    pub rejections_read: bool,
     /// Why the cluster could not be asked at all.
     pub error: Option<String>,
 }
@@ -100,7 +107,7 @@ pub struct Probe {
 }
 
 /// Everything gathered from the cluster besides the members' own answers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gathered {
     /// Cluster id from the member list's header.
     pub cluster_id: u64,
@@ -112,6 +119,25 @@ pub struct Gathered {
     pub progress: BTreeMap<String, Stored<MemberRecord>>,
     /// Rejected versions.
     pub rejected: BTreeMap<Version, Stored<RejectionRecord>>,
+    /// The rejected versions could be listed.
+    pub rejections_read: bool,
+    /// Whether auth is enabled, when it could be told.
+    pub auth_enabled: Option<bool>,
+}
+
+impl Default for Gathered {
+    /// Nothing gathered: no alarms, no queue, no records (an empty `rejected/` read).
+    fn default() -> Self {
+        Self {
+            cluster_id: 0,
+            alarms: Vec::new(),
+            queue: Vec::new(),
+            progress: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            rejections_read: true,
+            auth_enabled: None,
+        }
+    }
 }
 
 /// Builds the view from the member list and each member's answers (same order).
@@ -159,6 +185,16 @@ pub fn build_view(members: &[Member], probes: Vec<Probe>, gathered: Gathered) ->
                 healthy: matches!(p.health, Ok(true)),
                 leader: Some(m.id) == leader_id,
                 learner: m.is_learner,
+                storage_version: p
+                    .status
+                    .as_ref()
+                    .ok()
+                    .map(|s| s.storage_version.clone())
+                    .filter(|v| !v.is_empty())
+                    .or_else(|| {
+                        let v = p.version.as_ref().ok()?;
+                        Some(v.storage.clone()).filter(|v| !v.is_empty())
+                    }),
                 raft_applied_index: applied,
                 lag: applied
                     .zip(leader_applied)
@@ -188,6 +224,8 @@ pub fn build_view(members: &[Member], probes: Vec<Probe>, gathered: Gathered) ->
         },
         progress: gathered.progress,
         rejected: gathered.rejected,
+        auth_enabled: gathered.auth_enabled,
+        rejections_read: gathered.rejections_read,
         error: None,
     }
 }
@@ -204,6 +242,8 @@ pub fn unreachable(error: &EtcdError) -> ClusterView {
         turn: TurnView::default(),
         progress: BTreeMap::new(),
         rejected: BTreeMap::new(),
+        auth_enabled: None,
+        rejections_read: false,
         error: Some(error.to_string()),
     }
 }
@@ -222,19 +262,18 @@ pub async fn gather(client: &Client, key_prefix: &str) -> ClusterView {
         member: String::new(),
     };
     let under = |prefix: String| async move {
-        client
-            .get_prefix(prefix.into_bytes())
-            .await
-            .map(|r| r.kvs)
-            .unwrap_or_default()
+        client.get_prefix(prefix.into_bytes()).await.map(|r| r.kvs)
     };
     let progress = under(keys.members_prefix())
         .await
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|kv| Some((keys.member_name(&kv.key)?, Stored::decode(&kv.value))))
         .collect();
-    let rejected = under(keys.rejected_prefix())
-        .await
+    let rejected_kvs = under(keys.rejected_prefix()).await;
+    let rejections_read = rejected_kvs.is_ok();
+    let rejected = rejected_kvs
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|kv| {
             let version = keys.rejected_version(&kv.key);
@@ -253,6 +292,8 @@ pub async fn gather(client: &Client, key_prefix: &str) -> ClusterView {
             .unwrap_or_default(),
         progress,
         rejected,
+        rejections_read,
+        auth_enabled: client.auth_enabled().await.ok(),
     };
     build_view(&list.members, probes, gathered)
 }
@@ -311,6 +352,7 @@ mod tests {
             version: Ok(EtcdVersion {
                 server: version.into(),
                 cluster: "3.5.0".into(),
+                storage: String::new(),
             }),
         }
     }
@@ -432,7 +474,8 @@ mod tests {
                 "members": [{
                     "name": "m1", "id": "1", "client_url": "http://127.0.0.1:1",
                     "server_version": "3.4.23", "healthy": true, "leader": true,
-                    "learner": false, "raft_applied_index": 7, "lag": 0, "error": null,
+                    "learner": false, "storage_version": null, "raft_applied_index": 7,
+                    "lag": 0, "error": null,
                 }],
                 "alarms": [],
                 "turn": {"holder": "m1", "waiting": []},
@@ -446,6 +489,8 @@ mod tests {
                 "rejected": {
                     "3.5.1": {"schema": 1, "member": "m1", "reason": "r", "time": "t"},
                 },
+                "auth_enabled": null,
+                "rejections_read": true,
                 "error": null,
             })
         );

@@ -43,6 +43,10 @@ pub struct Status {
     /// True when it is a learner.
     #[serde(rename = "isLearner")]
     pub is_learner: bool,
+    /// The version of its db file's schema (3.6+; empty before): it may lag the cluster
+    /// version, and it is what a 3.6 downgrade has to move back.
+    #[serde(rename = "storageVersion")]
+    pub storage_version: String,
 }
 
 impl Status {
@@ -142,6 +146,9 @@ pub struct EtcdVersion {
     /// new minor ("not_decided" while a new member has not learned it yet).
     #[serde(rename = "etcdcluster", default)]
     pub cluster: String,
+    /// The version of the member's storage schema (3.6+; empty before).
+    #[serde(default)]
+    pub storage: String,
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@
 //!
 //! The facts about real etcd the client is built on are repeated where they shape an API.
 
+pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod error;

@@ -141,6 +141,7 @@ mod tests {
             healthy,
             leader: name == "m1",
             learner: false,
+            storage_version: None,
             raft_applied_index: Some(1),
             lag: Some(0),
             error: (!healthy).then(|| "connection refused".into()),
@@ -158,6 +159,8 @@ mod tests {
             turn: TurnView::default(),
             progress: BTreeMap::new(),
             rejected: BTreeMap::new(),
+            auth_enabled: Some(false),
+            rejections_read: true,
             error: None,
         }
     }

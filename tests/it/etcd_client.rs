@@ -892,6 +892,13 @@ async fn auth_tokens_are_fetched_and_refreshed(release: Release) {
         m.wait_healthy();
     }
     let urls = cluster.client_urls();
+    assert!(
+        !client(urls.clone())
+            .auth_enabled()
+            .await
+            .expect("auth status"),
+        "auth is off on a new cluster"
+    );
     // Enable auth with a root user (set-up, not under test).
     for (path, body) in [
         ("/v3/auth/role/add", r#"{"name":"root"}"#),
@@ -917,6 +924,15 @@ async fn auth_tokens_are_fetched_and_refreshed(release: Release) {
         .expect("client")
     };
     let authed = with_password("rootpw");
+    // 3.4 has no /v3/auth/status: the check falls back to an unauthenticated call.
+    assert!(client(urls.clone())
+        .auth_enabled()
+        .await
+        .expect("auth status without credentials"));
+    assert!(authed
+        .auth_enabled()
+        .await
+        .expect("auth status with credentials"));
     authed
         .put("secret", "v1", None)
         .await
