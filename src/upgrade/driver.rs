@@ -5,19 +5,25 @@
 //! `STATUS=`, then perform the effect. Nothing world-changing happens before the state that
 //! announces it is on disk, so [`recover`](super::machine::recover) knows what may be half
 //! done after a crash.
+//!
+//! The world is reached only through [`super::ports`] ([`World`]); [`Driver::new`] wires
+//! the real one ([`super::live`]).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::live::{LiveBackups, LiveCluster};
 use super::machine::{self, Effect, Event, Phase, Turn};
+use super::ports::{
+    BackupStage, BackupTurn, Backups, Cluster, EtcdChild, HeldLock, TakenBackup, VersionSwitch,
+};
 use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
-use crate::backup::{Backup, BackupPlan, PendingBackup};
 use crate::cli::BackupMode;
-use crate::cluster::lock::{self, HeldTurn, TurnConfig, TurnError};
-use crate::cluster::view;
+use crate::cluster::lock::{TurnConfig, TurnError};
 use crate::config::RunSettings;
 use crate::etcd::Client;
 use crate::metrics::Metrics;
@@ -82,18 +88,36 @@ impl DriverConfig {
     }
 }
 
+/// Everything the driver acts on.
+#[derive(Debug)]
+pub struct World<C, K, B, S> {
+    /// The etcd child.
+    pub child: C,
+    /// The cluster (views, the turn, records, the local member's health).
+    pub cluster: K,
+    /// The turn's backups.
+    pub backups: B,
+    /// The `current` link.
+    pub versions: S,
+}
+
 /// The upgrade driver of one member.
-pub struct Driver {
+pub struct Driver<C = ChildControl, K = LiveCluster, B = LiveBackups, S = VersionStore>
+where
+    K: Cluster,
+    B: Backups,
+{
     cfg: DriverConfig,
-    client: Client,
-    control: ChildControl,
-    store: VersionStore,
+    client: K,
+    control: C,
+    backups: B,
+    store: S,
     state: StateFile,
     turn: Turn,
-    held: Option<HeldTurn>,
+    held: Option<K::Lock>,
     candidates: mpsc::Receiver<Candidate>,
     pending: Option<Version>,
-    pending_backup: Option<PendingBackup>,
+    pending_backup: Option<B::Pending>,
     swap_started: Option<Instant>,
     metrics: Metrics,
     notifier: Notifier,
@@ -101,7 +125,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver starting from `turn` (fresh or recovered).
+    /// A driver starting from `turn` (fresh or recovered), on the real world.
     pub fn new(
         cfg: DriverConfig,
         client: Client,
@@ -110,12 +134,51 @@ impl Driver {
         candidates: mpsc::Receiver<Candidate>,
         metrics: Metrics,
     ) -> Self {
+        let lock = TurnConfig {
+            key_prefix: cfg.key_prefix.clone(),
+            ttl: cfg.lock_ttl,
+            member: cfg.member.clone(),
+        };
+        let world = World {
+            child: control,
+            backups: LiveBackups {
+                client: client.clone(),
+                state_dir: cfg.state_dir.clone(),
+                data_dir: cfg.data_dir.clone(),
+                member: cfg.member.clone(),
+                endpoint: cfg.local_endpoints.first().cloned(),
+                mode: cfg.backup,
+                keep: cfg.backup_keep,
+            },
+            cluster: LiveCluster::new(client, lock),
+            versions: VersionStore::new(&cfg.state_dir),
+        };
+        Self::with_world(cfg, world, turn, candidates, metrics)
+    }
+}
+
+impl<C, K, B, S> Driver<C, K, B, S>
+where
+    C: EtcdChild,
+    K: Cluster,
+    B: Backups,
+    S: VersionSwitch,
+{
+    /// A driver starting from `turn` (fresh or recovered), acting on `world`.
+    pub fn with_world(
+        cfg: DriverConfig,
+        world: World<C, K, B, S>,
+        turn: Turn,
+        candidates: mpsc::Receiver<Candidate>,
+        metrics: Metrics,
+    ) -> Self {
         Self {
-            store: VersionStore::new(&cfg.state_dir),
             state: StateFile::new(&cfg.state_dir),
             cfg,
-            client,
-            control,
+            client: world.cluster,
+            control: world.child,
+            backups: world.backups,
+            store: world.versions,
             turn,
             held: None,
             candidates,
@@ -128,35 +191,16 @@ impl Driver {
         }
     }
 
-    fn turn_config(&self) -> TurnConfig {
-        TurnConfig {
-            key_prefix: self.cfg.key_prefix.clone(),
-            ttl: self.cfg.lock_ttl,
-            member: self.cfg.member.clone(),
-        }
-    }
-
     fn shutting_down(&self) -> bool {
-        *self.control.shutdown.borrow()
+        *self.control.shutdown().borrow()
     }
 
     /// Resolves when the supervisor is asked to stop (owns its receiver, so it can run
     /// beside a borrow of `self`).
     fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.control.shutdown.clone();
+        let mut rx = self.control.shutdown();
         async move {
             let _ = rx.wait_for(|down| *down).await;
-        }
-    }
-
-    /// Learns every member's client URL, so calls (and the turn's keepalive) go on through
-    /// the other members while this one is stopped.
-    async fn refresh_endpoints(&self) {
-        match self.client.refresh_endpoints().await {
-            Ok(endpoints) => tracing::debug!(?endpoints, "cluster endpoints refreshed"),
-            Err(e) => {
-                tracing::warn!(error = %e, "member list not available; using the endpoints known so far")
-            }
         }
     }
 
@@ -296,9 +340,9 @@ impl Driver {
                 tracing::info!(member = %self.cfg.member, version = %target, "staged version is already running; nothing to do");
                 continue;
             }
-            self.refresh_endpoints().await;
+            self.client.refresh_endpoints().await;
             // Refuse an impossible target at once, without waiting in the queue.
-            let report = view::gather(&self.client, &self.cfg.key_prefix).await;
+            let report = self.client.gather().await;
             let verdict = preflight::path_only(
                 &report,
                 &self.cfg.member,
@@ -320,13 +364,12 @@ impl Driver {
             () = tokio::time::sleep(after) => {}
             () = self.shutdown_signal() => return Event::Shutdown,
         }
-        self.refresh_endpoints().await;
-        let cfg = self.turn_config();
+        self.client.refresh_endpoints().await;
         let waited = Instant::now();
         tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
         loop {
             let shutdown = self.shutdown_signal();
-            match lock::acquire(&self.client, &cfg, shutdown).await {
+            match self.client.acquire(shutdown).await {
                 Ok(held) => {
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
@@ -371,7 +414,7 @@ impl Driver {
         let Some(target) = self.turn.to.clone() else {
             return Event::PreflightRefused("nothing staged".into());
         };
-        let report = view::gather(&self.client, &self.cfg.key_prefix).await;
+        let report = self.client.gather().await;
         match preflight::assess(
             &report,
             &self.cfg.member,
@@ -396,41 +439,25 @@ impl Driver {
             .to
             .clone()
             .unwrap_or_else(|| self.turn.from.clone());
-        let mut plan = BackupPlan::turn(
-            &self.cfg.state_dir,
-            self.turn.from.clone(),
+        let turn = BackupTurn {
+            from: self.turn.from.clone(),
             to,
-            self.cfg.backup,
-            self.cfg.backup_keep,
-        )
-        .member(self.cfg.member.clone())
-        .data_dir(self.cfg.data_dir.clone());
-        if let Some(local) = self.cfg.local_endpoints.first() {
-            plan = plan.endpoint(local.clone());
-        }
-        let pending = match plan.begin(&self.client).await {
-            Ok(p) => p,
-            Err(e) => return Event::BackupFailed(e.to_string()),
         };
-        let pending = match pending.snapshot(&self.client).await {
-            Ok(p) => p,
-            Err(e) => return Event::BackupFailed(e.to_string()),
-        };
-        if self.cfg.backup == BackupMode::Snapshot {
-            return match pending.finish().await {
-                Ok(done) => {
-                    self.backup_done(&done);
-                    Event::BackupDone
-                }
-                Err(e) => Event::BackupFailed(e.to_string()),
-            };
+        match self.backups.begin(turn).await {
+            Ok(BackupStage::Done(done)) => {
+                self.backup_done(&done);
+                Event::BackupDone
+            }
+            Ok(BackupStage::ColdCopyPending(pending)) => {
+                self.pending_backup = Some(pending);
+                Event::BackupDone
+            }
+            Err(e) => Event::BackupFailed(e.to_string()),
         }
-        self.pending_backup = Some(pending);
-        Event::BackupDone
     }
 
-    fn backup_done(&self, done: &Backup) {
-        tracing::info!(member = %self.cfg.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "{}", done.summary());
+    fn backup_done(&self, done: &TakenBackup) {
+        tracing::info!(member = %self.cfg.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "{}", done.summary);
         self.metrics.backup_taken(done.bytes, true);
     }
 
@@ -441,7 +468,7 @@ impl Driver {
         let report = if self.turn.rollback {
             None
         } else {
-            Some(view::gather(&self.client, &self.cfg.key_prefix).await)
+            Some(self.client.gather().await)
         };
         if let Some(down) = report
             .iter()
@@ -449,7 +476,7 @@ impl Driver {
             .find(|m| m.name != self.cfg.member && !m.healthy)
         {
             self.pending_backup = None;
-            return Event::BackupFailed(format!(
+            return Event::PreflightWait(format!(
                 "member {} went down after preflight; not stopping this one",
                 down.name
             ));
@@ -458,8 +485,10 @@ impl Driver {
         let stopped = match self.control.stop().await {
             Ok(stopped) => stopped,
             Err(e) => {
-                tracing::error!(member = %self.cfg.member, error = %e, "stop failed");
-                return Event::Stopped;
+                // Nobody is left to stop (or restart) etcd: not a stop.
+                tracing::error!(member = %self.cfg.member, error = %e, "stop request failed");
+                self.pending_backup = None;
+                return Event::StopFailed(format!("stopping etcd failed: {e}"));
             }
         };
         tracing::info!(member = %self.cfg.member, exit = %stopped.exit, escalated = stopped.escalated, took_ms = stopped.took.as_millis() as u64, "etcd stopped");
@@ -467,28 +496,17 @@ impl Driver {
             return Event::Stopped;
         };
         // The cold copy of the data dir, while etcd is stopped.
-        let finished = match pending.copy_data_dir().await {
-            Ok(p) => p.finish().await,
-            Err(e) => Err(e),
-        };
-        match finished {
+        match self.backups.cold_copy(pending).await {
             Ok(done) => {
                 self.backup_done(&done);
                 Event::Stopped
             }
             Err(e) => {
-                // No verified backup, no swap: `current` still points at the old version,
-                // so bring it back and queue again.
+                // No verified backup, no swap: `current` still points at the old version;
+                // the machine restarts and verifies it, then queues again.
                 let why = format!("backup failed after the stop: {e}");
-                tracing::error!(member = %self.cfg.member, reason = %why, "restarting the old etcd; the upgrade will be retried");
-                if let Err(e) = self.control.start().await {
-                    tracing::error!(member = %self.cfg.member, error = %e, "restarting the old etcd failed; the run loop keeps trying");
-                }
-                let from = self.turn.from.clone();
-                if let Event::VerifyFailed(v) = self.verify(&from).await {
-                    tracing::error!(member = %self.cfg.member, error = %v, "the old etcd is not healthy yet");
-                }
-                Event::BackupFailed(why)
+                tracing::error!(member = %self.cfg.member, reason = %why, "restoring the old etcd; the upgrade will be retried");
+                Event::ColdCopyFailed(why)
             }
         }
     }
@@ -496,7 +514,7 @@ impl Driver {
     /// Healthy, reporting `target`, and caught up with the leader, within the ready timeout.
     async fn verify(&mut self, target: &Version) -> Event {
         let deadline = Instant::now() + self.cfg.ready_timeout;
-        let started_pid = self.control.status.borrow().pid;
+        let started_pid = self.control.status().pid;
         let Some(local) = self.cfg.local_endpoints.first().cloned() else {
             return Event::VerifyFailed("no local client URL to verify".into());
         };
@@ -506,7 +524,7 @@ impl Driver {
             if self.shutting_down() {
                 return Event::Shutdown;
             }
-            let status = *self.control.status.borrow();
+            let status = self.control.status();
             if status.pid.is_none() {
                 let exit = status
                     .last_exit
@@ -539,7 +557,9 @@ impl Driver {
                             if me.raft_applied_index >= want {
                                 let window = self.swap_started.take().map(|t| t.elapsed());
                                 tracing::info!(member = %self.cfg.member, version = %target, took_ms = started.elapsed().as_millis() as u64, swap_window_ms = window.map(|w| w.as_millis() as u64), "etcd healthy and caught up");
-                                if let (Some(w), false) = (window, self.turn.rollback) {
+                                let upgraded =
+                                    self.turn.phase == Phase::Verifying && !self.turn.rollback;
+                                if let (Some(w), true) = (window, upgraded) {
                                     self.metrics.upgraded(w);
                                 }
                                 self.await_cluster_version(target).await;
@@ -563,10 +583,13 @@ impl Driver {
     /// After a minor upgrade by the last member, the leader moves the cluster version a few
     /// seconds later; wait (bounded) to see it and log it.
     async fn await_cluster_version(&self, target: &Version) {
-        if self.turn.rollback || target.minor_version() == self.turn.from.minor_version() {
+        if self.turn.rollback
+            || self.turn.phase != Phase::Verifying
+            || target.minor_version() == self.turn.from.minor_version()
+        {
             return;
         }
-        let report = view::gather(&self.client, &self.cfg.key_prefix).await;
+        let report = self.client.gather().await;
         let all_on_target = report.members.iter().all(|m| {
             m.server_version
                 .as_deref()
@@ -579,7 +602,7 @@ impl Driver {
         let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
         let wanted = format!("{}.{}.0", target.major, target.minor);
         while Instant::now() < deadline {
-            let now = view::gather(&self.client, &self.cfg.key_prefix).await;
+            let now = self.client.gather().await;
             if now.cluster_version.as_deref() == Some(wanted.as_str()) {
                 tracing::info!(member = %self.cfg.member, from = ?report.cluster_version, to = %wanted, "cluster version moved");
                 return;
@@ -668,3 +691,4 @@ impl Driver {
         }
     }
 }
+

@@ -34,6 +34,9 @@ pub enum Phase {
     Starting,
     /// Waiting until etcd is healthy, reports the version, and has caught up.
     Verifying,
+    /// The cold copy failed after etcd was stopped for a forward swap: `current` still
+    /// points at `from`; starting and verifying it, then queueing again. Nothing is rejected.
+    Restoring,
     /// The old version cannot be brought back; the run loop keeps restarting it.
     Failed,
 }
@@ -43,7 +46,11 @@ impl Phase {
     pub fn after_stop(self) -> bool {
         matches!(
             self,
-            Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying
+            Phase::Stopping
+                | Phase::Swapping
+                | Phase::Starting
+                | Phase::Verifying
+                | Phase::Restoring
         )
     }
 }
@@ -86,6 +93,11 @@ pub enum Event {
     BackupFailed(String),
     /// etcd has exited.
     Stopped,
+    /// The stop could not even be asked for (the run loop is gone): whether etcd runs is
+    /// unknown, so the driver ends and `recover` decides on the next start.
+    StopFailed(String),
+    /// etcd was stopped for a forward swap, but the cold copy of its data dir failed.
+    ColdCopyFailed(String),
     /// `current` points at the effect's version.
     Switched,
     /// The switch failed (I/O error).
@@ -181,6 +193,7 @@ impl Turn {
             (Phase::Preflight, _) => "preflight",
             (Phase::Backup, _) => "backup",
             (Phase::Failed, _) => "failed",
+            (Phase::Restoring, _) => "restoring",
             (_, true) => "rolling-back",
             (Phase::Stopping, false) => "stopping",
             (Phase::Swapping, false) => "swapping",
@@ -286,9 +299,27 @@ pub fn step(turn: &Turn, event: Event) -> Step {
             )
         }
         (P::Backup, V::BackupDone) => go(turn.with(P::Stopping), E::StopEtcd),
-        // In the backup phase, or after the stop when the cold copy failed (the driver has
-        // restarted the old version): nothing was switched, so queue again.
-        (P::Backup | P::Stopping, V::BackupFailed(why)) if !turn.rollback => turn.requeue(why),
+        (P::Backup, V::BackupFailed(why)) => turn.requeue(why),
+        // The last look right before a forward stop found a member down: nothing stopped.
+        (P::Stopping, V::PreflightWait(why)) if !turn.rollback => turn.requeue(why),
+        // etcd is stopped but there is no backup: nothing was switched, so the old version
+        // is started and verified again before the turn is given back.
+        (P::Stopping, V::ColdCopyFailed(why)) if !turn.rollback => go(
+            Turn {
+                phase: P::Restoring,
+                last_error: Some(why),
+                ..turn.clone()
+            },
+            E::StartEtcd,
+        ),
+        // Nobody is left to stop etcd: end here and let `recover` settle it on restart.
+        (P::Stopping, V::StopFailed(why)) => go(
+            Turn {
+                last_error: Some(why),
+                ..turn.clone()
+            },
+            E::Exit,
+        ),
 
         // Losing the turn before the stop aborts; after it the swap is finished or rolled
         // back first (the event is ignored), and the next turn must be acquired anew.
@@ -300,6 +331,29 @@ pub fn step(turn: &Turn, event: Event) -> Step {
             go(turn.with(P::Swapping), E::Switch(target))
         }
         (P::Swapping, V::Switched) => go(turn.with(P::Starting), E::StartEtcd),
+        // Restoring after a crash re-points `current` at `from` first.
+        (P::Restoring, V::Switched) => go(turn.clone(), E::StartEtcd),
+        (P::Restoring, V::Started) => go(turn.clone(), E::Verify(turn.from.clone())),
+        (P::Restoring, V::Verified) => {
+            let why = turn
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the backup failed after the stop".into());
+            turn.requeue(why)
+        }
+        // The old version does not come back: as a failed rollback, minus the rejection
+        // (the new version never ran).
+        (P::Restoring, V::SwitchFailed(why) | V::StartFailed(why) | V::VerifyFailed(why)) => go(
+            Turn {
+                phase: P::Failed,
+                last_error: Some(format!("restarting the old version failed: {why}")),
+                ..turn.clone()
+            },
+            E::Release {
+                reject: None,
+                refuse: None,
+            },
+        ),
         (P::Swapping, V::SwitchFailed(why)) if !turn.rollback => turn.roll_back(why),
         (P::Starting, V::Started) => {
             let target = turn.target().cloned().unwrap_or_else(|| turn.from.clone());
@@ -439,6 +493,9 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
                 Effect::Switch(target),
             )
         }
+        // Stopped with no backup and `current` never switched: `from` is put back (the
+        // switch is idempotent, and keeps etcd held until it is done), started and verified.
+        Phase::Restoring => go(persisted.clone(), Effect::Switch(persisted.from.clone())),
         Phase::Failed => go(persisted.clone(), Effect::Nothing),
     }
 }

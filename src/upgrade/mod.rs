@@ -16,7 +16,9 @@
 //! point resumes (or finishes the rollback) on restart.
 
 pub mod driver;
+pub mod live;
 pub mod machine;
 pub mod path;
+pub mod ports;
 pub mod preflight;
 pub mod state_file;
