@@ -9,11 +9,12 @@
 //! The world is reached only through [`super::ports`] ([`World`]); [`Driver::new`] wires
 //! the real one ([`super::live`]).
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+pub use config::DriverConfig;
 
 use super::live::{LiveBackups, LiveCluster};
 use super::machine::{self, Effect, Event, Phase, Turn};
@@ -22,9 +23,7 @@ use super::ports::{
 };
 use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
-use crate::cli::BackupMode;
 use crate::cluster::lock::{TurnConfig, TurnError};
-use crate::config::RunSettings;
 use crate::etcd::Client;
 use crate::metrics::Metrics;
 use crate::staging::Candidate;
@@ -33,60 +32,13 @@ use crate::supervisor::ChildControl;
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
+mod config;
+
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long the last member of a minor upgrade waits to see the cluster version move.
 const CLUSTER_VERSION_WAIT: Duration = Duration::from_secs(15);
-
-/// What the driver needs to know.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    /// This member's name.
-    pub member: String,
-    /// Supervisor state dir.
-    pub state_dir: PathBuf,
-    /// Staging dir (refusal notes go to `rejected/` in it).
-    pub staging_dir: PathBuf,
-    /// etcd's data dir (for a cold copy).
-    pub data_dir: PathBuf,
-    /// This member's own client URLs.
-    pub local_endpoints: Vec<String>,
-    /// Key prefix in etcd.
-    pub key_prefix: String,
-    /// Lease TTL of the turn.
-    pub lock_ttl: Duration,
-    /// Bound on the new etcd being healthy and caught up.
-    pub ready_timeout: Duration,
-    /// What to back up.
-    pub backup: BackupMode,
-    /// Backups kept.
-    pub backup_keep: u32,
-    /// Known-bad versions accepted.
-    pub allow_known_bad: Vec<Version>,
-    /// Test hook: pause after entering this state (see `RunSettings::failpoint_pause`).
-    pub failpoint_pause: Option<(String, Duration)>,
-}
-
-impl DriverConfig {
-    /// The driver's part of `run`'s settings.
-    pub fn from_settings(settings: &RunSettings) -> Self {
-        Self {
-            member: settings.member.name.clone(),
-            state_dir: settings.state_dir.clone(),
-            staging_dir: settings.staging_dir.clone(),
-            data_dir: settings.member.data_dir.clone(),
-            local_endpoints: settings.member.client_urls.clone(),
-            key_prefix: settings.key_prefix.clone(),
-            lock_ttl: settings.lock_ttl,
-            ready_timeout: settings.ready_timeout,
-            backup: settings.backup,
-            backup_keep: settings.backup_keep,
-            allow_known_bad: settings.allow_known_bad.clone(),
-            failpoint_pause: settings.failpoint_pause.clone(),
-        }
-    }
-}
 
 /// Everything the driver acts on.
 #[derive(Debug)]
@@ -464,7 +416,19 @@ where
     async fn stop(&mut self) -> Event {
         // Preflight passed before the backup; a member may have gone down since. One last
         // look right before a forward stop keeps that window to a few milliseconds. (A
-        // rollback always stops: the new version is the one failing.)
+        // rollback always stops: the new version is the one failing.) Nor does a forward
+        // stop happen on a turn lost while the backup finished.
+        if !self.turn.rollback {
+            let lost = match &self.held {
+                Some(held) => held.lost_reason(),
+                None => Some("no upgrade turn held".into()),
+            };
+            if let Some(reason) = lost {
+                tracing::warn!(member = %self.cfg.member, reason, "lost the upgrade turn before the stop");
+                self.pending_backup = None;
+                return Event::TurnLost;
+            }
+        }
         let report = if self.turn.rollback {
             None
         } else {
@@ -692,3 +656,5 @@ where
     }
 }
 
+#[cfg(test)]
+mod tests;

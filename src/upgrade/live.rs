@@ -49,6 +49,10 @@ impl HeldLock for HeldTurn {
         HeldTurn::acquired(self)
     }
 
+    fn lost_reason(&self) -> Option<String> {
+        HeldTurn::lost_reason(self)
+    }
+
     fn lost(&self) -> impl Future<Output = String> + Send + 'static {
         HeldTurn::lost(self)
     }

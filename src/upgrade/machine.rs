@@ -324,6 +324,10 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         // Losing the turn before the stop aborts; after it the swap is finished or rolled
         // back first (the event is ignored), and the next turn must be acquired anew.
         (P::Preflight | P::Backup, V::TurnLost) => turn.requeue("lost the upgrade turn".into()),
+        // Found lost right before a forward stop (the driver checks): nothing stopped yet.
+        (P::Stopping, V::TurnLost) if !turn.rollback => {
+            turn.requeue("lost the upgrade turn".into())
+        }
         (_, V::TurnLost) => stay(),
 
         (P::Stopping, V::Stopped) => {

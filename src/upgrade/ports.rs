@@ -40,6 +40,8 @@ pub trait EtcdChild: Send + Sync {
 pub trait HeldLock: Send + Sync {
     /// When it was acquired.
     fn acquired(&self) -> Instant;
+    /// `Some(reason)` once the turn is known to be lost.
+    fn lost_reason(&self) -> Option<String>;
     /// Resolves with the reason once the turn is lost; pending while it is held.
     fn lost(&self) -> impl Future<Output = String> + Send + 'static;
     /// Gives it back (safe when it was already lost).

@@ -270,18 +270,30 @@ fn failed_stop_request_exits_and_keeps_the_phase_for_recovery() {
 fn lost_turn_before_stop_aborts_after_stop_is_ignored() {
     let (t, _) = run(&staged(), vec![Event::TurnAcquired, Event::TurnLost]);
     assert_eq!(t.phase, Phase::Queued);
-    let (t, effects) = run(
-        &staged(),
-        vec![
-            Event::TurnAcquired,
-            Event::PreflightPassed,
-            Event::BackupDone,
-            Event::TurnLost,
-            Event::Stopped,
-        ],
+    // Found lost by the driver's check right before the stop request: nothing stopped.
+    let s = step(&at_stopping(), Event::TurnLost);
+    assert_eq!(s.turn.phase, Phase::Queued);
+    assert_eq!(s.turn.last_error.as_deref(), Some("lost the upgrade turn"));
+    assert_eq!(
+        s.effect,
+        Effect::Release {
+            reject: None,
+            refuse: None
+        }
     );
-    assert_eq!(t.phase, Phase::Swapping);
-    assert_eq!(effects.last(), Some(&Effect::Switch(v("3.5.16"))));
+    // Once stopped, the swap goes on.
+    let (t, effects) = run(
+        &at_stopping(),
+        vec![Event::Stopped, Event::TurnLost, Event::Switched],
+    );
+    assert_eq!(t.phase, Phase::Starting);
+    assert_eq!(effects[1], Effect::Nothing);
+    assert_eq!(effects.last(), Some(&Effect::StartEtcd));
+    // A rollback's stop is never abandoned.
+    let mut back = at_stopping();
+    back.rollback = true;
+    let s = step(&back, Event::TurnLost);
+    assert_eq!((s.turn, s.effect), (back, Effect::Nothing));
 }
 
 fn at_verifying() -> Turn {
