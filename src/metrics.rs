@@ -29,6 +29,7 @@ const STATES: &[&str] = &[
     "starting",
     "verifying",
     "rolling-back",
+    "restoring",
     "failed",
 ];
 

@@ -7,6 +7,9 @@
 //!
 //! The swap itself (stop, switch `current`, start, verify) runs in one of two directions:
 //! forward to `to`, or back to `from` when the new version failed. `rollback` says which.
+//! A cold copy of the data dir that fails once etcd is stopped leads to `Restoring` instead:
+//! `current` was never switched, so the old version is started and verified again, and the
+//! member queues anew without rejecting anything.
 
 use std::time::Duration;
 
@@ -453,6 +456,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
 /// member only adds capacity, and the other members' preflight waits while it is down.
 /// A forward swap is resumed rather than rolled back, because the cluster version may
 /// already have moved past `from` (etcd refuses to start an older minor then).
+/// An interrupted restore (the cold copy had failed) puts `from` back and verifies it.
 pub fn recover(persisted: &Turn, current: &Version) -> Step {
     let go = |turn: Turn, effect: Effect| Step { turn, effect };
     match persisted.phase {
