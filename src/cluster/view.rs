@@ -261,9 +261,8 @@ pub async fn gather(client: &Client, key_prefix: &str) -> ClusterView {
         ttl: Duration::from_secs(1),
         member: String::new(),
     };
-    let under = |prefix: String| async move {
-        client.get_prefix(prefix.into_bytes()).await.map(|r| r.kvs)
-    };
+    let under =
+        |prefix: String| async move { client.get_prefix(prefix.into_bytes()).await.map(|r| r.kvs) };
     let progress = under(keys.members_prefix())
         .await
         .unwrap_or_default()

@@ -5,20 +5,25 @@
 //! `STATUS=`, then perform the effect. Nothing world-changing happens before the state that
 //! announces it is on disk, so [`recover`](super::machine::recover) knows what may be half
 //! done after a crash.
+//!
+//! The world is reached only through [`super::ports`] ([`World`]); [`Driver::new`] wires
+//! the real one ([`super::live`]).
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+pub use config::DriverConfig;
+
+use super::live::{LiveBackups, LiveCluster};
 use super::machine::{self, Effect, Event, Phase, Turn};
+use super::ports::{
+    BackupStage, BackupTurn, Backups, Cluster, EtcdChild, TakenBackup, TurnLock, VersionSwitch,
+};
 use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
-use crate::backup::BackupMode;
-use crate::backup::{Backup, BackupPlan, PendingBackup};
-use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
-use crate::cluster::view;
-use crate::config::RunSettings;
+use crate::cluster::lock::{LockConfig, LockError};
 use crate::etcd::Client;
 use crate::metrics::Metrics;
 use crate::staging::Candidate;
@@ -27,73 +32,44 @@ use crate::supervisor::ChildControl;
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
+mod config;
+
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long the last member of a minor upgrade waits to see the cluster version move.
 const CLUSTER_VERSION_WAIT: Duration = Duration::from_secs(15);
 
-/// What the driver needs to know.
-#[derive(Debug, Clone)]
-pub struct DriverConfig {
-    /// This member's name.
-    pub member: String,
-    /// Supervisor state dir.
-    pub state_dir: PathBuf,
-    /// Staging dir (refusal notes go to `rejected/` in it).
-    pub staging_dir: PathBuf,
-    /// etcd's data dir (for a cold copy).
-    pub data_dir: PathBuf,
-    /// This member's own client URLs.
-    pub local_endpoints: Vec<String>,
-    /// Key prefix in etcd.
-    pub key_prefix: String,
-    /// Lease TTL of the turn.
-    pub lock_ttl: Duration,
-    /// Bound on the new etcd being healthy and caught up.
-    pub ready_timeout: Duration,
-    /// What to back up.
-    pub backup: BackupMode,
-    /// Backups kept.
-    pub backup_keep: u32,
-    /// Known-bad versions accepted.
-    pub allow_known_bad: Vec<Version>,
-    /// Test hook: pause after entering this state (see `RunSettings::failpoint_pause`).
-    pub failpoint_pause: Option<(String, Duration)>,
-}
-
-impl DriverConfig {
-    /// The driver's part of `run`'s settings.
-    pub fn from_settings(settings: &RunSettings) -> Self {
-        Self {
-            member: settings.member.name.clone(),
-            state_dir: settings.state_dir.clone(),
-            staging_dir: settings.staging_dir.clone(),
-            data_dir: settings.member.data_dir.clone(),
-            local_endpoints: settings.member.client_urls.clone(),
-            key_prefix: settings.key_prefix.clone(),
-            lock_ttl: settings.lock_ttl,
-            ready_timeout: settings.ready_timeout,
-            backup: settings.backup,
-            backup_keep: settings.backup_keep,
-            allow_known_bad: settings.allow_known_bad.clone(),
-            failpoint_pause: settings.failpoint_pause.clone(),
-        }
-    }
+/// Everything the driver acts on.
+#[derive(Debug)]
+pub struct World<C, K, B, S> {
+    /// The etcd child.
+    pub child: C,
+    /// The cluster (views, the turn, records, the local member's health).
+    pub cluster: K,
+    /// The turn's backups.
+    pub backups: B,
+    /// The `current` link.
+    pub versions: S,
 }
 
 /// The upgrade driver of one member.
-pub struct Driver {
+pub struct Driver<C = ChildControl, K = LiveCluster, B = LiveBackups, S = VersionStore>
+where
+    K: Cluster,
+    B: Backups,
+{
     cfg: DriverConfig,
-    client: Client,
-    control: ChildControl,
-    store: VersionStore,
+    client: K,
+    control: C,
+    backups: B,
+    store: S,
     state: StateFile,
     turn: Turn,
-    held: Option<HeldLock>,
+    held: Option<K::Lock>,
     candidates: mpsc::Receiver<Candidate>,
     pending: Option<Version>,
-    pending_backup: Option<PendingBackup>,
+    pending_backup: Option<B::Pending>,
     swap_started: Option<Instant>,
     metrics: Metrics,
     notifier: Notifier,
@@ -101,7 +77,7 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver starting from `turn` (fresh or recovered).
+    /// A driver starting from `turn` (fresh or recovered), on the real world.
     pub fn new(
         cfg: DriverConfig,
         client: Client,
@@ -110,12 +86,51 @@ impl Driver {
         candidates: mpsc::Receiver<Candidate>,
         metrics: Metrics,
     ) -> Self {
+        let lock = LockConfig {
+            key_prefix: cfg.key_prefix.clone(),
+            ttl: cfg.lock_ttl,
+            member: cfg.member.clone(),
+        };
+        let world = World {
+            child: control,
+            backups: LiveBackups {
+                client: client.clone(),
+                state_dir: cfg.state_dir.clone(),
+                data_dir: cfg.data_dir.clone(),
+                member: cfg.member.clone(),
+                endpoint: cfg.local_endpoints.first().cloned(),
+                mode: cfg.backup,
+                keep: cfg.backup_keep,
+            },
+            cluster: LiveCluster::new(client, lock),
+            versions: VersionStore::new(&cfg.state_dir),
+        };
+        Self::with_world(cfg, world, turn, candidates, metrics)
+    }
+}
+
+impl<C, K, B, S> Driver<C, K, B, S>
+where
+    C: EtcdChild,
+    K: Cluster,
+    B: Backups,
+    S: VersionSwitch,
+{
+    /// A driver starting from `turn` (fresh or recovered), acting on `world`.
+    pub fn with_world(
+        cfg: DriverConfig,
+        world: World<C, K, B, S>,
+        turn: Turn,
+        candidates: mpsc::Receiver<Candidate>,
+        metrics: Metrics,
+    ) -> Self {
         Self {
-            store: VersionStore::new(&cfg.state_dir),
             state: StateFile::new(&cfg.state_dir),
             cfg,
-            client,
-            control,
+            client: world.cluster,
+            control: world.child,
+            backups: world.backups,
+            store: world.versions,
             turn,
             held: None,
             candidates,
@@ -128,35 +143,16 @@ impl Driver {
         }
     }
 
-    fn turn_config(&self) -> LockConfig {
-        LockConfig {
-            key_prefix: self.cfg.key_prefix.clone(),
-            ttl: self.cfg.lock_ttl,
-            member: self.cfg.member.clone(),
-        }
-    }
-
     fn shutting_down(&self) -> bool {
-        *self.control.shutdown.borrow()
+        *self.control.shutdown().borrow()
     }
 
     /// Resolves when the supervisor is asked to stop (owns its receiver, so it can run
     /// beside a borrow of `self`).
     fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.control.shutdown.clone();
+        let mut rx = self.control.shutdown();
         async move {
             let _ = rx.wait_for(|down| *down).await;
-        }
-    }
-
-    /// Learns every member's client URL, so calls (and the turn's keepalive) go on through
-    /// the other members while this one is stopped.
-    async fn refresh_endpoints(&self) {
-        match self.client.refresh_endpoints().await {
-            Ok(endpoints) => tracing::debug!(?endpoints, "cluster endpoints refreshed"),
-            Err(e) => {
-                tracing::warn!(error = %e, "member list not available; using the endpoints known so far")
-            }
         }
     }
 
@@ -310,9 +306,9 @@ impl Driver {
                 tracing::info!(member = %self.cfg.member, version = %target, "staged version is already running; nothing to do");
                 continue;
             }
-            self.refresh_endpoints().await;
+            self.client.refresh_endpoints().await;
             // Refuse an impossible target at once, without waiting in the queue.
-            let report = view::gather(&self.client, &self.cfg.key_prefix).await;
+            let report = self.client.gather().await;
             let verdict = preflight::path_only(
                 &report,
                 &self.cfg.member,
@@ -334,13 +330,12 @@ impl Driver {
             () = tokio::time::sleep(after) => {}
             () = self.shutdown_signal() => return Event::Shutdown,
         }
-        self.refresh_endpoints().await;
-        let cfg = self.turn_config();
+        self.client.refresh_endpoints().await;
         let waited = Instant::now();
         tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
         loop {
             let shutdown = self.shutdown_signal();
-            match lock::acquire(&self.client, &cfg, shutdown).await {
+            match self.client.acquire(shutdown).await {
                 Ok(held) => {
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
@@ -385,7 +380,7 @@ impl Driver {
         let Some(target) = self.turn.to.clone() else {
             return Event::PreflightRefused("nothing staged".into());
         };
-        let report = view::gather(&self.client, &self.cfg.key_prefix).await;
+        let report = self.client.gather().await;
         match preflight::assess(
             &report,
             &self.cfg.member,
@@ -410,52 +405,48 @@ impl Driver {
             .to
             .clone()
             .unwrap_or_else(|| self.turn.from.clone());
-        let mut plan = BackupPlan::turn(
-            &self.cfg.state_dir,
-            self.turn.from.clone(),
+        let turn = BackupTurn {
+            from: self.turn.from.clone(),
             to,
-            self.cfg.backup,
-            self.cfg.backup_keep,
-        )
-        .member(self.cfg.member.clone())
-        .data_dir(self.cfg.data_dir.clone());
-        if let Some(local) = self.cfg.local_endpoints.first() {
-            plan = plan.endpoint(local.clone());
-        }
-        let pending = match plan.begin(&self.client).await {
-            Ok(p) => p,
-            Err(e) => return Event::BackupFailed(e.to_string()),
         };
-        let pending = match pending.snapshot(&self.client).await {
-            Ok(p) => p,
-            Err(e) => return Event::BackupFailed(e.to_string()),
-        };
-        if self.cfg.backup == BackupMode::Snapshot {
-            return match pending.finish().await {
-                Ok(done) => {
-                    self.backup_done(&done);
-                    Event::BackupDone
-                }
-                Err(e) => Event::BackupFailed(e.to_string()),
-            };
+        match self.backups.begin(turn).await {
+            Ok(BackupStage::Done(done)) => {
+                self.backup_done(&done);
+                Event::BackupDone
+            }
+            Ok(BackupStage::ColdCopyPending(pending)) => {
+                self.pending_backup = Some(pending);
+                Event::BackupDone
+            }
+            Err(e) => Event::BackupFailed(e.to_string()),
         }
-        self.pending_backup = Some(pending);
-        Event::BackupDone
     }
 
-    fn backup_done(&self, done: &Backup) {
-        tracing::info!(member = %self.cfg.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "{}", done.summary());
+    fn backup_done(&self, done: &TakenBackup) {
+        tracing::info!(member = %self.cfg.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "{}", done.summary);
         self.metrics.backup_taken(done.bytes, true);
     }
 
     async fn stop(&mut self) -> Event {
         // Preflight passed before the backup; a member may have gone down since. One last
         // look right before a forward stop keeps that window to a few milliseconds. (A
-        // rollback always stops: the new version is the one failing.)
+        // rollback always stops: the new version is the one failing.) Nor does a forward
+        // stop happen on a turn lost while the backup finished.
+        if !self.turn.rollback {
+            let lost = match &self.held {
+                Some(held) => held.lost_reason(),
+                None => Some("no upgrade turn held".into()),
+            };
+            if let Some(reason) = lost {
+                tracing::warn!(member = %self.cfg.member, reason, "lost the upgrade turn before the stop");
+                self.pending_backup = None;
+                return Event::TurnLost;
+            }
+        }
         let report = if self.turn.rollback {
             None
         } else {
-            Some(view::gather(&self.client, &self.cfg.key_prefix).await)
+            Some(self.client.gather().await)
         };
         if let Some(down) = report
             .iter()
@@ -463,7 +454,7 @@ impl Driver {
             .find(|m| m.name != self.cfg.member && !m.healthy)
         {
             self.pending_backup = None;
-            return Event::BackupFailed(format!(
+            return Event::PreflightWait(format!(
                 "member {} went down after preflight; not stopping this one",
                 down.name
             ));
@@ -472,8 +463,10 @@ impl Driver {
         let stopped = match self.control.stop().await {
             Ok(stopped) => stopped,
             Err(e) => {
-                tracing::error!(member = %self.cfg.member, error = %e, "stop failed");
-                return Event::Stopped;
+                // Nobody is left to stop (or restart) etcd: not a stop.
+                tracing::error!(member = %self.cfg.member, error = %e, "stop request failed");
+                self.pending_backup = None;
+                return Event::StopFailed(format!("stopping etcd failed: {e}"));
             }
         };
         tracing::info!(member = %self.cfg.member, exit = %stopped.exit, escalated = stopped.escalated, took_ms = stopped.took.as_millis() as u64, "etcd stopped");
@@ -481,28 +474,17 @@ impl Driver {
             return Event::Stopped;
         };
         // The cold copy of the data dir, while etcd is stopped.
-        let finished = match pending.copy_data_dir().await {
-            Ok(p) => p.finish().await,
-            Err(e) => Err(e),
-        };
-        match finished {
+        match self.backups.cold_copy(pending).await {
             Ok(done) => {
                 self.backup_done(&done);
                 Event::Stopped
             }
             Err(e) => {
-                // No verified backup, no swap: `current` still points at the old version,
-                // so bring it back and queue again.
+                // No verified backup, no swap: `current` still points at the old version;
+                // the machine restarts and verifies it, then queues again.
                 let why = format!("backup failed after the stop: {e}");
-                tracing::error!(member = %self.cfg.member, reason = %why, "restarting the old etcd; the upgrade will be retried");
-                if let Err(e) = self.control.start().await {
-                    tracing::error!(member = %self.cfg.member, error = %e, "restarting the old etcd failed; the run loop keeps trying");
-                }
-                let from = self.turn.from.clone();
-                if let Event::VerifyFailed(v) = self.verify(&from).await {
-                    tracing::error!(member = %self.cfg.member, error = %v, "the old etcd is not healthy yet");
-                }
-                Event::BackupFailed(why)
+                tracing::error!(member = %self.cfg.member, reason = %why, "restoring the old etcd; the upgrade will be retried");
+                Event::ColdCopyFailed(why)
             }
         }
     }
@@ -510,7 +492,7 @@ impl Driver {
     /// Healthy, reporting `target`, and caught up with the leader, within the ready timeout.
     async fn verify(&mut self, target: &Version) -> Event {
         let deadline = Instant::now() + self.cfg.ready_timeout;
-        let started_pid = self.control.status.borrow().pid;
+        let started_pid = self.control.status().pid;
         let Some(local) = self.cfg.local_endpoints.first().cloned() else {
             return Event::VerifyFailed("no local client URL to verify".into());
         };
@@ -520,7 +502,7 @@ impl Driver {
             if self.shutting_down() {
                 return Event::Shutdown;
             }
-            let status = *self.control.status.borrow();
+            let status = self.control.status();
             if status.pid.is_none() {
                 let exit = status
                     .last_exit
@@ -553,7 +535,9 @@ impl Driver {
                             if me.raft_applied_index >= want {
                                 let window = self.swap_started.take().map(|t| t.elapsed());
                                 tracing::info!(member = %self.cfg.member, version = %target, took_ms = started.elapsed().as_millis() as u64, swap_window_ms = window.map(|w| w.as_millis() as u64), "etcd healthy and caught up");
-                                if let (Some(w), false) = (window, self.turn.rollback) {
+                                let upgraded =
+                                    self.turn.phase == Phase::Verifying && !self.turn.rollback;
+                                if let (Some(w), true) = (window, upgraded) {
                                     self.metrics.upgraded(w);
                                 }
                                 self.await_cluster_version(target).await;
@@ -577,10 +561,13 @@ impl Driver {
     /// After a minor upgrade by the last member, the leader moves the cluster version a few
     /// seconds later; wait (bounded) to see it and log it.
     async fn await_cluster_version(&self, target: &Version) {
-        if self.turn.rollback || target.minor_version() == self.turn.from.minor_version() {
+        if self.turn.rollback
+            || self.turn.phase != Phase::Verifying
+            || target.minor_version() == self.turn.from.minor_version()
+        {
             return;
         }
-        let report = view::gather(&self.client, &self.cfg.key_prefix).await;
+        let report = self.client.gather().await;
         let all_on_target = report.members.iter().all(|m| {
             m.server_version
                 .as_ref()
@@ -592,7 +579,7 @@ impl Driver {
         let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
         let wanted = Version::new(target.major, target.minor, 0);
         while Instant::now() < deadline {
-            let now = view::gather(&self.client, &self.cfg.key_prefix).await;
+            let now = self.client.gather().await;
             if now.cluster_version.as_ref() == Some(&wanted) {
                 tracing::info!(member = %self.cfg.member, from = ?report.cluster_version.as_ref().map(ToString::to_string), to = %wanted, "cluster version moved");
                 return;
@@ -678,3 +665,6 @@ impl Driver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,9 @@
 //!
 //! The swap itself (stop, switch `current`, start, verify) runs in one of two directions:
 //! forward to `to`, or back to `from` when the new version failed. `rollback` says which.
+//! A cold copy of the data dir that fails once etcd is stopped leads to `Restoring` instead:
+//! `current` was never switched, so the old version is started and verified again, and the
+//! member queues anew without rejecting anything.
 
 use std::time::Duration;
 
@@ -34,6 +37,9 @@ pub enum Phase {
     Starting,
     /// Waiting until etcd is healthy, reports the version, and has caught up.
     Verifying,
+    /// The cold copy failed after etcd was stopped for a forward swap: `current` still
+    /// points at `from`; starting and verifying it, then queueing again. Nothing is rejected.
+    Restoring,
     /// The old version cannot be brought back; the run loop keeps restarting it.
     Failed,
 }
@@ -49,12 +55,13 @@ pub const STATE_NAMES: &[&str] = &[
     "starting",
     "verifying",
     "rolling-back",
+    "restoring",
     "failed",
 ];
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Idle,
         Phase::Queued,
         Phase::Preflight,
@@ -63,6 +70,7 @@ impl Phase {
         Phase::Swapping,
         Phase::Starting,
         Phase::Verifying,
+        Phase::Restoring,
         Phase::Failed,
     ];
 
@@ -70,7 +78,11 @@ impl Phase {
     pub fn after_stop(self) -> bool {
         matches!(
             self,
-            Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying
+            Phase::Stopping
+                | Phase::Swapping
+                | Phase::Starting
+                | Phase::Verifying
+                | Phase::Restoring
         )
     }
 }
@@ -113,6 +125,11 @@ pub enum Event {
     BackupFailed(String),
     /// etcd has exited.
     Stopped,
+    /// The stop could not even be asked for (the run loop is gone): whether etcd runs is
+    /// unknown, so the driver ends and `recover` decides on the next start.
+    StopFailed(String),
+    /// etcd was stopped for a forward swap, but the cold copy of its data dir failed.
+    ColdCopyFailed(String),
     /// `current` points at the effect's version.
     Switched,
     /// The switch failed (I/O error).
@@ -208,6 +225,7 @@ impl Turn {
             (Phase::Preflight, _) => "preflight",
             (Phase::Backup, _) => "backup",
             (Phase::Failed, _) => "failed",
+            (Phase::Restoring, _) => "restoring",
             (_, true) => "rolling-back",
             (Phase::Stopping, false) => "stopping",
             (Phase::Swapping, false) => "swapping",
@@ -313,13 +331,35 @@ pub fn step(turn: &Turn, event: Event) -> Step {
             )
         }
         (P::Backup, V::BackupDone) => go(turn.with(P::Stopping), E::StopEtcd),
-        // In the backup phase, or after the stop when the cold copy failed (the driver has
-        // restarted the old version): nothing was switched, so queue again.
-        (P::Backup | P::Stopping, V::BackupFailed(why)) if !turn.rollback => turn.requeue(why),
+        (P::Backup, V::BackupFailed(why)) => turn.requeue(why),
+        // The last look right before a forward stop found a member down: nothing stopped.
+        (P::Stopping, V::PreflightWait(why)) if !turn.rollback => turn.requeue(why),
+        // etcd is stopped but there is no backup: nothing was switched, so the old version
+        // is started and verified again before the turn is given back.
+        (P::Stopping, V::ColdCopyFailed(why)) if !turn.rollback => go(
+            Turn {
+                phase: P::Restoring,
+                last_error: Some(why),
+                ..turn.clone()
+            },
+            E::StartEtcd,
+        ),
+        // Nobody is left to stop etcd: end here and let `recover` settle it on restart.
+        (P::Stopping, V::StopFailed(why)) => go(
+            Turn {
+                last_error: Some(why),
+                ..turn.clone()
+            },
+            E::Exit,
+        ),
 
         // Losing the turn before the stop aborts; after it the swap is finished or rolled
         // back first (the event is ignored), and the next turn must be acquired anew.
         (P::Preflight | P::Backup, V::TurnLost) => turn.requeue("lost the upgrade turn".into()),
+        // Found lost right before a forward stop (the driver checks): nothing stopped yet.
+        (P::Stopping, V::TurnLost) if !turn.rollback => {
+            turn.requeue("lost the upgrade turn".into())
+        }
         (_, V::TurnLost) => stay(),
 
         (P::Stopping, V::Stopped) => {
@@ -327,6 +367,29 @@ pub fn step(turn: &Turn, event: Event) -> Step {
             go(turn.with(P::Swapping), E::Switch(target))
         }
         (P::Swapping, V::Switched) => go(turn.with(P::Starting), E::StartEtcd),
+        // Restoring after a crash re-points `current` at `from` first.
+        (P::Restoring, V::Switched) => go(turn.clone(), E::StartEtcd),
+        (P::Restoring, V::Started) => go(turn.clone(), E::Verify(turn.from.clone())),
+        (P::Restoring, V::Verified) => {
+            let why = turn
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the backup failed after the stop".into());
+            turn.requeue(why)
+        }
+        // The old version does not come back: as a failed rollback, minus the rejection
+        // (the new version never ran).
+        (P::Restoring, V::SwitchFailed(why) | V::StartFailed(why) | V::VerifyFailed(why)) => go(
+            Turn {
+                phase: P::Failed,
+                last_error: Some(format!("restarting the old version failed: {why}")),
+                ..turn.clone()
+            },
+            E::Release {
+                reject: None,
+                refuse: None,
+            },
+        ),
         (P::Swapping, V::SwitchFailed(why)) if !turn.rollback => turn.roll_back(why),
         (P::Starting, V::Started) => {
             let target = turn.target().cloned().unwrap_or_else(|| turn.from.clone());
@@ -422,6 +485,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
 /// member only adds capacity, and the other members' preflight waits while it is down.
 /// A forward swap is resumed rather than rolled back, because the cluster version may
 /// already have moved past `from` (etcd refuses to start an older minor then).
+/// An interrupted restore (the cold copy had failed) puts `from` back and verifies it.
 pub fn recover(persisted: &Turn, current: &Version) -> Step {
     let go = |turn: Turn, effect: Effect| Step { turn, effect };
     match persisted.phase {
@@ -466,6 +530,9 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
                 Effect::Switch(target),
             )
         }
+        // Stopped with no backup and `current` never switched: `from` is put back (the
+        // switch is idempotent, and keeps etcd held until it is done), started and verified.
+        Phase::Restoring => go(persisted.clone(), Effect::Switch(persisted.from.clone())),
         Phase::Failed => go(persisted.clone(), Effect::Nothing),
     }
 }

@@ -17,8 +17,10 @@
 
 pub mod driver;
 pub mod flags;
+pub mod live;
 pub mod machine;
 pub mod path;
+pub mod ports;
 pub mod preflight;
 pub mod release_facts;
 pub mod state_file;

@@ -135,45 +135,165 @@ fn failed_backup_aborts_before_the_stop() {
     );
 }
 
-#[test]
-fn failed_cold_copy_after_the_stop_requeues_without_rejecting() {
-    let (t, effects) = run(
+fn at_stopping() -> Turn {
+    run(
         &staged(),
         vec![
             Event::TurnAcquired,
             Event::PreflightPassed,
             Event::BackupDone,
-            Event::BackupFailed("disk full".into()),
+        ],
+    )
+    .0
+}
+
+#[test]
+fn failed_cold_copy_after_the_stop_restarts_and_verifies_the_old_version_then_requeues() {
+    let (t, effects) = run(
+        &at_stopping(),
+        vec![
+            Event::ColdCopyFailed("disk full".into()),
+            Event::Started,
+            Event::Verified,
+            Event::Released,
         ],
     );
-    assert_eq!(t.phase, Phase::Queued);
-    assert_eq!(t.to, Some(v("3.5.16")));
     assert_eq!(
-        effects.last(),
-        Some(&Effect::Release {
+        effects,
+        [
+            Effect::StartEtcd,
+            Effect::Verify(v("3.4.23")),
+            Effect::Release {
+                reject: None,
+                refuse: None
+            },
+            Effect::AcquireTurn {
+                after: Duration::from_secs(1)
+            },
+        ]
+    );
+    assert_eq!(t.phase, Phase::Queued);
+    assert_eq!(t.from, v("3.4.23"));
+    assert_eq!(t.to, Some(v("3.5.16")));
+    assert!(!t.rollback);
+    assert_eq!(t.last_error.as_deref(), Some("disk full"));
+    assert_eq!(t.retries, 1);
+}
+
+#[test]
+fn restoring_is_its_own_persisted_state_after_the_stop() {
+    let s = step(&at_stopping(), Event::ColdCopyFailed("disk full".into()));
+    assert_eq!(s.turn.phase, Phase::Restoring);
+    assert_eq!(s.turn.state_name(), "restoring");
+    assert!(s.turn.phase.after_stop());
+    let json = serde_json::to_string(&s.turn).unwrap();
+    assert!(json.contains("\"phase\":\"restoring\""), "{json}");
+    // Stale swap outcomes do not move it anywhere.
+    for e in [Event::Stopped, Event::BackupDone, Event::TurnLost] {
+        let again = step(&s.turn, e.clone());
+        assert_eq!(
+            (again.turn, again.effect),
+            (s.turn.clone(), Effect::Nothing),
+            "{e:?}"
+        );
+    }
+}
+
+#[test]
+fn old_version_not_coming_back_after_a_failed_cold_copy_ends_failed_without_rejecting() {
+    for failure in [
+        Event::StartFailed("spawn failed".into()),
+        Event::VerifyFailed("not healthy".into()),
+    ] {
+        let restoring = step(&at_stopping(), Event::ColdCopyFailed("disk full".into())).turn;
+        let (t, effects) = run(&restoring, vec![failure.clone()]);
+        assert_eq!(t.phase, Phase::Failed, "{failure:?}");
+        assert!(
+            t.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("restarting the old version failed")),
+            "{t:?}"
+        );
+        assert_eq!(
+            effects,
+            [Effect::Release {
+                reject: None,
+                refuse: None
+            }]
+        );
+    }
+}
+
+#[test]
+fn cold_copy_failure_during_a_rollback_is_ignored() {
+    let mut t = at_stopping();
+    t.rollback = true;
+    let s = step(&t, Event::ColdCopyFailed("disk full".into()));
+    assert_eq!((s.turn, s.effect), (t, Effect::Nothing));
+}
+
+#[test]
+fn a_member_down_right_before_the_stop_requeues_without_stopping() {
+    let s = step(
+        &at_stopping(),
+        Event::PreflightWait("member m2 went down".into()),
+    );
+    assert_eq!(s.turn.phase, Phase::Queued);
+    assert_eq!(
+        s.effect,
+        Effect::Release {
             reject: None,
             refuse: None
-        })
+        }
     );
-    assert!(!effects.iter().any(|e| matches!(e, Effect::Switch(_))));
+}
+
+#[test]
+fn failed_stop_request_exits_and_keeps_the_phase_for_recovery() {
+    for rollback in [false, true] {
+        let mut t = at_stopping();
+        t.rollback = rollback;
+        let s = step(&t, Event::StopFailed("the run loop is gone".into()));
+        assert_eq!(s.effect, Effect::Exit);
+        assert_eq!(s.turn.phase, Phase::Stopping);
+        assert_eq!(s.turn.last_error.as_deref(), Some("the run loop is gone"));
+        // It never counts as stopped: no switch follows.
+        assert_ne!(s.effect, Effect::Switch(v("3.5.16")));
+    }
+    // Outside the stop it is stale.
+    let idle = Turn::idle(v("3.4.23"));
+    let s = step(&idle, Event::StopFailed("gone".into()));
+    assert_eq!((s.turn, s.effect), (idle, Effect::Nothing));
 }
 
 #[test]
 fn lost_turn_before_stop_aborts_after_stop_is_ignored() {
     let (t, _) = run(&staged(), vec![Event::TurnAcquired, Event::TurnLost]);
     assert_eq!(t.phase, Phase::Queued);
-    let (t, effects) = run(
-        &staged(),
-        vec![
-            Event::TurnAcquired,
-            Event::PreflightPassed,
-            Event::BackupDone,
-            Event::TurnLost,
-            Event::Stopped,
-        ],
+    // Found lost by the driver's check right before the stop request: nothing stopped.
+    let s = step(&at_stopping(), Event::TurnLost);
+    assert_eq!(s.turn.phase, Phase::Queued);
+    assert_eq!(s.turn.last_error.as_deref(), Some("lost the upgrade turn"));
+    assert_eq!(
+        s.effect,
+        Effect::Release {
+            reject: None,
+            refuse: None
+        }
     );
-    assert_eq!(t.phase, Phase::Swapping);
-    assert_eq!(effects.last(), Some(&Effect::Switch(v("3.5.16"))));
+    // Once stopped, the swap goes on.
+    let (t, effects) = run(
+        &at_stopping(),
+        vec![Event::Stopped, Event::TurnLost, Event::Switched],
+    );
+    assert_eq!(t.phase, Phase::Starting);
+    assert_eq!(effects[1], Effect::Nothing);
+    assert_eq!(effects.last(), Some(&Effect::StartEtcd));
+    // A rollback's stop is never abandoned.
+    let mut back = at_stopping();
+    back.rollback = true;
+    let s = step(&back, Event::TurnLost);
+    assert_eq!((s.turn, s.effect), (back, Effect::Nothing));
 }
 
 fn at_verifying() -> Turn {
@@ -260,6 +380,7 @@ fn shutdown_keeps_the_phase_for_recovery() {
         Phase::Backup,
         Phase::Stopping,
         Phase::Verifying,
+        Phase::Restoring,
     ] {
         let mut t = at_verifying();
         t.phase = phase;
@@ -326,6 +447,45 @@ fn recovery_requeues_before_stop_and_finishes_the_swap_after() {
 }
 
 #[test]
+fn recovery_while_restoring_puts_the_old_version_back_starts_and_verifies_it() {
+    let restoring = step(&at_stopping(), Event::ColdCopyFailed("disk full".into())).turn;
+    // Whatever `current` says now, the old version is the one to run.
+    for current in [v("3.4.23"), v("3.5.16")] {
+        let s = recover(&restoring, &current);
+        assert_eq!(s.turn.phase, Phase::Restoring);
+        assert_eq!(s.effect, Effect::Switch(v("3.4.23")));
+        let (t, effects) = run(
+            &s.turn,
+            vec![Event::Switched, Event::Started, Event::Verified],
+        );
+        assert_eq!(
+            effects,
+            [
+                Effect::StartEtcd,
+                Effect::Verify(v("3.4.23")),
+                Effect::Release {
+                    reject: None,
+                    refuse: None
+                },
+            ]
+        );
+        assert_eq!(t.phase, Phase::Queued);
+        assert_eq!(t.from, v("3.4.23"));
+    }
+    // A switch that fails there ends failed, nothing rejected.
+    let s = recover(&restoring, &v("3.4.23"));
+    let failed = step(&s.turn, Event::SwitchFailed("read-only fs".into()));
+    assert_eq!(failed.turn.phase, Phase::Failed);
+    assert_eq!(
+        failed.effect,
+        Effect::Release {
+            reject: None,
+            refuse: None
+        }
+    );
+}
+
+#[test]
 fn turn_round_trips_through_json() {
     let t = at_verifying();
     let json = serde_json::to_string(&t).unwrap();
@@ -345,7 +505,8 @@ fn state_names_are_exactly_what_state_name_yields() {
         Phase::Swapping => 5,
         Phase::Starting => 6,
         Phase::Verifying => 7,
-        Phase::Failed => 8,
+        Phase::Restoring => 8,
+        Phase::Failed => 9,
     };
     for (i, phase) in Phase::ALL.into_iter().enumerate() {
         assert_eq!(position(phase), i, "{phase:?}");

@@ -1,0 +1,783 @@
+//! The driver against a fake world: every call it makes is logged with the state that was
+//! on disk (state.json) at that moment, so the tests check both the order of the world
+//! changes and that each was announced before it happened. Time is tokio's paused clock.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::*;
+use crate::backup::BackupError;
+use crate::backup::BackupMode;
+use crate::cluster::view::{ClusterView, MemberView, TurnView};
+use crate::etcd::maintenance::{EtcdVersion, Leader, Status};
+use crate::etcd::EtcdError;
+use crate::process::child::Stopped;
+use crate::process::reaper::ChildExit;
+use crate::supervisor::control::{ChildStatus, Health};
+use crate::versions::store::VersionsError;
+
+const PREFIX: &str = "/etcd-supervisor/";
+const LOCAL: &str = "http://m1:2379";
+
+fn v(s: &str) -> Version {
+    s.parse().unwrap()
+}
+
+/// A world-changing (or turn-related) call, with the persisted state it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Acquire,
+    ReleaseLock,
+    Backup(Seen),
+    ColdCopy(Seen),
+    Stop(Seen),
+    Switch(Version, Seen),
+    Start(Version, Seen),
+    Resume,
+    Reject(String),
+}
+
+/// What state.json said at a call: phase and direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen(Phase, bool);
+
+const FORWARD: bool = false;
+const BACK: bool = true;
+
+/// When the fake takes the turn away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoseLock {
+    /// While the backup is being taken (before the stop).
+    DuringBackup,
+    /// As etcd stops.
+    AtStop,
+}
+
+#[derive(Debug)]
+struct Inner {
+    calls: Vec<Call>,
+    current: Version,
+    running: Option<Version>,
+    next_pid: u32,
+    status: ChildStatus,
+    /// Versions that exit as soon as they are first asked for their health.
+    crashes: Vec<Version>,
+    /// The turn (1-based acquisition count) during which m2 reports unhealthy.
+    m2_down_in_turn: Option<u32>,
+    acquired: u32,
+    cold: bool,
+    backup_fails: bool,
+    cold_copy_fails: bool,
+    stop_fails: bool,
+    lose_lock: Option<LoseLock>,
+    lock_lost: Option<watch::Sender<Option<String>>>,
+}
+
+/// The call at which the test ends the run (SIGTERM to the supervisor, as it were).
+type Until = Box<dyn FnMut(&Call) -> bool + Send>;
+
+#[derive(Clone)]
+struct Fake {
+    inner: Arc<Mutex<Inner>>,
+    state: StateFile,
+    shutdown: watch::Sender<bool>,
+    until: Arc<Mutex<Option<Until>>>,
+}
+
+impl Fake {
+    fn new(state_dir: &std::path::Path, running: &Version) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Inner {
+                calls: Vec::new(),
+                current: running.clone(),
+                running: Some(running.clone()),
+                next_pid: 101,
+                status: ChildStatus {
+                    pid: Some(100),
+                    health: Health::Healthy,
+                    last_exit: None,
+                },
+                crashes: Vec::new(),
+                m2_down_in_turn: None,
+                acquired: 0,
+                cold: false,
+                backup_fails: false,
+                cold_copy_fails: false,
+                stop_fails: false,
+                lose_lock: None,
+                lock_lost: None,
+            })),
+            state: StateFile::new(state_dir),
+            shutdown: watch::channel(false).0,
+            until: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Inner)) {
+        f(&mut self.inner.lock().unwrap());
+    }
+
+    fn seen(&self) -> Seen {
+        let turn = self.state.load().unwrap().expect("state.json written");
+        Seen(turn.phase, turn.rollback)
+    }
+
+    /// Records `call`; when it is the one the test waits for, shuts the driver down right
+    /// here, so nothing after it can slip in before the test looks.
+    fn log(&self, call: Call) {
+        let end = self
+            .until
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|until| until(&call));
+        self.inner.lock().unwrap().calls.push(call);
+        if end {
+            self.shutdown.send_replace(true);
+        }
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    fn lose_lock_if(&self, when: LoseLock) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.lose_lock == Some(when) {
+            inner.lose_lock = None;
+            if let Some(tx) = &inner.lock_lost {
+                let _ = tx.send(Some("lease expired".into()));
+            }
+        }
+    }
+}
+
+impl EtcdChild for Fake {
+    async fn stop(&self) -> Result<Stopped, String> {
+        if self.inner.lock().unwrap().stop_fails {
+            return Err("the run loop is gone".into());
+        }
+        self.log(Call::Stop(self.seen()));
+        self.with(|w| {
+            w.running = None;
+            let pid = w.status.pid.take().unwrap_or(0);
+            w.status.last_exit = Some((pid, ChildExit::Code(0)));
+        });
+        self.lose_lock_if(LoseLock::AtStop);
+        Ok(Stopped {
+            exit: ChildExit::Code(0),
+            escalated: false,
+            took: Duration::from_millis(300),
+        })
+    }
+
+    async fn start(&self) -> Result<u32, String> {
+        let current = self.inner.lock().unwrap().current.clone();
+        self.log(Call::Start(current.clone(), self.seen()));
+        let mut w = self.inner.lock().unwrap();
+        let pid = w.next_pid;
+        w.next_pid += 1;
+        w.running = Some(current);
+        w.status.pid = Some(pid);
+        Ok(pid)
+    }
+
+    async fn resume(&self) {
+        self.log(Call::Resume);
+    }
+
+    fn status(&self) -> ChildStatus {
+        self.inner.lock().unwrap().status
+    }
+
+    fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+struct FakeLock {
+    fake: Fake,
+    lost: watch::Receiver<Option<String>>,
+}
+
+impl TurnLock for FakeLock {
+    fn acquired(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        self.lost.borrow().clone()
+    }
+
+    fn lost(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut rx = self.lost.clone();
+        async move {
+            loop {
+                if let Some(reason) = rx.borrow_and_update().clone() {
+                    return reason;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+
+    async fn release(self) -> Result<(), EtcdError> {
+        self.fake.log(Call::ReleaseLock);
+        Ok(())
+    }
+}
+
+fn member(name: &str, version: &Version, healthy: bool) -> MemberView {
+    MemberView {
+        name: name.into(),
+        id: format!("{name}-id"),
+        client_url: Some(format!("http://{name}:2379")),
+        server_version: Some(version.clone()),
+        healthy,
+        leader: name == "m2",
+        learner: false,
+        storage_version: None,
+        raft_applied_index: Some(10),
+        lag: Some(0),
+        error: None,
+    }
+}
+
+impl Cluster for Fake {
+    type Lock = FakeLock;
+
+    async fn refresh_endpoints(&self) {}
+
+    async fn gather(&self) -> ClusterView {
+        let w = self.inner.lock().unwrap();
+        let m2_up = w.m2_down_in_turn != Some(w.acquired);
+        let running = w.running.clone().unwrap_or_else(|| w.current.clone());
+        let peers = v("3.5.15");
+        ClusterView {
+            healthy: m2_up,
+            cluster_id: Some("c1".into()),
+            cluster_version: Some(v("3.5.0")),
+            leader: Some("m2".into()),
+            members: vec![
+                member("m1", &running, w.running.is_some()),
+                member("m2", &peers, m2_up),
+                member("m3", &peers, true),
+            ],
+            alarms: Vec::new(),
+            turn: TurnView::default(),
+            progress: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            auth_enabled: Some(false),
+            rejections_read: true,
+            error: None,
+        }
+    }
+
+    async fn acquire(
+        &self,
+        _cancel: impl Future<Output = ()> + Send,
+    ) -> Result<FakeLock, LockError> {
+        self.log(Call::Acquire);
+        let (tx, rx) = watch::channel(None);
+        self.with(|w| {
+            w.acquired += 1;
+            w.lock_lost = Some(tx);
+        });
+        Ok(FakeLock {
+            fake: self.clone(),
+            lost: rx,
+        })
+    }
+
+    async fn put(&self, key: String, _value: String, _lease: Option<i64>) -> Result<(), EtcdError> {
+        if let Some(version) = key.strip_prefix(&format!("{PREFIX}rejected/")) {
+            self.log(Call::Reject(version.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
+        assert_eq!(endpoint, LOCAL);
+        let mut w = self.inner.lock().unwrap();
+        let Some(running) = w.running.clone() else {
+            return Err(EtcdError::InvalidRequest("connection refused".into()));
+        };
+        if w.crashes.contains(&running) {
+            // It dies before ever answering healthy.
+            w.running = None;
+            let pid = w.status.pid.take().unwrap_or(0);
+            w.status.last_exit = Some((pid, ChildExit::Code(2)));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn version_of(&self, _endpoint: &str) -> Result<EtcdVersion, EtcdError> {
+        let w = self.inner.lock().unwrap();
+        match &w.running {
+            Some(r) => Ok(EtcdVersion {
+                server: r.to_string(),
+                cluster: "3.5.0".into(),
+                storage: String::new(),
+            }),
+            None => Err(EtcdError::InvalidRequest("connection refused".into())),
+        }
+    }
+
+    async fn status_of(&self, _endpoint: &str) -> Result<Status, EtcdError> {
+        Ok(Status {
+            raft_applied_index: 10,
+            ..Status::default()
+        })
+    }
+
+    async fn leader(&self) -> Result<Leader, EtcdError> {
+        Ok(Leader {
+            id: 2,
+            name: "m2".into(),
+            endpoint: "http://m2:2379".into(),
+        })
+    }
+}
+
+impl Backups for Fake {
+    type Pending = ();
+
+    async fn begin(&self, _turn: BackupTurn) -> Result<BackupStage<()>, BackupError> {
+        self.log(Call::Backup(self.seen()));
+        self.lose_lock_if(LoseLock::DuringBackup);
+        let (fails, cold) = {
+            let w = self.inner.lock().unwrap();
+            (w.backup_fails, w.cold)
+        };
+        if fails {
+            return Err(BackupError::NotADataDir {
+                dir: PathBuf::from("/nowhere"),
+            });
+        }
+        if cold {
+            return Ok(BackupStage::ColdCopyPending(()));
+        }
+        Ok(BackupStage::Done(taken()))
+    }
+
+    async fn cold_copy(&self, (): ()) -> Result<TakenBackup, BackupError> {
+        self.log(Call::ColdCopy(self.seen()));
+        if self.inner.lock().unwrap().cold_copy_fails {
+            return Err(BackupError::NotADataDir {
+                dir: PathBuf::from("/var/lib/etcd"),
+            });
+        }
+        Ok(taken())
+    }
+}
+
+fn taken() -> TakenBackup {
+    TakenBackup {
+        dir: PathBuf::from("/state/backups/b1"),
+        bytes: 1024,
+        elapsed: Duration::from_millis(5),
+        summary: "verified backup".into(),
+    }
+}
+
+impl VersionSwitch for Fake {
+    fn set_current(&self, version: &Version) -> Result<(), VersionsError> {
+        self.log(Call::Switch(version.clone(), self.seen()));
+        self.with(|w| w.current = version.clone());
+        Ok(())
+    }
+}
+
+fn config(dir: &std::path::Path, backup: BackupMode) -> DriverConfig {
+    DriverConfig {
+        member: "m1".into(),
+        state_dir: dir.to_path_buf(),
+        staging_dir: dir.join("staging"),
+        data_dir: dir.join("data"),
+        local_endpoints: vec![LOCAL.into()],
+        key_prefix: PREFIX.into(),
+        lock_ttl: Duration::from_secs(10),
+        ready_timeout: Duration::from_secs(30),
+        backup,
+        backup_keep: 3,
+        allow_known_bad: Vec::new(),
+        failpoint_pause: None,
+    }
+}
+
+fn candidate(version: &Version) -> Candidate {
+    Candidate {
+        version: version.clone(),
+        dir: PathBuf::from(format!("/state/versions/{version}")),
+        binary: PathBuf::from(format!("/state/versions/{version}/etcd")),
+        sha256: "00".into(),
+        companions: Vec::new(),
+        staged_name: "etcd".into(),
+        already_pinned: false,
+    }
+}
+
+fn world(fake: &Fake) -> World<Fake, Fake, Fake, Fake> {
+    World {
+        child: fake.clone(),
+        cluster: fake.clone(),
+        backups: fake.clone(),
+        versions: fake.clone(),
+    }
+}
+
+/// Runs `driver` from `effect` until it ends (at the call `until` matches, or by itself);
+/// returns every call and the state left on disk.
+async fn run_until(
+    fake: &Fake,
+    driver: Driver<Fake, Fake, Fake, Fake>,
+    effect: Effect,
+    until: impl FnMut(&Call) -> bool + Send + 'static,
+) -> (Vec<Call>, Turn) {
+    *fake.until.lock().unwrap() = Some(Box::new(until));
+    let task = tokio::spawn(driver.run(effect));
+    tokio::time::timeout(Duration::from_secs(3600), task)
+        .await
+        .unwrap_or_else(|_| panic!("the driver never ended; calls: {:?}", fake.calls()))
+        .unwrap();
+    let turn = fake.state.load().unwrap().unwrap();
+    (fake.calls(), turn)
+}
+
+/// A driver on `fake` idle on 3.5.15 with 3.5.16 staged, run until `until`.
+async fn drive(
+    fake: &Fake,
+    dir: &std::path::Path,
+    backup: BackupMode,
+    until: impl FnMut(&Call) -> bool + Send + 'static,
+) -> (Vec<Call>, Turn) {
+    let (tx, rx) = mpsc::channel(4);
+    let driver = Driver::with_world(
+        config(dir, backup),
+        world(fake),
+        Turn::idle(v("3.5.15")),
+        rx,
+        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+    );
+    tx.send(candidate(&v("3.5.16"))).await.unwrap();
+    run_until(fake, driver, Effect::Nothing, until).await
+}
+
+fn count(calls: &[Call], f: impl Fn(&Call) -> bool) -> usize {
+    calls.iter().filter(|c| f(c)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn forward_swap_persists_each_state_before_changing_the_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.cold = true);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Both, |c| *c == Call::Resume).await;
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::ColdCopy(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_version_exiting_during_verify_is_rolled_back_and_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.crashes = vec![v("3.5.16")]);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, BACK)),
+            Call::Switch(v("3.5.15"), Seen(Phase::Swapping, BACK)),
+            Call::Start(v("3.5.15"), Seen(Phase::Starting, BACK)),
+            Call::Reject("3.5.16".into()),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn.phase, Phase::Idle);
+    assert_eq!(turn.from, v("3.5.15"));
+    assert_eq!(turn.to, None);
+    assert!(
+        turn.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("3.5.16 exited (exit code 2)")),
+        "{turn:?}"
+    );
+    let note = dir.path().join("staging/rejected/etcd-3.5.16.reason");
+    assert!(note.exists(), "a reason file for the operator");
+}
+
+#[tokio::test(start_paused = true)]
+async fn preflight_wait_releases_and_queues_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.m2_down_in_turn = Some(1));
+    let started = tokio::time::Instant::now();
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        matches!(c, Call::Start(..))
+    })
+    .await;
+    assert_eq!(
+        calls[..4],
+        [
+            Call::Acquire,
+            Call::ReleaseLock,
+            Call::Resume,
+            Call::Acquire,
+        ]
+    );
+    assert!(matches!(calls[4], Call::Backup(_)), "{calls:?}");
+    // The retry waited for its backoff (1 s) instead of spinning.
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(turn.to, Some(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_backup_before_the_stop_stops_nothing_and_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.backup_fails = true);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn.phase, Phase::Queued);
+    assert!(
+        turn.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("not an etcd data dir")),
+        "{turn:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_cold_copy_restarts_and_verifies_the_old_version_then_requeues() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        w.cold = true;
+        w.cold_copy_fails = true;
+    });
+    // Up to the next turn's acquisition: the requeue.
+    let mut acquired = 0;
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::DataDir, move |c| {
+        acquired += u32::from(*c == Call::Acquire);
+        acquired == 2
+    })
+    .await;
+    assert_eq!(
+        calls[..8],
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::ColdCopy(Seen(Phase::Stopping, FORWARD)),
+            Call::Start(v("3.5.15"), Seen(Phase::Restoring, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+            Call::Acquire,
+        ]
+    );
+    assert_eq!(count(&calls, |c| matches!(c, Call::Switch(..))), 0);
+    assert_eq!(count(&calls, |c| matches!(c, Call::Reject(_))), 0);
+    // Verified before the release: the old version answers again.
+    assert_eq!(fake.inner.lock().unwrap().running, Some(v("3.5.15")));
+    assert_eq!(turn.from, v("3.5.15"));
+    assert_eq!(turn.to, Some(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn old_version_not_answering_after_a_failed_cold_copy_ends_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        w.cold = true;
+        w.cold_copy_fails = true;
+        w.crashes = vec![v("3.5.15")];
+    });
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::DataDir, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(count(&calls, |c| matches!(c, Call::Stop(_))), 1);
+    assert_eq!(count(&calls, |c| matches!(c, Call::Reject(_))), 0);
+    assert_eq!(turn.phase, Phase::Failed);
+    assert_eq!(calls.last(), Some(&Call::Resume));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_turn_after_the_stop_finishes_the_swap_without_a_second_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        w.cold = true;
+        w.lose_lock = Some(LoseLock::AtStop);
+    });
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Both, |c| *c == Call::Resume).await;
+    assert_eq!(count(&calls, |c| matches!(c, Call::Stop(_))), 1);
+    assert_eq!(count(&calls, |c| *c == Call::Acquire), 1, "{calls:?}");
+    assert_eq!(
+        calls[2..],
+        [
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::ColdCopy(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_turn_before_the_stop_aborts_and_the_next_attempt_takes_a_new_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.lose_lock = Some(LoseLock::DuringBackup));
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    // Aborted: nothing stopped, and the lost turn given back.
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn.phase, Phase::Queued);
+    assert_eq!(turn.last_error.as_deref(), Some("lost the upgrade turn"));
+    // Every stop in the whole run comes after an acquisition of its own.
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.lose_lock = Some(LoseLock::DuringBackup));
+    let (calls, _) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        matches!(c, Call::Stop(_))
+    })
+    .await;
+    let stop = calls
+        .iter()
+        .position(|c| matches!(c, Call::Stop(_)))
+        .unwrap();
+    let before = &calls[..stop];
+    let last_acquire = before.iter().rposition(|c| *c == Call::Acquire).unwrap();
+    let last_release = before
+        .iter()
+        .rposition(|c| *c == Call::ReleaseLock)
+        .unwrap();
+    assert!(
+        last_release < last_acquire && last_acquire < stop,
+        "{calls:?}"
+    );
+    assert_eq!(count(&calls, |c| *c == Call::Acquire), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_stop_request_is_not_a_stop_and_ends_the_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.stop_fails = true);
+    // No shutdown is sent: the driver must end by itself.
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |_| false).await;
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::ReleaseLock,
+        ]
+    );
+    assert_eq!(turn.phase, Phase::Stopping);
+    assert!(
+        turn.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("the run loop is gone")),
+        "{turn:?}"
+    );
+    // On the next start nothing was switched: back in the queue on the old version.
+    let next = machine::recover(&turn, &v("3.5.15"));
+    assert_eq!(next.turn.phase, Phase::Queued);
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovered_restoring_puts_the_old_version_back_and_verifies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    // As after a crash mid-restore: `current` never switched, etcd held stopped.
+    fake.with(|w| {
+        w.running = None;
+        w.status.pid = None;
+    });
+    let persisted = Turn {
+        phase: Phase::Restoring,
+        from: v("3.5.15"),
+        to: Some(v("3.5.16")),
+        rollback: false,
+        last_error: Some("backup failed after the stop".into()),
+        retries: 0,
+    };
+    fake.state.save(&persisted).unwrap();
+    let machine::Step { turn, effect } = machine::recover(&persisted, &v("3.5.15"));
+    let (_tx, rx) = mpsc::channel(4);
+    let driver = Driver::with_world(
+        config(dir.path(), BackupMode::Snapshot),
+        world(&fake),
+        turn,
+        rx,
+        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+    );
+    // Up to the requeue's acquisition of a new turn.
+    let (calls, turn) = run_until(&fake, driver, effect, |c| *c == Call::Acquire).await;
+    assert_eq!((turn.from, turn.to), (v("3.5.15"), Some(v("3.5.16"))));
+    assert_eq!(
+        calls,
+        [
+            Call::Switch(v("3.5.15"), Seen(Phase::Restoring, FORWARD)),
+            Call::Start(v("3.5.15"), Seen(Phase::Restoring, FORWARD)),
+            Call::Resume,
+            Call::Acquire,
+            Call::ReleaseLock,
+        ]
+    );
+    assert_eq!(fake.inner.lock().unwrap().running, Some(v("3.5.15")));
+}

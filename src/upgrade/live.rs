@@ -1,0 +1,171 @@
+//! The real world behind [`super::ports`]: the run loop's [`ChildControl`], the etcd
+//! gateway [`Client`] with the cluster lock and view, [`BackupPlan`], and the
+//! [`VersionStore`].
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::ports::{
+    BackupStage, BackupTurn, Backups, Cluster, EtcdChild, TakenBackup, TurnLock, VersionSwitch,
+};
+use crate::backup::BackupMode;
+use crate::backup::{BackupError, BackupPlan, PendingBackup};
+use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
+use crate::cluster::view::{self, ClusterView};
+use crate::etcd::maintenance::{EtcdVersion, Leader, Status};
+use crate::etcd::{Client, EtcdError};
+use crate::process::child::Stopped;
+use crate::supervisor::{ChildControl, ChildStatus};
+use crate::versions::store::{VersionStore, VersionsError};
+use crate::versions::Version;
+
+impl EtcdChild for ChildControl {
+    async fn stop(&self) -> Result<Stopped, String> {
+        ChildControl::stop(self).await
+    }
+
+    async fn start(&self) -> Result<u32, String> {
+        ChildControl::start(self).await
+    }
+
+    async fn resume(&self) {
+        ChildControl::resume(self).await;
+    }
+
+    fn status(&self) -> ChildStatus {
+        *self.status.borrow()
+    }
+
+    fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+}
+
+impl TurnLock for HeldLock {
+    fn acquired(&self) -> Instant {
+        HeldLock::acquired(self)
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        HeldLock::lost_reason(self)
+    }
+
+    fn lost(&self) -> impl Future<Output = String> + Send + 'static {
+        HeldLock::lost(self)
+    }
+
+    async fn release(self) -> Result<(), EtcdError> {
+        HeldLock::release(self).await
+    }
+}
+
+/// The cluster through the gateway client, with the turn's lock settings.
+#[derive(Debug, Clone)]
+pub struct LiveCluster {
+    client: Client,
+    turn: LockConfig,
+}
+
+impl LiveCluster {
+    /// The cluster as `client` reaches it; the turn lives under `turn.key_prefix`.
+    pub fn new(client: Client, turn: LockConfig) -> Self {
+        Self { client, turn }
+    }
+}
+
+impl Cluster for LiveCluster {
+    type Lock = HeldLock;
+
+    async fn refresh_endpoints(&self) {
+        match self.client.refresh_endpoints().await {
+            Ok(endpoints) => tracing::debug!(?endpoints, "cluster endpoints refreshed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "member list not available; using the endpoints known so far")
+            }
+        }
+    }
+
+    async fn gather(&self) -> ClusterView {
+        view::gather(&self.client, &self.turn.key_prefix).await
+    }
+
+    async fn acquire(
+        &self,
+        cancel: impl Future<Output = ()> + Send,
+    ) -> Result<HeldLock, LockError> {
+        lock::acquire(&self.client, &self.turn, cancel).await
+    }
+
+    async fn put(&self, key: String, value: String, lease: Option<i64>) -> Result<(), EtcdError> {
+        self.client.put(key, value, lease).await.map(drop)
+    }
+
+    async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
+        self.client.health_of(endpoint).await
+    }
+
+    async fn version_of(&self, endpoint: &str) -> Result<EtcdVersion, EtcdError> {
+        self.client.version_of(endpoint).await
+    }
+
+    async fn status_of(&self, endpoint: &str) -> Result<Status, EtcdError> {
+        self.client.status_of(endpoint).await
+    }
+
+    async fn leader(&self) -> Result<Leader, EtcdError> {
+        self.client.leader().await
+    }
+}
+
+/// Turn backups written by [`BackupPlan`] into the state dir.
+#[derive(Debug, Clone)]
+pub struct LiveBackups {
+    /// The gateway (the snapshot streams through it).
+    pub client: Client,
+    /// Supervisor state dir (backups go to `backups/` in it).
+    pub state_dir: PathBuf,
+    /// etcd's data dir.
+    pub data_dir: PathBuf,
+    /// This member's name.
+    pub member: String,
+    /// The local member's client URL, where the snapshot is taken.
+    pub endpoint: Option<String>,
+    /// What to back up.
+    pub mode: BackupMode,
+    /// Backups kept.
+    pub keep: u32,
+}
+
+impl Backups for LiveBackups {
+    type Pending = PendingBackup;
+
+    async fn begin(&self, turn: BackupTurn) -> Result<BackupStage<PendingBackup>, BackupError> {
+        let mut plan = BackupPlan::turn(&self.state_dir, turn.from, turn.to, self.mode, self.keep)
+            .member(self.member.clone())
+            .data_dir(self.data_dir.clone());
+        if let Some(local) = &self.endpoint {
+            plan = plan.endpoint(local.clone());
+        }
+        let pending = plan.begin(&self.client).await?;
+        let pending = pending.snapshot(&self.client).await?;
+        if self.mode == BackupMode::Snapshot {
+            let done = pending.finish().await?;
+            return Ok(BackupStage::Done(TakenBackup::from(&done)));
+        }
+        Ok(BackupStage::ColdCopyPending(pending))
+    }
+
+    async fn cold_copy(&self, pending: PendingBackup) -> Result<TakenBackup, BackupError> {
+        let done = pending.copy_data_dir().await?.finish().await?;
+        Ok(TakenBackup::from(&done))
+    }
+}
+
+impl VersionSwitch for VersionStore {
+    fn set_current(&self, version: &Version) -> Result<(), VersionsError> {
+        VersionStore::set_current(self, version)
+    }
+}

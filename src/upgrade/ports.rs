@@ -1,0 +1,147 @@
+//! What the upgrade driver does to the world, as small traits: the etcd child, the cluster
+//! (views, the turn, records, the local member's health), the backups and the `current`
+//! switch. [`super::live`] adapts the real types; the driver's tests use fakes.
+//!
+//! The methods return `impl Future + Send` rather than being `async fn`, so the driver's
+//! own future stays `Send` (it runs in a spawned task) whatever implementation it gets.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::backup::{Backup, BackupError};
+use crate::cluster::lock::LockError;
+use crate::cluster::view::ClusterView;
+use crate::etcd::maintenance::{EtcdVersion, Leader, Status};
+use crate::etcd::EtcdError;
+use crate::process::child::Stopped;
+use crate::supervisor::control::ChildStatus;
+use crate::versions::store::VersionsError;
+use crate::versions::Version;
+
+/// The etcd child, as the run loop lets the driver handle it.
+pub trait EtcdChild: Send + Sync {
+    /// Stops etcd for a swap (it stays stopped until [`EtcdChild::start`]); `Err` when the
+    /// request could not be made at all.
+    fn stop(&self) -> impl Future<Output = Result<Stopped, String>> + Send;
+    /// Starts etcd on whatever `current` points at; answers its pid.
+    fn start(&self) -> impl Future<Output = Result<u32, String>> + Send;
+    /// Hands supervision back to the run loop (restart on crash, start if stopped).
+    fn resume(&self) -> impl Future<Output = ()> + Send;
+    /// The child as the run loop sees it now.
+    fn status(&self) -> ChildStatus;
+    /// Becomes true when the supervisor is asked to stop.
+    fn shutdown(&self) -> watch::Receiver<bool>;
+}
+
+/// The cluster-wide upgrade turn, held.
+pub trait TurnLock: Send + Sync {
+    /// When it was acquired.
+    fn acquired(&self) -> Instant;
+    /// `Some(reason)` once the turn is known to be lost.
+    fn lost_reason(&self) -> Option<String>;
+    /// Resolves with the reason once the turn is lost; pending while it is held.
+    fn lost(&self) -> impl Future<Output = String> + Send + 'static;
+    /// Gives it back (safe when it was already lost).
+    fn release(self) -> impl Future<Output = Result<(), EtcdError>> + Send;
+}
+
+/// The cluster through etcd's gateway.
+pub trait Cluster: Send + Sync {
+    /// The held turn.
+    type Lock: TurnLock;
+    /// Learns every member's client URL, so calls go on while this member is stopped.
+    fn refresh_endpoints(&self) -> impl Future<Output = ()> + Send;
+    /// Everything preflight and the path rules look at.
+    fn gather(&self) -> impl Future<Output = ClusterView> + Send;
+    /// Queues for the turn; [`LockError::Cancelled`] when `cancel` resolves first.
+    fn acquire(
+        &self,
+        cancel: impl Future<Output = ()> + Send,
+    ) -> impl Future<Output = Result<Self::Lock, LockError>> + Send;
+    /// Writes one key (the progress record, a rejection).
+    fn put(
+        &self,
+        key: String,
+        value: String,
+        lease: Option<i64>,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// `/health` of the member at `endpoint`.
+    fn health_of(&self, endpoint: &str) -> impl Future<Output = Result<bool, EtcdError>> + Send;
+    /// `/version` of the member at `endpoint`.
+    fn version_of(
+        &self,
+        endpoint: &str,
+    ) -> impl Future<Output = Result<EtcdVersion, EtcdError>> + Send;
+    /// Status of the member at `endpoint`.
+    fn status_of(&self, endpoint: &str) -> impl Future<Output = Result<Status, EtcdError>> + Send;
+    /// The current leader.
+    fn leader(&self) -> impl Future<Output = Result<Leader, EtcdError>> + Send;
+}
+
+/// Who the turn's backup is of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupTurn {
+    /// The running version.
+    pub from: Version,
+    /// The target.
+    pub to: Version,
+}
+
+/// A finished, verified backup, as the driver logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenBackup {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Bytes written.
+    pub bytes: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+    /// One line for the operator.
+    pub summary: String,
+}
+
+impl From<&Backup> for TakenBackup {
+    fn from(b: &Backup) -> Self {
+        Self {
+            dir: b.dir.clone(),
+            bytes: b.bytes,
+            elapsed: b.elapsed,
+            summary: b.summary(),
+        }
+    }
+}
+
+/// How far the backup got while etcd runs.
+#[derive(Debug)]
+pub enum BackupStage<P> {
+    /// Finished and verified (snapshot mode).
+    Done(TakenBackup),
+    /// The snapshot is taken; the data dir is copied once etcd is stopped.
+    ColdCopyPending(P),
+}
+
+/// The turn's backups.
+pub trait Backups: Send + Sync {
+    /// A backup waiting for its cold copy.
+    type Pending: Send;
+    /// Space check and snapshot while etcd runs (finished at once in snapshot mode).
+    fn begin(
+        &self,
+        turn: BackupTurn,
+    ) -> impl Future<Output = Result<BackupStage<Self::Pending>, BackupError>> + Send;
+    /// The cold copy of the data dir (etcd stopped), then verification.
+    fn cold_copy(
+        &self,
+        pending: Self::Pending,
+    ) -> impl Future<Output = Result<TakenBackup, BackupError>> + Send;
+}
+
+/// The `current` link of the versions store.
+/// Cloned onto the blocking pool, where the switch (symlink, rename, fsync) runs.
+pub trait VersionSwitch: Send + Sync + Clone + 'static {
+    /// Points `current` at `version`, atomically.
+    fn set_current(&self, version: &Version) -> Result<(), VersionsError>;
+}
