@@ -73,18 +73,6 @@ impl Phase {
         Phase::Restoring,
         Phase::Failed,
     ];
-
-    /// True once etcd may have been stopped for this turn: the world has changed.
-    pub fn after_stop(self) -> bool {
-        matches!(
-            self,
-            Phase::Stopping
-                | Phase::Swapping
-                | Phase::Starting
-                | Phase::Verifying
-                | Phase::Restoring
-        )
-    }
 }
 
 /// The persisted state of this member's upgrade (state.json).
