@@ -12,7 +12,7 @@ use crate::backup::BackupMode;
 use crate::cli::{ConnArgs, RunArgs};
 use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
-use crate::versions::Version;
+use crate::upgrade::path::Policy;
 
 /// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -99,8 +99,8 @@ pub struct RunSettings {
     pub backup: BackupMode,
     /// Backups kept.
     pub backup_keep: u32,
-    /// Known-bad versions the operator accepts.
-    pub allow_known_bad: Vec<Version>,
+    /// What the operator accepts beyond etcd's own upgrade rules.
+    pub policy: Policy,
     /// Where to serve /metrics and /healthz.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Test hook: pause the upgrade driver in this state for this long
@@ -109,6 +109,8 @@ pub struct RunSettings {
     pub failpoint_pause: Option<(String, Duration)>,
     /// Arguments etcd is started with (the user's, plus `--data-dir` when we chose it).
     pub etcd_args: Vec<String>,
+    /// The `ETCD_*` variables etcd inherits (the supervisor's own excluded), sorted.
+    pub etcd_env: Vec<(String, String)>,
     /// The member as etcd will see it.
     pub member: Member,
 }
@@ -162,11 +164,7 @@ impl RunSettings {
         let advertised = lookup("advertise-client-urls", "ETCD_ADVERTISE_CLIENT_URLS");
         let listening = lookup("listen-client-urls", "ETCD_LISTEN_CLIENT_URLS");
         let client_urls = local_client_urls(advertised.as_deref(), listening.as_deref());
-        let allow_known_bad = args
-            .allow_known_bad
-            .iter()
-            .map(|v| v.parse())
-            .collect::<Result<Vec<Version>, _>>()?;
+        let policy = args.policy.resolve()?;
         let cluster = client_config(&args.conn, &client_urls, env);
         let failpoint_pause = env.get(FAILPOINT_ENV).and_then(|v| {
             let (state, pause) = v.split_once(':')?;
@@ -180,7 +178,7 @@ impl RunSettings {
             ready_timeout: args.ready_timeout,
             backup: args.backup,
             backup_keep: args.backup_keep,
-            allow_known_bad,
+            policy,
             metrics_addr: args.metrics_addr,
             state_dir: args.state.state_dir.clone(),
             etcd_binary: args.etcd_binary.clone(),
@@ -194,6 +192,15 @@ impl RunSettings {
             staging_dir: args.staging.resolve(&args.state.state_dir),
             poll_interval: args.poll_interval,
             etcd_args,
+            etcd_env: {
+                let mut vars: Vec<(String, String)> = env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("ETCD_") && !k.starts_with("ETCD_SUPERVISOR_"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                vars.sort();
+                vars
+            },
             member: Member {
                 name,
                 data_dir,

@@ -13,6 +13,8 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backup::BackupMode;
+use crate::upgrade::path::Policy;
+use crate::versions::version::ParseVersionError;
 
 /// Runs etcd as a supervised child and rolling-upgrades the cluster from a staging directory.
 #[derive(Debug, Parser)]
@@ -107,9 +109,38 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub prefix: KeyPrefixArg,
 
-    /// Known-bad versions to accept, as `run` would.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// What the operator accepts beyond etcd's own upgrade rules (shared by run and plan).
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Accept a version on the known-bad list (repeatable, or comma-separated).
     #[arg(long, env = "ETCD_SUPERVISOR_ALLOW_KNOWN_BAD", value_delimiter = ',')]
     pub allow_known_bad: Vec<String>,
+
+    /// Roll 3.4 -> 3.5 although auth is enabled. etcd does not support this rolling upgrade
+    /// (3.5 changed the WAL format of auth entries, etcd PR #11943): take a backup first.
+    #[arg(
+        long = "allow-auth-upgrade-from-3.4",
+        env = "ETCD_SUPERVISOR_ALLOW_AUTH_UPGRADE_FROM_3_4"
+    )]
+    pub allow_auth_upgrade_from_34: bool,
+}
+
+impl PolicyArgs {
+    /// The typed policy; a malformed version is an error naming it.
+    pub fn resolve(&self) -> Result<Policy, ParseVersionError> {
+        Ok(Policy {
+            allow_known_bad: self
+                .allow_known_bad
+                .iter()
+                .map(|v| v.parse())
+                .collect::<Result<_, _>>()?,
+            allow_auth_upgrade_from_34: self.allow_auth_upgrade_from_34,
+        })
+    }
 }
 
 /// `--state-dir` (shared by run, plan, stage and backup).
@@ -301,9 +332,8 @@ pub struct RunArgs {
     #[arg(long, env = "ETCD_SUPERVISOR_BACKUP_KEEP", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub backup_keep: u32,
 
-    /// Accept a version on the known-bad list (repeatable, or comma-separated).
-    #[arg(long, env = "ETCD_SUPERVISOR_ALLOW_KNOWN_BAD", value_delimiter = ',')]
-    pub allow_known_bad: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 
     /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9379); off by default.
     #[arg(long, env = "ETCD_SUPERVISOR_METRICS_ADDR")]

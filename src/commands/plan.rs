@@ -30,10 +30,12 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
-    let allow: Result<Vec<Version>, _> = args.allow_known_bad.iter().map(|v| v.parse()).collect();
-    let Ok(allow) = allow else {
-        tracing::error!("--allow-known-bad takes versions such as 3.5.1");
-        return Outcome::Usage;
+    let policy = match args.policy.resolve() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("--allow-known-bad takes versions such as 3.5.1: {e}");
+            return Outcome::Usage;
+        }
     };
     let explicit: Option<Version> = match args.target.as_deref().map(str::parse) {
         None => None,
@@ -112,7 +114,7 @@ pub async fn command(args: &PlanArgs) -> Outcome {
         return Outcome::Success;
     };
     let report = view::gather(&client, &args.prefix.key_prefix).await;
-    let verdict = preflight::assess(&report, &args.member, &running, &target, &allow);
+    let verdict = preflight::assess(&report, &args.member, &running, &target, &policy);
     let code = match &verdict {
         Verdict::Proceed => {
             let _ = writeln!(

@@ -12,6 +12,7 @@ use crate::supervisor::{self, DriverStarter, RunError, Signals};
 use crate::upgrade::driver::{Driver, DriverConfig};
 use crate::upgrade::machine::{self, Effect, Turn};
 use crate::upgrade::state_file::StateFile;
+use crate::upgrade::vet::{LiveVetter, MemberConfig};
 use crate::versions::store::{self, Pinned, VersionStore};
 
 /// Makes sure a version is pinned (installing `--etcd-binary` on first start) and returns it.
@@ -102,6 +103,15 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
         StagingWatcher::start(WatchOptions::from_settings(&settings), reaper.clone())?;
     let client = Client::new(settings.cluster.clone())?;
     let cfg = DriverConfig::from_settings(&settings);
+    let vetter = LiveVetter::new(
+        reaper.clone(),
+        &settings.state_dir,
+        MemberConfig {
+            args: settings.etcd_args.clone(),
+            env: settings.etcd_env.clone(),
+            data_dir: settings.member.data_dir.clone(),
+        },
+    );
     let machine::Step { turn, effect } = recovered;
     let metrics = Metrics::new(machine::STATE_NAMES);
     if let Some(addr) = settings.metrics_addr {
@@ -115,9 +125,17 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
         Box::pin(async move {
             // The watcher lives as long as the driver that consumes its candidates.
             let _watcher = watcher;
-            Driver::new(cfg, client, control, turn, candidates, driver_metrics)
-                .run(effect)
-                .await;
+            Driver::new(
+                cfg,
+                client,
+                control,
+                turn,
+                candidates,
+                driver_metrics,
+                vetter,
+            )
+            .run(effect)
+            .await;
         })
     });
     supervisor::run_with(settings, reaper, signals, pinned, starter, held, metrics).await

@@ -4,3 +4,4 @@
 pub mod child;
 pub mod datadir;
 pub mod reaper;
+pub mod tool;

@@ -16,13 +16,16 @@ use tokio::time::Instant;
 
 pub use config::DriverConfig;
 
+use super::flags;
 use super::live::{LiveBackups, LiveCluster};
 use super::machine::{self, Effect, Event, Phase, Turn};
 use super::ports::{
     BackupStage, BackupTurn, Backups, Cluster, EtcdChild, TakenBackup, TurnLock, VersionSwitch,
+    Vetted, Vetter,
 };
 use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
+use super::vet::LiveVetter;
 use crate::cluster::lock::{LockConfig, LockError};
 use crate::etcd::Client;
 use crate::metrics::Metrics;
@@ -42,7 +45,7 @@ const CLUSTER_VERSION_WAIT: Duration = Duration::from_secs(15);
 
 /// Everything the driver acts on.
 #[derive(Debug)]
-pub struct World<C, K, B, S> {
+pub struct World<C, K, B, S, V> {
     /// The etcd child.
     pub child: C,
     /// The cluster (views, the turn, records, the local member's health).
@@ -51,11 +54,18 @@ pub struct World<C, K, B, S> {
     pub backups: B,
     /// The `current` link.
     pub versions: S,
+    /// Checks of a staged version against this member, before it queues.
+    pub vetter: V,
 }
 
 /// The upgrade driver of one member.
-pub struct Driver<C = ChildControl, K = LiveCluster, B = LiveBackups, S = VersionStore>
-where
+pub struct Driver<
+    C = ChildControl,
+    K = LiveCluster,
+    B = LiveBackups,
+    S = VersionStore,
+    V = LiveVetter,
+> where
     K: Cluster,
     B: Backups,
 {
@@ -64,6 +74,7 @@ where
     control: C,
     backups: B,
     store: S,
+    vetter: V,
     state: StateFile,
     turn: Turn,
     held: Option<K::Lock>,
@@ -85,6 +96,7 @@ impl Driver {
         turn: Turn,
         candidates: mpsc::Receiver<Candidate>,
         metrics: Metrics,
+        vetter: LiveVetter,
     ) -> Self {
         let lock = LockConfig {
             key_prefix: cfg.key_prefix.clone(),
@@ -104,22 +116,24 @@ impl Driver {
             },
             cluster: LiveCluster::new(client, lock),
             versions: VersionStore::new(&cfg.state_dir),
+            vetter,
         };
         Self::with_world(cfg, world, turn, candidates, metrics)
     }
 }
 
-impl<C, K, B, S> Driver<C, K, B, S>
+impl<C, K, B, S, V> Driver<C, K, B, S, V>
 where
     C: EtcdChild,
     K: Cluster,
     B: Backups,
     S: VersionSwitch,
+    V: Vetter,
 {
     /// A driver starting from `turn` (fresh or recovered), acting on `world`.
     pub fn with_world(
         cfg: DriverConfig,
-        world: World<C, K, B, S>,
+        world: World<C, K, B, S, V>,
         turn: Turn,
         candidates: mpsc::Receiver<Candidate>,
         metrics: Metrics,
@@ -131,10 +145,13 @@ where
             control: world.child,
             backups: world.backups,
             store: world.versions,
+            vetter: world.vetter,
+            // A version refused here for this member's configuration stays staged: offered
+            // again at start, so a restart with fixed flags takes it without a new drop.
+            pending: turn.to.clone().filter(|_| turn.phase == Phase::Idle),
             turn,
             held: None,
             candidates,
-            pending: None,
             pending_backup: None,
             swap_started: None,
             metrics,
@@ -283,25 +300,27 @@ where
         }
     }
 
-    /// Waits for a staged candidate (or shutdown).
+    /// Waits for a staged candidate (or shutdown) and vets it before it may queue: the path
+    /// rules, then this member's configuration (and the rehearsal). Nothing is held and
+    /// nothing stops for a candidate that fails here.
     async fn idle(&mut self) -> Event {
         loop {
-            if let Some(v) = self.pending.take() {
-                if self.turn.phase == Phase::Idle || self.turn.phase == Phase::Failed {
-                    return Event::Staged(v);
+            let target = match self.pending.take() {
+                Some(v) if matches!(self.turn.phase, Phase::Idle | Phase::Failed) => v,
+                _ => {
+                    let shutdown = self.shutdown_signal();
+                    let candidate = tokio::select! {
+                        c = self.candidates.recv() => c,
+                        () = shutdown => return Event::Shutdown,
+                    };
+                    let Some(candidate) = candidate else {
+                        // No more candidates (watcher gone): wait for shutdown only.
+                        self.shutdown_signal().await;
+                        return Event::Shutdown;
+                    };
+                    candidate.version
                 }
-            }
-            let shutdown = self.shutdown_signal();
-            let candidate = tokio::select! {
-                c = self.candidates.recv() => c,
-                () = shutdown => return Event::Shutdown,
             };
-            let Some(candidate) = candidate else {
-                // No more candidates (watcher gone): wait for shutdown only.
-                self.shutdown_signal().await;
-                return Event::Shutdown;
-            };
-            let target = candidate.version.clone();
             if target == self.turn.from {
                 tracing::info!(member = %self.cfg.member, version = %target, "staged version is already running; nothing to do");
                 continue;
@@ -314,13 +333,26 @@ where
                 &self.cfg.member,
                 &self.turn.from,
                 &target,
-                &self.cfg.allow_known_bad,
+                &self.cfg.policy,
             );
             if let Verdict::Refuse(why) = verdict {
                 self.note_refusal(&target, &why);
                 continue;
             }
-            return Event::Staged(target);
+            let vetting = Instant::now();
+            let vetted = self.vetter.vet(&self.turn.from, &target).await;
+            let took_ms = vetting.elapsed().as_millis() as u64;
+            match vetted {
+                Vetted::Pass { warnings } => {
+                    for w in &warnings {
+                        tracing::warn!(member = %self.cfg.member, to = %target, warning = %w, "staged version: {w}");
+                    }
+                    tracing::info!(member = %self.cfg.member, from = %self.turn.from, to = %target, took_ms, "staged version vetted against this member");
+                    return Event::Staged(target);
+                }
+                Vetted::MemberFault(why) => return Event::RefusedHere(target, why),
+                Vetted::VersionFault(why) => return Event::FailedBeforeTurn(target, why),
+            }
         }
     }
 
@@ -386,7 +418,7 @@ where
             &self.cfg.member,
             &self.turn.from,
             &target,
-            &self.cfg.allow_known_bad,
+            &self.cfg.policy,
         ) {
             Verdict::Proceed => Event::PreflightPassed,
             Verdict::Wait(why) => {
@@ -507,8 +539,19 @@ where
                 let exit = status
                     .last_exit
                     .filter(|(pid, _)| Some(*pid) == started_pid)
-                    .map(|(_, e)| e.to_string())
-                    .unwrap_or_else(|| "not running".into());
+                    .map(|(_, e)| e);
+                // Exit code 2 is Go's flag parser refusing the command line: this member's
+                // flags, not the version (the check before the queue missed it).
+                if exit.is_some_and(|e| flags::is_usage_error(Some(e.exit_code()), ""))
+                    && !self.turn.rollback
+                {
+                    return Event::Misconfigured(format!(
+                        "etcd {target} refused this member's command line (exit code 2, a usage \
+                         error; its log above names the flag): fix the flags and restart the \
+                         supervisor; the version stays staged here"
+                    ));
+                }
+                let exit = exit.map_or_else(|| "not running".into(), |e| e.to_string());
                 return Event::VerifyFailed(format!("etcd {target} exited ({exit})"));
             }
             if Instant::now() >= deadline {

@@ -90,6 +90,10 @@ pub struct Turn {
     pub last_error: Option<String>,
     /// Attempts at the turn that ended in a wait or a transient failure, for backoff.
     pub retries: u32,
+    /// The swap is being rolled back for this member's own fault (its flags), not the
+    /// version's: nothing is rejected, and the target stays staged here.
+    #[serde(default)]
+    pub member_fault: bool,
 }
 
 /// What happened: the outcome of the last effect, or something from outside.
@@ -97,6 +101,12 @@ pub struct Turn {
 pub enum Event {
     /// A staged binary passed the acceptance checks.
     Staged(Version),
+    /// The staged version cannot run with this member as it is configured (its flags,
+    /// its disk, a missing tool): refused here with the fix; kept staged, nothing rejected.
+    RefusedHere(Version, String),
+    /// The staged version failed a check that is its own fault (the dress rehearsal):
+    /// rejected for the whole cluster before any member stopped.
+    FailedBeforeTurn(Version, String),
     /// The cluster-wide turn is ours.
     TurnAcquired,
     /// The turn's lease expired or its key vanished.
@@ -130,6 +140,9 @@ pub enum Event {
     Verified,
     /// Not healthy/caught up in time, or exited.
     VerifyFailed(String),
+    /// The new version refused this member's configuration (a usage error): rolled back
+    /// like a failure, but as the member's fault.
+    Misconfigured(String),
     /// The turn was released (and progress recorded).
     Released,
     /// SIGTERM/SIGINT to the supervisor.
@@ -193,6 +206,7 @@ impl Turn {
             rollback: false,
             last_error: None,
             retries: 0,
+            member_fault: false,
         }
     }
 
@@ -249,10 +263,16 @@ impl Turn {
 
     /// Starts the swap back to `from` because the new version failed.
     fn roll_back(&self, why: String) -> Step {
+        self.roll_back_for(why, false)
+    }
+
+    /// Starts the swap back to `from`; `member_fault` says whose fault it was.
+    fn roll_back_for(&self, why: String, member_fault: bool) -> Step {
         let turn = Turn {
             phase: Phase::Stopping,
             rollback: true,
             last_error: Some(why),
+            member_fault,
             ..self.clone()
         };
         Step {
@@ -287,6 +307,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 rollback: false,
                 last_error: None,
                 retries: 0,
+                member_fault: false,
                 ..turn.clone()
             };
             go(
@@ -296,6 +317,35 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 },
             )
         }
+        // Vetting before the queue: nothing has stopped, so nothing is held or changed.
+        (P::Idle | P::Failed, V::RefusedHere(v, why)) => go(
+            Turn {
+                phase: P::Idle,
+                to: Some(v.clone()),
+                last_error: Some(why.clone()),
+                retries: 0,
+                member_fault: false,
+                ..turn.clone()
+            },
+            E::Release {
+                reject: None,
+                refuse: Some((v, why)),
+            },
+        ),
+        (P::Idle | P::Failed, V::FailedBeforeTurn(v, why)) => go(
+            Turn {
+                phase: P::Idle,
+                to: None,
+                last_error: Some(why.clone()),
+                retries: 0,
+                member_fault: false,
+                ..turn.clone()
+            },
+            E::Release {
+                reject: Some((v, why)),
+                refuse: None,
+            },
+        ),
         // A newer candidate while the turn is under way waits for the next turn.
         (_, V::Staged(_)) => stay(),
 
@@ -388,6 +438,9 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         {
             turn.roll_back(why)
         }
+        (P::Starting | P::Verifying, V::Misconfigured(why)) if !turn.rollback => {
+            turn.roll_back_for(why, true)
+        }
         (P::Verifying, V::Verified) if !turn.rollback => {
             let to = turn.to.clone().unwrap_or_else(|| turn.from.clone());
             let t = Turn {
@@ -397,12 +450,35 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 rollback: false,
                 last_error: None,
                 retries: 0,
+                member_fault: false,
             };
             go(
                 t,
                 E::Release {
                     reject: None,
                     refuse: None,
+                },
+            )
+        }
+        (P::Verifying, V::Verified) if turn.member_fault => {
+            // Back on the old version, and the new one is fine: this member's flags are
+            // not. It stays staged here, to be taken once the flags are fixed.
+            let reason = turn
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "the new version refused this member's flags".into());
+            let refuse = turn.to.clone().map(|v| (v, reason));
+            let t = Turn {
+                phase: P::Idle,
+                rollback: false,
+                member_fault: false,
+                ..turn.clone()
+            };
+            go(
+                t,
+                E::Release {
+                    reject: None,
+                    refuse,
                 },
             )
         }
@@ -433,7 +509,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         (P::Swapping, V::SwitchFailed(why))
         | (P::Starting, V::StartFailed(why))
         | (P::Verifying, V::VerifyFailed(why)) => {
-            let reject = turn.to.clone().map(|v| {
+            let reject = turn.to.clone().filter(|_| !turn.member_fault).map(|v| {
                 let first = turn.last_error.clone().unwrap_or_default();
                 (v, first)
             });

@@ -24,3 +24,4 @@ pub mod ports;
 pub mod preflight;
 pub mod release_facts;
 pub mod state_file;
+pub mod vet;

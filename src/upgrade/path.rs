@@ -79,6 +79,15 @@ use super::release_facts::{self, Floor, KnownBad, KNOWN_BAD};
 use crate::cluster::keys::Keys;
 use crate::versions::Version;
 
+/// What the operator accepts beyond etcd's own rules (`--allow-*` options).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Known-bad versions accepted, matched exactly.
+    pub allow_known_bad: Vec<Version>,
+    /// Roll 3.4 -> 3.5 with auth enabled although etcd does not support it.
+    pub allow_auth_upgrade_from_34: bool,
+}
+
 /// Another member of the cluster, as preflight saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {

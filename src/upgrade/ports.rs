@@ -145,3 +145,25 @@ pub trait VersionSwitch: Send + Sync + Clone + 'static {
     /// Points `current` at `version`, atomically.
     fn set_current(&self, version: &Version) -> Result<(), VersionsError>;
 }
+
+/// What vetting a staged version against this member found, before it queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vetted {
+    /// Nothing against it; the warnings are logged.
+    Pass {
+        /// Things worth an operator's look that do not stop the upgrade.
+        warnings: Vec<String>,
+    },
+    /// This member cannot take it as it is configured (flags, disk, missing tool): the
+    /// reason says what to fix. Nothing is rejected for the cluster.
+    MemberFault(String),
+    /// The version itself failed (the dress rehearsal): reject it for the whole cluster.
+    VersionFault(String),
+}
+
+/// Checks a staged version against this member before it queues, while nothing has
+/// stopped: the command line, the v2 store, the dress rehearsal.
+pub trait Vetter: Send + Sync {
+    /// Vets `target` for a member running `running`.
+    fn vet(&self, running: &Version, target: &Version) -> impl Future<Output = Vetted> + Send;
+}

@@ -6,6 +6,7 @@
 //! quorum to keep (its upgrade is a short outage by nature) and is allowed; a two-member
 //! cluster loses quorum with either member down and waits, saying so.
 
+pub use super::path::Policy;
 use super::path::{self, Decision, PathInput, Peer, Rejection};
 use crate::cluster::records::{RejectionRecord, Stored};
 use crate::cluster::view::ClusterView;
@@ -29,10 +30,29 @@ pub fn path_only(
     member: &str,
     running: &Version,
     target: &Version,
-    allow_known_bad: &[Version],
+    policy: &Policy,
 ) -> Verdict {
-    let input = path_input(report, member, running, target, allow_known_bad);
-    match path::decide(&input) {
+    let input = path_input(report, member, running, target, policy);
+    let decision = path::decide(&input);
+    // What the rules could not judge for lack of facts waits until the facts are in.
+    if matches!(decision, Decision::Proceed(_)) {
+        if !report.rejections_read {
+            return Verdict::Wait(
+                "the rejected/ records could not be read; a rejected version must not slip \
+                 through: retrying"
+                    .into(),
+            );
+        }
+        let from_34_to_35 = running.minor_version() == (3, 4) && target.minor_version() == (3, 5);
+        if from_34_to_35 && report.auth_enabled.is_none() && !policy.allow_auth_upgrade_from_34 {
+            return Verdict::Wait(
+                "cannot tell whether auth is enabled (3.4 -> 3.5 with auth on is not \
+                 supported by etcd): retrying"
+                    .into(),
+            );
+        }
+    }
+    match decision {
         Decision::Proceed(_) => Verdict::Proceed,
         Decision::AlreadyRunning => Verdict::Wait(format!("{target} is already running")),
         Decision::Wait(why) => Verdict::Wait(why.to_string()),
@@ -46,7 +66,7 @@ pub fn assess(
     member: &str,
     running: &Version,
     target: &Version,
-    allow_known_bad: &[Version],
+    policy: &Policy,
 ) -> Verdict {
     if let Some(err) = &report.error {
         return Verdict::Wait(format!("the cluster cannot be reached: {err}"));
@@ -72,14 +92,19 @@ pub fn assess(
             alarm.alarm, alarm.member
         ));
     }
-    let n = report.members.len();
-    let quorum = n / 2 + 1;
-    if n > 1 && n - 1 < quorum {
+    // Quorum counts voting members only: stopping a learner costs none of it.
+    let voters = report.members.iter().filter(|m| !m.learner).count();
+    let quorum = voters / 2 + 1;
+    let me_voting = report
+        .members
+        .iter()
+        .any(|m| m.name == member && !m.learner);
+    if me_voting && voters > 1 && voters - 1 < quorum {
         return Verdict::Wait(format!(
-            "stopping one of {n} members would lose quorum ({quorum} needed); add a member first"
+            "stopping one of {voters} voting members would lose quorum ({quorum} needed); add a member first"
         ));
     }
-    path_only(report, member, running, target, allow_known_bad)
+    path_only(report, member, running, target, policy)
 }
 
 fn path_input(
@@ -87,7 +112,7 @@ fn path_input(
     member: &str,
     running: &Version,
     target: &Version,
-    allow_known_bad: &[Version],
+    policy: &Policy,
 ) -> PathInput {
     let mut input = PathInput::new(running.clone(), target.clone());
     input.cluster_version = report.cluster_version.clone();
@@ -100,7 +125,9 @@ fn path_input(
             version: m.server_version.clone(),
         })
         .collect();
-    input.allow_known_bad = allow_known_bad.to_vec();
+    input.allow_known_bad = policy.allow_known_bad.clone();
+    input.auth_enabled = report.auth_enabled;
+    input.allow_auth_upgrade_from_34 = policy.allow_auth_upgrade_from_34;
     input.rejected = report
         .rejected
         .iter()
@@ -184,7 +211,7 @@ mod tests {
     fn healthy_cluster_minor_upgrade_proceeds() {
         let r = three("3.4.0", ["3.4.23"; 3]);
         assert_eq!(
-            assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]),
+            assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()),
             Verdict::Proceed
         );
     }
@@ -194,7 +221,7 @@ mod tests {
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.members[2].healthy = false;
         r.members[2].error = Some("connection refused".into());
-        let verdict = assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]);
+        let verdict = assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default());
         assert!(
             matches!(&verdict, Verdict::Wait(w) if w.contains("m3") && w.contains("connection refused")),
             "{verdict:?}"
@@ -206,7 +233,7 @@ mod tests {
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.leader = None;
         assert!(
-            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]), Verdict::Wait(w) if w.contains("no leader"))
+            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Wait(w) if w.contains("no leader"))
         );
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.alarms.push(AlarmView {
@@ -214,12 +241,12 @@ mod tests {
             alarm: "NOSPACE".into(),
         });
         assert!(
-            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]), Verdict::Wait(w) if w.contains("NOSPACE"))
+            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Wait(w) if w.contains("NOSPACE"))
         );
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.error = Some("no endpoint answered".into());
         assert!(matches!(
-            assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]),
+            assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()),
             Verdict::Wait(_)
         ));
         let r = report(
@@ -227,7 +254,7 @@ mod tests {
             "3.4.0",
         );
         assert!(
-            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]), Verdict::Wait(w) if w.contains("quorum"))
+            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Wait(w) if w.contains("quorum"))
         );
     }
 
@@ -235,7 +262,7 @@ mod tests {
     fn single_member_cluster_may_upgrade() {
         let r = report(vec![member("m1", "3.4.23", true)], "3.4.0");
         assert_eq!(
-            assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]),
+            assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()),
             Verdict::Proceed
         );
     }
@@ -245,10 +272,19 @@ mod tests {
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.members[1].healthy = false;
         assert!(
-            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.1"), &[]), Verdict::Refuse(w) if w.contains("3.5.1"))
+            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.1"), &Policy::default()), Verdict::Refuse(w) if w.contains("3.5.1"))
         );
         assert_eq!(
-            path_only(&r, "m1", &v("3.4.23"), &v("3.5.1"), &[v("3.5.1")]),
+            path_only(
+                &r,
+                "m1",
+                &v("3.4.23"),
+                &v("3.5.1"),
+                &Policy {
+                    allow_known_bad: vec![v("3.5.1")],
+                    ..Policy::default()
+                }
+            ),
             Verdict::Proceed
         );
         r.rejected.insert(
@@ -260,7 +296,7 @@ mod tests {
             )),
         );
         assert!(
-            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]), Verdict::Refuse(w) if w.contains("m2") && w.contains("did not come up"))
+            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Refuse(w) if w.contains("m2") && w.contains("did not come up"))
         );
     }
 
@@ -269,7 +305,7 @@ mod tests {
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.rejected
             .insert(v("3.5.16"), Stored::decode(b"\x00 written by hand"));
-        let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &[]);
+        let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default());
         assert!(
             matches!(&verdict, Verdict::Refuse(w) if w.contains("3.5.16") && w.contains("unreadable record")),
             "{verdict:?}"
@@ -278,14 +314,14 @@ mod tests {
             v("3.5.17"),
             Stored::decode(br#"{"schema":3,"member":"m3","reason":"corrupt","extra":[1]}"#),
         );
-        let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.17"), &[]);
+        let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.17"), &Policy::default());
         assert!(
             matches!(&verdict, Verdict::Refuse(w) if w.contains("m3") && w.contains("corrupt")),
             "{verdict:?}"
         );
         // Other versions are not affected.
         assert_eq!(
-            path_only(&r, "m1", &v("3.4.23"), &v("3.5.15"), &[]),
+            path_only(&r, "m1", &v("3.4.23"), &v("3.5.15"), &Policy::default()),
             Verdict::Proceed
         );
     }
@@ -294,7 +330,7 @@ mod tests {
     fn downgrade_after_the_cluster_version_moved_is_refused() {
         let r = three("3.5.0", ["3.5.16"; 3]);
         assert!(matches!(
-            assess(&r, "m1", &v("3.5.16"), &v("3.4.23"), &[]),
+            assess(&r, "m1", &v("3.5.16"), &v("3.4.23"), &Policy::default()),
             Verdict::Refuse(_)
         ));
     }

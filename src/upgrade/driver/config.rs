@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::backup::BackupMode;
 use crate::config::RunSettings;
-use crate::versions::Version;
+use crate::upgrade::path::Policy;
 
 /// What the driver needs to know.
 #[derive(Debug, Clone)]
@@ -30,8 +30,8 @@ pub struct DriverConfig {
     pub backup: BackupMode,
     /// Backups kept.
     pub backup_keep: u32,
-    /// Known-bad versions accepted.
-    pub allow_known_bad: Vec<Version>,
+    /// What the operator accepts beyond etcd's own upgrade rules.
+    pub policy: Policy,
     /// Test hook: pause after entering this state (see `RunSettings::failpoint_pause`).
     pub failpoint_pause: Option<(String, Duration)>,
 }
@@ -50,7 +50,7 @@ impl DriverConfig {
             ready_timeout: settings.ready_timeout,
             backup: settings.backup,
             backup_keep: settings.backup_keep,
-            allow_known_bad: settings.allow_known_bad.clone(),
+            policy: settings.policy.clone(),
             failpoint_pause: settings.failpoint_pause.clone(),
         }
     }

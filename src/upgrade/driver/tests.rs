@@ -67,6 +67,10 @@ struct Inner {
     status: ChildStatus,
     /// Versions that exit as soon as they are first asked for their health.
     crashes: Vec<Version>,
+    /// Versions that exit with a usage error (code 2) when asked for their health.
+    refuse_flags: Vec<Version>,
+    /// What vetting a candidate finds (a pass when `None`).
+    vetted: Option<Vetted>,
     /// The turn (1-based acquisition count) during which m2 reports unhealthy.
     m2_down_in_turn: Option<u32>,
     acquired: u32,
@@ -103,6 +107,8 @@ impl Fake {
                     last_exit: None,
                 },
                 crashes: Vec::new(),
+                refuse_flags: Vec::new(),
+                vetted: None,
                 m2_down_in_turn: None,
                 acquired: 0,
                 cold: false,
@@ -309,11 +315,18 @@ impl Cluster for Fake {
         let Some(running) = w.running.clone() else {
             return Err(EtcdError::InvalidRequest("connection refused".into()));
         };
-        if w.crashes.contains(&running) {
+        let code = if w.crashes.contains(&running) {
+            Some(1)
+        } else if w.refuse_flags.contains(&running) {
+            Some(2)
+        } else {
+            None
+        };
+        if let Some(code) = code {
             // It dies before ever answering healthy.
             w.running = None;
             let pid = w.status.pid.take().unwrap_or(0);
-            w.status.last_exit = Some((pid, ChildExit::Code(2)));
+            w.status.last_exit = Some((pid, ChildExit::Code(code)));
             return Ok(false);
         }
         Ok(true)
@@ -388,6 +401,19 @@ fn taken() -> TakenBackup {
     }
 }
 
+impl Vetter for Fake {
+    async fn vet(&self, _running: &Version, _target: &Version) -> Vetted {
+        self.inner
+            .lock()
+            .unwrap()
+            .vetted
+            .clone()
+            .unwrap_or(Vetted::Pass {
+                warnings: Vec::new(),
+            })
+    }
+}
+
 impl VersionSwitch for Fake {
     fn set_current(&self, version: &Version) -> Result<(), VersionsError> {
         self.log(Call::Switch(version.clone(), self.seen()));
@@ -408,7 +434,7 @@ fn config(dir: &std::path::Path, backup: BackupMode) -> DriverConfig {
         ready_timeout: Duration::from_secs(30),
         backup,
         backup_keep: 3,
-        allow_known_bad: Vec::new(),
+        policy: Default::default(),
         failpoint_pause: None,
     }
 }
@@ -425,12 +451,13 @@ fn candidate(version: &Version) -> Candidate {
     }
 }
 
-fn world(fake: &Fake) -> World<Fake, Fake, Fake, Fake> {
+fn world(fake: &Fake) -> World<Fake, Fake, Fake, Fake, Fake> {
     World {
         child: fake.clone(),
         cluster: fake.clone(),
         backups: fake.clone(),
         versions: fake.clone(),
+        vetter: fake.clone(),
     }
 }
 
@@ -438,7 +465,7 @@ fn world(fake: &Fake) -> World<Fake, Fake, Fake, Fake> {
 /// returns every call and the state left on disk.
 async fn run_until(
     fake: &Fake,
-    driver: Driver<Fake, Fake, Fake, Fake>,
+    driver: Driver<Fake, Fake, Fake, Fake, Fake>,
     effect: Effect,
     until: impl FnMut(&Call) -> bool + Send + 'static,
 ) -> (Vec<Call>, Turn) {
@@ -528,7 +555,7 @@ async fn new_version_exiting_during_verify_is_rolled_back_and_rejected() {
     assert!(
         turn.last_error
             .as_deref()
-            .is_some_and(|e| e.contains("3.5.16 exited (exit code 2)")),
+            .is_some_and(|e| e.contains("3.5.16 exited (exit code 1)")),
         "{turn:?}"
     );
     let note = dir.path().join("staging/rejected/etcd-3.5.16.reason");
@@ -755,6 +782,7 @@ async fn recovered_restoring_puts_the_old_version_back_and_verifies_it() {
         rollback: false,
         last_error: Some("backup failed after the stop".into()),
         retries: 0,
+        member_fault: false,
     };
     fake.state.save(&persisted).unwrap();
     let machine::Step { turn, effect } = machine::recover(&persisted, &v("3.5.15"));
@@ -780,4 +808,85 @@ async fn recovered_restoring_puts_the_old_version_back_and_verifies_it() {
         ]
     );
     assert_eq!(fake.inner.lock().unwrap().running, Some(v("3.5.15")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_fault_found_before_the_queue_stops_nothing_and_keeps_the_version_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    let why = "--debug is not a flag of etcd 3.5.16";
+    fake.with(|w| w.vetted = Some(Vetted::MemberFault(why.into())));
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    // No turn, no stop, no rejection: only the release of a turn never held.
+    assert_eq!(calls, [Call::Resume]);
+    assert_eq!(turn.phase, Phase::Idle);
+    assert_eq!(turn.from, v("3.5.15"));
+    assert_eq!(turn.to, Some(v("3.5.16")), "the version stays staged here");
+    assert_eq!(turn.last_error.as_deref(), Some(why));
+    assert!(dir
+        .path()
+        .join("staging/rejected/etcd-3.5.16.reason")
+        .exists());
+
+    // After a restart (the flags fixed, vetting passes), the same version is taken
+    // without a new drop.
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    let (_tx, rx) = mpsc::channel(1);
+    let driver = Driver::with_world(
+        config(dir.path(), BackupMode::Snapshot),
+        world(&fake),
+        turn,
+        rx,
+        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+    );
+    let (calls, turn) = run_until(&fake, driver, Effect::Nothing, |c| *c == Call::Resume).await;
+    assert!(calls.contains(&Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD))));
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_fault_found_before_the_queue_rejects_it_without_a_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.vetted = Some(Vetted::VersionFault("rehearsal: exited 1".into())));
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(calls, [Call::Reject("3.5.16".into()), Call::Resume]);
+    assert_eq!(turn.phase, Phase::Idle);
+    assert_eq!(turn.to, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_usage_error_of_the_new_version_rolls_back_without_rejecting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.refuse_flags = vec![v("3.5.16")]);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, BACK)),
+            Call::Switch(v("3.5.15"), Seen(Phase::Swapping, BACK)),
+            Call::Start(v("3.5.15"), Seen(Phase::Starting, BACK)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn.phase, Phase::Idle);
+    assert_eq!(turn.from, v("3.5.15"));
+    assert_eq!(turn.to, Some(v("3.5.16")), "kept staged for after the fix");
+    assert!(turn.last_error.unwrap_or_default().contains("usage"));
 }

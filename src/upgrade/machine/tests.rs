@@ -532,3 +532,88 @@ fn state_names_are_exactly_what_state_name_yields() {
     yielded.sort_unstable();
     assert_eq!(yielded, listed);
 }
+
+#[test]
+fn refused_here_keeps_the_version_staged_and_rejects_nothing() {
+    let idle = Turn::idle(v("3.4.23"));
+    let s = step(&idle, Event::RefusedHere(v("3.5.30"), "--debug".into()));
+    assert_eq!(s.turn.phase, Phase::Idle);
+    assert_eq!(s.turn.to, Some(v("3.5.30")));
+    assert_eq!(s.turn.last_error.as_deref(), Some("--debug"));
+    assert_eq!(
+        s.effect,
+        Effect::Release {
+            reject: None,
+            refuse: Some((v("3.5.30"), "--debug".into())),
+        }
+    );
+    // A restart recovers it as idle, the version still named.
+    let r = recover(&s.turn, &v("3.4.23"));
+    assert_eq!(r.effect, Effect::Nothing);
+    assert_eq!(r.turn.to, Some(v("3.5.30")));
+    // Staging it (again) clears the refusal and queues.
+    let q = step(&s.turn, Event::Staged(v("3.5.30")));
+    assert_eq!(q.turn.phase, Phase::Queued);
+    assert_eq!(q.turn.last_error, None);
+}
+
+#[test]
+fn failed_before_the_turn_rejects_the_version_for_the_cluster() {
+    let idle = Turn::idle(v("3.5.16"));
+    let s = step(
+        &idle,
+        Event::FailedBeforeTurn(v("3.5.30"), "rehearsal: exit 1".into()),
+    );
+    assert_eq!(s.turn.phase, Phase::Idle);
+    assert_eq!(s.turn.to, None);
+    assert_eq!(
+        s.effect,
+        Effect::Release {
+            reject: Some((v("3.5.30"), "rehearsal: exit 1".into())),
+            refuse: None,
+        }
+    );
+    // Mid-turn, a vetting outcome is stale and ignored.
+    let busy = at_verifying();
+    assert_eq!(
+        step(&busy, Event::RefusedHere(v("3.5.30"), "x".into())).turn,
+        busy
+    );
+}
+
+#[test]
+fn a_usage_error_rolls_back_as_the_members_fault() {
+    let s = step(&at_verifying(), Event::Misconfigured("exit code 2".into()));
+    assert!(s.turn.rollback && s.turn.member_fault);
+    assert_eq!(s.effect, Effect::StopEtcd);
+    let (back, effects) = run(
+        &s.turn,
+        vec![
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+            Event::Verified,
+        ],
+    );
+    assert_eq!(back.phase, Phase::Idle);
+    assert!(!back.member_fault);
+    assert_eq!(back.to, Some(v("3.5.16")), "kept for after the fix");
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Release {
+            reject: None,
+            refuse: Some((v("3.5.16"), "exit code 2".into())),
+        })
+    );
+    // A failing rollback after a usage error still rejects nothing.
+    let s = step(&at_verifying(), Event::Misconfigured("exit code 2".into()));
+    let (failed, effects) = run(
+        &s.turn,
+        vec![Event::Stopped, Event::SwitchFailed("io".into())],
+    );
+    assert_eq!(failed.phase, Phase::Failed);
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::Release { reject: None, .. })
+    ));
+}

@@ -1,0 +1,369 @@
+//! Vetting a staged version against this member before it queues, while nothing has
+//! stopped (the live [`Vetter`]): the side effects at the edge of pure checks.
+//!
+//! 1. **The command line.** The flag lists of the running and the target binary come from
+//!    their own `--help` (as etcd's guides tell operators to diff them); this member's
+//!    flags, `ETCD_*` environment and `--config-file` are judged by [`flags::check`]. A
+//!    refusal is this member's fault: the version stays staged and is taken once the flags
+//!    are fixed and the supervisor restarted.
+//! 2. **The v2 store, before 3.6.** When the target is 3.6 or later and this member runs (or
+//!    ever ran, under this supervisor) with `--enable-v2`, `etcdutl check v2store` runs on a
+//!    copy of the member's `snap/` and `wal/` (the live data dir is in use), with the
+//!    running version's pinned `etcdutl`, else the target's. Custom v2 data refuses the
+//!    upgrade with the remedies of etcd's 3.6 upgrade guide.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::flags::{self, FlagSet};
+use super::ports::{Vetted, Vetter};
+use crate::process::reaper::{ChildExit, Reaper};
+use crate::process::tool;
+use crate::versions::Version;
+
+/// Bound on `etcd --help` and on the v2store check.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The marker left when this member was seen with the v2 API enabled.
+const V2_MARKER: &str = "v2-enabled-seen";
+
+/// This member's etcd configuration, as the vetter judges it.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// The flags passed to etcd.
+    pub args: Vec<String>,
+    /// The `ETCD_*` variables etcd sees.
+    pub env: Vec<(String, String)>,
+    /// etcd's data dir.
+    pub data_dir: PathBuf,
+}
+
+impl MemberConfig {
+    /// The `--config-file` named by the flags (flag beats environment), if any.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        flag_value(&self.args, "config-file")
+            .or_else(|| env_value(&self.env, "ETCD_CONFIG_FILE"))
+            .map(PathBuf::from)
+    }
+
+    /// True when the v2 API is enabled by a flag or `ETCD_ENABLE_V2`.
+    pub fn v2_enabled(&self) -> bool {
+        let truthy = |v: &str| matches!(v, "" | "true" | "1" | "t" | "T" | "TRUE" | "True");
+        match flag_value(&self.args, "enable-v2") {
+            Some(v) => truthy(&v),
+            None if has_flag(&self.args, "enable-v2") => true,
+            None => env_value(&self.env, "ETCD_ENABLE_V2").is_some_and(|v| truthy(&v)),
+        }
+    }
+}
+
+/// The live vetter.
+#[derive(Clone)]
+pub struct LiveVetter {
+    reaper: Reaper,
+    versions_dir: PathBuf,
+    state_dir: PathBuf,
+    member: MemberConfig,
+}
+
+impl LiveVetter {
+    /// A vetter for this member; remembers in the state dir when it runs with v2 enabled.
+    pub fn new(reaper: Reaper, state_dir: &Path, member: MemberConfig) -> Self {
+        if member.v2_enabled() {
+            if let Err(e) = std::fs::write(state_dir.join(V2_MARKER), b"") {
+                tracing::warn!(error = %e, "cannot record that the v2 API is enabled");
+            }
+        }
+        Self {
+            reaper,
+            versions_dir: state_dir.join("versions"),
+            state_dir: state_dir.to_path_buf(),
+            member,
+        }
+    }
+
+    fn binary(&self, version: &Version, tool: &str) -> PathBuf {
+        self.versions_dir.join(version.to_string()).join(tool)
+    }
+
+    async fn flag_set(&self, version: &Version) -> Result<FlagSet, String> {
+        let bin = self.binary(version, "etcd");
+        let out = tool::run(
+            &self.reaper,
+            Command::new(&bin).arg("--help").env_clear(),
+            TOOL_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let set = flags::parse_help(&out.stdout);
+        if set.is_empty() {
+            return Err(format!("{} --help listed no flags", bin.display()));
+        }
+        Ok(set)
+    }
+
+    async fn command_line(&self, running: &Version, target: &Version) -> Vetted {
+        let (running_flags, target_flags) =
+            match (self.flag_set(running).await, self.flag_set(target).await) {
+                (Ok(r), Ok(t)) => (r, t),
+                (Err(e), _) | (_, Err(e)) => {
+                    return Vetted::Pass {
+                        warnings: vec![format!(
+                            "the flags of etcd {target} could not be compared with this \
+                             member's: {e}"
+                        )],
+                    }
+                }
+            };
+        let config = match self.member.config_file() {
+            None => None,
+            Some(path) => match tokio::fs::read_to_string(&path).await {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    return Vetted::MemberFault(format!(
+                        "this member's etcd --config-file {} cannot be read ({e}); fix it and \
+                         restart the supervisor",
+                        path.display()
+                    ))
+                }
+            },
+        };
+        let passed = flags::parse_args(&self.member.args, &running_flags);
+        let verdict = flags::check(
+            &passed,
+            &self.member.env,
+            config.as_deref(),
+            running,
+            target,
+            &target_flags,
+        );
+        let warnings = verdict.warnings.iter().map(ToString::to_string).collect();
+        if verdict.refusals.is_empty() {
+            return Vetted::Pass { warnings };
+        }
+        let problems: Vec<String> = verdict.refusals.iter().map(ToString::to_string).collect();
+        Vetted::MemberFault(format!(
+            "etcd {target} would not start with this member's configuration: {}. The version \
+             stays staged here and is taken once the supervisor restarts with the fix",
+            problems.join("; ")
+        ))
+    }
+
+    /// `etcdutl check v2store` on a copy of the member's snap/ and wal/.
+    async fn v2store(&self, running: &Version, target: &Version) -> Option<Vetted> {
+        if target.minor_version() < (3, 6) {
+            return None;
+        }
+        let seen = self.member.v2_enabled() || self.state_dir.join(V2_MARKER).exists();
+        if !seen {
+            return None;
+        }
+        let Some(etcdutl) = [running, target]
+            .iter()
+            .map(|v| self.binary(v, "etcdutl"))
+            .find(|p| p.exists())
+        else {
+            return Some(Vetted::MemberFault(format!(
+                "this member has run with the v2 API enabled, so its v2 store must be checked \
+                 before {target} (etcd's 3.6 upgrade guide), and no etcdutl is pinned to check \
+                 it with: stage etcdutl with the version (etcd-supervisor stage --with \
+                 etcdutl ...), then restart the supervisor"
+            )));
+        };
+        let scratch = match tempfile::Builder::new()
+            .prefix("v2store-check.")
+            .tempdir_in(&self.state_dir)
+        {
+            Ok(d) => d,
+            Err(e) => {
+                return Some(Vetted::MemberFault(format!(
+                    "cannot make a scratch dir in {} for the v2store check: {e}",
+                    self.state_dir.display()
+                )))
+            }
+        };
+        let (from, to) = (self.member.data_dir.clone(), scratch.path().to_path_buf());
+        let copied = tokio::task::spawn_blocking(move || copy_v2_files(&from, &to))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = copied {
+            return Some(Vetted::MemberFault(format!(
+                "cannot copy the data dir for the v2store check: {e}"
+            )));
+        }
+        let out = tool::run(
+            &self.reaper,
+            Command::new(&etcdutl)
+                .args(["check", "v2store", "--data-dir"])
+                .arg(scratch.path()),
+            TOOL_TIMEOUT,
+        )
+        .await;
+        Some(match out {
+            Ok(out) => judge_v2store(target, out.exit, &format!("{}{}", out.stdout, out.stderr)),
+            Err(e) => Vetted::MemberFault(format!("the v2store check did not run: {e}")),
+        })
+    }
+}
+
+impl Vetter for LiveVetter {
+    async fn vet(&self, running: &Version, target: &Version) -> Vetted {
+        let first = self.command_line(running, target).await;
+        let Vetted::Pass { mut warnings } = first else {
+            return first;
+        };
+        match self.v2store(running, target).await {
+            Some(Vetted::Pass { warnings: more }) => warnings.extend(more),
+            Some(refusal) => return refusal,
+            None => {}
+        }
+        Vetted::Pass { warnings }
+    }
+}
+
+/// What `etcdutl check v2store` said, as a verdict with etcd's remedies.
+pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted {
+    let custom = output
+        .lines()
+        .find(|l| l.contains("detected custom"))
+        .map(|l| l.trim().trim_start_matches("Error: ").to_owned());
+    match (exit, custom) {
+        (ChildExit::Code(0), None) => Vetted::Pass {
+            warnings: Vec::new(),
+        },
+        (_, Some(found)) => Vetted::MemberFault(format!(
+            "etcdutl check v2store: {found}; etcd {target} cannot start on custom v2 data. \
+             Per etcd's 3.6 upgrade guide: migrate the v2 data or remove it (or run 3.5.32+ \
+             with --v2-deprecation=write-only-skip-check at your own risk); custom data only in \
+             the WAL goes with the next v2 snapshot (--snapshot-count=1 forces one). Then \
+             remove --enable-v2 / ETCD_ENABLE_V2 and restart the supervisor"
+        )),
+        (other, None) => Vetted::MemberFault(format!(
+            "etcdutl check v2store failed ({other}): {}",
+            output.trim().lines().last().unwrap_or("no output")
+        )),
+    }
+}
+
+/// Copies `member/snap/*.snap` and `member/wal/*.wal` of `data_dir` into `to`, the files
+/// the v2store check reads (the db is not needed).
+fn copy_v2_files(data_dir: &Path, to: &Path) -> Result<(), String> {
+    for (sub, ext) in [("snap", "snap"), ("wal", "wal")] {
+        let from = data_dir.join("member").join(sub);
+        let dest = to.join("member").join(sub);
+        std::fs::create_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        let entries = match std::fs::read_dir(&from) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", from.display())),
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == ext) {
+                std::fs::copy(&path, dest.join(entry.file_name()))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of `--name=value` / `--name value` / `-name value` in `args`.
+fn flag_value(args: &[String], name: &str) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let body = arg.trim_start_matches('-');
+        if body.len() == arg.len() {
+            continue;
+        }
+        if let Some(v) = body.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+            return Some(v.to_owned());
+        }
+        if body == name {
+            return it
+                .as_slice()
+                .first()
+                .filter(|n| !n.starts_with('-'))
+                .cloned();
+        }
+    }
+    None
+}
+
+fn has_flag(args: &[String], name: &str) -> bool {
+    args.iter().any(|a| {
+        let body = a.trim_start_matches('-');
+        body.len() != a.len() && (body == name || body.starts_with(&format!("{name}=")))
+    })
+}
+
+fn env_value(env: &[(String, String)], name: &str) -> Option<String> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(args: &[&str], env: &[(&str, &str)]) -> MemberConfig {
+        MemberConfig {
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            data_dir: PathBuf::from("/var/lib/etcd"),
+        }
+    }
+
+    #[test]
+    fn v2_is_seen_in_flags_and_environment_flag_first() {
+        assert!(member(&["--enable-v2"], &[]).v2_enabled());
+        assert!(member(&["--enable-v2=true"], &[]).v2_enabled());
+        assert!(!member(&["--enable-v2=false"], &[("ETCD_ENABLE_V2", "true")]).v2_enabled());
+        assert!(member(&[], &[("ETCD_ENABLE_V2", "true")]).v2_enabled());
+        assert!(!member(&["--name", "m1"], &[]).v2_enabled());
+    }
+
+    #[test]
+    fn config_file_from_flag_or_environment() {
+        let m = member(
+            &["--config-file", "/etc/etcd.yml"],
+            &[("ETCD_CONFIG_FILE", "/x")],
+        );
+        assert_eq!(m.config_file(), Some(PathBuf::from("/etc/etcd.yml")));
+        let m = member(&[], &[("ETCD_CONFIG_FILE", "/x")]);
+        assert_eq!(m.config_file(), Some(PathBuf::from("/x")));
+        assert_eq!(member(&["--name=m1"], &[]).config_file(), None);
+    }
+
+    #[test]
+    fn v2store_output_is_judged_with_the_guides_remedies() {
+        let t = Version::new(3, 6, 1);
+        assert_eq!(
+            judge_v2store(
+                &t,
+                ChildExit::Code(0),
+                "No custom content found in both v2store and WAL records"
+            ),
+            Vetted::Pass {
+                warnings: Vec::new()
+            }
+        );
+        let Vetted::MemberFault(why) = judge_v2store(
+            &t,
+            ChildExit::Code(1),
+            "Error: detected custom content in v2store\n",
+        ) else {
+            panic!("custom data must refuse");
+        };
+        assert!(why.contains("detected custom content in v2store"), "{why}");
+        assert!(why.contains("--enable-v2"), "{why}");
+        assert!(why.contains("write-only-skip-check"), "{why}");
+        assert!(matches!(
+            judge_v2store(&t, ChildExit::Code(2), "unknown command"),
+            Vetted::MemberFault(w) if w.contains("unknown command")
+        ));
+    }
+}
