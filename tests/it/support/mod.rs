@@ -334,6 +334,8 @@ pub struct Member {
     pub log: PathBuf,
     /// Extra environment for the next start.
     pub env: Vec<(String, String)>,
+    /// Extra etcd flags for the next start (after the member's own).
+    pub etcd_extra: Vec<String>,
     proc: Option<Proc>,
 }
 
@@ -343,7 +345,7 @@ impl Member {
         match &self.mode {
             Mode::Bare => {
                 let mut cmd = Command::new(self.release.etcd());
-                cmd.args(self.spec.etcd_flags());
+                cmd.args(self.spec.etcd_flags()).args(&self.etcd_extra);
                 cmd
             }
             Mode::Supervised(extra) => {
@@ -355,7 +357,8 @@ impl Member {
                     .arg(self.release.etcd())
                     .args(extra)
                     .arg("--")
-                    .args(self.spec.etcd_flags());
+                    .args(self.spec.etcd_flags())
+                    .args(&self.etcd_extra);
                 cmd
             }
         }
@@ -486,6 +489,7 @@ impl Cluster {
                     release,
                     mode: mode.clone(),
                     env: Vec::new(),
+                    etcd_extra: Vec::new(),
                     proc: None,
                 }
             })
