@@ -44,7 +44,7 @@ use crate::etcd::{
     Client, ClientConfig, Credentials, EtcdError, KeyValue, RangeRequest, RangeResponse,
 };
 use crate::process::child::{EtcdChild, SpawnOptions};
-use crate::process::reaper::Reaper;
+use crate::process::reaper::{ChildExit, Reaper};
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
@@ -60,6 +60,9 @@ pub const DEFAULT_MAX_DB: u64 = 2 << 30;
 
 /// Lines of the rehearsal etcd's output kept in a report.
 pub const LOG_TAIL_LINES: usize = 20;
+
+/// Lines of output searched for the cause of a failure (a usage text is ~150 lines).
+const CLASSIFIED_LINES: usize = 400;
 
 /// Room for the restored member's WAL (etcd preallocates 64 MiB segments) and some slack.
 const SPACE_MARGIN: u64 = 128 << 20;
@@ -155,7 +158,7 @@ pub async fn rehearse(
 ) -> Report {
     let started = Instant::now();
     tracing::info!(member = %req.member, running = %req.running, target = %req.target, mode = %req.mode, "rehearsal starting");
-    let (result, log_tail) = match req.mode {
+    let (result, log) = match req.mode {
         RehearsalMode::Never => (Err(Finding::Disabled), String::new()),
         RehearsalMode::Auto | RehearsalMode::Always => run(req, client, reaper, cancel).await,
     };
@@ -166,8 +169,10 @@ pub async fn rehearse(
             read_note: p.read_note,
             revision: p.revision,
         },
-        Err(finding) => classify(&finding, &req.target, req.mode, &log_tail),
+        Err(finding) => classify(&finding, &req.target, req.mode, &log),
     };
+    let lines: Vec<&str> = log.lines().collect();
+    let log_tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
     let duration = started.elapsed();
     match &outcome {
         Outcome::Passed { hash_compared, .. } => {
@@ -223,7 +228,8 @@ async fn run(
     } else {
         scratch.dir().join(RESTORE_LOG)
     };
-    let log_tail = tail(&log, LOG_TAIL_LINES);
+    // Read before the stop; all of it goes to the classification.
+    let log_tail = tail(&log, CLASSIFIED_LINES);
     let grace = if matches!(result, Err(Finding::Cancelled)) {
         CANCEL_GRACE
     } else {
@@ -385,7 +391,7 @@ async fn restore(
     };
     scratch.stop_child(STOP_GRACE).await;
     match waited {
-        Ok(exit) if exit == crate::process::reaper::ChildExit::Code(0) => {
+        Ok(ChildExit::Code(0)) => {
             tracing::info!(tool = %tool.path.display(), took = ?t.elapsed(), "rehearsal snapshot restored");
             Ok(())
         }

@@ -171,14 +171,15 @@ const PORT_TAKEN_MARKERS: &[&str] = &["address already in use"];
 /// The exit code Go's flag package uses for a usage error.
 const USAGE_EXIT_CODE: i32 = 2;
 
-/// Whose fault `finding` is, given the `target` version, the `mode`, and the last lines
-/// of the rehearsal etcd's (or the restore tool's) output.
-pub fn classify(
-    finding: &Finding,
-    target: &Version,
-    mode: RehearsalMode,
-    log_tail: &str,
-) -> Outcome {
+/// Lines of output quoted in a reason.
+const QUOTED_LINES: usize = 20;
+
+/// Whose fault `finding` is, given the `target` version, the `mode`, and the end of the
+/// rehearsal etcd's (or the restore tool's) output: all of `log` is searched (a usage
+/// message can push the offending line far up), its last lines are quoted.
+pub fn classify(finding: &Finding, target: &Version, mode: RehearsalMode, log: &str) -> Outcome {
+    let lines: Vec<&str> = log.lines().collect();
+    let log_tail = &lines[lines.len().saturating_sub(QUOTED_LINES)..].join("\n");
     let with_log = |what: String| {
         if log_tail.trim().is_empty() {
             format!("{what} (it wrote no output)")
@@ -236,9 +237,9 @@ pub fn classify(
         Finding::Spawn(why) => Outcome::MemberFault(format!(
             "cannot start the target etcd {target}: {why}; check the pinned binary and the host"
         )),
-        Finding::Exited(exit) => classify_exit(*exit, target, log_tail, with_log),
+        Finding::Exited(exit) => classify_exit(*exit, target, log, log_tail, with_log),
         Finding::NeverHealthy(after) => {
-            if contains_any(log_tail, DISK_FULL_MARKERS) {
+            if contains_any(log, DISK_FULL_MARKERS) {
                 return disk_full(log_tail);
             }
             Outcome::VersionFault(with_log(format!(
@@ -266,10 +267,11 @@ pub fn classify(
 fn classify_exit(
     exit: ChildExit,
     target: &Version,
+    log: &str,
     log_tail: &str,
     with_log: impl Fn(String) -> String,
 ) -> Outcome {
-    if let Some(flag) = usage_error(log_tail) {
+    if let Some(flag) = usage_error(log) {
         return Outcome::MemberFault(format!(
             "etcd {target} refuses this member's flags ({exit}): {flag}; remove or rename it in the member's etcd arguments before upgrading. Last lines of its output:\n{log_tail}"
         ));
@@ -279,10 +281,10 @@ fn classify_exit(
             "etcd {target} exited with code 2, a usage error from this member's flags; check them against etcd {target}'s --help. Last lines of its output:\n{log_tail}"
         ));
     }
-    if contains_any(log_tail, DISK_FULL_MARKERS) {
+    if contains_any(log, DISK_FULL_MARKERS) {
         return disk_full(log_tail);
     }
-    if contains_any(log_tail, PORT_TAKEN_MARKERS) {
+    if contains_any(log, PORT_TAKEN_MARKERS) {
         return Outcome::Skipped(format!(
             "a loopback port chosen for the rehearsal was taken meanwhile ({exit}); it will be tried again next time. Output:\n{log_tail}"
         ));
@@ -384,6 +386,22 @@ mod tests {
             classify_auto(&Finding::Exited(ChildExit::Code(1)), tail),
             Outcome::MemberFault(r) if r.contains("'foo' is not a valid flag")
         ));
+    }
+
+    #[test]
+    fn a_usage_line_above_a_long_usage_text_is_found_and_the_quote_is_short() {
+        let mut log = "flag provided but not defined: -debug\n".to_owned();
+        for i in 0..300 {
+            log.push_str(&format!("  usage line {i}\n"));
+        }
+        match classify_auto(&Finding::Exited(ChildExit::Code(2)), &log) {
+            Outcome::MemberFault(reason) => {
+                assert!(reason.contains("flag --debug is not defined"), "{reason}");
+                assert!(reason.contains("usage line 299"), "{reason}");
+                assert!(!reason.contains("usage line 200"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
