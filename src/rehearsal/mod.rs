@@ -30,6 +30,15 @@
 //! gateway of 3.5.16 and 3.5.30, not of 3.4.23 or 3.5.1 (404): then the hash is not
 //! compared and the report says why; it never pretends.
 //!
+//! Flags: the member's own are kept (quotas, snapshot-count, logger, feature gates,
+//! experimental flags, TLS files: those are what may break; etcd ignores TLS files on the
+//! copy's http loopback URLs but still loads the peer ones, so they must be readable).
+//! Replaced: name, data-dir, wal-dir, every listen-*/advertise-* URL, initial-cluster*,
+//! initial-advertise-peer-urls, discovery*, force-new-cluster, and log-outputs (the copy
+//! logs to a file in the scratch dir, read back for the tail). The matching `ETCD_*`
+//! variables are removed from its environment, as is `NOTIFY_SOCKET`. A member configured
+//! by `--config-file` cannot be rehearsed (etcd would ignore the replacements).
+//!
 //! Whose fault a failure is: see `outcome` ([`classify`] is pure and unit-tested).
 
 mod args;
@@ -251,7 +260,8 @@ async fn steps(
         .ok_or_else(|| Finding::NoRestoreTool {
             looked_in: vec![req.running.clone(), req.target.clone()],
         })?;
-    let (kept, _dropped) = strip_member_flags(&req.etcd_args).map_err(Finding::UnsupportedFlags)?;
+    let (kept, dropped) = strip_member_flags(&req.etcd_args).map_err(Finding::UnsupportedFlags)?;
+    tracing::debug!(member = %req.member, ?dropped, "member flags replaced by the rehearsal's own");
     let live = |e: EtcdError| Finding::LiveMember(e.to_string());
 
     let status = client.status_of(&req.endpoint).await.map_err(live)?;
@@ -323,7 +333,8 @@ async fn steps(
     scratch.adopt(child);
 
     let mut config = ClientConfig::new(vec![client_url.clone()]);
-    config.request_timeout = Duration::from_secs(5);
+    // HashKV of a large db takes seconds; the health polls have their own deadline.
+    config.request_timeout = Duration::from_secs(30);
     config.connect_timeout = Duration::from_secs(1);
     config.credentials = req.credentials.clone();
     let copy = Client::new(config).map_err(|e| Finding::Local(e.to_string()))?;
@@ -556,7 +567,7 @@ fn hash_verdict(live: &HashKv, ours: &HashKv, revision: i64) -> Result<(bool, St
 fn cannot(e: &EtcdError) -> String {
     match e {
         EtcdError::Http { status: 404, .. } => {
-            "its gateway has no /v3/maintenance/hashkv (HTTP 404; it is there from 3.5.16 on)"
+            "its gateway has no /v3/maintenance/hashkv (HTTP 404, as on 3.4.23 and 3.5.1; 3.5.16 and 3.5.30 have it)"
                 .to_owned()
         }
         other => other.to_string(),

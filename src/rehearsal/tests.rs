@@ -50,3 +50,30 @@ fn transfer_time_grows_with_the_db() {
     assert_eq!(transfer_timeout(0), Duration::from_secs(60));
     assert_eq!(transfer_timeout(2 << 30), Duration::from_secs(60 + 204));
 }
+
+#[test]
+fn the_store_offers_the_running_versions_tool_first() {
+    let state = tempfile::tempdir().unwrap();
+    let store = VersionStore::new(state.path());
+    let running = Version::new(3, 4, 23);
+    let target = Version::new(3, 5, 30);
+    let touch = |v: &Version, name: &str| {
+        let dir = store.dir_of(v);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), b"").unwrap();
+    };
+    assert_eq!(
+        Request::restore_tool_from_store(&store, &running, &target),
+        None
+    );
+    touch(&target, "etcdutl");
+    let tool = Request::restore_tool_from_store(&store, &running, &target).unwrap();
+    assert_eq!(
+        (tool.kind, tool.version.clone()),
+        (ToolKind::Etcdutl, target.clone())
+    );
+    touch(&running, "etcdctl");
+    let tool = Request::restore_tool_from_store(&store, &running, &target).unwrap();
+    assert_eq!(tool.kind, ToolKind::Etcdctl34);
+    assert_eq!(tool.path, store.dir_of(&running).join("etcdctl"));
+}

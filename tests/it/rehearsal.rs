@@ -346,7 +346,12 @@ async fn rehearsal_duration_on_a_larger_db() {
     let url = cluster.members[0].client_url();
     let live = client(&url);
     let t = Instant::now();
-    write_keys(&live, 20_000, 1024).await;
+    // REHEARSAL_BENCH_KEYS measures other sizes (1 KiB values); 20,000 is about 26 MiB.
+    let keys = std::env::var("REHEARSAL_BENCH_KEYS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    write_keys(&live, keys, 1024).await;
     let db = live.status_of(&url).await.expect("status").db_size;
     eprintln!("wrote {} in {:?}", db_size(db), t.elapsed());
     let req = request(&cluster, Release::V3_5Newest, Release::V3_5Newest.etcd());
