@@ -10,6 +10,8 @@
 //! - `cluster`: keys and typed records under the prefix, the upgrade lock, a typed view of
 //!   the cluster that `status` renders and preflight judges.
 //! - `upgrade`: one member's turn: state machine, path rules, preflight, driver, state file.
+//! - `rehearsal`: the dress rehearsal: a target version opens a private copy of this
+//!   member's data before any member stops; says whose fault a failure is.
 //! - `versions`: version numbers and the pinned-binary store.
 //! - `staging`: the staging directory (watch, checks, quarantine, `stage`).
 //! - `backup`: verified backups; `etcd`: the HTTP/JSON gateway client.
@@ -25,6 +27,7 @@ pub mod etcd;
 pub mod logging;
 pub mod metrics;
 pub mod process;
+pub mod rehearsal;
 pub mod staging;
 pub mod supervisor;
 pub mod upgrade;

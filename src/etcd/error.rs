@@ -262,6 +262,11 @@ impl EtcdError {
         self.api_is(None, "database space exceeded")
     }
 
+    /// "required revision has been compacted".
+    pub fn is_compacted(&self) -> bool {
+        self.api_is(None, "compacted")
+    }
+
     /// A transport failure: connect error or timeout on one endpoint, or on all of them.
     pub fn is_transport(&self) -> bool {
         matches!(

@@ -1,5 +1,8 @@
-//! Maintenance calls: member status, alarms, leadership transfer, and the plain
+//! Maintenance calls: member status, alarms, leadership transfer, HashKV, and the plain
 //! `/health` and `/version` endpoints of one member.
+//!
+//! HashKV (`/v3/maintenance/hashkv`) is on the gateway of 3.5.16 and 3.5.30 but not of
+//! 3.4.23 or 3.5.1 (HTTP 404): callers must treat "cannot answer" as "not compared".
 //!
 //! Leader-only calls (transfer-leadership) must reach the current leader: the leader is
 //! found through status and the member list, and the call is sent to its client URL.
@@ -151,6 +154,26 @@ pub struct EtcdVersion {
     pub storage: String,
 }
 
+/// HashKV of one member: a hash of its key-value history up to a revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct HashKv {
+    /// The response header; `revision` is the member's current revision.
+    pub header: ResponseHeader,
+    /// The hash (a JSON number on the wire).
+    pub hash: u32,
+    /// The compaction revision the hash starts after: equal hashes mean something only
+    /// between members with the same one.
+    #[serde(with = "int")]
+    pub compact_revision: i64,
+}
+
+#[derive(Serialize)]
+struct HashKvRequest {
+    #[serde(with = "int")]
+    revision: i64,
+}
+
 #[derive(Deserialize)]
 struct HealthBody {
     #[serde(default)]
@@ -261,6 +284,23 @@ impl Client {
         }
     }
 
+    /// HashKV of the local member at `revision` (0: its newest).
+    pub async fn hash_kv(&self, revision: i64) -> Result<HashKv, EtcdError> {
+        self.hash_kv_of(self.local_endpoint(), revision).await
+    }
+
+    /// HashKV of the member at `endpoint` at `revision` (0: its newest); no failover, the
+    /// answer is about that member. A version without it on the gateway answers
+    /// [`EtcdError::Http`] 404; a revision compacted away, [`EtcdError::is_compacted`].
+    pub async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKv, EtcdError> {
+        self.call_endpoint(
+            endpoint,
+            "/v3/maintenance/hashkv",
+            &HashKvRequest { revision },
+        )
+        .await
+    }
+
     /// `GET /health` on one endpoint: `Ok(true)` only for `{"health":"true"}` (an unhealthy
     /// member answers 503 with `"false"`: that is `Ok(false)`, not an error).
     pub async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
@@ -332,6 +372,26 @@ mod tests {
             })
             .unwrap(),
             json!({"targetID":"9014470537425678577"})
+        );
+    }
+
+    #[test]
+    fn hash_kv_parses_and_sends_the_revision_as_a_string() {
+        let h: HashKv = serde_json::from_value(json!({
+            "header":{"cluster_id":"1009341656423100102", "member_id":"7254984457005631914", "revision":"56", "raft_term":"2"},
+            "hash":2372643425u32, "compact_revision":"41"
+        }))
+        .unwrap();
+        assert_eq!(
+            (h.hash, h.compact_revision, h.header.revision),
+            (2_372_643_425, 41, 56)
+        );
+        let never: HashKv =
+            serde_json::from_value(json!({"hash":1,"compact_revision":"-1"})).unwrap();
+        assert_eq!(never.compact_revision, -1);
+        assert_eq!(
+            serde_json::to_value(HashKvRequest { revision: 56 }).unwrap(),
+            json!({"revision":"56"})
         );
     }
 

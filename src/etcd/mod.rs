@@ -7,7 +7,7 @@
 //! - `wire`: the JSON encoding (int64 as strings, base64 bytes, error bodies of every version).
 //! - one file per API group, each adding methods to [`Client`]: `kv` (range, put, delete,
 //!   txn), `lease`, `lock` (raw lock/unlock), `cluster` (member list, endpoint discovery),
-//!   `maintenance` (status, alarms, leader, transfer-leadership, /health, /version),
+//!   `maintenance` (status, alarms, leader, transfer-leadership, HashKV, /health, /version),
 //!   `snapshot` (streamed to a verified file; `snapshot_decode` checks the stream).
 //!
 //! The facts about real etcd the client is built on are repeated where they shape an API.
@@ -34,7 +34,7 @@ pub use kv::{
 };
 pub use lease::{ttl_secs, LeaseGrant, LeaseTimeToLive};
 pub use lock::LockResponse;
-pub use maintenance::{Alarm, AlarmKind, EtcdVersion, Leader, Status};
+pub use maintenance::{Alarm, AlarmKind, EtcdVersion, HashKv, Leader, Status};
 pub use snapshot::SnapshotInfo;
 pub use snapshot_decode::{SnapshotDigest, SnapshotError, SnapshotStream};
 pub use wire::ResponseHeader;

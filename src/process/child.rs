@@ -6,6 +6,7 @@
 //! killed supervisor never leaves an etcd holding the data dir, and `NOTIFY_SOCKET` is
 //! removed from its environment because the supervisor, not etcd, is the unit's main PID.
 
+use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -40,16 +41,54 @@ pub struct Stopped {
     pub took: Duration,
 }
 
+/// Where a child's output goes and what its environment lacks or adds, beyond the
+/// supervisor's own (systemd's variables are always removed).
+#[derive(Debug, Default)]
+pub struct SpawnOptions {
+    /// stdout and stderr go to this file; `None`: inherited.
+    pub output: Option<File>,
+    /// Variables removed from the inherited environment.
+    pub env_remove: Vec<String>,
+    /// Variables set (after the removals).
+    pub env: Vec<(String, String)>,
+}
+
 impl EtcdChild {
     /// Starts `binary` with `args` through the reaper.
     pub fn spawn(reaper: &Reaper, binary: &Path, args: &[String]) -> Result<Self, ReaperError> {
+        Self::spawn_with(reaper, binary, args, SpawnOptions::default())
+    }
+
+    /// Starts `binary` with `args` through the reaper, its output and environment as
+    /// `options` say (a private etcd whose log must be read back, a tool run beside it).
+    pub fn spawn_with(
+        reaper: &Reaper,
+        binary: &Path,
+        args: &[String],
+        options: SpawnOptions,
+    ) -> Result<Self, ReaperError> {
         let mut cmd = Command::new(binary);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+        cmd.args(args).stdin(Stdio::null());
+        match options.output {
+            Some(file) => {
+                let err = file.try_clone().map_err(|source| ReaperError::Spawn {
+                    program: binary.display().to_string(),
+                    source,
+                })?;
+                cmd.stdout(file).stderr(err);
+            }
+            None => {
+                cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+            }
+        }
         for var in SYSTEMD_VARS {
             cmd.env_remove(var);
+        }
+        for var in &options.env_remove {
+            cmd.env_remove(var);
+        }
+        for (key, value) in &options.env {
+            cmd.env(key, value);
         }
         let parent = std::process::id() as i32;
         // SAFETY: the closure runs between fork and exec and calls only async-signal-safe

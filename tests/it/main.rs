@@ -11,6 +11,7 @@ mod metrics;
 mod packaging;
 mod pid1;
 mod refusals;
+mod rehearsal;
 mod rollout;
 mod run;
 mod signal_latency;
