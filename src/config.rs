@@ -12,6 +12,7 @@ use crate::backup::BackupMode;
 use crate::cli::{ConnArgs, RunArgs};
 use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
+use crate::rehearsal::RehearsalMode;
 use crate::upgrade::path::Policy;
 
 /// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
@@ -101,6 +102,10 @@ pub struct RunSettings {
     pub backup_keep: u32,
     /// What the operator accepts beyond etcd's own upgrade rules.
     pub policy: Policy,
+    /// `--rehearsal`.
+    pub rehearsal: RehearsalMode,
+    /// `--rehearsal-max-db`, in bytes.
+    pub rehearsal_max_db: u64,
     /// Where to serve /metrics and /healthz.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Test hook: pause the upgrade driver in this state for this long
@@ -179,6 +184,8 @@ impl RunSettings {
             backup: args.backup,
             backup_keep: args.backup_keep,
             policy,
+            rehearsal: args.rehearsal,
+            rehearsal_max_db: args.rehearsal_max_db,
             metrics_addr: args.metrics_addr,
             state_dir: args.state.state_dir.clone(),
             etcd_binary: args.etcd_binary.clone(),

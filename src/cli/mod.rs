@@ -13,6 +13,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backup::BackupMode;
+use crate::rehearsal::RehearsalMode;
 use crate::upgrade::path::Policy;
 use crate::versions::version::ParseVersionError;
 
@@ -335,6 +336,17 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
 
+    /// The dress rehearsal before a member queues: the staged version opens a restored copy
+    /// of this member's data on loopback. `auto` runs it when it can and skips it with a
+    /// mark when it cannot (no restore tool pinned, no room, db too large); `always` holds
+    /// the upgrade when it cannot run; `never` skips it.
+    #[arg(long, env = "ETCD_SUPERVISOR_REHEARSAL", default_value = "auto", value_parser = rehearsal_mode_parser())]
+    pub rehearsal: RehearsalMode,
+
+    /// Largest db rehearsed: a copy costs its size in disk and its restore time.
+    #[arg(long, env = "ETCD_SUPERVISOR_REHEARSAL_MAX_DB", default_value = "2GiB", value_parser = parse_bytes)]
+    pub rehearsal_max_db: u64,
+
     /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9379); off by default.
     #[arg(long, env = "ETCD_SUPERVISOR_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -347,6 +359,17 @@ pub struct RunArgs {
 /// `--backup`: one of [`BackupMode::NAMES`], listed in `--help` and completions.
 fn backup_mode_parser() -> impl clap::builder::TypedValueParser<Value = BackupMode> {
     clap::builder::PossibleValuesParser::new(BackupMode::NAMES).try_map(|s| s.parse::<BackupMode>())
+}
+
+/// `--rehearsal`: auto, always or never.
+fn rehearsal_mode_parser() -> impl clap::builder::TypedValueParser<Value = RehearsalMode> {
+    clap::builder::PossibleValuesParser::new(["auto", "always", "never"])
+        .try_map(|s| s.parse::<RehearsalMode>())
+}
+
+/// Parses a size such as `2GiB`, `512MB` or `1048576`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    parse_size::parse_size(s).map_err(|e| format!("{e} (examples: 2GiB, 512MB)"))
 }
 
 /// Parses a human duration such as `10s`, `500ms` or `2m`.

@@ -72,6 +72,10 @@ pub struct MemberRecord {
     /// Why the last attempt did not go through.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// What vetting the staged version before the queue found (flags, v2 store, dress
+    /// rehearsal), one line. Added in schema 1 by a later release; older readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vetting: Option<String>,
 }
 
 impl MemberRecord {
@@ -92,6 +96,7 @@ impl MemberRecord {
             state: state.to_owned(),
             since: Some(rfc3339(since)),
             last_error: last_error.map(str::to_owned),
+            vetting: None,
         }
     }
 
@@ -274,6 +279,7 @@ mod tests {
                 state: "queued".into(),
                 since: Some("2026-11-29T10:00:00Z".into()),
                 last_error: None,
+                vetting: None,
             }
         );
         assert!(!record.newer_schema());

@@ -9,9 +9,11 @@ use crate::cli::PlanArgs;
 use crate::cluster::view;
 use crate::etcd::Client;
 use crate::staging;
+use crate::upgrade::advice;
 use crate::upgrade::machine::Phase;
 use crate::upgrade::preflight::{self, Verdict};
 use crate::upgrade::state_file::StateFile;
+use crate::upgrade::vet::VettingRecord;
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
@@ -85,6 +87,13 @@ pub async fn command(args: &PlanArgs) -> Outcome {
     if let Some(err) = turn.as_ref().and_then(|t| t.last_error.as_deref()) {
         let _ = writeln!(out, "last error: {err}");
     }
+    if let Some(v) = VettingRecord::load(&args.state.state_dir) {
+        let _ = writeln!(
+            out,
+            "last vetting: {} {} at {} ({} ms): {}",
+            v.version, v.result, v.time, v.took_ms, v.detail
+        );
+    }
     let staging_dir = args.staging.resolve(&args.state.state_dir);
     match staging::scan(&staging_dir) {
         Ok(listing) => {
@@ -107,6 +116,12 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             let _ = writeln!(out, "staging dir: {e}");
         }
     }
+    // Refused here for this member's configuration: it stays so until the supervisor
+    // restarts with the fix (the vetting runs again then).
+    let refused_here = turn
+        .as_ref()
+        .filter(|t| t.phase == Phase::Idle && explicit.is_none())
+        .and_then(|t| Some((t.to.clone()?, t.last_error.clone()?)));
     let target = explicit.or_else(|| turn.and_then(|t| t.to));
     let (Some(running), Some(target)) = (running, target) else {
         let _ = writeln!(out, "decision: nothing to do");
@@ -114,6 +129,19 @@ pub async fn command(args: &PlanArgs) -> Outcome {
         return Outcome::Success;
     };
     let report = view::gather(&client, &args.prefix.key_prefix).await;
+    for warning in advice::known_bad_running(&report) {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    if let Some(note) = advice::last_to_move(&report, &args.member, &target)
+        .or_else(|| advice::point_of_no_return(&report))
+    {
+        let _ = writeln!(out, "note: {note}");
+    }
+    if let Some((version, why)) = refused_here {
+        let _ = writeln!(out, "decision for {version}: refused here: {why}");
+        print!("{out}");
+        return Outcome::Failed;
+    }
     let verdict = preflight::assess(&report, &args.member, &running, &target, &policy);
     let code = match &verdict {
         Verdict::Proceed => {

@@ -3,7 +3,7 @@
 //! driver, and hands etcd to the run loop.
 
 use crate::config::RunSettings;
-use crate::etcd::Client;
+use crate::etcd::{Client, ClientConfig};
 use crate::metrics::{self, Metrics};
 use crate::process::reaper::{Reaper, ReaperError};
 use crate::staging::{StagingWatcher, WatchOptions};
@@ -12,7 +12,7 @@ use crate::supervisor::{self, DriverStarter, RunError, Signals};
 use crate::upgrade::driver::{Driver, DriverConfig};
 use crate::upgrade::machine::{self, Effect, Turn};
 use crate::upgrade::state_file::StateFile;
-use crate::upgrade::vet::{LiveVetter, MemberConfig};
+use crate::upgrade::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use crate::versions::store::{self, Pinned, VersionStore};
 
 /// Makes sure a version is pinned (installing `--etcd-binary` on first start) and returns it.
@@ -110,6 +110,22 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
             args: settings.etcd_args.clone(),
             env: settings.etcd_env.clone(),
             data_dir: settings.member.data_dir.clone(),
+        },
+        RehearsalSettings {
+            mode: settings.rehearsal,
+            max_db: settings.rehearsal_max_db,
+            ready_timeout: settings.ready_timeout,
+            endpoint: settings
+                .member
+                .client_urls
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+            credentials: settings.cluster.credentials.clone(),
+            client: Client::new(ClientConfig {
+                endpoints: settings.member.client_urls.clone(),
+                ..settings.cluster.clone()
+            })?,
         },
     );
     let machine::Step { turn, effect } = recovered;

@@ -4,6 +4,7 @@ use super::Outcome;
 use crate::cluster::records::{Record, Stored};
 use crate::cluster::view::{gather, ClusterView};
 use crate::etcd::Client;
+use crate::upgrade::advice;
 use crate::versions::Version;
 
 /// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.
@@ -66,7 +67,7 @@ pub fn render(report: &ClusterView) -> String {
         "CLIENT URL",
         "VERSION",
         "HEALTHY",
-        "LEADER",
+        "ROLE",
         "APPLIED",
         "LAG",
         "STATE",
@@ -84,7 +85,12 @@ pub fn render(report: &ClusterView) -> String {
             dash(&m.client_url),
             show(&m.server_version),
             if m.healthy { "yes" } else { "NO" }.into(),
-            if m.leader { "*" } else { "" }.into(),
+            match (m.leader, m.learner) {
+                (true, _) => "leader",
+                (false, true) => "learner",
+                (false, false) => "",
+            }
+            .into(),
             m.raft_applied_index.map_or("-".into(), |i| i.to_string()),
             m.lag.map_or("-".into(), |i| i.to_string()),
             state.to_owned(),
@@ -141,6 +147,33 @@ pub fn render(report: &ClusterView) -> String {
             // The note below says why the record cannot be read.
             Stored::Unreadable { .. } => out.push_str(&format!("rejected: {version}\n")),
         }
+    }
+    let storage: Vec<String> = report
+        .members
+        .iter()
+        .filter_map(|m| Some(format!("{} {}", m.name, m.storage_version.as_ref()?)))
+        .collect();
+    if !storage.is_empty() {
+        out.push_str(&format!("storage versions: {}\n", storage.join(", ")));
+    }
+    for (name, stored) in &report.progress {
+        let Some(p) = stored.record() else { continue };
+        if let Some(vetting) = &p.vetting {
+            out.push_str(&format!("{name}: vetted {vetting}\n"));
+        }
+        if let Some(err) = &p.last_error {
+            let what = p
+                .staged
+                .as_ref()
+                .map_or(String::new(), |v| format!(" ({v} staged)"));
+            out.push_str(&format!("{name}: last problem{what}: {err}\n"));
+        }
+    }
+    for warning in advice::known_bad_running(report) {
+        out.push_str(&format!("warning: {warning}\n"));
+    }
+    if let Some(note) = advice::point_of_no_return(report) {
+        out.push_str(&format!("note: {note}\n"));
     }
     for (name, stored) in &report.progress {
         out.push_str(&record_note(&format!("progress record of {name}"), stored));

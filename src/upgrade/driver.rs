@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 pub use config::DriverConfig;
 
+use super::advice;
 use super::flags;
 use super::live::{LiveBackups, LiveCluster};
 use super::machine::{self, Effect, Event, Phase, Turn};
@@ -36,6 +37,7 @@ use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
 mod config;
+mod verify;
 
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
 const RECORD_TIMEOUT: Duration = Duration::from_secs(3);
@@ -75,6 +77,8 @@ pub struct Driver<
     backups: B,
     store: S,
     vetter: V,
+    /// What the last vetting found, for the progress record.
+    vetting: Option<String>,
     state: StateFile,
     turn: Turn,
     held: Option<K::Lock>,
@@ -146,6 +150,7 @@ where
             backups: world.backups,
             store: world.versions,
             vetter: world.vetter,
+            vetting: None,
             // A version refused here for this member's configuration stays staged: offered
             // again at start, so a restart with fixed flags takes it without a new drop.
             pending: turn.to.clone().filter(|_| turn.phase == Phase::Idle),
@@ -239,14 +244,17 @@ where
             &self.turn.from.to_string(),
             self.turn.to.as_ref().map(ToString::to_string).as_deref(),
         );
-        let record = crate::cluster::records::MemberRecord::new(
-            &self.cfg.member,
-            &self.turn.from,
-            self.turn.to.as_ref(),
-            self.turn.state_name(),
-            self.since,
-            self.turn.last_error.as_deref(),
-        );
+        let record = crate::cluster::records::MemberRecord {
+            vetting: self.vetting.clone(),
+            ..crate::cluster::records::MemberRecord::new(
+                &self.cfg.member,
+                &self.turn.from,
+                self.turn.to.as_ref(),
+                self.turn.state_name(),
+                self.since,
+                self.turn.last_error.as_deref(),
+            )
+        };
         let key = crate::cluster::keys::Keys::new(&self.cfg.key_prefix).member(&self.cfg.member);
         let put = self.client.put(key, record.encode(), None);
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(RECORD_TIMEOUT, put)
@@ -340,18 +348,30 @@ where
                 continue;
             }
             let vetting = Instant::now();
-            let vetted = self.vetter.vet(&self.turn.from, &target).await;
+            // A SIGTERM mid-vetting drops it: the rehearsal's private etcd dies with it.
+            let shutdown = self.shutdown_signal();
+            let vetted = tokio::select! {
+                v = self.vetter.vet(&self.turn.from, &target) => v,
+                () = shutdown => return Event::Shutdown,
+            };
             let took_ms = vetting.elapsed().as_millis() as u64;
             match vetted {
-                Vetted::Pass { warnings } => {
+                Vetted::Pass { warnings, summary } => {
                     for w in &warnings {
                         tracing::warn!(member = %self.cfg.member, to = %target, warning = %w, "staged version: {w}");
                     }
-                    tracing::info!(member = %self.cfg.member, from = %self.turn.from, to = %target, took_ms, "staged version vetted against this member");
+                    tracing::info!(member = %self.cfg.member, from = %self.turn.from, to = %target, took_ms, vetting = %summary, "staged version vetted against this member");
+                    self.vetting = Some(format!("{target}: {summary}"));
                     return Event::Staged(target);
                 }
-                Vetted::MemberFault(why) => return Event::RefusedHere(target, why),
-                Vetted::VersionFault(why) => return Event::FailedBeforeTurn(target, why),
+                Vetted::MemberFault(why) => {
+                    self.vetting = Some(format!("{target}: refused here"));
+                    return Event::RefusedHere(target, why);
+                }
+                Vetted::VersionFault(why) => {
+                    self.vetting = Some(format!("{target}: failed, rejected"));
+                    return Event::FailedBeforeTurn(target, why);
+                }
             }
         }
     }
@@ -420,7 +440,12 @@ where
             &target,
             &self.cfg.policy,
         ) {
-            Verdict::Proceed => Event::PreflightPassed,
+            Verdict::Proceed => {
+                if let Some(note) = advice::last_to_move(&report, &self.cfg.member, &target) {
+                    tracing::warn!(member = %self.cfg.member, from = %self.turn.from, to = %target, "{note}");
+                }
+                Event::PreflightPassed
+            }
             Verdict::Wait(why) => {
                 tracing::info!(member = %self.cfg.member, to = %target, reason = %why, "preflight: waiting");
                 Event::PreflightWait(why)
@@ -519,117 +544,6 @@ where
                 Event::ColdCopyFailed(why)
             }
         }
-    }
-
-    /// Healthy, reporting `target`, and caught up with the leader, within the ready timeout.
-    async fn verify(&mut self, target: &Version) -> Event {
-        let deadline = Instant::now() + self.cfg.ready_timeout;
-        let started_pid = self.control.status().pid;
-        let Some(local) = self.cfg.local_endpoints.first().cloned() else {
-            return Event::VerifyFailed("no local client URL to verify".into());
-        };
-        let started = Instant::now();
-        let mut leader_applied: Option<u64> = None;
-        loop {
-            if self.shutting_down() {
-                return Event::Shutdown;
-            }
-            let status = self.control.status();
-            if status.pid.is_none() {
-                let exit = status
-                    .last_exit
-                    .filter(|(pid, _)| Some(*pid) == started_pid)
-                    .map(|(_, e)| e);
-                // Exit code 2 is Go's flag parser refusing the command line: this member's
-                // flags, not the version (the check before the queue missed it).
-                if exit.is_some_and(|e| flags::is_usage_error(Some(e.exit_code()), ""))
-                    && !self.turn.rollback
-                {
-                    return Event::Misconfigured(format!(
-                        "etcd {target} refused this member's command line (exit code 2, a usage \
-                         error; its log above names the flag): fix the flags and restart the \
-                         supervisor; the version stays staged here"
-                    ));
-                }
-                let exit = exit.map_or_else(|| "not running".into(), |e| e.to_string());
-                return Event::VerifyFailed(format!("etcd {target} exited ({exit})"));
-            }
-            if Instant::now() >= deadline {
-                return Event::VerifyFailed(format!(
-                    "etcd {target} was not healthy and caught up within {}",
-                    humantime::format_duration(self.cfg.ready_timeout)
-                ));
-            }
-            if matches!(self.client.health_of(&local).await, Ok(true)) {
-                match self.client.version_of(&local).await {
-                    Ok(v) if v.server != target.to_string() => {
-                        return Event::VerifyFailed(format!(
-                            "etcd reports version {} instead of {target}",
-                            v.server
-                        ));
-                    }
-                    Ok(_) => {
-                        if leader_applied.is_none() {
-                            leader_applied = self.leader_applied().await;
-                        }
-                        if let (Some(want), Ok(me)) =
-                            (leader_applied, self.client.status_of(&local).await)
-                        {
-                            if me.raft_applied_index >= want {
-                                let window = self.swap_started.take().map(|t| t.elapsed());
-                                tracing::info!(member = %self.cfg.member, version = %target, took_ms = started.elapsed().as_millis() as u64, swap_window_ms = window.map(|w| w.as_millis() as u64), "etcd healthy and caught up");
-                                let upgraded =
-                                    self.turn.phase == Phase::Verifying && !self.turn.rollback;
-                                if let (Some(w), true) = (window, upgraded) {
-                                    self.metrics.upgraded(w);
-                                }
-                                self.await_cluster_version(target).await;
-                                return Event::Verified;
-                            }
-                        }
-                    }
-                    Err(_) => {}
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn leader_applied(&self) -> Option<u64> {
-        let leader = self.client.leader().await.ok()?;
-        let status = self.client.status_of(&leader.endpoint).await.ok()?;
-        Some(status.raft_applied_index)
-    }
-
-    /// After a minor upgrade by the last member, the leader moves the cluster version a few
-    /// seconds later; wait (bounded) to see it and log it.
-    async fn await_cluster_version(&self, target: &Version) {
-        if self.turn.rollback
-            || self.turn.phase != Phase::Verifying
-            || target.minor_version() == self.turn.from.minor_version()
-        {
-            return;
-        }
-        let report = self.client.gather().await;
-        let all_on_target = report.members.iter().all(|m| {
-            m.server_version
-                .as_ref()
-                .is_some_and(|v| v.minor_version() == target.minor_version())
-        });
-        if !all_on_target {
-            return;
-        }
-        let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
-        let wanted = Version::new(target.major, target.minor, 0);
-        while Instant::now() < deadline {
-            let now = self.client.gather().await;
-            if now.cluster_version.as_ref() == Some(&wanted) {
-                tracing::info!(member = %self.cfg.member, from = ?report.cluster_version.as_ref().map(ToString::to_string), to = %wanted, "cluster version moved");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        tracing::warn!(member = %self.cfg.member, expected = %wanted, "every member runs the new minor but the cluster version has not moved yet; check `etcd-supervisor status`");
     }
 
     async fn release(

@@ -15,6 +15,7 @@
 //! state atomically before every step that changes the world, so a supervisor killed at any
 //! point resumes (or finishes the rollback) on restart.
 
+pub mod advice;
 pub mod driver;
 pub mod flags;
 pub mod live;

@@ -153,6 +153,8 @@ pub enum Vetted {
     Pass {
         /// Things worth an operator's look that do not stop the upgrade.
         warnings: Vec<String>,
+        /// What was checked, one line (shown by `status` and `plan`).
+        summary: String,
     },
     /// This member cannot take it as it is configured (flags, disk, missing tool): the
     /// reason says what to fix. Nothing is rejected for the cluster.
@@ -162,7 +164,8 @@ pub enum Vetted {
 }
 
 /// Checks a staged version against this member before it queues, while nothing has
-/// stopped: the command line, the v2 store, the dress rehearsal.
+/// stopped: the command line, the v2 store, the dress rehearsal. Dropping the future
+/// cancels it (and removes whatever it started).
 pub trait Vetter: Send + Sync {
     /// Vets `target` for a member running `running`.
     fn vet(&self, running: &Version, target: &Version) -> impl Future<Output = Vetted> + Send;

@@ -11,15 +11,26 @@
 //!    copy of the member's `snap/` and `wal/` (the live data dir is in use), with the
 //!    running version's pinned `etcdutl`, else the target's. Custom v2 data refuses the
 //!    upgrade with the remedies of etcd's 3.6 upgrade guide.
+//! 3. **The dress rehearsal** ([`crate::rehearsal`]): the target serves a restored copy of
+//!    this member's data on loopback. Its outcome says whose fault a failure is: the
+//!    version's rejects it for the whole cluster, the member's is a local refusal, and one
+//!    that cannot run is skipped with a mark (or, under `--rehearsal always`, holds).
+//!
+//! The outcome of the last vetting is kept in `<state-dir>/vetting.json` for `plan`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::flags::{self, FlagSet};
 use super::ports::{Vetted, Vetter};
+use crate::etcd::{Client, Credentials};
 use crate::process::reaper::{ChildExit, Reaper};
 use crate::process::tool;
+use crate::rehearsal::{self, Outcome, RehearsalMode};
+use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
 /// Bound on `etcd --help` and on the v2store check.
@@ -58,6 +69,51 @@ impl MemberConfig {
     }
 }
 
+/// How the dress rehearsal runs for this member.
+#[derive(Debug, Clone)]
+pub struct RehearsalSettings {
+    /// `--rehearsal`.
+    pub mode: RehearsalMode,
+    /// `--rehearsal-max-db`.
+    pub max_db: u64,
+    /// How long the target gets to become healthy (`--ready-timeout`).
+    pub ready_timeout: Duration,
+    /// This member's own client URL (the snapshot and HashKV come from it).
+    pub endpoint: String,
+    /// Credentials when etcd's auth is on.
+    pub credentials: Option<Credentials>,
+    /// A client of the local member.
+    pub client: Client,
+}
+
+/// The last vetting, as `plan` shows it (`<state-dir>/vetting.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VettingRecord {
+    /// The version vetted.
+    pub version: Version,
+    /// `passed`, `refused here`, `rejected` or `passed, rehearsal skipped`.
+    pub result: String,
+    /// What each check found, one line.
+    pub detail: String,
+    /// How long the vetting took, in ms.
+    pub took_ms: u64,
+    /// When (RFC 3339).
+    pub time: String,
+}
+
+impl VettingRecord {
+    /// `<state-dir>/vetting.json`.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("vetting.json")
+    }
+
+    /// The last record, if any (a broken one reads as none: it is only a report).
+    pub fn load(state_dir: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(Self::path(state_dir)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
 /// The live vetter.
 #[derive(Clone)]
 pub struct LiveVetter {
@@ -65,11 +121,17 @@ pub struct LiveVetter {
     versions_dir: PathBuf,
     state_dir: PathBuf,
     member: MemberConfig,
+    rehearsal: RehearsalSettings,
 }
 
 impl LiveVetter {
     /// A vetter for this member; remembers in the state dir when it runs with v2 enabled.
-    pub fn new(reaper: Reaper, state_dir: &Path, member: MemberConfig) -> Self {
+    pub fn new(
+        reaper: Reaper,
+        state_dir: &Path,
+        member: MemberConfig,
+        rehearsal: RehearsalSettings,
+    ) -> Self {
         if member.v2_enabled() {
             if let Err(e) = std::fs::write(state_dir.join(V2_MARKER), b"") {
                 tracing::warn!(error = %e, "cannot record that the v2 API is enabled");
@@ -80,6 +142,65 @@ impl LiveVetter {
             versions_dir: state_dir.join("versions"),
             state_dir: state_dir.to_path_buf(),
             member,
+            rehearsal,
+        }
+    }
+
+    /// The dress rehearsal of `target`, as a verdict.
+    async fn rehearse(&self, running: &Version, target: &Version) -> Vetted {
+        let r = &self.rehearsal;
+        let store = VersionStore::new(&self.state_dir);
+        let req = rehearsal::Request {
+            member: self
+                .member
+                .args
+                .iter()
+                .find_map(|a| a.strip_prefix("--name=").map(str::to_owned))
+                .unwrap_or_else(|| "default".into()),
+            running: running.clone(),
+            target: target.clone(),
+            target_binary: self.binary(target, "etcd"),
+            restore_tool: rehearsal::Request::restore_tool_from_store(&store, running, target),
+            mode: r.mode,
+            etcd_args: self.member.args.clone(),
+            scratch_parent: self.state_dir.join("rehearsal"),
+            ready_timeout: r.ready_timeout,
+            max_db: r.max_db,
+            endpoint: r.endpoint.clone(),
+            credentials: r.credentials.clone(),
+        };
+        // Dropping this future (the supervisor stopping) kills the private etcd and
+        // removes its directory; no cancel signal is needed here.
+        let report =
+            rehearsal::rehearse(&req, &r.client, &self.reaper, std::future::pending()).await;
+        let secs = report.duration.as_secs_f64();
+        match report.outcome {
+            Outcome::Passed {
+                hash_compared,
+                hash_note,
+                ..
+            } => Vetted::Pass {
+                warnings: Vec::new(),
+                summary: format!(
+                    "rehearsal passed in {secs:.1} s ({})",
+                    if hash_compared {
+                        "HashKV equal".to_owned()
+                    } else {
+                        format!("HashKV not compared: {hash_note}")
+                    }
+                ),
+            },
+            Outcome::VersionFault(why) => Vetted::VersionFault(format!(
+                "the dress rehearsal of etcd {target} on a copy of this member's data failed: {why}"
+            )),
+            Outcome::MemberFault(why) => Vetted::MemberFault(format!(
+                "the dress rehearsal of etcd {target} could not run here: {why}"
+            )),
+            Outcome::Skipped(why) => Vetted::Pass {
+                warnings: vec![format!("the dress rehearsal was skipped: {why}")],
+                summary: format!("rehearsal skipped: {why}"),
+            },
+            Outcome::Cancelled => Vetted::MemberFault("the dress rehearsal was cancelled".into()),
         }
     }
 
@@ -113,6 +234,7 @@ impl LiveVetter {
                             "the flags of etcd {target} could not be compared with this \
                              member's: {e}"
                         )],
+                        summary: "flags not compared".into(),
                     }
                 }
             };
@@ -140,7 +262,10 @@ impl LiveVetter {
         );
         let warnings = verdict.warnings.iter().map(ToString::to_string).collect();
         if verdict.refusals.is_empty() {
-            return Vetted::Pass { warnings };
+            return Vetted::Pass {
+                warnings,
+                summary: "flags fit".into(),
+            };
         }
         let problems: Vec<String> = verdict.refusals.iter().map(ToString::to_string).collect();
         Vetted::MemberFault(format!(
@@ -209,16 +334,67 @@ impl LiveVetter {
 
 impl Vetter for LiveVetter {
     async fn vet(&self, running: &Version, target: &Version) -> Vetted {
-        let first = self.command_line(running, target).await;
-        let Vetted::Pass { mut warnings } = first else {
-            return first;
+        let started = std::time::Instant::now();
+        let verdict = self.vet_all(running, target).await;
+        let (result, detail) = match &verdict {
+            Vetted::Pass { summary, .. } if summary.contains("rehearsal skipped") => {
+                ("passed, rehearsal skipped", summary.clone())
+            }
+            Vetted::Pass { summary, .. } => ("passed", summary.clone()),
+            Vetted::MemberFault(why) => ("refused here", why.clone()),
+            Vetted::VersionFault(why) => ("rejected", why.clone()),
         };
-        match self.v2store(running, target).await {
-            Some(Vetted::Pass { warnings: more }) => warnings.extend(more),
-            Some(refusal) => return refusal,
-            None => {}
+        let record = VettingRecord {
+            version: target.clone(),
+            result: result.to_owned(),
+            detail,
+            took_ms: started.elapsed().as_millis() as u64,
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        let path = VettingRecord::path(&self.state_dir);
+        let written = tokio::task::spawn_blocking(move || {
+            let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+            crate::durable::replace_atomically(&path, &json).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot record the vetting for `plan`");
         }
-        Vetted::Pass { warnings }
+        verdict
+    }
+}
+
+impl LiveVetter {
+    async fn vet_all(&self, running: &Version, target: &Version) -> Vetted {
+        let mut summary = Vec::new();
+        let mut warnings = Vec::new();
+        let mut absorb = |v: Vetted| match v {
+            Vetted::Pass {
+                warnings: w,
+                summary: s,
+            } => {
+                warnings.extend(w);
+                summary.push(s);
+                None
+            }
+            refusal => Some(refusal),
+        };
+        if let Some(refusal) = absorb(self.command_line(running, target).await) {
+            return refusal;
+        }
+        if let Some(check) = self.v2store(running, target).await {
+            if let Some(refusal) = absorb(check) {
+                return refusal;
+            }
+        }
+        if let Some(refusal) = absorb(self.rehearse(running, target).await) {
+            return refusal;
+        }
+        Vetted::Pass {
+            warnings,
+            summary: summary.join("; "),
+        }
     }
 }
 
@@ -231,6 +407,7 @@ pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted 
     match (exit, custom) {
         (ChildExit::Code(0), None) => Vetted::Pass {
             warnings: Vec::new(),
+            summary: "v2store clean".into(),
         },
         (_, Some(found)) => Vetted::MemberFault(format!(
             "etcdutl check v2store: {found}; etcd {target} cannot start on custom v2 data. \
@@ -348,7 +525,8 @@ mod tests {
                 "No custom content found in both v2store and WAL records"
             ),
             Vetted::Pass {
-                warnings: Vec::new()
+                warnings: Vec::new(),
+                summary: "v2store clean".into(),
             }
         );
         let Vetted::MemberFault(why) = judge_v2store(

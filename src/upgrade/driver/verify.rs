@@ -1,0 +1,125 @@
+//! Verification after a start: healthy, reporting the target version, and caught up with
+//! the leader's applied index, within the ready timeout; and, for the last member of a
+//! minor upgrade, seeing the cluster version move.
+
+use super::*;
+
+impl<C, K, B, S, V> Driver<C, K, B, S, V>
+where
+    C: EtcdChild,
+    K: Cluster,
+    B: Backups,
+    S: VersionSwitch,
+    V: Vetter,
+{
+    /// Healthy, reporting `target`, and caught up with the leader, within the ready timeout.
+    pub(super) async fn verify(&mut self, target: &Version) -> Event {
+        let deadline = Instant::now() + self.cfg.ready_timeout;
+        let started_pid = self.control.status().pid;
+        let Some(local) = self.cfg.local_endpoints.first().cloned() else {
+            return Event::VerifyFailed("no local client URL to verify".into());
+        };
+        let started = Instant::now();
+        let mut leader_applied: Option<u64> = None;
+        loop {
+            if self.shutting_down() {
+                return Event::Shutdown;
+            }
+            let status = self.control.status();
+            if status.pid.is_none() {
+                let exit = status
+                    .last_exit
+                    .filter(|(pid, _)| Some(*pid) == started_pid)
+                    .map(|(_, e)| e);
+                // Exit code 2 is Go's flag parser refusing the command line: this member's
+                // flags, not the version (the check before the queue missed it).
+                if exit.is_some_and(|e| flags::is_usage_error(Some(e.exit_code()), ""))
+                    && !self.turn.rollback
+                {
+                    return Event::Misconfigured(format!(
+                        "etcd {target} refused this member's command line (exit code 2, a usage \
+                         error; its log above names the flag): fix the flags and restart the \
+                         supervisor; the version stays staged here"
+                    ));
+                }
+                let exit = exit.map_or_else(|| "not running".into(), |e| e.to_string());
+                return Event::VerifyFailed(format!("etcd {target} exited ({exit})"));
+            }
+            if Instant::now() >= deadline {
+                return Event::VerifyFailed(format!(
+                    "etcd {target} was not healthy and caught up within {}",
+                    humantime::format_duration(self.cfg.ready_timeout)
+                ));
+            }
+            if matches!(self.client.health_of(&local).await, Ok(true)) {
+                match self.client.version_of(&local).await {
+                    Ok(v) if v.server != target.to_string() => {
+                        return Event::VerifyFailed(format!(
+                            "etcd reports version {} instead of {target}",
+                            v.server
+                        ));
+                    }
+                    Ok(_) => {
+                        if leader_applied.is_none() {
+                            leader_applied = self.leader_applied().await;
+                        }
+                        if let (Some(want), Ok(me)) =
+                            (leader_applied, self.client.status_of(&local).await)
+                        {
+                            if me.raft_applied_index >= want {
+                                let window = self.swap_started.take().map(|t| t.elapsed());
+                                tracing::info!(member = %self.cfg.member, version = %target, took_ms = started.elapsed().as_millis() as u64, swap_window_ms = window.map(|w| w.as_millis() as u64), "etcd healthy and caught up");
+                                let upgraded =
+                                    self.turn.phase == Phase::Verifying && !self.turn.rollback;
+                                if let (Some(w), true) = (window, upgraded) {
+                                    self.metrics.upgraded(w);
+                                }
+                                self.await_cluster_version(target).await;
+                                return Event::Verified;
+                            }
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn leader_applied(&self) -> Option<u64> {
+        let leader = self.client.leader().await.ok()?;
+        let status = self.client.status_of(&leader.endpoint).await.ok()?;
+        Some(status.raft_applied_index)
+    }
+
+    /// After a minor upgrade by the last member, the leader moves the cluster version a few
+    /// seconds later; wait (bounded) to see it and log it.
+    async fn await_cluster_version(&self, target: &Version) {
+        if self.turn.rollback
+            || self.turn.phase != Phase::Verifying
+            || target.minor_version() == self.turn.from.minor_version()
+        {
+            return;
+        }
+        let report = self.client.gather().await;
+        let all_on_target = report.members.iter().all(|m| {
+            m.server_version
+                .as_ref()
+                .is_some_and(|v| v.minor_version() == target.minor_version())
+        });
+        if !all_on_target {
+            return;
+        }
+        let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
+        let wanted = Version::new(target.major, target.minor, 0);
+        while Instant::now() < deadline {
+            let now = self.client.gather().await;
+            if now.cluster_version.as_ref() == Some(&wanted) {
+                tracing::info!(member = %self.cfg.member, from = ?report.cluster_version.as_ref().map(ToString::to_string), to = %wanted, "cluster version moved");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tracing::warn!(member = %self.cfg.member, expected = %wanted, "every member runs the new minor but the cluster version has not moved yet; check `etcd-supervisor status`");
+    }
+}
