@@ -12,6 +12,7 @@ mod packaging;
 mod pid1;
 mod refusals;
 mod rehearsal;
+mod rehearsal_turn;
 mod rollout;
 mod run;
 mod signal_latency;
