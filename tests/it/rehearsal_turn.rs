@@ -105,6 +105,11 @@ fn a_version_that_dies_when_served_is_rejected_by_the_rehearsal_and_no_member_st
         "no rehearsal verdict in the logs\n{logs}"
     );
     for (i, before) in pids.iter().enumerate() {
+        eprintln!(
+            "m{}: supervisor and etcd pids before {before:?}, after {:?}",
+            i + 1,
+            cluster.members[i].proc().group_pids()
+        );
         assert_eq!(
             &cluster.members[i].proc().group_pids(),
             before,
