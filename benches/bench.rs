@@ -15,6 +15,9 @@ mod rollout;
 #[path = "upgrade/mod.rs"]
 mod upgrade;
 
+#[path = "rehearsal/mod.rs"]
+mod rehearsal;
+
 use std::time::{Duration, Instant};
 
 use support::{Cluster, Mode, Release};
@@ -31,6 +34,7 @@ fn main() {
         ("swap", upgrade::bench_swap),
         ("rollout", upgrade::bench_rollout),
         ("turn", upgrade::bench_turn),
+        ("rehearsal", rehearsal::bench_rehearsal),
     ];
     for (name, f) in all {
         if wanted.is_empty() || wanted.iter().any(|w| w == name) {
