@@ -5,6 +5,7 @@ mod support;
 
 mod backup;
 mod bad_input;
+mod compat;
 mod crash;
 mod etcd_client;
 mod metrics;
