@@ -69,6 +69,9 @@ pub struct Member {
     pub data_dir: PathBuf,
     /// URLs at which this member's client API answers on this host.
     pub client_urls: Vec<String>,
+    /// URLs other hosts reach this member's client API at (`--advertise-client-urls`,
+    /// etcd's default `http://localhost:2379`).
+    pub advertised_client_urls: Vec<String>,
 }
 
 /// Settings of `etcd-supervisor run`, validated.
@@ -212,6 +215,14 @@ impl RunSettings {
                 name,
                 data_dir,
                 client_urls,
+                advertised_client_urls: advertised
+                    .as_deref()
+                    .unwrap_or("http://localhost:2379")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
             },
         })
     }

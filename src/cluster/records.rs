@@ -76,6 +76,10 @@ pub struct MemberRecord {
     /// rehearsal), one line. Added in schema 1 by a later release; older readers ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vetting: Option<String>,
+    /// The member's advertised client URLs: how a learner's supervisor, to which etcd
+    /// refuses the member list, finds the voting members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_urls: Vec<String>,
 }
 
 impl MemberRecord {
@@ -97,6 +101,7 @@ impl MemberRecord {
             since: Some(rfc3339(since)),
             last_error: last_error.map(str::to_owned),
             vetting: None,
+            client_urls: Vec::new(),
         }
     }
 
@@ -280,6 +285,7 @@ mod tests {
                 since: Some("2026-11-29T10:00:00Z".into()),
                 last_error: None,
                 vetting: None,
+                client_urls: Vec::new(),
             }
         );
         assert!(!record.newer_schema());

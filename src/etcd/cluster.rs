@@ -61,6 +61,12 @@ impl Client {
 
     /// Replaces the endpoints in use with the configured ones followed by every member's
     /// client URLs (in member-list order, without duplicates). Returns the new list.
+    /// Adds `urls` (learned elsewhere, e.g. from the supervisors' records) after the
+    /// configured endpoints; returns the endpoints now known.
+    pub fn add_endpoints(&self, urls: &[String]) -> Vec<String> {
+        self.set_discovered_endpoints(urls)
+    }
+
     pub async fn refresh_endpoints(&self) -> Result<Vec<String>, EtcdError> {
         let list = self.member_list().await?;
         let urls: Vec<String> = list

@@ -246,6 +246,7 @@ where
         );
         let record = crate::cluster::records::MemberRecord {
             vetting: self.vetting.clone(),
+            client_urls: self.cfg.advertised_endpoints.clone(),
             ..crate::cluster::records::MemberRecord::new(
                 &self.cfg.member,
                 &self.turn.from,

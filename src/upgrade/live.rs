@@ -13,10 +13,12 @@ use super::ports::{
 };
 use crate::backup::BackupMode;
 use crate::backup::{BackupError, BackupPlan, PendingBackup};
+use crate::cluster::keys::Keys;
 use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
+use crate::cluster::records::{MemberRecord, Stored};
 use crate::cluster::view::{self, ClusterView};
 use crate::etcd::maintenance::{EtcdVersion, Leader, Status};
-use crate::etcd::{Client, EtcdError};
+use crate::etcd::{Client, EtcdError, RangeRequest};
 use crate::process::child::Stopped;
 use crate::supervisor::{ChildControl, ChildStatus};
 use crate::versions::store::{VersionStore, VersionsError};
@@ -80,10 +82,30 @@ impl Cluster for LiveCluster {
     type Lock = HeldLock;
 
     async fn refresh_endpoints(&self) {
-        match self.client.refresh_endpoints().await {
-            Ok(endpoints) => tracing::debug!(?endpoints, "cluster endpoints refreshed"),
+        let err = match self.client.refresh_endpoints().await {
+            Ok(endpoints) => {
+                tracing::debug!(?endpoints, "cluster endpoints refreshed");
+                return;
+            }
+            Err(e) => e,
+        };
+        // etcd refuses the member list to a learner, but serves it serializable reads:
+        // the supervisors' own records name every member's client URLs.
+        let keys = Keys::new(&self.turn.key_prefix);
+        let read = RangeRequest::prefix(keys.members_prefix().into_bytes()).serializable();
+        match self.client.range(&read).await {
+            Ok(resp) => {
+                let urls: Vec<String> = resp
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| Stored::<MemberRecord>::decode(&kv.value).record().cloned())
+                    .flat_map(|r| r.client_urls)
+                    .collect();
+                let endpoints = self.client.add_endpoints(&urls);
+                tracing::info!(error = %err, ?endpoints, "member list not available (a learner is refused it); endpoints taken from the supervisors' records");
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "member list not available; using the endpoints known so far")
+                tracing::warn!(error = %err, records = %e, "member list not available; using the endpoints known so far")
             }
         }
     }

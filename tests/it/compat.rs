@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use etcd_supervisor::etcd::{Client, ClientConfig};
 use etcd_supervisor::process::reaper::Reaper;
+use etcd_supervisor::rehearsal::RehearsalMode;
 use etcd_supervisor::upgrade::ports::{Vetted, Vetter};
-use etcd_supervisor::upgrade::vet::{LiveVetter, MemberConfig};
+use etcd_supervisor::upgrade::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use etcd_supervisor::versions::Version;
 
 use crate::rollout::{server_version, stage, wait_all_on, FAST};
@@ -449,6 +451,16 @@ fn vet_v2(state: &Path, data_dir: &Path) -> Vetted {
                 args: vec!["--enable-v2".into(), "--snapshot-count=5".into()],
                 env: Vec::new(),
                 data_dir: data_dir.to_path_buf(),
+            },
+            // The rehearsal is not under test here (and needs a live member).
+            RehearsalSettings {
+                mode: RehearsalMode::Never,
+                max_db: 0,
+                ready_timeout: Duration::from_secs(10),
+                endpoint: "http://127.0.0.1:9".into(),
+                credentials: None,
+                client: Client::new(ClientConfig::new(vec!["http://127.0.0.1:9".into()]))
+                    .expect("client"),
             },
         );
         let running = Version::new(3, 5, 30);

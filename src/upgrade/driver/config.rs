@@ -20,6 +20,8 @@ pub struct DriverConfig {
     pub data_dir: PathBuf,
     /// This member's own client URLs.
     pub local_endpoints: Vec<String>,
+    /// The client URLs other hosts reach this member at (published in its record).
+    pub advertised_endpoints: Vec<String>,
     /// Key prefix in etcd.
     pub key_prefix: String,
     /// Lease TTL of the turn.
@@ -45,6 +47,7 @@ impl DriverConfig {
             staging_dir: settings.staging_dir.clone(),
             data_dir: settings.member.data_dir.clone(),
             local_endpoints: settings.member.client_urls.clone(),
+            advertised_endpoints: settings.member.advertised_client_urls.clone(),
             key_prefix: settings.key_prefix.clone(),
             lock_ttl: settings.lock_ttl,
             ready_timeout: settings.ready_timeout,

@@ -430,6 +430,7 @@ fn config(dir: &std::path::Path, backup: BackupMode) -> DriverConfig {
         staging_dir: dir.join("staging"),
         data_dir: dir.join("data"),
         local_endpoints: vec![LOCAL.into()],
+        advertised_endpoints: vec![LOCAL.into()],
         key_prefix: PREFIX.into(),
         lock_ttl: Duration::from_secs(10),
         ready_timeout: Duration::from_secs(30),
