@@ -24,6 +24,18 @@ pub enum Outcome {
     Etcd(u8),
 }
 
+impl Outcome {
+    /// Logs `e` as the one line that says what happened, and classifies it.
+    pub fn error(e: &dyn std::fmt::Display, usage: bool) -> Self {
+        tracing::error!("{e}");
+        if usage {
+            Outcome::Usage
+        } else {
+            Outcome::Failed
+        }
+    }
+}
+
 /// Runs the parsed command line.
 pub fn dispatch(cli: Cli) -> Outcome {
     match cli.command {
@@ -34,14 +46,7 @@ pub fn dispatch(cli: Cli) -> Outcome {
                     match run::run(settings).await {
                         Ok(0) => Outcome::Success,
                         Ok(code) => Outcome::Etcd(u8::try_from(code).unwrap_or(1)),
-                        Err(e) => {
-                            tracing::error!("{e}");
-                            if e.is_usage() {
-                                Outcome::Usage
-                            } else {
-                                Outcome::Failed
-                            }
-                        }
+                        Err(e) => Outcome::error(&e, e.is_usage()),
                     }
                 }),
                 Err(e) => {

@@ -12,13 +12,6 @@ pub fn command(args: &StageArgs) -> Outcome {
             println!("{staged}");
             Outcome::Success
         }
-        Err(e) => {
-            tracing::error!("{e}");
-            if e.is_usage() {
-                Outcome::Usage
-            } else {
-                Outcome::Failed
-            }
-        }
+        Err(e) => Outcome::error(&e, e.is_usage()),
     }
 }

@@ -19,6 +19,7 @@ use etcd_supervisor::upgrade::ports::{Vetted, Vetter};
 use etcd_supervisor::upgrade::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use etcd_supervisor::versions::Version;
 
+use crate::refusals::fake_etcd;
 use crate::rollout::{server_version, stage, wait_all_on, FAST};
 use crate::support::{
     self, http_get, http_post, pki, wait_for, Cluster, Member, Mode, Release, SUPERVISOR,
@@ -294,19 +295,6 @@ fn config_file_with_a_removed_value_is_refused_and_an_unknown_key_is_not() {
     assert_eq!(server_version(&bad, 0), Some(Release::V3_4.version()));
     let state = state_json(&bad.members[0]);
     assert_eq!(state["to"], target.as_str(), "{state}");
-}
-
-/// A stand-in etcd reporting `version` that leaves `marker` if it is run any other way.
-fn fake_etcd(dir: &Path, version: &str, marker: &Path) -> PathBuf {
-    let path = dir.join(format!("etcd-fake-{version}"));
-    support::write_script(
-        &path,
-        &format!(
-            "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'etcd Version: {version}'; exit 0; fi\ntouch {}\nexit 1\n",
-            marker.display()
-        ),
-    );
-    path
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::support::{self, http_post, wait_for, Cluster, Release, SUPERVISOR};
 const FAST: &[&str] = &["--lock-ttl", "3s", "--ready-timeout", "20s"];
 
 /// A stand-in etcd reporting `version` that leaves `marker` if it is ever run as a server.
-fn fake_etcd(dir: &Path, version: &str, marker: &Path) -> std::path::PathBuf {
+pub fn fake_etcd(dir: &Path, version: &str, marker: &Path) -> std::path::PathBuf {
     let path = dir.join(format!("etcd-fake-{version}"));
     support::write_script(
         &path,
