@@ -18,7 +18,9 @@ use crate::upgrade::path::Policy;
 /// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
 
-/// Test hook variable, see [`RunSettings::failpoint_pause`].
+/// Test hook variable, see [`RunSettings::failpoint_pause`]; only in builds with the
+/// `failpoints` feature (the tests'), never in a shipped binary.
+#[cfg(feature = "failpoints")]
 pub const FAILPOINT_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_PAUSE";
 
 /// The environment variable holding the password of `--user` (never a flag: `ps` shows flags).
@@ -174,10 +176,13 @@ impl RunSettings {
         let client_urls = local_client_urls(advertised.as_deref(), listening.as_deref());
         let policy = args.policy.resolve()?;
         let cluster = client_config(&args.conn, &client_urls, env);
+        #[cfg(feature = "failpoints")]
         let failpoint_pause = env.get(FAILPOINT_ENV).and_then(|v| {
             let (state, pause) = v.split_once(':')?;
             Some((state.to_owned(), humantime::parse_duration(pause).ok()?))
         });
+        #[cfg(not(feature = "failpoints"))]
+        let failpoint_pause = None;
         Ok(Self {
             failpoint_pause,
             cluster,

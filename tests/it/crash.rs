@@ -73,6 +73,12 @@ fn assert_settled(cluster: &Cluster, version: &str) {
 /// A 3.4 cluster under supervisors, 3.5 staged on all three, with m1's supervisor held in
 /// `state` (the failpoint) when this returns.
 fn paused_in(state: &str) -> Cluster {
+    if !cfg!(feature = "failpoints") {
+        panic!(
+            "the crash tests need the supervisor built with its test-only failpoint: \
+             run them with `cargo nextest run --features failpoints` (scripts/test does)"
+        );
+    }
     let mut cluster = Cluster::new(
         Release::V3_4,
         3,
