@@ -79,6 +79,9 @@ pub struct Driver<
     vetter: V,
     /// What the last vetting found, for the progress record.
     vetting: Option<String>,
+    /// The target that passed vetting, and the cluster version it was vetted under: when
+    /// either differs at preflight (a restart, the cluster version moved), it is vetted again.
+    vetted: Option<(Version, Option<Version>)>,
     state: StateFile,
     turn: Turn,
     held: Option<K::Lock>,
@@ -151,6 +154,7 @@ where
             store: world.versions,
             vetter: world.vetter,
             vetting: None,
+            vetted: None,
             // A version refused here for this member's configuration stays staged: offered
             // again at start, so a restart with fixed flags takes it without a new drop.
             pending: turn.to.clone().filter(|_| turn.phase == Phase::Idle),
@@ -363,6 +367,7 @@ where
                     }
                     tracing::info!(member = %self.cfg.member, from = %self.turn.from, to = %target, took_ms, vetting = %summary, "staged version vetted against this member");
                     self.vetting = Some(format!("{target}: {summary}"));
+                    self.vetted = Some((target.clone(), report.cluster_version.clone()));
                     return Event::Staged(target);
                 }
                 Vetted::MemberFault(why) => {
@@ -442,6 +447,20 @@ where
             &self.cfg.policy,
         ) {
             Verdict::Proceed => {
+                let now = Some((target.clone(), report.cluster_version.clone()));
+                if self.vetted != now {
+                    // Not vetted by this process (a restart while queued), or the cluster
+                    // version moved since: vet again before anything stops.
+                    tracing::info!(member = %self.cfg.member, to = %target, cluster_version = ?report.cluster_version.as_ref().map(ToString::to_string), "vetting the staged version again before the stop");
+                    match self.vetter.vet(&self.turn.from, &target).await {
+                        Vetted::Pass { summary, .. } => {
+                            self.vetting = Some(format!("{target}: {summary}"));
+                            self.vetted = now;
+                        }
+                        Vetted::MemberFault(why) => return Event::RefusedHere(target, why),
+                        Vetted::VersionFault(why) => return Event::FailedBeforeTurn(target, why),
+                    }
+                }
                 if let Some(note) = advice::last_to_move(&report, &self.cfg.member, &target) {
                     tracing::warn!(member = %self.cfg.member, from = %self.turn.from, to = %target, "{note}");
                 }

@@ -317,8 +317,9 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 },
             )
         }
-        // Vetting before the queue: nothing has stopped, so nothing is held or changed.
-        (P::Idle | P::Failed, V::RefusedHere(v, why)) => go(
+        // Vetting before the queue (or again at preflight): nothing has stopped; a turn held
+        // at preflight is given back by the release.
+        (P::Idle | P::Failed | P::Preflight, V::RefusedHere(v, why)) => go(
             Turn {
                 phase: P::Idle,
                 to: Some(v.clone()),
@@ -332,7 +333,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 refuse: Some((v, why)),
             },
         ),
-        (P::Idle | P::Failed, V::FailedBeforeTurn(v, why)) => go(
+        (P::Idle | P::Failed | P::Preflight, V::FailedBeforeTurn(v, why)) => go(
             Turn {
                 phase: P::Idle,
                 to: None,

@@ -892,3 +892,32 @@ async fn a_usage_error_of_the_new_version_rolls_back_without_rejecting_it() {
     assert_eq!(turn.to, Some(v("3.5.16")), "kept staged for after the fix");
     assert!(turn.last_error.unwrap_or_default().contains("usage"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_recovered_unvetted_is_vetted_at_preflight_before_anything_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.vetted = Some(Vetted::MemberFault("--debug".into())));
+    // As after a restart while queued: the driver never vetted 3.5.16 itself.
+    let queued = machine::recover(
+        &Turn {
+            phase: Phase::Queued,
+            to: Some(v("3.5.16")),
+            ..Turn::idle(v("3.5.15"))
+        },
+        &v("3.5.15"),
+    );
+    let (_tx, rx) = mpsc::channel(1);
+    let driver = Driver::with_world(
+        config(dir.path(), BackupMode::Snapshot),
+        world(&fake),
+        queued.turn,
+        rx,
+        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+    );
+    let (calls, turn) = run_until(&fake, driver, queued.effect, |c| *c == Call::Resume).await;
+    assert_eq!(calls, [Call::Acquire, Call::ReleaseLock, Call::Resume]);
+    assert_eq!(turn.phase, Phase::Idle);
+    assert_eq!(turn.to, Some(v("3.5.16")));
+    assert_eq!(turn.last_error.as_deref(), Some("--debug"));
+}

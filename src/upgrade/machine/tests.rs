@@ -617,3 +617,30 @@ fn a_usage_error_rolls_back_as_the_members_fault() {
         Some(Effect::Release { reject: None, .. })
     ));
 }
+
+#[test]
+fn vetting_again_at_preflight_can_refuse_or_reject_with_the_turn_given_back() {
+    let pre = step(&staged(), Event::TurnAcquired).turn;
+    assert_eq!(pre.phase, Phase::Preflight);
+    let s = step(&pre, Event::RefusedHere(v("3.5.16"), "--debug".into()));
+    assert_eq!(
+        (s.turn.phase, s.turn.to.clone()),
+        (Phase::Idle, Some(v("3.5.16")))
+    );
+    assert!(matches!(
+        s.effect,
+        Effect::Release {
+            reject: None,
+            refuse: Some(_)
+        }
+    ));
+    let s = step(&pre, Event::FailedBeforeTurn(v("3.5.16"), "crash".into()));
+    assert_eq!((s.turn.phase, s.turn.to.clone()), (Phase::Idle, None));
+    assert!(matches!(
+        s.effect,
+        Effect::Release {
+            reject: Some(_),
+            refuse: None
+        }
+    ));
+}
