@@ -82,6 +82,9 @@ pub struct Driver<
     /// The target that passed vetting, and the cluster version it was vetted under: when
     /// either differs at preflight (a restart, the cluster version moved), it is vetted again.
     vetted: Option<(Version, Option<Version>)>,
+    /// The pid of the etcd the last start answered: verify matches its exit by it, even
+    /// when it exited before verify began.
+    started_pid: Option<u32>,
     state: StateFile,
     turn: Turn,
     held: Option<K::Lock>,
@@ -155,6 +158,7 @@ where
             vetter: world.vetter,
             vetting: None,
             vetted: None,
+            started_pid: None,
             // A version refused here for this member's configuration stays staged: offered
             // again at start, so a restart with fixed flags takes it without a new drop.
             pending: turn.to.clone().filter(|_| turn.phase == Phase::Idle),
@@ -301,7 +305,10 @@ where
                 Err(e) => Event::SwitchFailed(e.to_string()),
             }),
             Effect::StartEtcd => Some(match self.control.start().await {
-                Ok(_) => Event::Started,
+                Ok(pid) => {
+                    self.started_pid = Some(pid);
+                    Event::Started
+                }
                 Err(e) => Event::StartFailed(e),
             }),
             Effect::Verify(v) => Some(self.verify(&v).await),

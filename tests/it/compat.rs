@@ -692,3 +692,49 @@ fn learner_rollout(learner_gets_endpoints: bool) {
         );
     }
 }
+
+/// The second line of defence: a version whose start is a usage error (exit code 2) after
+/// the swap is rolled back as this member's problem: no cluster-wide rejection, and the
+/// version stays staged here. (No restore tool is staged, so the rehearsal is skipped and
+/// the swap really happens.)
+#[test]
+fn a_usage_error_after_the_swap_rolls_back_here_without_rejecting() {
+    let mut cluster = Cluster::start_supervised(Release::V3_5, 1, FAST);
+    let fake = cluster.dir().join("etcd-3.5.30");
+    support::write_script(
+        &fake,
+        &format!(
+            "#!/bin/sh\ncase \"$1\" in --version|--help) exec {} \"$1\";; esac\necho 'flag provided but not defined: -not-a-flag' >&2\nexit 2\n",
+            Release::V3_5Newest.etcd().display()
+        ),
+    );
+    stage(&cluster, 0, &fake);
+    let m = &cluster.members[0];
+    wait_for(Duration::from_secs(90), || {
+        let state = std::fs::read_to_string(m.state_dir.join("state.json")).ok()?;
+        let state: serde_json::Value = serde_json::from_str(&state).ok()?;
+        (state["phase"] == "idle"
+            && state["from"] == "3.5.16"
+            && state["to"] == "3.5.30"
+            && state["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("usage")))
+        .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no local rollback\n{}", cluster.logs()));
+    let url = m.client_url();
+    assert_eq!(
+        kv_get(&url, &format!("{PREFIX}rejected/3.5.30")),
+        Ok(None),
+        "a member's usage error rejected the version for the cluster"
+    );
+    assert!(
+        m.log_text().contains("exit code 2, a usage"),
+        "{}",
+        m.log_text()
+    );
+    wait_for(Duration::from_secs(30), || {
+        (server_version(&cluster, 0).as_deref() == Some("3.5.16")).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("the old version is not back\n{}", cluster.logs()));
+}

@@ -15,7 +15,7 @@ where
     /// Healthy, reporting `target`, and caught up with the leader, within the ready timeout.
     pub(super) async fn verify(&mut self, target: &Version) -> Event {
         let deadline = Instant::now() + self.cfg.ready_timeout;
-        let started_pid = self.control.status().pid;
+        let started_pid = self.started_pid.or(self.control.status().pid);
         let Some(local) = self.cfg.local_endpoints.first().cloned() else {
             return Event::VerifyFailed("no local client URL to verify".into());
         };
