@@ -699,7 +699,7 @@ fn learner_rollout(learner_gets_endpoints: bool) {
 /// the swap really happens.)
 #[test]
 fn a_usage_error_after_the_swap_rolls_back_here_without_rejecting() {
-    let mut cluster = Cluster::start_supervised(Release::V3_5, 1, FAST);
+    let cluster = Cluster::start_supervised(Release::V3_5, 1, FAST);
     let fake = cluster.dir().join("etcd-3.5.30");
     support::write_script(
         &fake,
