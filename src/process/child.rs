@@ -1,8 +1,9 @@
 //! The etcd child process: spawn and signal it. The graceful stop and its escalation to
 //! SIGKILL live in the run loop (`supervisor`), which owns the deadline.
 //!
-//! The child inherits stdout/stderr, so etcd's own log reaches the journal or container log
-//! unchanged even if the supervisor dies. It gets `PR_SET_PDEATHSIG(SIGTERM)` so that a
+//! The child inherits stdout; its stderr (where etcd logs) is either inherited or passed
+//! through the supervisor unchanged with its last lines kept ([`SpawnOptions::stderr_tail`]),
+//! so a failed start can be told apart: a usage error or a crash. It gets `PR_SET_PDEATHSIG(SIGTERM)` so that a
 //! killed supervisor never leaves an etcd holding the data dir, and `NOTIFY_SOCKET` is
 //! removed from its environment because the supervisor, not etcd, is the unit's main PID.
 
@@ -16,6 +17,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
+use crate::process::log_tail::{self, LogTail};
 use crate::process::reaper::{ChildExit, Reaper, ReaperError};
 
 /// Environment variables that belong to the supervisor's systemd contract, not etcd's.
@@ -51,6 +53,9 @@ pub struct SpawnOptions {
     pub env_remove: Vec<String>,
     /// Variables set (after the removals).
     pub env: Vec<(String, String)>,
+    /// With `output` unset: stderr goes through the supervisor, copied unchanged to its own
+    /// stderr, and its last lines are kept here.
+    pub stderr_tail: Option<LogTail>,
 }
 
 impl EtcdChild {
@@ -78,7 +83,12 @@ impl EtcdChild {
                 cmd.stdout(file).stderr(err);
             }
             None => {
-                cmd.stdout(Stdio::inherit()).stderr(Stdio::inherit());
+                cmd.stdout(Stdio::inherit());
+                if options.stderr_tail.is_some() {
+                    cmd.stderr(Stdio::piped());
+                } else {
+                    cmd.stderr(Stdio::inherit());
+                }
             }
         }
         for var in SYSTEMD_VARS {
@@ -108,7 +118,16 @@ impl EtcdChild {
                 Ok(())
             });
         }
-        let spawned = reaper.spawn(&mut cmd)?;
+        let mut spawned = reaper.spawn(&mut cmd)?;
+        if let (Some(tail), Some(stderr)) = (options.stderr_tail, spawned.child.stderr.take()) {
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(stderr.into()) {
+                Ok(pipe) => {
+                    tokio::spawn(log_tail::tee(pipe, tail));
+                }
+                // etcd then writes into a closed pipe and ends; its exit says so.
+                Err(e) => tracing::error!(error = %e, "cannot read etcd's stderr"),
+            }
+        }
         Ok(Self {
             pid: spawned.pid,
             started: Instant::now(),

@@ -3,5 +3,6 @@
 
 pub mod child;
 pub mod datadir;
+pub mod log_tail;
 pub mod reaper;
 pub mod tool;

@@ -326,6 +326,7 @@ async fn steps(
         output: Some(log),
         env_remove: args::replaced_env_vars(),
         env: Vec::new(),
+        stderr_tail: None,
     };
     let child = EtcdChild::spawn_with(reaper, &req.target_binary, &args, options)
         .map_err(|e| Finding::Spawn(e.to_string()))?;
@@ -386,6 +387,7 @@ async fn restore(
         output: Some(log),
         env_remove,
         env,
+        stderr_tail: None,
     };
     let t = Instant::now();
     let child = EtcdChild::spawn_with(reaper, &tool.path, &args, options).map_err(|e| {

@@ -276,7 +276,8 @@ fn classify_exit(
             "etcd {target} refuses this member's flags ({exit}): {flag}; remove or rename it in the member's etcd arguments before upgrading. Last lines of its output:\n{log_tail}"
         ));
     }
-    if exit == ChildExit::Code(USAGE_EXIT_CODE) {
+    // Go's runtime exits with 2 on a panic too: only a clean exit 2 is a usage error.
+    if exit == ChildExit::Code(USAGE_EXIT_CODE) && !contains_any(log, CRASH_MARKERS) {
         return Outcome::MemberFault(format!(
             "etcd {target} exited with code 2, a usage error from this member's flags; check them against etcd {target}'s --help. Last lines of its output:\n{log_tail}"
         ));
@@ -320,6 +321,9 @@ pub fn usage_error(log_tail: &str) -> Option<String> {
     }
     None
 }
+
+/// A Go panic or fatal runtime error: the version's fault, whatever the exit code.
+const CRASH_MARKERS: &[&str] = &["panic:", "fatal error:", "goroutine "];
 
 fn contains_any(text: &str, markers: &[&str]) -> bool {
     let lower = text.to_lowercase();
@@ -415,7 +419,12 @@ mod tests {
     #[test]
     fn crash_and_panic_are_the_versions_fault_with_the_log_tail() {
         let tail = "panic: runtime error: index out of range\ngoroutine 1 [running]:";
-        for exit in [ChildExit::Code(1), ChildExit::Signal(libc::SIGSEGV)] {
+        // Go exits with 2 on a panic: still the version's fault, not a usage error.
+        for exit in [
+            ChildExit::Code(1),
+            ChildExit::Code(2),
+            ChildExit::Signal(libc::SIGSEGV),
+        ] {
             match classify_auto(&Finding::Exited(exit), tail) {
                 Outcome::VersionFault(reason) => {
                     assert!(reason.contains("index out of range"), "{reason}");

@@ -4,6 +4,7 @@
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::process::child::Stopped;
+use crate::process::log_tail::LogTail;
 use crate::process::reaper::ChildExit;
 
 /// etcd's health as last seen by the poller.
@@ -48,6 +49,8 @@ pub struct ChildControl {
     pub status: watch::Receiver<ChildStatus>,
     /// Becomes true when the supervisor is asked to stop.
     pub shutdown: watch::Receiver<bool>,
+    /// The last lines the current (or last) etcd wrote to stderr.
+    pub log: LogTail,
 }
 
 impl ChildControl {

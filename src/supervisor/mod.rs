@@ -20,7 +20,8 @@ use tokio::task::{JoinError, JoinHandle};
 use crate::config::RunSettings;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::Metrics;
-use crate::process::child::{EtcdChild, Stopped};
+use crate::process::child::{EtcdChild, SpawnOptions, Stopped};
+use crate::process::log_tail::LogTail;
 use crate::process::reaper::{ChildExit, Reaper};
 use crate::versions::store::{Pinned, VersionStore};
 use crate::versions::Version;
@@ -75,6 +76,8 @@ struct RunLoop {
     exit_code: Option<i32>,
     /// Why the loop could not go on, returned once the driver has been told.
     failure: Option<RunError>,
+    /// The tail of etcd's stderr, shared with the driver.
+    log: LogTail,
 }
 
 impl RunLoop {
@@ -159,7 +162,16 @@ impl RunLoop {
         self.version = pinned.version.clone();
         self.notifier
             .status(&format!("starting etcd {}", pinned.version));
-        let child = EtcdChild::spawn(&self.reaper, &pinned.binary, &self.settings.etcd_args)?;
+        self.log.clear();
+        let child = EtcdChild::spawn_with(
+            &self.reaper,
+            &pinned.binary,
+            &self.settings.etcd_args,
+            SpawnOptions {
+                stderr_tail: Some(self.log.clone()),
+                ..SpawnOptions::default()
+            },
+        )?;
         let pid = child.pid();
         tracing::info!(member = self.member(), version = %pinned.version, pid, "etcd started");
         let (health_tx, health_rx) = watch::channel(Health::Unknown);
@@ -455,11 +467,13 @@ pub async fn run_with(
         crashes: 0,
         exit_code: None,
         failure: None,
+        log: LogTail::default(),
     };
     let mut driver_task = tokio::spawn(driver(ChildControl {
         requests: req_tx,
         status: status_rx,
         shutdown: shutdown_rx,
+        log: lp.log.clone(),
     }));
     if !lp.held {
         lp.begin_start(None, true);

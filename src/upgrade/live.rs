@@ -44,6 +44,10 @@ impl EtcdChild for ChildControl {
     fn shutdown(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
     }
+
+    fn log_tail(&self) -> String {
+        self.log.text()
+    }
 }
 
 impl TurnLock for HeldLock {

@@ -34,6 +34,8 @@ pub trait EtcdChild: Send + Sync {
     fn status(&self) -> ChildStatus;
     /// Becomes true when the supervisor is asked to stop.
     fn shutdown(&self) -> watch::Receiver<bool>;
+    /// The last lines the current (or last) etcd wrote to stderr.
+    fn log_tail(&self) -> String;
 }
 
 /// The cluster-wide upgrade turn, held.

@@ -71,6 +71,8 @@ struct Inner {
     refuse_flags: Vec<Version>,
     /// What vetting a candidate finds (a pass when `None`).
     vetted: Option<Vetted>,
+    /// What etcd last wrote to stderr.
+    log_tail: String,
     /// The turn (1-based acquisition count) during which m2 reports unhealthy.
     m2_down_in_turn: Option<u32>,
     acquired: u32,
@@ -109,6 +111,7 @@ impl Fake {
                 crashes: Vec::new(),
                 refuse_flags: Vec::new(),
                 vetted: None,
+                log_tail: String::new(),
                 m2_down_in_turn: None,
                 acquired: 0,
                 cold: false,
@@ -203,6 +206,10 @@ impl EtcdChild for Fake {
 
     fn shutdown(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    fn log_tail(&self) -> String {
+        self.inner.lock().unwrap().log_tail.clone()
     }
 }
 
@@ -920,4 +927,28 @@ async fn a_turn_recovered_unvetted_is_vetted_at_preflight_before_anything_stops(
     assert_eq!(turn.phase, Phase::Idle);
     assert_eq!(turn.to, Some(v("3.5.16")));
     assert_eq!(turn.last_error.as_deref(), Some("--debug"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_exiting_with_code_2_is_still_the_versions_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        // Go's runtime exits with 2 on a panic, like its flag parser on a usage error.
+        w.refuse_flags = vec![v("3.5.16")];
+        w.log_tail =
+            "panic: runtime error: slice bounds out of range\ngoroutine 1 [running]:".into();
+    });
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert!(calls.contains(&Call::Reject("3.5.16".into())), "{calls:?}");
+    assert_eq!(turn.to, None);
+    assert!(
+        turn.last_error
+            .unwrap_or_default()
+            .contains("slice bounds out of range"),
+        "the reason quotes etcd's last lines"
+    );
 }

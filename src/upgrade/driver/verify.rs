@@ -31,19 +31,24 @@ where
                     .last_exit
                     .filter(|(pid, _)| Some(*pid) == started_pid)
                     .map(|(_, e)| e);
-                // Exit code 2 is Go's flag parser refusing the command line: this member's
-                // flags, not the version (the check before the queue missed it).
-                if exit.is_some_and(|e| flags::is_usage_error(Some(e.exit_code()), ""))
+                let tail = self.control.log_tail();
+                let last = last_lines(&tail, 5);
+                // A usage error (its markers, or Go's flag parser's exit code 2 without a
+                // panic) is this member's command line, which the check before the queue
+                // missed: not the version's fault.
+                if exit.is_some_and(|e| flags::is_usage_failure(Some(e.exit_code()), &tail))
                     && !self.turn.rollback
                 {
                     return Event::Misconfigured(format!(
                         "etcd {target} refused this member's command line (exit code 2, a usage \
-                         error; its log above names the flag): fix the flags and restart the \
-                         supervisor; the version stays staged here"
+                         error): fix the flags and restart the supervisor; the version stays \
+                         staged here. etcd said: {last}"
                     ));
                 }
                 let exit = exit.map_or_else(|| "not running".into(), |e| e.to_string());
-                return Event::VerifyFailed(format!("etcd {target} exited ({exit})"));
+                return Event::VerifyFailed(format!(
+                    "etcd {target} exited ({exit}); its last lines: {last}"
+                ));
             }
             if Instant::now() >= deadline {
                 return Event::VerifyFailed(format!(
@@ -122,4 +127,13 @@ where
         }
         tracing::warn!(member = %self.cfg.member, expected = %wanted, "every member runs the new minor but the cluster version has not moved yet; check `etcd-supervisor status`");
     }
+}
+
+/// The last `n` non-empty lines of `tail`, joined with " | " for one log line.
+fn last_lines(tail: &str, n: usize) -> String {
+    let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return "(nothing on stderr)".into();
+    }
+    lines[lines.len().saturating_sub(n)..].join(" | ")
 }

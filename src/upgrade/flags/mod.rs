@@ -490,6 +490,15 @@ pub const USAGE_ERROR_MARKERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// [`is_usage_error`], unless the output shows a crash: Go's runtime exits with 2 on a panic
+/// too, and a panic is the version's fault.
+pub fn is_usage_failure(exit_code: Option<i32>, log_tail: &str) -> bool {
+    let crashed = ["panic:", "fatal error:", "goroutine "]
+        .iter()
+        .any(|m| log_tail.contains(m));
+    !crashed && is_usage_error(exit_code, log_tail)
+}
+
 /// Whether a failed etcd start was a refusal of its flags, environment or config file.
 ///
 /// Exit code 2 is Go's flag parser (etcdmain `parse` calls `os.Exit(2)` on any flag error);

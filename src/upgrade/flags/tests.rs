@@ -644,3 +644,21 @@ fn not_usage_error() {
         "invalid value in response from peer"
     ));
 }
+
+#[test]
+fn a_panic_is_not_a_usage_error_even_with_exit_code_2() {
+    let panic = "panic: runtime error: invalid memory address\ngoroutine 1 [running]:";
+    assert!(!is_usage_failure(Some(2), panic));
+    assert!(is_usage_failure(
+        Some(2),
+        "flag provided but not defined: -debug"
+    ));
+    assert!(is_usage_failure(
+        Some(1),
+        "failed to verify flags: --logger=capnslog is removed in v3.5"
+    ));
+    assert!(!is_usage_failure(
+        Some(1),
+        "etcdserver: cannot open database"
+    ));
+}
