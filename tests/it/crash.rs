@@ -107,6 +107,14 @@ fn paused_in(state: &str) -> Cluster {
 /// must complete with never two members down.
 fn killed_in(state: &str) {
     let mut cluster = paused_in(state);
+    // The kill must land in the state the test names: state.json says so on disk.
+    let on_disk = std::fs::read_to_string(cluster.members[0].state_dir.join("state.json"))
+        .expect("state.json");
+    let on_disk: serde_json::Value = serde_json::from_str(&on_disk).expect("state.json is JSON");
+    assert_eq!(
+        on_disk["phase"], state,
+        "killed in another state: {on_disk}"
+    );
     let killed = cluster.members[0].kill();
     drop(killed);
     // Restarted without the failpoint, as systemd would.
@@ -120,6 +128,16 @@ fn killed_in(state: &str) {
     if matches!(state, "starting" | "verifying") {
         assert!(log.contains("resuming an interrupted upgrade"), "{log}");
     }
+}
+
+#[test]
+fn supervisor_killed_in_preflight() {
+    killed_in("preflight");
+}
+
+#[test]
+fn supervisor_killed_while_swapping() {
+    killed_in("swapping");
 }
 
 #[test]
