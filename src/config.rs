@@ -74,6 +74,10 @@ pub struct Member {
     /// URLs other hosts reach this member's client API at (`--advertise-client-urls`,
     /// etcd's default `http://localhost:2379`).
     pub advertised_client_urls: Vec<String>,
+    /// `--config-file` / `ETCD_CONFIG_FILE`, when etcd reads one.
+    pub config_file: Option<PathBuf>,
+    /// `--enable-v2` / `ETCD_ENABLE_V2` (a v2 store to check before 3.6).
+    pub v2_enabled: bool,
 }
 
 /// Settings of `etcd-supervisor run`, validated.
@@ -220,6 +224,10 @@ impl RunSettings {
                 name,
                 data_dir,
                 client_urls,
+                config_file: lookup("config-file", "ETCD_CONFIG_FILE").map(PathBuf::from),
+                v2_enabled: lookup("enable-v2", "ETCD_ENABLE_V2").is_some_and(|v| {
+                    matches!(v.as_str(), "true" | "1" | "t" | "T" | "TRUE" | "True")
+                }),
                 advertised_client_urls: advertised
                     .as_deref()
                     .unwrap_or("http://localhost:2379")
@@ -346,6 +354,26 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         RunSettings::resolve(&run, &env).unwrap()
+    }
+
+    #[test]
+    fn v2_and_the_config_file_come_from_flags_before_the_environment() {
+        let m = |argv: &[&str], env: &[(&str, &str)]| settings(argv, env).member;
+        assert!(m(&["--", "--enable-v2"], &[]).v2_enabled);
+        assert!(m(&["--", "--enable-v2=true"], &[]).v2_enabled);
+        assert!(!m(&["--", "--enable-v2=false"], &[("ETCD_ENABLE_V2", "true")]).v2_enabled);
+        assert!(m(&[], &[("ETCD_ENABLE_V2", "true")]).v2_enabled);
+        assert!(!m(&["--", "--name", "m1"], &[]).v2_enabled);
+        let both = m(
+            &["--", "--config-file", "/etc/etcd.yml"],
+            &[("ETCD_CONFIG_FILE", "/x")],
+        );
+        assert_eq!(both.config_file, Some(PathBuf::from("/etc/etcd.yml")));
+        assert_eq!(
+            m(&[], &[("ETCD_CONFIG_FILE", "/x")]).config_file,
+            Some(PathBuf::from("/x"))
+        );
+        assert_eq!(m(&["--", "--name=m1"], &[]).config_file, None);
     }
 
     #[test]

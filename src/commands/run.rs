@@ -107,6 +107,9 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
         reaper.clone(),
         &settings.state_dir,
         MemberConfig {
+            name: settings.member.name.clone(),
+            config_file: settings.member.config_file.clone(),
+            v2_enabled: settings.member.v2_enabled,
             args: settings.etcd_args.clone(),
             env: settings.etcd_env.clone(),
             data_dir: settings.member.data_dir.clone(),

@@ -324,6 +324,21 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn storage_versions_of_3_6_are_read_and_absent_before() {
+        let v: EtcdVersion = serde_json::from_value(
+            json!({"etcdserver":"3.6.1","etcdcluster":"3.6.0","storage":"3.6.0"}),
+        )
+        .unwrap();
+        assert_eq!(v.storage, "3.6.0");
+        let old: EtcdVersion =
+            serde_json::from_value(json!({"etcdserver":"3.5.30","etcdcluster":"3.5.0"})).unwrap();
+        assert_eq!(old.storage, "");
+        let s: Status =
+            serde_json::from_value(json!({"version":"3.6.1","storageVersion":"3.6.0"})).unwrap();
+        assert_eq!(s.storage_version, "3.6.0");
+    }
+
+    #[test]
     fn status_parses_3_4_and_alarm_errors() {
         let s: Status = serde_json::from_value(json!({
             "header":{"cluster_id":"1","member_id":"10405928607036884643","revision":"18","raft_term":"2"},

@@ -39,34 +39,22 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// The marker left when this member was seen with the v2 API enabled.
 const V2_MARKER: &str = "v2-enabled-seen";
 
-/// This member's etcd configuration, as the vetter judges it.
+/// This member's etcd configuration, as the vetter judges it (resolved once by
+/// [`crate::config`] with etcd's precedence: a flag beats the environment).
 #[derive(Debug, Clone)]
 pub struct MemberConfig {
+    /// The member's name.
+    pub name: String,
     /// The flags passed to etcd.
     pub args: Vec<String>,
     /// The `ETCD_*` variables etcd sees.
     pub env: Vec<(String, String)>,
     /// etcd's data dir.
     pub data_dir: PathBuf,
-}
-
-impl MemberConfig {
-    /// The `--config-file` named by the flags (flag beats environment), if any.
-    pub fn config_file(&self) -> Option<PathBuf> {
-        flag_value(&self.args, "config-file")
-            .or_else(|| env_value(&self.env, "ETCD_CONFIG_FILE"))
-            .map(PathBuf::from)
-    }
-
-    /// True when the v2 API is enabled by a flag or `ETCD_ENABLE_V2`.
-    pub fn v2_enabled(&self) -> bool {
-        let truthy = |v: &str| matches!(v, "" | "true" | "1" | "t" | "T" | "TRUE" | "True");
-        match flag_value(&self.args, "enable-v2") {
-            Some(v) => truthy(&v),
-            None if has_flag(&self.args, "enable-v2") => true,
-            None => env_value(&self.env, "ETCD_ENABLE_V2").is_some_and(|v| truthy(&v)),
-        }
-    }
+    /// The `--config-file` etcd reads, if any.
+    pub config_file: Option<PathBuf>,
+    /// The v2 API is enabled.
+    pub v2_enabled: bool,
 }
 
 /// How the dress rehearsal runs for this member.
@@ -132,7 +120,7 @@ impl LiveVetter {
         member: MemberConfig,
         rehearsal: RehearsalSettings,
     ) -> Self {
-        if member.v2_enabled() {
+        if member.v2_enabled {
             if let Err(e) = std::fs::write(state_dir.join(V2_MARKER), b"") {
                 tracing::warn!(error = %e, "cannot record that the v2 API is enabled");
             }
@@ -151,12 +139,7 @@ impl LiveVetter {
         let r = &self.rehearsal;
         let store = VersionStore::new(&self.state_dir);
         let req = rehearsal::Request {
-            member: self
-                .member
-                .args
-                .iter()
-                .find_map(|a| a.strip_prefix("--name=").map(str::to_owned))
-                .unwrap_or_else(|| "default".into()),
+            member: self.member.name.clone(),
             running: running.clone(),
             target: target.clone(),
             target_binary: self.binary(target, "etcd"),
@@ -238,7 +221,7 @@ impl LiveVetter {
                     }
                 }
             };
-        let config = match self.member.config_file() {
+        let config = match &self.member.config_file {
             None => None,
             Some(path) => match tokio::fs::read_to_string(&path).await {
                 Ok(text) => Some(text),
@@ -280,7 +263,7 @@ impl LiveVetter {
         if target.minor_version() < (3, 6) {
             return None;
         }
-        let seen = self.member.v2_enabled() || self.state_dir.join(V2_MARKER).exists();
+        let seen = self.member.v2_enabled || self.state_dir.join(V2_MARKER).exists();
         if !seen {
             return None;
         }
@@ -446,74 +429,9 @@ fn copy_v2_files(data_dir: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The value of `--name=value` / `--name value` / `-name value` in `args`.
-fn flag_value(args: &[String], name: &str) -> Option<String> {
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let body = arg.trim_start_matches('-');
-        if body.len() == arg.len() {
-            continue;
-        }
-        if let Some(v) = body.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-            return Some(v.to_owned());
-        }
-        if body == name {
-            return it
-                .as_slice()
-                .first()
-                .filter(|n| !n.starts_with('-'))
-                .cloned();
-        }
-    }
-    None
-}
-
-fn has_flag(args: &[String], name: &str) -> bool {
-    args.iter().any(|a| {
-        let body = a.trim_start_matches('-');
-        body.len() != a.len() && (body == name || body.starts_with(&format!("{name}=")))
-    })
-}
-
-fn env_value(env: &[(String, String)], name: &str) -> Option<String> {
-    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn member(args: &[&str], env: &[(&str, &str)]) -> MemberConfig {
-        MemberConfig {
-            args: args.iter().map(|s| (*s).to_owned()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            data_dir: PathBuf::from("/var/lib/etcd"),
-        }
-    }
-
-    #[test]
-    fn v2_is_seen_in_flags_and_environment_flag_first() {
-        assert!(member(&["--enable-v2"], &[]).v2_enabled());
-        assert!(member(&["--enable-v2=true"], &[]).v2_enabled());
-        assert!(!member(&["--enable-v2=false"], &[("ETCD_ENABLE_V2", "true")]).v2_enabled());
-        assert!(member(&[], &[("ETCD_ENABLE_V2", "true")]).v2_enabled());
-        assert!(!member(&["--name", "m1"], &[]).v2_enabled());
-    }
-
-    #[test]
-    fn config_file_from_flag_or_environment() {
-        let m = member(
-            &["--config-file", "/etc/etcd.yml"],
-            &[("ETCD_CONFIG_FILE", "/x")],
-        );
-        assert_eq!(m.config_file(), Some(PathBuf::from("/etc/etcd.yml")));
-        let m = member(&[], &[("ETCD_CONFIG_FILE", "/x")]);
-        assert_eq!(m.config_file(), Some(PathBuf::from("/x")));
-        assert_eq!(member(&["--name=m1"], &[]).config_file(), None);
-    }
 
     #[test]
     fn v2store_output_is_judged_with_the_guides_remedies() {

@@ -470,6 +470,27 @@ fn world(fake: &Fake) -> World<Fake, Fake, Fake, Fake, Fake> {
     }
 }
 
+/// A driver on `fake` starting from `turn`, and the sender of its candidates.
+fn driver_at(
+    fake: &Fake,
+    dir: &std::path::Path,
+    backup: BackupMode,
+    turn: Turn,
+) -> (
+    mpsc::Sender<Candidate>,
+    Driver<Fake, Fake, Fake, Fake, Fake>,
+) {
+    let (tx, rx) = mpsc::channel(4);
+    let driver = Driver::with_world(
+        config(dir, backup),
+        world(fake),
+        turn,
+        rx,
+        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+    );
+    (tx, driver)
+}
+
 /// Runs `driver` from `effect` until it ends (at the call `until` matches, or by itself);
 /// returns every call and the state left on disk.
 async fn run_until(
@@ -495,14 +516,7 @@ async fn drive(
     backup: BackupMode,
     until: impl FnMut(&Call) -> bool + Send + 'static,
 ) -> (Vec<Call>, Turn) {
-    let (tx, rx) = mpsc::channel(4);
-    let driver = Driver::with_world(
-        config(dir, backup),
-        world(fake),
-        Turn::idle(v("3.5.15")),
-        rx,
-        Metrics::new(crate::upgrade::machine::STATE_NAMES),
-    );
+    let (tx, driver) = driver_at(fake, dir, backup, Turn::idle(v("3.5.15")));
     tx.send(candidate(&v("3.5.16"))).await.unwrap();
     run_until(fake, driver, Effect::Nothing, until).await
 }
@@ -795,14 +809,7 @@ async fn recovered_restoring_puts_the_old_version_back_and_verifies_it() {
     };
     fake.state.save(&persisted).unwrap();
     let machine::Step { turn, effect } = machine::recover(&persisted, &v("3.5.15"));
-    let (_tx, rx) = mpsc::channel(4);
-    let driver = Driver::with_world(
-        config(dir.path(), BackupMode::Snapshot),
-        world(&fake),
-        turn,
-        rx,
-        Metrics::new(crate::upgrade::machine::STATE_NAMES),
-    );
+    let (_tx, driver) = driver_at(&fake, dir.path(), BackupMode::Snapshot, turn);
     // Up to the requeue's acquisition of a new turn.
     let (calls, turn) = run_until(&fake, driver, effect, |c| *c == Call::Acquire).await;
     assert_eq!((turn.from, turn.to), (v("3.5.15"), Some(v("3.5.16"))));
@@ -843,14 +850,7 @@ async fn a_member_fault_found_before_the_queue_stops_nothing_and_keeps_the_versi
     // After a restart (the flags fixed, vetting passes), the same version is taken
     // without a new drop.
     let fake = Fake::new(dir.path(), &v("3.5.15"));
-    let (_tx, rx) = mpsc::channel(1);
-    let driver = Driver::with_world(
-        config(dir.path(), BackupMode::Snapshot),
-        world(&fake),
-        turn,
-        rx,
-        Metrics::new(crate::upgrade::machine::STATE_NAMES),
-    );
+    let (_tx, driver) = driver_at(&fake, dir.path(), BackupMode::Snapshot, turn);
     let (calls, turn) = run_until(&fake, driver, Effect::Nothing, |c| *c == Call::Resume).await;
     assert!(calls.contains(&Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD))));
     assert_eq!(turn, Turn::idle(v("3.5.16")));
@@ -914,14 +914,7 @@ async fn a_turn_recovered_unvetted_is_vetted_at_preflight_before_anything_stops(
         },
         &v("3.5.15"),
     );
-    let (_tx, rx) = mpsc::channel(1);
-    let driver = Driver::with_world(
-        config(dir.path(), BackupMode::Snapshot),
-        world(&fake),
-        queued.turn,
-        rx,
-        Metrics::new(crate::upgrade::machine::STATE_NAMES),
-    );
+    let (_tx, driver) = driver_at(&fake, dir.path(), BackupMode::Snapshot, queued.turn);
     let (calls, turn) = run_until(&fake, driver, queued.effect, |c| *c == Call::Resume).await;
     assert_eq!(calls, [Call::Acquire, Call::ReleaseLock, Call::Resume]);
     assert_eq!(turn.phase, Phase::Idle);
