@@ -31,6 +31,9 @@ use crate::etcd::{Client, EtcdError};
 /// place as long as each call lasts; only waits longer than this may be reordered.
 const LOCK_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Upper bound of the read that confirms the turn before a world-changing step.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Errors of acquiring or holding the upgrade lock.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -109,6 +112,29 @@ impl HeldLock {
                     std::future::pending::<()>().await;
                 }
             }
+        }
+    }
+
+    /// Reads the lock key back now: `Err(reason)` when it is gone, no longer under our lease,
+    /// or cannot be read within the bound (unconfirmed counts as lost: the fence before a
+    /// world-changing step must not guess).
+    pub async fn confirm(&self) -> Result<(), String> {
+        if let Some(reason) = self.lost_reason() {
+            return Err(reason);
+        }
+        match tokio::time::timeout(
+            CONFIRM_TIMEOUT,
+            key_held(&self.client, &self.key, self.lease),
+        )
+        .await
+        {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err("the lock key is gone or no longer under our lease".into()),
+            Ok(Err(e)) => Err(format!("the upgrade turn cannot be confirmed: {e}")),
+            Err(_) => Err(format!(
+                "the upgrade turn cannot be confirmed: no answer within {}",
+                humantime::format_duration(CONFIRM_TIMEOUT)
+            )),
         }
     }
 

@@ -37,6 +37,7 @@ use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
 mod config;
+mod fence;
 mod verify;
 
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
@@ -293,30 +294,53 @@ where
         }
         match effect {
             Effect::Nothing => Some(self.idle().await),
+            Effect::Exit => {
+                self.give_back_turn().await;
+                None
+            }
             Effect::AcquireTurn { after } => Some(self.acquire(after).await),
             Effect::Preflight => Some(self.guarded(Self::preflight).await),
             Effect::Backup => Some(self.guarded(Self::backup).await),
             Effect::StopEtcd => Some(self.stop().await),
-            Effect::Switch(v) => Some(match self.switch_current(&v).await {
+            Effect::Switch(_) | Effect::StartEtcd
+                if self.forward_in(&[Phase::Swapping, Phase::Starting]) =>
+            {
+                // The fence before pointing at or starting the new version.
+                match self.fence("switching to the new version").await {
+                    Some(_) => Some(Event::TurnLost),
+                    None => Some(self.perform_unfenced(effect).await),
+                }
+            }
+            effect => Some(self.perform_unfenced(effect).await),
+        }
+    }
+
+    /// The effects that need no fence here (or were fenced by the caller).
+    async fn perform_unfenced(&mut self, effect: Effect) -> Event {
+        match effect {
+            Effect::Switch(v) => match self.switch_current(&v).await {
                 Ok(()) => {
                     tracing::info!(member = %self.cfg.member, version = %v, "current switched");
                     Event::Switched
                 }
                 Err(e) => Event::SwitchFailed(e.to_string()),
-            }),
-            Effect::StartEtcd => Some(match self.control.start().await {
+            },
+            Effect::StartEtcd => match self.control.start().await {
                 Ok(pid) => {
                     self.started_pid = Some(pid);
                     Event::Started
                 }
                 Err(e) => Event::StartFailed(e),
-            }),
-            Effect::Verify(v) => Some(self.verify(&v).await),
-            Effect::Release { reject, refuse } => Some(self.release(reject, refuse).await),
-            Effect::Exit => {
-                self.give_back_turn().await;
-                None
-            }
+            },
+            Effect::Verify(v) => self.verify(&v).await,
+            Effect::Release { reject, refuse } => self.release(reject, refuse).await,
+            // Handled by `perform`.
+            Effect::Nothing
+            | Effect::AcquireTurn { .. }
+            | Effect::Preflight
+            | Effect::Backup
+            | Effect::StopEtcd
+            | Effect::Exit => Event::Shutdown,
         }
     }
 
@@ -518,7 +542,7 @@ where
         // stop happen on a turn lost while the backup finished.
         if !self.turn.rollback {
             let lost = match &self.held {
-                Some(held) => held.lost_reason(),
+                Some(held) => held.confirm().await,
                 None => Some("no upgrade turn held".into()),
             };
             if let Some(reason) = lost {
@@ -526,6 +550,11 @@ where
                 self.pending_backup = None;
                 return Event::TurnLost;
             }
+        } else if self.control.status().pid.is_some()
+            && self.fence("stopping etcd again").await.is_some()
+        {
+            // The new version still runs: without the turn another member may be down now.
+            return Event::TurnLost;
         }
         let report = if self.turn.rollback {
             None
@@ -580,7 +609,13 @@ where
     ) -> Event {
         if let Some((version, why)) = &reject {
             self.metrics.rolled_back();
-            self.record_rejection(version, why).await;
+            if self.fence("recording the rejection").await.is_some() {
+                // A stale holder's verdict is not recorded; a member holding the turn
+                // judges the version again.
+                tracing::warn!(member = %self.cfg.member, version = %version, reason = why, "etcd {version} failed here, but the turn was lost: not rejecting it for the cluster");
+            } else {
+                self.record_rejection(version, why).await;
+            }
         }
         if let Some((version, why)) = &refuse {
             self.note_refusal(version, why);

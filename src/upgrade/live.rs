@@ -63,6 +63,10 @@ impl TurnLock for HeldLock {
         HeldLock::lost(self)
     }
 
+    async fn confirm(&self) -> Option<String> {
+        HeldLock::confirm(self).await.err()
+    }
+
     async fn release(self) -> Result<(), EtcdError> {
         HeldLock::release(self).await
     }

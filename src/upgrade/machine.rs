@@ -10,12 +10,23 @@
 //! A cold copy of the data dir that fails once etcd is stopped leads to `Restoring` instead:
 //! `current` was never switched, so the old version is started and verified again, and the
 //! member queues anew without rejecting anything.
+//!
+//! Whose fault a failure is ([`Fault`]) decides what the rollback records: a version that
+//! crashed is rejected for the cluster; one that kept running unhealthy is rejected only if
+//! the old version, rolled back under the same conditions, comes back healthy. A member
+//! that cannot reach its peers rejects nothing, and a turn lost mid-swap never leads to a
+//! second stop: the old version is put back while etcd is stopped, and a new version that
+//! already runs is held, unverified, until the turn is taken again.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::versions::Version;
+
+pub use fault::Fault;
+
+mod fault;
 
 /// Where a member is in its upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +53,9 @@ pub enum Phase {
     Restoring,
     /// The old version cannot be brought back; the run loop keeps restarting it.
     Failed,
+    /// The turn was lost while the new version ran unverified: it keeps running (no stop
+    /// without the turn); queueing to verify it again, and roll back if need be.
+    Holding,
 }
 
 /// Every state name [`Turn::state_name`] yields, in the order of the swap.
@@ -57,11 +71,12 @@ pub const STATE_NAMES: &[&str] = &[
     "rolling-back",
     "restoring",
     "failed",
+    "holding",
 ];
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::Idle,
         Phase::Queued,
         Phase::Preflight,
@@ -72,6 +87,7 @@ impl Phase {
         Phase::Verifying,
         Phase::Restoring,
         Phase::Failed,
+        Phase::Holding,
     ];
 }
 
@@ -90,10 +106,9 @@ pub struct Turn {
     pub last_error: Option<String>,
     /// Attempts at the turn that ended in a wait or a transient failure, for backoff.
     pub retries: u32,
-    /// The swap is being rolled back for this member's own fault (its flags), not the
-    /// version's: nothing is rejected, and the target stays staged here.
-    #[serde(default)]
-    pub member_fault: bool,
+    /// Whose fault the rollback under way is (read from `member_fault` in older files).
+    #[serde(default, alias = "member_fault", deserialize_with = "fault::compat")]
+    pub fault: Fault,
 }
 
 /// What happened: the outcome of the last effect, or something from outside.
@@ -138,8 +153,10 @@ pub enum Event {
     StartFailed(String),
     /// Healthy, right version, caught up.
     Verified,
-    /// Not healthy/caught up in time, or exited.
+    /// Exited, or reported another version: the version's fault.
     VerifyFailed(String),
+    /// Kept running but was not healthy and caught up in time: whose fault is not known.
+    StayedUnhealthy(String),
     /// The new version refused this member's configuration (a usage error): rolled back
     /// like a failure, but as the member's fault.
     Misconfigured(String),
@@ -206,7 +223,7 @@ impl Turn {
             rollback: false,
             last_error: None,
             retries: 0,
-            member_fault: false,
+            fault: Fault::Version,
         }
     }
 
@@ -228,6 +245,7 @@ impl Turn {
             (Phase::Backup, _) => "backup",
             (Phase::Failed, _) => "failed",
             (Phase::Restoring, _) => "restoring",
+            (Phase::Holding, _) => "holding",
             (_, true) => "rolling-back",
             (Phase::Stopping, false) => "stopping",
             (Phase::Swapping, false) => "swapping",
@@ -248,6 +266,7 @@ impl Turn {
         let turn = Turn {
             phase: Phase::Queued,
             rollback: false,
+            fault: Fault::Version,
             last_error: Some(why),
             retries: self.retries.saturating_add(1),
             ..self.clone()
@@ -263,16 +282,16 @@ impl Turn {
 
     /// Starts the swap back to `from` because the new version failed.
     fn roll_back(&self, why: String) -> Step {
-        self.roll_back_for(why, false)
+        self.roll_back_for(why, Fault::Version)
     }
 
-    /// Starts the swap back to `from`; `member_fault` says whose fault it was.
-    fn roll_back_for(&self, why: String, member_fault: bool) -> Step {
+    /// Starts the swap back to `from`; `fault` says whose fault it was.
+    fn roll_back_for(&self, why: String, fault: Fault) -> Step {
         let turn = Turn {
             phase: Phase::Stopping,
             rollback: true,
             last_error: Some(why),
-            member_fault,
+            fault,
             ..self.clone()
         };
         Step {
@@ -307,7 +326,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 rollback: false,
                 last_error: None,
                 retries: 0,
-                member_fault: false,
+                fault: Fault::Version,
                 ..turn.clone()
             };
             go(
@@ -325,7 +344,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 to: Some(v.clone()),
                 last_error: Some(why.clone()),
                 retries: 0,
-                member_fault: false,
+                fault: Fault::Version,
                 ..turn.clone()
             },
             E::Release {
@@ -339,7 +358,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 to: None,
                 last_error: Some(why.clone()),
                 retries: 0,
-                member_fault: false,
+                fault: Fault::Version,
                 ..turn.clone()
             },
             E::Release {
@@ -399,7 +418,33 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         (P::Stopping, V::TurnLost) if !turn.rollback => {
             turn.requeue("lost the upgrade turn".into())
         }
+        // Found lost right before switching to or starting the new version, etcd stopped:
+        // the known-good version is put back and started; nothing is stopped again.
+        (P::Swapping | P::Starting, V::TurnLost) if !turn.rollback => go(
+            Turn {
+                phase: P::Restoring,
+                last_error: Some(format!(
+                    "lost the upgrade turn while etcd was stopped; restoring {}",
+                    turn.from
+                )),
+                ..turn.clone()
+            },
+            E::Switch(turn.from.clone()),
+        ),
+        // Found lost right before a rollback's stop, the new version still running (the
+        // driver says so only then): no stop without the turn.
+        (P::Stopping, V::TurnLost) => turn.hold(),
         (_, V::TurnLost) => stay(),
+        (P::Holding, V::Released) => go(
+            turn.clone(),
+            E::AcquireTurn {
+                after: retry_delay(turn.retries.saturating_sub(1)),
+            },
+        ),
+        (P::Holding, V::TurnAcquired) => {
+            let to = turn.to.clone().unwrap_or_else(|| turn.from.clone());
+            go(turn.with(P::Verifying), E::Verify(to))
+        }
 
         (P::Stopping, V::Stopped) => {
             let target = turn.target().cloned().unwrap_or_else(|| turn.from.clone());
@@ -409,6 +454,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         // Restoring after a crash re-points `current` at `from` first.
         (P::Restoring, V::Switched) => go(turn.clone(), E::StartEtcd),
         (P::Restoring, V::Started) => go(turn.clone(), E::Verify(turn.from.clone())),
+        (P::Restoring, V::StayedUnhealthy(why)) => turn.member_cannot_serve(why),
         (P::Restoring, V::Verified) => {
             let why = turn
                 .last_error
@@ -439,8 +485,11 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         {
             turn.roll_back(why)
         }
+        (P::Verifying, V::StayedUnhealthy(why)) if !turn.rollback => {
+            turn.roll_back_for(why, Fault::Unproven)
+        }
         (P::Starting | P::Verifying, V::Misconfigured(why)) if !turn.rollback => {
-            turn.roll_back_for(why, true)
+            turn.roll_back_for(why, Fault::Member)
         }
         (P::Verifying, V::Verified) if !turn.rollback => {
             let to = turn.to.clone().unwrap_or_else(|| turn.from.clone());
@@ -451,7 +500,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 rollback: false,
                 last_error: None,
                 retries: 0,
-                member_fault: false,
+                fault: Fault::Version,
             };
             go(
                 t,
@@ -461,7 +510,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 },
             )
         }
-        (P::Verifying, V::Verified) if turn.member_fault => {
+        (P::Verifying, V::Verified) if turn.fault == Fault::Member => {
             // Back on the old version, and the new one is fine: this member's flags are
             // not. It stays staged here, to be taken once the flags are fixed.
             let reason = turn
@@ -472,7 +521,7 @@ pub fn step(turn: &Turn, event: Event) -> Step {
             let t = Turn {
                 phase: P::Idle,
                 rollback: false,
-                member_fault: false,
+                fault: Fault::Version,
                 ..turn.clone()
             };
             go(
@@ -485,15 +534,22 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         }
         (P::Verifying, V::Verified) => {
             // Back on the old version: the new one is rejected for the whole cluster.
-            let reason = turn
+            let mut reason = turn
                 .last_error
                 .clone()
                 .unwrap_or_else(|| "failed to come up".into());
+            if turn.fault == Fault::Unproven {
+                reason = format!(
+                    "{reason}; {}, rolled back under the same conditions, became healthy",
+                    turn.from
+                );
+            }
             let reject = turn.to.clone().map(|v| (v, reason));
             let t = Turn {
                 phase: P::Idle,
                 to: None,
                 rollback: false,
+                fault: Fault::Version,
                 ..turn.clone()
             };
             go(
@@ -504,16 +560,25 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 },
             )
         }
+        // The old version stays unhealthy too after a version that kept running unhealthy:
+        // the member is to blame, not the version.
+        (P::Verifying, V::StayedUnhealthy(why)) if turn.fault == Fault::Unproven => {
+            turn.member_cannot_serve(why)
+        }
         // The old version does not come back either: say so, release the turn (the other
         // members' preflight sees this member down and waits), and let the run loop keep
         // restarting `from` with backoff.
         (P::Swapping, V::SwitchFailed(why))
         | (P::Starting, V::StartFailed(why))
-        | (P::Verifying, V::VerifyFailed(why)) => {
-            let reject = turn.to.clone().filter(|_| !turn.member_fault).map(|v| {
-                let first = turn.last_error.clone().unwrap_or_default();
-                (v, first)
-            });
+        | (P::Verifying, V::VerifyFailed(why) | V::StayedUnhealthy(why)) => {
+            let reject = turn
+                .to
+                .clone()
+                .filter(|_| turn.fault == Fault::Version)
+                .map(|v| {
+                    let first = turn.last_error.clone().unwrap_or_default();
+                    (v, first)
+                });
             let t = Turn {
                 phase: P::Failed,
                 last_error: Some(format!("rollback failed: {why}")),
@@ -599,6 +664,14 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
         // switch is idempotent, and keeps etcd held until it is done), started and verified.
         Phase::Restoring => go(persisted.clone(), Effect::Switch(persisted.from.clone())),
         Phase::Failed => go(persisted.clone(), Effect::Nothing),
+        // The new version runs (the run loop starts `current`), unverified: the turn is
+        // queued for, to verify it again.
+        Phase::Holding => go(
+            persisted.clone(),
+            Effect::AcquireTurn {
+                after: Duration::ZERO,
+            },
+        ),
     }
 }
 

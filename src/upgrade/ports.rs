@@ -44,6 +44,13 @@ pub trait TurnLock: Send + Sync {
     fn acquired(&self) -> Instant;
     /// `Some(reason)` once the turn is known to be lost.
     fn lost_reason(&self) -> Option<String>;
+    /// Asks etcd now whether the turn is still ours (the lock key under our lease):
+    /// `Some(reason)` when it is not, or cannot be confirmed. The fence before each
+    /// world-changing step; by default only what the keepalive has seen.
+    fn confirm(&self) -> impl Future<Output = Option<String>> + Send {
+        let lost = self.lost_reason();
+        async move { lost }
+    }
     /// Resolves with the reason once the turn is lost; pending while it is held.
     fn lost(&self) -> impl Future<Output = String> + Send + 'static;
     /// Gives it back (safe when it was already lost).

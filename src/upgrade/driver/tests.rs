@@ -693,7 +693,7 @@ async fn old_version_not_answering_after_a_failed_cold_copy_ends_failed() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn lost_turn_after_the_stop_finishes_the_swap_without_a_second_stop() {
+async fn lost_turn_after_the_stop_restores_the_old_version_without_a_second_stop() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new(dir.path(), &v("3.5.15"));
     fake.with(|w| {
@@ -708,13 +708,16 @@ async fn lost_turn_after_the_stop_finishes_the_swap_without_a_second_stop() {
         [
             Call::Stop(Seen(Phase::Stopping, FORWARD)),
             Call::ColdCopy(Seen(Phase::Stopping, FORWARD)),
-            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
-            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::Switch(v("3.5.15"), Seen(Phase::Restoring, FORWARD)),
+            Call::Start(v("3.5.15"), Seen(Phase::Restoring, FORWARD)),
             Call::ReleaseLock,
             Call::Resume,
         ]
     );
-    assert_eq!(turn, Turn::idle(v("3.5.16")));
+    assert_eq!(
+        (turn.phase, turn.from, turn.to),
+        (Phase::Queued, v("3.5.15"), Some(v("3.5.16")))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -805,7 +808,7 @@ async fn recovered_restoring_puts_the_old_version_back_and_verifies_it() {
         rollback: false,
         last_error: Some("backup failed after the stop".into()),
         retries: 0,
-        member_fault: false,
+        fault: machine::Fault::Version,
     };
     fake.state.save(&persisted).unwrap();
     let machine::Step { turn, effect } = machine::recover(&persisted, &v("3.5.15"));

@@ -51,7 +51,8 @@ where
                 ));
             }
             if Instant::now() >= deadline {
-                return Event::VerifyFailed(format!(
+                // Running but not serving: the machine judges whose fault that is.
+                return Event::StayedUnhealthy(format!(
                     "etcd {target} was not healthy and caught up within {}",
                     humantime::format_duration(self.cfg.ready_timeout)
                 ));

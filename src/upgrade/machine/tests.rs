@@ -266,7 +266,7 @@ fn failed_stop_request_exits_and_keeps_the_phase_for_recovery() {
 }
 
 #[test]
-fn lost_turn_before_stop_aborts_after_stop_is_ignored() {
+fn lost_turn_before_stop_aborts_after_stop_restores_the_old_version_without_a_second_stop() {
     let (t, _) = run(&staged(), vec![Event::TurnAcquired, Event::TurnLost]);
     assert_eq!(t.phase, Phase::Queued);
     // Found lost by the driver's check right before the stop request: nothing stopped.
@@ -280,19 +280,236 @@ fn lost_turn_before_stop_aborts_after_stop_is_ignored() {
             refuse: None
         }
     );
-    // Once stopped, the swap goes on.
-    let (t, effects) = run(
-        &at_stopping(),
-        vec![Event::Stopped, Event::TurnLost, Event::Switched],
-    );
-    assert_eq!(t.phase, Phase::Starting);
-    assert_eq!(effects[1], Effect::Nothing);
-    assert_eq!(effects.last(), Some(&Effect::StartEtcd));
-    // A rollback's stop is never abandoned.
+    // Found lost before the switch or the start of the new version (the driver's fence),
+    // etcd stopped: the old version is put back and started, and the member queues again.
+    for late in [vec![], vec![Event::Switched]] {
+        let mut events = vec![Event::Stopped];
+        events.extend(late);
+        events.extend([
+            Event::TurnLost,
+            Event::Switched,
+            Event::Started,
+            Event::Verified,
+        ]);
+        let (t, effects) = run(&at_stopping(), events);
+        let lost_at = effects.len() - 4;
+        assert_eq!(
+            effects[lost_at..],
+            [
+                Effect::Switch(v("3.4.23")),
+                Effect::StartEtcd,
+                Effect::Verify(v("3.4.23")),
+                Effect::Release {
+                    reject: None,
+                    refuse: None
+                },
+            ]
+        );
+        // The one stop was before these events (`at_stopping`); none follows.
+        assert!(!effects.contains(&Effect::StopEtcd), "{effects:?}");
+        assert_eq!((t.phase, t.to.clone()), (Phase::Queued, Some(v("3.5.16"))));
+    }
+    // Lost while the old version starts again after a rollback's stop: the rollback goes
+    // on (it only adds a member back).
     let mut back = at_stopping();
     back.rollback = true;
-    let s = step(&back, Event::TurnLost);
-    assert_eq!((s.turn, s.effect), (back, Effect::Nothing));
+    for phase in [Phase::Swapping, Phase::Starting, Phase::Verifying] {
+        let t = Turn {
+            phase,
+            ..back.clone()
+        };
+        assert_eq!(step(&t, Event::TurnLost).effect, Effect::Nothing);
+    }
+}
+
+#[test]
+fn lost_turn_before_a_rollbacks_stop_holds_the_new_version_and_verifies_it_in_the_next_turn() {
+    let unhealthy = step(
+        &at_verifying(),
+        Event::StayedUnhealthy("not healthy within 8s".into()),
+    );
+    assert_eq!(unhealthy.effect, Effect::StopEtcd);
+    // The driver's fence found the turn gone with the new version still running.
+    let held = step(&unhealthy.turn, Event::TurnLost);
+    assert_eq!(held.turn.phase, Phase::Holding);
+    assert_eq!(held.turn.state_name(), "holding");
+    assert!(!held.turn.rollback);
+    assert_eq!(
+        held.effect,
+        Effect::Release {
+            reject: None,
+            refuse: None
+        }
+    );
+    let (t, effects) = run(
+        &held.turn,
+        vec![Event::Released, Event::TurnAcquired, Event::Verified],
+    );
+    assert_eq!(
+        effects[..2],
+        [
+            Effect::AcquireTurn {
+                after: Duration::from_secs(1)
+            },
+            Effect::Verify(v("3.5.16")),
+        ]
+    );
+    assert_eq!(t, Turn::idle(v("3.5.16")));
+    // Still failing with the turn back: rolled back then, with the turn held.
+    let again = run(
+        &held.turn,
+        vec![
+            Event::Released,
+            Event::TurnAcquired,
+            Event::VerifyFailed("exited (code 1)".into()),
+        ],
+    );
+    assert_eq!(again.1.last(), Some(&Effect::StopEtcd));
+    assert!(again.0.rollback);
+    // A restart while holding queues for the turn again; `current` runs meanwhile.
+    let r = recover(&held.turn, &v("3.5.16"));
+    assert_eq!(r.turn.phase, Phase::Holding);
+    assert_eq!(
+        r.effect,
+        Effect::AcquireTurn {
+            after: Duration::ZERO
+        }
+    );
+}
+
+#[test]
+fn a_version_that_stays_unhealthy_is_rejected_only_when_the_old_one_comes_back_healthy() {
+    let rolled = step(
+        &at_verifying(),
+        Event::StayedUnhealthy("not healthy within 8s".into()),
+    );
+    assert!(rolled.turn.rollback);
+    assert_eq!(rolled.turn.fault, Fault::Unproven);
+    let back = [Event::Stopped, Event::Switched, Event::Started];
+    // The old version, under the same conditions, is healthy: the new one is to blame.
+    let mut events = back.to_vec();
+    events.push(Event::Verified);
+    let (t, effects) = run(&rolled.turn, events);
+    assert_eq!((t.phase, t.to.clone()), (Phase::Idle, None));
+    match effects.last() {
+        Some(Effect::Release {
+            reject: Some((version, why)),
+            refuse: None,
+        }) => {
+            assert_eq!(version, &v("3.5.16"));
+            assert!(why.contains("not healthy within 8s"), "{why}");
+            assert!(why.contains("3.4.23, rolled back"), "{why}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // The old version stays unhealthy too: this member's conditions; nothing rejected,
+    // the target kept, queued again with backoff.
+    let mut events = back.to_vec();
+    events.push(Event::StayedUnhealthy("not healthy within 8s".into()));
+    events.push(Event::Released);
+    let (t, effects) = run(&rolled.turn, events);
+    assert_eq!(t.phase, Phase::Queued);
+    assert_eq!(t.to, Some(v("3.5.16")));
+    assert_eq!((t.rollback, t.fault, t.retries), (false, Fault::Version, 1));
+    let why = t.last_error.clone().unwrap();
+    assert!(why.contains("nothing is rejected"), "{why}");
+    assert!(why.contains("network"), "{why}");
+    assert_eq!(
+        effects[effects.len() - 2..],
+        [
+            Effect::Release {
+                reject: None,
+                refuse: None
+            },
+            Effect::AcquireTurn {
+                after: Duration::from_secs(1)
+            },
+        ]
+    );
+    // An old version that exits (rather than staying unhealthy) ends failed, still
+    // without a verdict on the new one.
+    let mut events = back.to_vec();
+    events.push(Event::VerifyFailed("exited (code 1)".into()));
+    let (t, effects) = run(&rolled.turn, events);
+    assert_eq!(t.phase, Phase::Failed);
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::Release { reject: None, .. })
+    ));
+}
+
+#[test]
+fn a_version_that_exits_or_lies_about_its_version_is_rejected_without_a_trial_of_the_old_one() {
+    let s = step(
+        &at_verifying(),
+        Event::VerifyFailed("reports 3.5.15 instead of 3.5.16".into()),
+    );
+    assert_eq!((s.turn.rollback, s.turn.fault), (true, Fault::Version));
+    // Even if the old one then stays unhealthy, the version is still rejected.
+    let (t, effects) = run(
+        &s.turn,
+        vec![
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+            Event::StayedUnhealthy("no leader".into()),
+        ],
+    );
+    assert_eq!(t.phase, Phase::Failed);
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::Release {
+            reject: Some(_),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_old_version_staying_unhealthy_after_a_restore_requeues_without_failing() {
+    let (restoring, _) = run(
+        &at_stopping(),
+        vec![
+            Event::Stopped,
+            Event::TurnLost,
+            Event::Switched,
+            Event::Started,
+        ],
+    );
+    assert_eq!(restoring.phase, Phase::Restoring);
+    let s = step(&restoring, Event::StayedUnhealthy("partitioned".into()));
+    assert_eq!(
+        (s.turn.phase, s.turn.to.clone()),
+        (Phase::Queued, Some(v("3.5.16")))
+    );
+    assert!(matches!(
+        s.effect,
+        Effect::Release {
+            reject: None,
+            refuse: None
+        }
+    ));
+}
+
+#[test]
+fn state_files_written_before_the_fault_field_still_load() {
+    let mut json = serde_json::to_value(at_verifying()).unwrap();
+    let obj = json.as_object_mut().unwrap();
+    obj.remove("fault");
+    for (legacy, fault) in [(true, Fault::Member), (false, Fault::Version)] {
+        obj.insert("member_fault".into(), legacy.into());
+        let t: Turn = serde_json::from_value(serde_json::Value::Object(obj.clone())).unwrap();
+        assert_eq!(t.fault, fault);
+    }
+    obj.remove("member_fault");
+    let t: Turn = serde_json::from_value(serde_json::Value::Object(obj.clone())).unwrap();
+    assert_eq!(t.fault, Fault::Version);
+    let now = serde_json::to_string(&Turn {
+        fault: Fault::Unproven,
+        ..at_verifying()
+    })
+    .unwrap();
+    assert!(now.contains("\"fault\":\"unproven\""), "{now}");
 }
 
 fn at_verifying() -> Turn {
@@ -506,6 +723,7 @@ fn state_names_are_exactly_what_state_name_yields() {
         Phase::Verifying => 7,
         Phase::Restoring => 8,
         Phase::Failed => 9,
+        Phase::Holding => 10,
     };
     for (i, phase) in Phase::ALL.into_iter().enumerate() {
         assert_eq!(position(phase), i, "{phase:?}");
@@ -584,7 +802,7 @@ fn failed_before_the_turn_rejects_the_version_for_the_cluster() {
 #[test]
 fn a_usage_error_rolls_back_as_the_members_fault() {
     let s = step(&at_verifying(), Event::Misconfigured("exit code 2".into()));
-    assert!(s.turn.rollback && s.turn.member_fault);
+    assert!(s.turn.rollback && s.turn.fault == Fault::Member);
     assert_eq!(s.effect, Effect::StopEtcd);
     let (back, effects) = run(
         &s.turn,
@@ -596,7 +814,7 @@ fn a_usage_error_rolls_back_as_the_members_fault() {
         ],
     );
     assert_eq!(back.phase, Phase::Idle);
-    assert!(!back.member_fault);
+    assert_eq!(back.fault, Fault::Version);
     assert_eq!(back.to, Some(v("3.5.16")), "kept for after the fix");
     assert_eq!(
         effects.last(),
