@@ -204,7 +204,7 @@ fn debug_flag_is_refused_here_and_the_same_drop_rolls_after_the_fix() {
         (state["phase"] == "idle" && state["from"] == target.as_str()).then_some(())
     })
     .unwrap_or_else(|_| panic!("m1 not idle on {target}: {}", state_json(m1)));
-    crate::rollout::assert_one_down_at_a_time(&cluster, &[]);
+    crate::rollout::assert_one_down_at_a_time(&cluster);
 }
 
 /// Every file under the member's staging dir, recursively (the audit trail of drops).
@@ -684,7 +684,7 @@ fn learner_rollout(learner_gets_endpoints: bool) {
         .map(|m| crate::rollout::down_intervals(&m.log_text()).len())
         .sum();
     assert_eq!(swaps, 4, "{}", cluster.logs());
-    crate::rollout::assert_one_down_at_a_time(&cluster, &[]);
+    crate::rollout::assert_one_down_at_a_time(&cluster);
     let after = status();
     assert_eq!(learner_flags(&after), flags, "{after}");
     for name in ["m1", "m2", "m3", "m4"] {

@@ -123,7 +123,7 @@ fn killed_in(state: &str) {
     assert_settled(&cluster, &Release::V3_5.version());
     // The supervisors never stopped two members at once. (m1's own outage from the kill
     // is external: no supervisor can order it against a turn already past its checks.)
-    assert_one_down_at_a_time(&cluster, &[]);
+    assert_one_down_at_a_time(&cluster);
     let log = cluster.members[0].log_text();
     if matches!(state, "starting" | "verifying") {
         assert!(log.contains("resuming an interrupted upgrade"), "{log}");

@@ -10,6 +10,7 @@ mod crash;
 mod etcd_client;
 mod metrics;
 mod packaging;
+mod partition;
 mod pid1;
 mod refusals;
 mod rehearsal;

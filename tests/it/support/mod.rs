@@ -7,9 +7,13 @@
 //! - [`Cluster`] / [`Member`]: bare etcd members or members run by `etcd-supervisor run`,
 //!   each in its own process group, every process killed on drop.
 //! - [`wait_for`], [`http_get`]: bounded polling and a tiny HTTP client with timeouts.
+//! - [`netns`]: members in network namespaces of their own, to cut off; [`outage`]: members
+//!   down and the turn's holder, sampled from outside.
 
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod outage;
 pub mod pki;
 
 use std::fs::{self, File, OpenOptions};

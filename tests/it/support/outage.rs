@@ -1,0 +1,424 @@
+//! Members down, judged from outside: each member's etcd process (found by its data dir in
+//! /proc) and its `/health`, sampled every 50 ms by one thread per member, and the upgrade
+//! turn's holder (the lock key with the lowest revision, named by its owner record), sampled
+//! every 100 ms. Nothing here reads the supervisors' logs, so an outage they do not log is
+//! seen all the same.
+//!
+//! A member is down while its etcd process is gone or its `/health` is not true (a request
+//! that times out counts as down for its whole duration: a partitioned member is down). A
+//! health-only dip shorter than [`BLIP`] with the same etcd process throughout (a leader
+//! election while another member stops) is counted as a blip, not an outage, and reported.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::netns::Partitions;
+use super::{http_post, is_healthy, Cluster};
+
+/// How often each member is sampled.
+pub const PERIOD: Duration = Duration::from_millis(50);
+
+/// A health-only dip shorter than this, same process throughout, is a blip.
+pub const BLIP: Duration = Duration::from_millis(500);
+
+/// One sample of one member.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    pid: Option<i32>,
+    healthy: bool,
+}
+
+/// One member's outage: from the first down sample to the next up one.
+#[derive(Debug, Clone)]
+pub struct Outage {
+    /// Member index.
+    pub member: usize,
+    /// First sample down.
+    pub from: Instant,
+    /// First sample up again (or the end of sampling).
+    pub until: Instant,
+    /// The etcd process was gone at some point (not only unhealthy).
+    pub process_gone: bool,
+    /// Began while the test had the member cut off.
+    pub partitioned: bool,
+}
+
+/// The turn's holder at one time.
+#[derive(Debug, Clone)]
+pub struct TurnSample {
+    /// When.
+    pub at: Instant,
+    /// Holder's member name (the owner of the lowest lock key); `None` when free.
+    pub holder: Option<String>,
+    /// How many lock keys (holder and waiters).
+    pub keys: usize,
+}
+
+/// What the samplers saw.
+#[derive(Debug)]
+pub struct Report {
+    /// Outages, by start time.
+    pub outages: Vec<Outage>,
+    /// Health-only dips shorter than [`BLIP`]: count and the longest.
+    pub blips: (usize, Duration),
+    /// The most members down at one time.
+    pub max_down: usize,
+    /// The turn's holder over time.
+    pub turn: Vec<TurnSample>,
+    /// Samples taken, and the longest gap between two samples of one member.
+    pub samples: usize,
+    /// Longest gap between two samples of one member.
+    pub longest_gap: Duration,
+    /// etcd processes each member ran (distinct pids, in order).
+    pub pids: Vec<Vec<i32>>,
+}
+
+/// Samples every member until [`Sampler::finish`].
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    members: Vec<JoinHandle<Vec<Sample>>>,
+    turn: JoinHandle<Vec<TurnSample>>,
+    partitions: Partitions,
+    names: Vec<String>,
+}
+
+/// The live etcd process serving `data_dir`, if any (not a zombie, not the rehearsal's).
+fn etcd_pid(data_dir: &str, last: Option<i32>) -> Option<i32> {
+    let matches = |pid: i32| {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+        if state == 'Z' {
+            return None;
+        }
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        if comm.trim() != "etcd" {
+            return None;
+        }
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let flag = format!("--data-dir={data_dir}");
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == flag.as_bytes())
+            .then_some(pid)
+    };
+    if let Some(pid) = last.and_then(matches) {
+        return Some(pid);
+    }
+    fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find_map(matches)
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn unb64(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .unwrap_or_default()
+}
+
+/// The turn's holder and the number of lock keys, read through the first member that
+/// answers; `None` when none does.
+pub fn turn_holder(urls: &[String]) -> Option<(Option<String>, usize)> {
+    let prefix = |p: &str| {
+        let end = {
+            let mut b = p.as_bytes().to_vec();
+            *b.last_mut().unwrap() += 1;
+            String::from_utf8(b).unwrap()
+        };
+        format!(r#"{{"key":"{}","range_end":"{}"}}"#, b64(p), b64(&end))
+    };
+    for url in urls {
+        let get = |p: &str| {
+            let (status, body) = http_post(
+                &format!("{url}/v3/kv/range"),
+                &prefix(p),
+                Duration::from_millis(500),
+            )?;
+            (status == 200).then_some(())?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            Some(v["kvs"].as_array().cloned().unwrap_or_default())
+        };
+        let Some(mut keys) = get("/etcd-supervisor/lock/upgrade/") else {
+            continue;
+        };
+        let Some(owners) = get("/etcd-supervisor/lock/owners/") else {
+            continue;
+        };
+        let rev = |kv: &serde_json::Value| {
+            kv["create_revision"]
+                .as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(u64::MAX)
+        };
+        keys.sort_by_key(rev);
+        let holder = keys.first().map(|kv| {
+            let lease = kv["lease"].as_str().unwrap_or("");
+            owners
+                .iter()
+                .find(|o| o["lease"].as_str() == Some(lease))
+                .and_then(|o| {
+                    // The bare name (a later release may write a JSON record).
+                    let raw = unb64(o["value"].as_str()?);
+                    match serde_json::from_slice::<serde_json::Value>(&raw) {
+                        Ok(rec) => rec["member"].as_str().map(str::to_owned),
+                        Err(_) => Some(String::from_utf8_lossy(&raw).into_owned()),
+                    }
+                })
+                .unwrap_or_else(|| format!("lease {lease}"))
+        });
+        return Some((holder, keys.len()));
+    }
+    None
+}
+
+impl Sampler {
+    /// Starts sampling `cluster`'s members; `partitions` names the test's own cuts.
+    pub fn start(cluster: &Cluster, partitions: Partitions) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let members = cluster
+            .members
+            .iter()
+            .map(|m| {
+                let stop = stop.clone();
+                let data_dir: PathBuf = m.spec.data_dir.clone();
+                let health = format!("{}/health", m.client_url());
+                std::thread::spawn(move || {
+                    let data_dir = data_dir.display().to_string();
+                    let mut samples = Vec::new();
+                    let mut last = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let at = Instant::now();
+                        let pid = etcd_pid(&data_dir, last);
+                        last = pid.or(last);
+                        let healthy = pid.is_some() && is_healthy(&health).is_some();
+                        samples.push(Sample { at, pid, healthy });
+                        if let Some(rest) = PERIOD.checked_sub(at.elapsed()) {
+                            std::thread::sleep(rest);
+                        }
+                    }
+                    samples
+                })
+            })
+            .collect();
+        let urls = cluster.client_urls();
+        let flag = stop.clone();
+        let turn = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let at = Instant::now();
+                if let Some((holder, keys)) = turn_holder(&urls) {
+                    out.push(TurnSample { at, holder, keys });
+                }
+                if let Some(rest) = Duration::from_millis(100).checked_sub(at.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            out
+        });
+        Sampler {
+            stop,
+            members,
+            turn,
+            partitions,
+            names: cluster
+                .members
+                .iter()
+                .map(|m| m.spec.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Stops sampling and sums up.
+    pub fn finish(self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        let end = Instant::now();
+        let per_member: Vec<Vec<Sample>> = self
+            .members
+            .into_iter()
+            .map(|h| h.join().expect("sampler"))
+            .collect();
+        let turn = self.turn.join().expect("turn sampler");
+        let partitions = self.partitions.lock().unwrap().clone();
+        let cut_off = |i: usize, t: Instant| {
+            partitions
+                .iter()
+                .any(|&(m, from, until)| m == i && from <= t && until.is_none_or(|u| t <= u))
+        };
+        let mut outages = Vec::new();
+        let mut blips = (0usize, Duration::ZERO);
+        let mut samples = 0;
+        let mut longest_gap = Duration::ZERO;
+        let mut pids = Vec::new();
+        for (i, s) in per_member.iter().enumerate() {
+            samples += s.len();
+            let mut seen: Vec<i32> = Vec::new();
+            for w in s.windows(2) {
+                longest_gap = longest_gap.max(w[1].at - w[0].at);
+            }
+            let mut open: Option<(Instant, bool, Option<i32>, bool)> = None;
+            for x in s {
+                if let Some(p) = x.pid {
+                    if seen.last() != Some(&p) {
+                        seen.push(p);
+                    }
+                }
+                let up = x.healthy;
+                match (&mut open, up) {
+                    (None, false) => {
+                        let pid_first = x.pid;
+                        open = Some((x.at, x.pid.is_none(), pid_first, cut_off(i, x.at)));
+                    }
+                    (Some(o), false) => {
+                        o.1 |= x.pid.is_none() || x.pid != o.2;
+                    }
+                    (Some(o), true) => {
+                        let (from, gone, _, partitioned) = *o;
+                        let gone = gone || Some(x.pid) != Some(o.2);
+                        close(&mut outages, &mut blips, i, from, x.at, gone, partitioned);
+                        open = None;
+                    }
+                    (None, true) => {}
+                }
+            }
+            if let Some((from, gone, _, partitioned)) = open {
+                close(&mut outages, &mut blips, i, from, end, gone, partitioned);
+            }
+            pids.push(seen);
+        }
+        outages.sort_by_key(|o| o.from);
+        let mut max_down = 0;
+        for o in &outages {
+            let at_once = outages
+                .iter()
+                .filter(|p| p.from <= o.from && o.from < p.until)
+                .count();
+            max_down = max_down.max(at_once);
+        }
+        let _ = &self.names;
+        Report {
+            outages,
+            blips,
+            max_down,
+            turn,
+            samples,
+            longest_gap,
+            pids,
+        }
+    }
+}
+
+fn close(
+    outages: &mut Vec<Outage>,
+    blips: &mut (usize, Duration),
+    member: usize,
+    from: Instant,
+    until: Instant,
+    process_gone: bool,
+    partitioned: bool,
+) {
+    if !process_gone && !partitioned && until - from < BLIP {
+        blips.0 += 1;
+        blips.1 = blips.1.max(until - from);
+        return;
+    }
+    outages.push(Outage {
+        member,
+        from,
+        until,
+        process_gone,
+        partitioned,
+    });
+}
+
+impl Report {
+    /// Outages that began while another member was already down, not caused by the test's
+    /// own partition: what the supervisors must never do.
+    pub fn second_outages(&self) -> Vec<(Outage, Outage)> {
+        let mut out = Vec::new();
+        for o in self.outages.iter().filter(|o| !o.partitioned) {
+            if let Some(other) = self
+                .outages
+                .iter()
+                .find(|p| p.member != o.member && p.from <= o.from && o.from < p.until)
+            {
+                out.push((o.clone(), other.clone()));
+            }
+        }
+        out
+    }
+
+    /// Member names that held the turn, in order (consecutive repeats collapsed).
+    pub fn holders(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.turn {
+            if let Some(h) = &s.holder {
+                if out.last() != Some(h) {
+                    out.push(h.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Each etcd process exit (a stop) whose member did not hold the turn at the last
+    /// sample before it: `(member, holder then)`.
+    pub fn stops_without_the_turn(&self, names: &[String]) -> Vec<(String, Option<String>)> {
+        let mut out = Vec::new();
+        for o in self
+            .outages
+            .iter()
+            .filter(|o| o.process_gone && !o.partitioned)
+        {
+            let before = self.turn.iter().rev().find(|s| s.at <= o.from);
+            let holder = before.and_then(|s| s.holder.clone());
+            if holder.as_deref() != Some(names[o.member].as_str()) {
+                out.push((names[o.member].clone(), holder));
+            }
+        }
+        out
+    }
+
+    /// One line for the test's output.
+    pub fn summary(&self, start: Instant) -> String {
+        let list: Vec<String> = self
+            .outages
+            .iter()
+            .map(|o| {
+                format!(
+                    "m{} {:.1}s..{:.1}s ({}{})",
+                    o.member + 1,
+                    (o.from - start).as_secs_f64(),
+                    (o.until - start).as_secs_f64(),
+                    if o.process_gone {
+                        "stopped"
+                    } else {
+                        "unhealthy"
+                    },
+                    if o.partitioned { ", cut off" } else { "" }
+                )
+            })
+            .collect();
+        format!(
+            "max members down at once {}; outages [{}]; blips {} (longest {:?}); samples {}, longest gap {:?}; turn holders {:?}",
+            self.max_down,
+            list.join(", "),
+            self.blips.0,
+            self.blips.1,
+            self.samples,
+            self.longest_gap,
+            self.holders()
+        )
+    }
+}
