@@ -202,7 +202,7 @@ impl Run {
             ns.cluster.logs()
         );
         assert!(
-            report.max_down <= max_down,
+            report.max_out <= max_down,
             "{}\n{}",
             report.summary(t0),
             ns.cluster.logs()

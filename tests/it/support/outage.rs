@@ -8,6 +8,12 @@
 //! that times out counts as down for its whole duration: a partitioned member is down). A
 //! health-only dip shorter than [`BLIP`] with the same etcd process throughout (a leader
 //! election while another member stops) is counted as a blip, not an outage, and reported.
+//!
+//! Two figures: every member down at once ([`Report::max_down`], elections included: a
+//! 3.4 member rejoining after a partition, with its raised term and no pre-vote, costs the
+//! others an election), and members stopped or cut off at once ([`Report::max_out`]: what
+//! the supervisors and the test did). What the supervisors must never do is a stop that
+//! begins while another member is down for any reason ([`Report::second_outages`]).
 
 use std::fs;
 use std::path::PathBuf;
@@ -17,13 +23,43 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::netns::Partitions;
-use super::{http_post, is_healthy, Cluster};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use super::{http_post, Cluster};
 
 /// How often each member is sampled.
 pub const PERIOD: Duration = Duration::from_millis(50);
 
 /// A health-only dip shorter than this, same process throughout, is a blip.
 pub const BLIP: Duration = Duration::from_millis(500);
+
+/// A probe's connect bound: short, so a member that comes back is seen within a period or
+/// two (a lost SYN is retried after a second, which would hide a return that long).
+const CONNECT: Duration = Duration::from_millis(200);
+
+/// A probe's answer bound: a busy but healthy etcd may take a while to answer.
+const ANSWER: Duration = Duration::from_secs(1);
+
+/// How long before the test's cut an outage may have begun and still be the cut's doing (a
+/// probe under way when the port went down is timed from its start).
+const CUT_SLACK: Duration = Duration::from_millis(1300);
+
+/// `/health` of `addr` answers `"health":"true"`.
+fn healthy(addr: SocketAddr) -> bool {
+    let probe = || -> Option<bool> {
+        let mut s = TcpStream::connect_timeout(&addr, CONNECT).ok()?;
+        s.set_read_timeout(Some(ANSWER)).ok()?;
+        s.set_write_timeout(Some(ANSWER)).ok()?;
+        s.write_all(format!("GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .ok()?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).ok()?;
+        Some(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+            .map(|ok| ok && answer.contains("\"health\":\"true\""))
+    };
+    probe().unwrap_or(false)
+}
 
 /// One sample of one member.
 #[derive(Debug, Clone, Copy)]
@@ -66,8 +102,10 @@ pub struct Report {
     pub outages: Vec<Outage>,
     /// Health-only dips shorter than [`BLIP`]: count and the longest.
     pub blips: (usize, Duration),
-    /// The most members down at one time.
+    /// The most members down at one time, for any reason.
     pub max_down: usize,
+    /// The most members stopped (etcd process gone) or cut off by the test at one time.
+    pub max_out: usize,
     /// The turn's holder over time.
     pub turn: Vec<TurnSample>,
     /// Samples taken, and the longest gap between two samples of one member.
@@ -193,7 +231,9 @@ impl Sampler {
             .map(|m| {
                 let stop = stop.clone();
                 let data_dir: PathBuf = m.spec.data_dir.clone();
-                let health = format!("{}/health", m.client_url());
+                let addr: SocketAddr = format!("{}:{}", m.spec.ip, m.spec.client_port)
+                    .parse()
+                    .expect("member address");
                 std::thread::spawn(move || {
                     let data_dir = data_dir.display().to_string();
                     let mut samples = Vec::new();
@@ -202,7 +242,7 @@ impl Sampler {
                         let at = Instant::now();
                         let pid = etcd_pid(&data_dir, last);
                         last = pid.or(last);
-                        let healthy = pid.is_some() && is_healthy(&health).is_some();
+                        let healthy = pid.is_some() && healthy(addr);
                         samples.push(Sample { at, pid, healthy });
                         if let Some(rest) = PERIOD.checked_sub(at.elapsed()) {
                             std::thread::sleep(rest);
@@ -252,9 +292,9 @@ impl Sampler {
         let turn = self.turn.join().expect("turn sampler");
         let partitions = self.partitions.lock().unwrap().clone();
         let cut_off = |i: usize, t: Instant| {
-            partitions
-                .iter()
-                .any(|&(m, from, until)| m == i && from <= t && until.is_none_or(|u| t <= u))
+            partitions.iter().any(|&(m, from, until)| {
+                m == i && from <= t + CUT_SLACK && until.is_none_or(|u| t <= u)
+            })
         };
         let mut outages = Vec::new();
         let mut blips = (0usize, Duration::ZERO);
@@ -298,19 +338,27 @@ impl Sampler {
             pids.push(seen);
         }
         outages.sort_by_key(|o| o.from);
-        let mut max_down = 0;
-        for o in &outages {
-            let at_once = outages
+        let at_once = |keep: &dyn Fn(&Outage) -> bool| {
+            outages
                 .iter()
-                .filter(|p| p.from <= o.from && o.from < p.until)
-                .count();
-            max_down = max_down.max(at_once);
-        }
+                .filter(|o| keep(o))
+                .map(|o| {
+                    outages
+                        .iter()
+                        .filter(|p| keep(p) && p.from <= o.from && o.from < p.until)
+                        .count()
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let max_down = at_once(&|_| true);
+        let max_out = at_once(&|o| o.process_gone || o.partitioned);
         let _ = &self.names;
         Report {
             outages,
             blips,
             max_down,
+            max_out,
             turn,
             samples,
             longest_gap,
@@ -343,11 +391,15 @@ fn close(
 }
 
 impl Report {
-    /// Outages that began while another member was already down, not caused by the test's
-    /// own partition: what the supervisors must never do.
+    /// Stops (etcd gone, not the test's cut) that began while another member was already
+    /// down for any reason: what the supervisors must never do.
     pub fn second_outages(&self) -> Vec<(Outage, Outage)> {
         let mut out = Vec::new();
-        for o in self.outages.iter().filter(|o| !o.partitioned) {
+        for o in self
+            .outages
+            .iter()
+            .filter(|o| o.process_gone && !o.partitioned)
+        {
             if let Some(other) = self
                 .outages
                 .iter()
@@ -411,7 +463,8 @@ impl Report {
             })
             .collect();
         format!(
-            "max members down at once {}; outages [{}]; blips {} (longest {:?}); samples {}, longest gap {:?}; turn holders {:?}",
+            "max members stopped or cut off at once {}, down for any reason {}; outages [{}]; blips {} (longest {:?}); samples {}, longest gap {:?}; turn holders {:?}",
+            self.max_out,
             self.max_down,
             list.join(", "),
             self.blips.0,
