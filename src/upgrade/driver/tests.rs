@@ -56,6 +56,8 @@ enum LoseLock {
     DuringBackup,
     /// As etcd stops.
     AtStop,
+    /// As etcd starts.
+    AtStart,
 }
 
 #[derive(Debug)]
@@ -69,6 +71,8 @@ struct Inner {
     crashes: Vec<Version>,
     /// Versions that exit with a usage error (code 2) when asked for their health.
     refuse_flags: Vec<Version>,
+    /// Versions that keep running but never answer healthy (cut off from their peers).
+    unhealthy: Vec<Version>,
     /// What vetting a candidate finds (a pass when `None`).
     vetted: Option<Vetted>,
     /// What etcd last wrote to stderr.
@@ -110,6 +114,7 @@ impl Fake {
                 },
                 crashes: Vec::new(),
                 refuse_flags: Vec::new(),
+                unhealthy: Vec::new(),
                 vetted: None,
                 log_tail: String::new(),
                 m2_down_in_turn: None,
@@ -193,6 +198,8 @@ impl EtcdChild for Fake {
         w.next_pid += 1;
         w.running = Some(current);
         w.status.pid = Some(pid);
+        drop(w);
+        self.lose_lock_if(LoseLock::AtStart);
         Ok(pid)
     }
 
@@ -336,7 +343,7 @@ impl Cluster for Fake {
             w.status.last_exit = Some((pid, ChildExit::Code(code)));
             return Ok(false);
         }
-        Ok(true)
+        Ok(!w.unhealthy.contains(&running))
     }
 
     async fn version_of(&self, _endpoint: &str) -> Result<EtcdVersion, EtcdError> {
@@ -947,4 +954,80 @@ async fn a_panic_exiting_with_code_2_is_still_the_versions_fault() {
             .contains("slice bounds out of range"),
         "the reason quotes etcd's last lines"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_that_stays_unhealthy_is_rejected_when_the_old_one_comes_back_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.unhealthy = vec![v("3.5.16")]);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        count(&calls, |c| *c == Call::Reject("3.5.16".into())),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!((turn.phase, turn.to), (Phase::Idle, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_cannot_serve_either_version_rejects_nothing_and_queues_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    // Cut off: whatever runs here stays unhealthy, but the turn holds.
+    fake.with(|w| w.unhealthy = vec![v("3.5.16"), v("3.5.15")]);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        count(&calls, |c| matches!(c, Call::Reject(_))),
+        0,
+        "{calls:?}"
+    );
+    assert_eq!(
+        count(&calls, |c| matches!(c, Call::Stop(_))),
+        2,
+        "{calls:?}"
+    );
+    assert_eq!(turn.phase, Phase::Queued);
+    assert_eq!(turn.to, Some(v("3.5.16")), "kept staged");
+    assert!(
+        turn.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("nothing is rejected"),
+        "{turn:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_lost_while_the_new_version_runs_unverified_holds_it_without_a_second_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        w.unhealthy = vec![v("3.5.16")];
+        w.lose_lock = Some(LoseLock::AtStart);
+    });
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn.phase, Phase::Holding);
+    assert_eq!(turn.to, Some(v("3.5.16")));
 }
