@@ -1031,3 +1031,34 @@ async fn a_turn_lost_while_the_new_version_runs_unverified_holds_it_without_a_se
     assert_eq!(turn.phase, Phase::Holding);
     assert_eq!(turn.to, Some(v("3.5.16")));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_that_lost_the_turn_does_not_record_its_rejection() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    // The new version crashes (its own fault), but the turn is gone by then.
+    fake.with(|w| {
+        w.crashes = vec![v("3.5.16")];
+        w.lose_lock = Some(LoseLock::AtStart);
+    });
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    // Rolled back without a second stop request reaching a running etcd (it had exited),
+    // and no cluster-wide verdict from a stale holder.
+    assert_eq!(
+        count(&calls, |c| matches!(c, Call::Reject(_))),
+        0,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.last_chunk::<3>(),
+        Some(&[
+            Call::Start(v("3.5.15"), Seen(Phase::Starting, BACK)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ])
+    );
+    assert_eq!((turn.phase, turn.from), (Phase::Idle, v("3.5.15")));
+}
