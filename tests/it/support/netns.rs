@@ -68,6 +68,15 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
+/// True as root; otherwise says that the test is skipped, and why.
+fn root() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: network namespaces need root (ip netns); this test runs in CI as root");
+    }
+    root
+}
+
 fn setns(fd: RawFd) -> io::Result<()> {
     // SAFETY: setns on an open namespace fd changes only the calling thread's namespace.
     if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
@@ -109,10 +118,7 @@ impl Hosts {
     /// Makes the hub and `n` member namespaces for the test that owns `tag`, and moves the
     /// calling thread into the hub. `None` (with a message) when not root.
     pub fn make(tag: &str, n: usize) -> Option<Hosts> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!(
-                "skipped: network namespaces need root (ip netns); this test runs in CI as root"
-            );
+        if !root() {
             return None;
         }
         let hub = format!("es{tag}h");
@@ -237,6 +243,9 @@ impl NsCluster {
     /// Describes `n` members, each in its own namespace (not started). `None` when
     /// namespaces cannot be made without root (the test then returns early).
     pub fn new(release: Release, n: usize, mode: Mode) -> Option<NsCluster> {
+        if !root() {
+            return None;
+        }
         let mut cluster = Cluster::new(release, n, mode);
         // The allocation's second and third octets name this test's namespaces.
         let tag: String = cluster
