@@ -19,4 +19,5 @@ mod run;
 mod signal_latency;
 mod staging;
 mod status;
+mod status_watch;
 mod turn;
