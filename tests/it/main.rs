@@ -7,6 +7,7 @@ mod backup;
 mod bad_input;
 mod compat;
 mod crash;
+mod demo;
 mod etcd_client;
 mod metrics;
 mod packaging;
