@@ -159,17 +159,18 @@ fn verify_and_extract(
     };
     let tarball = inspect(dir, &bundle.binary)?;
     let scratch = store.scratch_dir()?;
-    let extracted = match tarball::extract(tarball, &name.top, scratch.path()) {
-        Ok(Ok(extracted)) => extracted,
-        Ok(Err(problem)) => return Err(refuse(problem)),
-        Err(e) => {
-            return Err(VersionsError::from(crate::durable::io_err(
-                "extracting into",
-                scratch.path(),
-            )(e))
-            .into())
-        }
-    };
+    let extracted =
+        match tarball::extract(tarball, &name.top, scratch.path(), tarball::Limits::RELEASE) {
+            Ok(Ok(extracted)) => extracted,
+            Ok(Err(problem)) => return Err(refuse(problem)),
+            Err(e) => {
+                return Err(VersionsError::from(crate::durable::io_err(
+                    "extracting into",
+                    scratch.path(),
+                )(e))
+                .into())
+            }
+        };
     let mut pending = store.begin_install()?;
     let mut companions = Vec::new();
     for x in &extracted {

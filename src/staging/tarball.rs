@@ -14,7 +14,8 @@
 //!   use, and refusing every one keeps the rule simple to state;
 //! - device files, fifos, sparse files and any other special entry;
 //! - an entry over [`MAX_ENTRY`], more than [`MAX_TOTAL`] in all, or more than
-//!   [`MAX_ENTRIES`] entries (a decompression bomb stops there, not at a full disk);
+//!   [`MAX_ENTRIES`] entries; the decompressed stream itself is capped a little above
+//!   [`MAX_TOTAL`] (a decompression bomb stops there, not at a full disk or memory);
 //! - a member of ours twice (which one would run?), an archive without `etcd`, and an
 //!   archive that is cut short or corrupt (the gzip stream is read to its end, so its CRC
 //!   and length are checked too).
@@ -23,12 +24,14 @@
 //! version dir and hashed again, the private copy of `etcd` probed with `--version`, and
 //! the version it reports must be the one in the tarball's name.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 use tar::EntryType;
@@ -41,6 +44,63 @@ pub const MAX_ENTRY: u64 = 256 * 1024 * 1024;
 pub const MAX_TOTAL: u64 = 512 * 1024 * 1024;
 /// Most entries (an upstream tarball has a few dozen).
 pub const MAX_ENTRIES: usize = 10_000;
+/// Decompressed bytes allowed beyond the entries' sizes: headers, padding, end blocks.
+/// tar reads a GNU long name or PAX header whole, before we see its entry: the cap on the
+/// decompressed stream is what bounds those.
+const STREAM_SLACK: u64 = 16 * 1024 * 1024;
+
+/// The limits one archive is read under.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// Sum of the entries' sizes.
+    pub total: u64,
+    /// Number of entries.
+    pub entries: usize,
+    /// Decompressed bytes in all.
+    pub stream: u64,
+}
+
+impl Limits {
+    /// The limits of a staged release tarball.
+    pub(super) const RELEASE: Limits = Limits {
+        total: MAX_TOTAL,
+        entries: MAX_ENTRIES,
+        stream: MAX_TOTAL + STREAM_SLACK,
+    };
+}
+
+/// A reader that fails once more than `left` bytes would come out of it, and says so in
+/// `tripped` (the error itself goes through tar and gzip, which may reword it).
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    tripped: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // At the cap: only a true end of stream is fine.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.tripped.set(true);
+            return Err(io::Error::other(
+                "the archive unpacks to more than its limit",
+            ));
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
 
 /// The server binary's name inside the tarball; companions are [`COMPANIONS`].
 pub(super) const SERVER: &str = "etcd";
@@ -234,11 +294,25 @@ pub(super) fn extract(
     source: impl Read,
     top: &str,
     scratch: &Path,
+    limits: Limits,
 ) -> Result<Result<Vec<Extracted>, ArchiveProblem>, io::Error> {
-    let corrupt = |e: io::Error| ArchiveProblem::Corrupt {
-        detail: e.to_string(),
+    let tripped = Rc::new(Cell::new(false));
+    let corrupt = |e: io::Error| {
+        if tripped.get() {
+            ArchiveProblem::TooLarge {
+                limit: limits.total,
+            }
+        } else {
+            ArchiveProblem::Corrupt {
+                detail: e.to_string(),
+            }
+        }
     };
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(source)));
+    let mut archive = tar::Archive::new(Capped {
+        inner: flate2::read::GzDecoder::new(BufReader::new(source)),
+        left: limits.stream,
+        tripped: tripped.clone(),
+    });
     let mut out: Vec<Extracted> = Vec::new();
     let mut total = 0u64;
     let entries = match archive.entries() {
@@ -246,8 +320,10 @@ pub(super) fn extract(
         Err(e) => return Ok(Err(corrupt(e))),
     };
     for (n, entry) in entries.enumerate() {
-        if n >= MAX_ENTRIES {
-            return Ok(Err(ArchiveProblem::TooManyEntries { limit: MAX_ENTRIES }));
+        if n >= limits.entries {
+            return Ok(Err(ArchiveProblem::TooManyEntries {
+                limit: limits.entries,
+            }));
         }
         let mut entry = match entry {
             Ok(entry) => entry,
@@ -263,8 +339,10 @@ pub(super) fn extract(
             Err(problem) => return Ok(Err(problem)),
         };
         total = total.saturating_add(size);
-        if total > MAX_TOTAL {
-            return Ok(Err(ArchiveProblem::TooLarge { limit: MAX_TOTAL }));
+        if total > limits.total {
+            return Ok(Err(ArchiveProblem::TooLarge {
+                limit: limits.total,
+            }));
         }
         let Some(tool) = tool else {
             // Read past it (tar does), so a corrupt stream is found wherever it is.

@@ -168,7 +168,9 @@ fn extraction_writes_only_our_members() {
         (&format!("{TOP}/etcd"), b"server"),
         (&format!("{TOP}/etcdctl"), b"client"),
     ]);
-    let out = extract(&bytes[..], TOP, scratch.path()).unwrap().unwrap();
+    let out = extract(&bytes[..], TOP, scratch.path(), Limits::RELEASE)
+        .unwrap()
+        .unwrap();
     let tools: Vec<_> = out.iter().map(|x| x.tool).collect();
     assert_eq!(tools, ["etcd", "etcdctl"]);
     assert_eq!(fs::read(scratch.path().join("etcd")).unwrap(), b"server");
@@ -187,7 +189,7 @@ fn extraction_refuses_duplicates_missing_etcd_and_cut_archives() {
     let dup = targz(&[(&etcd, b"one"), (&etcd, b"two")]);
     let s = tempfile::tempdir().unwrap();
     assert_eq!(
-        extract(&dup[..], TOP, s.path())
+        extract(&dup[..], TOP, s.path(), Limits::RELEASE)
             .unwrap()
             .unwrap_err()
             .rule(),
@@ -196,22 +198,61 @@ fn extraction_refuses_duplicates_missing_etcd_and_cut_archives() {
     let none = targz(&[(&format!("{TOP}/etcdctl"), b"client")]);
     let s = tempfile::tempdir().unwrap();
     assert_eq!(
-        extract(&none[..], TOP, s.path()).unwrap().unwrap_err(),
+        extract(&none[..], TOP, s.path(), Limits::RELEASE)
+            .unwrap()
+            .unwrap_err(),
         ArchiveProblem::NoEtcd { top: TOP.into() }
     );
     let big = vec![7u8; 200_000];
     let whole = targz(&[(&etcd, &big)]);
     for cut in [whole.len() - 4, whole.len() / 2, 20, 5] {
         let s = tempfile::tempdir().unwrap();
-        let r = extract(&whole[..cut], TOP, s.path()).unwrap();
+        let r = extract(&whole[..cut], TOP, s.path(), Limits::RELEASE).unwrap();
         assert_eq!(r.unwrap_err().rule(), "archive-corrupt", "cut at {cut}");
     }
     let s = tempfile::tempdir().unwrap();
     assert_eq!(
-        extract(&b"not a gzip"[..], TOP, s.path())
+        extract(&b"not a gzip"[..], TOP, s.path(), Limits::RELEASE)
             .unwrap()
             .unwrap_err()
             .rule(),
         "archive-corrupt"
+    );
+}
+
+#[test]
+fn limits_stop_big_and_crowded_archives() {
+    let small = Limits {
+        total: 1000,
+        entries: 3,
+        stream: 8192,
+    };
+    let etcd = format!("{TOP}/etcd");
+    let run = |bytes: &[u8]| {
+        let s = tempfile::tempdir().unwrap();
+        extract(bytes, TOP, s.path(), small).unwrap()
+    };
+    assert!(run(&targz(&[(&etcd, &[1u8; 600][..])])).is_ok());
+    let docs = format!("{TOP}/docs.md");
+    assert_eq!(
+        run(&targz(&[
+            (&etcd, &[1u8; 600][..]),
+            (&docs, &[2u8; 600][..])
+        ]))
+        .unwrap_err(),
+        ArchiveProblem::TooLarge { limit: 1000 }
+    );
+    let names: Vec<String> = (0..4).map(|i| format!("{TOP}/doc{i}")).collect();
+    let crowd: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+    assert_eq!(
+        run(&targz(&crowd)).unwrap_err(),
+        ArchiveProblem::TooManyEntries { limit: 3 }
+    );
+    // A GNU long name is read whole by tar before its entry is ours to check: the cap on
+    // the decompressed stream stops it.
+    let long = format!("{TOP}/{}", "a/".repeat(10_000));
+    assert_eq!(
+        run(&targz(&[(&format!("{long}x"), &b"x"[..])])).unwrap_err(),
+        ArchiveProblem::TooLarge { limit: 1000 }
     );
 }
