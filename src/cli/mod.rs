@@ -224,8 +224,18 @@ pub struct StatusArgs {
     pub prefix: KeyPrefixArg,
 
     /// Print stable JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub json: bool,
+
+    /// Keep watching until Ctrl-C: redrawn in place on a terminal, otherwise one block
+    /// each time something other than an age or an index changes.
+    #[arg(long)]
+    pub watch: bool,
+
+    /// How often `--watch` asks the cluster (default 1s: live enough to follow a turn, a
+    /// handful of small requests per member each time).
+    #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "watch")]
+    pub interval: std::time::Duration,
 }
 
 /// Options of `etcd-supervisor stage`.

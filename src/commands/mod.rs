@@ -10,6 +10,7 @@ pub mod plan;
 pub mod run;
 pub mod stage;
 pub mod status;
+mod status_watch;
 
 /// How a command ended. `main` turns it into the process exit code, in one place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

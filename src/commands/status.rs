@@ -22,6 +22,9 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
+    if args.watch {
+        return super::status_watch::run(&client, &args.prefix.key_prefix, args.interval).await;
+    }
     let view = gather(&client, &args.prefix.key_prefix).await;
     if args.json {
         match serde_json::to_string_pretty(&view) {

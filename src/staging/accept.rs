@@ -2,7 +2,8 @@
 //! descriptor; owner, mode, size, sha256), the copy into a private temp dir under
 //! `versions/` ([`store::PendingInstall`]), the `--version` probe of that copy and the
 //! commit; then the drop's files move to `accepted/` or `rejected/` with a one-line note,
-//! never overwriting anything there.
+//! never overwriting anything there. A release tarball is checked as one file, then
+//! unpacked by `tarball` into a scratch dir, and its members copied on from there.
 
 use std::fs::{self, File, Metadata};
 use std::io::{self, Seek};
@@ -11,10 +12,12 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::protocol::{
-    names_in_sums, Bundle, StagedFile, ACCEPTED_DIR, CHECKSUM_SUFFIX, REJECTED_DIR, SUMS_FILE,
+    names_in_sums, parse_tarball_name, Bundle, StagedFile, TarballName, ACCEPTED_DIR,
+    CHECKSUM_SUFFIX, REJECTED_DIR, SUMS_FILE,
 };
 use super::scan::{open_no_follow, read_checksum_file};
-use super::{io_err, Candidate, Refusal, StagingError, WatchOptions};
+use super::tarball;
+use super::{io_err, ArchiveProblem, Candidate, Refusal, StagingError, WatchOptions};
 use crate::durable::{sync_dir, write_synced};
 use crate::process::reaper::Reaper;
 use crate::versions::store::{self, VersionStore, VersionsError};
@@ -58,7 +61,19 @@ pub(super) async fn process(
     let dir = opts.staging_dir.clone();
     let copy_store = store.clone();
     let b = bundle.clone();
-    let pending = match blocking(move || Ok(verify_and_copy(&dir, &copy_store, &b))).await {
+    let tarball = parse_tarball_name(&bundle.binary.name);
+    let t = tarball.clone();
+    let copied = blocking(move || {
+        Ok(match &t {
+            Some(name) => verify_and_extract(&dir, &copy_store, &b, name),
+            None => verify_and_copy(&dir, &copy_store, &b).map(|p| {
+                let companions = b.companions.iter().map(|c| c.tool.to_owned()).collect();
+                (p, companions)
+            }),
+        })
+    })
+    .await;
+    let (pending, companions) = match copied {
         Ok(Ok(pending)) => pending,
         Ok(Err(outcome)) => return outcome,
         Err(e) => return e.into(),
@@ -78,6 +93,16 @@ pub(super) async fn process(
         }
         Err(e) => return e.into(),
     };
+    if let Some(named) = tarball.filter(|t| t.version != version) {
+        return Refusal::Archive {
+            file,
+            problem: ArchiveProblem::VersionMismatch {
+                named: named.version.to_string(),
+                reported: version.to_string(),
+            },
+        }
+        .into();
+    }
     let v = version.clone();
     let committed = match blocking(move || Ok(pending.commit(&v))).await {
         Ok(committed) => committed,
@@ -108,16 +133,58 @@ pub(super) async fn process(
             binary: installed.pinned.binary,
             version,
             sha256: installed.sha256,
-            companions: bundle
-                .companions
-                .iter()
-                .map(|c| c.tool.to_owned())
-                .collect(),
+            companions,
             staged_name: file,
             already_pinned: installed.already_pinned,
         },
         bundle.clone(),
     )))
+}
+
+/// Checks 1-5 on the tarball, then extracts our members and copies them into a pending
+/// install (hashed again there). Returns the install and the companions found.
+fn verify_and_extract(
+    dir: &Path,
+    store: &VersionStore,
+    bundle: &Bundle,
+    name: &TarballName,
+) -> Result<(store::PendingInstall, Vec<String>), Outcome> {
+    let file_name = bundle.binary.name.clone();
+    let refuse = |problem| -> Outcome {
+        Refusal::Archive {
+            file: file_name.clone(),
+            problem,
+        }
+        .into()
+    };
+    let tarball = inspect(dir, &bundle.binary)?;
+    let scratch = store.scratch_dir()?;
+    let extracted =
+        match tarball::extract(tarball, &name.top, scratch.path(), tarball::Limits::RELEASE) {
+            Ok(Ok(extracted)) => extracted,
+            Ok(Err(problem)) => return Err(refuse(problem)),
+            Err(e) => {
+                return Err(VersionsError::from(crate::durable::io_err(
+                    "extracting into",
+                    scratch.path(),
+                )(e))
+                .into())
+            }
+        };
+    let mut pending = store.begin_install()?;
+    let mut companions = Vec::new();
+    for x in &extracted {
+        let mut file = File::open(&x.path).map_err(|e| {
+            Outcome::from(VersionsError::from(crate::durable::io_err(
+                "opening", &x.path,
+            )(e)))
+        })?;
+        pending.add(x.tool, &mut file, &x.path, &x.sha256)?;
+        if x.tool != tarball::SERVER {
+            companions.push(x.tool.to_owned());
+        }
+    }
+    Ok((pending, companions))
 }
 
 /// Runs blocking file work off the runtime thread.
@@ -201,7 +268,7 @@ fn vanished(e: &io::Error) -> bool {
 }
 
 /// Rules 1-5 for one staged file: returns it open (rewound), its checks bound to that inode.
-fn inspect(dir: &Path, staged: &StagedFile) -> Result<File, Outcome> {
+pub(super) fn inspect(dir: &Path, staged: &StagedFile) -> Result<File, Outcome> {
     let name = &staged.name;
     let path = dir.join(name);
     let meta = match fs::symlink_metadata(&path) {
@@ -409,11 +476,20 @@ pub(super) fn accept_files(
     } else {
         "pinned as"
     };
+    let is_tarball = parse_tarball_name(&bundle.binary.name).is_some();
     move_bundle(dir, bundle, ACCEPTED_DIR, "accepted", |staged| {
-        format!(
-            "{time} accepted: {} {how} {target}/{}",
-            staged.name, staged.tool
-        )
+        if is_tarball {
+            let tools = std::iter::once("etcd")
+                .chain(candidate.companions.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{time} accepted: {} ({tools}) {how} {target}", staged.name)
+        } else {
+            format!(
+                "{time} accepted: {} {how} {target}/{}",
+                staged.name, staged.tool
+            )
+        }
     })
 }
 

@@ -19,8 +19,15 @@
 //!   before the server binary's checksum lands.
 //! - Left alone (never touched, never deleted): names starting with `.` (temp files, such as
 //!   `stage`'s), `*.tmp`/`*.part`/`*.partial`/`*~`, `*.reason`, directories (`accepted/`,
-//!   `rejected/`), archives (`*.tar.gz`, `*.tgz`, `*.tar`, `*.zip`: extract the binary first)
-//!   and any other name (one log line each).
+//!   `rejected/`), other archives (`*.tar.gz`, `*.tgz`, `*.tar`, `*.zip`: extract the binary
+//!   first) and any other name (one log line each).
+//! - **A release tarball** as upstream names it, `etcd-vX.Y.Z-linux-ARCH.tar.gz`, is a drop
+//!   of its own, ready once its checksum is there (`NAME.sha256`, or its line in upstream's
+//!   `SHA256SUMS`). The tarball passes checks 1-5 below; then its entries are checked and
+//!   `etcd` (with `etcdctl`, `etcdutl` when present) taken from its top directory into a
+//!   private dir (see `tarball` for the rules: no traversal, no links, no special files,
+//!   size limits), and from there they go the bare binary's way. The version `etcd`
+//!   reports must be the one in the name.
 //!
 //! # Checks, in order, before anything runs a staged file
 //!
@@ -77,6 +84,7 @@
 //!   [`Listing`] (which drops are ready, waiting or ignored).
 //! - `scan`: reading the staging dir into a [`Listing`]; opening files without following links.
 //! - `watch`: [`StagingWatcher`]: inotify (debounced) and timer rescans, the scan loop.
+//! - `tarball`: release tarballs: the name, the entry rules, the extraction.
 //! - `accept`: checks 1-5 on a ready drop, the private copy and probe, and moving its files
 //!   to `accepted/` or `rejected/` with a note.
 //! - `stage`: the `etcd-supervisor stage` command ([`stage`](fn@stage)).
@@ -95,15 +103,17 @@ mod accept;
 mod protocol;
 mod scan;
 mod stage;
+mod tarball;
 mod watch;
 
 pub use protocol::{
-    expected_from_own, expected_from_sums, parse_checksum_line, plan, Bundle, ChecksumLine,
-    Expected, Ignored, Listing, Plan, StagedFile, Waiting, ACCEPTED_DIR, CHECKSUM_SUFFIX,
-    COMPANIONS, REJECTED_DIR, SUMS_FILE,
+    expected_from_own, expected_from_sums, parse_checksum_line, parse_tarball_name, plan, Bundle,
+    ChecksumLine, Expected, Ignored, Listing, Plan, StagedFile, TarballName, Waiting, ACCEPTED_DIR,
+    CHECKSUM_SUFFIX, COMPANIONS, REJECTED_DIR, SUMS_FILE,
 };
 pub use scan::scan;
 pub use stage::{stage, StagedDrop};
+pub use tarball::{check_entry, ArchiveProblem, EntryUse, MAX_ENTRIES, MAX_ENTRY, MAX_TOTAL};
 pub use watch::{StagingWatcher, DEFAULT_DEBOUNCE, FALLBACK_POLL, RETRY_AFTER};
 
 // ---------------------------------------------------------------------------------------
@@ -267,6 +277,14 @@ pub enum Refusal {
         /// What went wrong.
         reason: String,
     },
+    /// A release tarball whose contents break a rule (see [`ArchiveProblem`]).
+    #[error("{file}: {problem}")]
+    Archive {
+        /// The staged tarball.
+        file: String,
+        /// Which rule, and the entry that broke it.
+        problem: ArchiveProblem,
+    },
     /// The version is pinned already, with other bytes.
     #[error("{file}: {version} is already pinned with different contents ({tool}: pinned sha256 {pinned}, staged {staged}); two builds under one version number are refused: check where this one comes from, or remove versions/{version} if the pinned one is wrong and not in use")]
     PinnedDifferent {
@@ -299,6 +317,7 @@ impl Refusal {
             Refusal::ProbeTimeout { .. } => "probe-timeout",
             Refusal::ProbeFailed { .. } => "probe-failed",
             Refusal::PinnedDifferent { .. } => "pinned-different",
+            Refusal::Archive { problem, .. } => problem.rule(),
         }
     }
 }

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::versions::Version;
+
 /// The shared checksum file.
 pub const SUMS_FILE: &str = "SHA256SUMS";
 /// Suffix of a file's own checksum file.
@@ -17,6 +19,34 @@ pub const REJECTED_DIR: &str = "rejected";
 pub const ACCEPTED_DIR: &str = "accepted";
 /// Companion tools that travel with the server binary, installed under these names.
 pub const COMPANIONS: [&str; 2] = ["etcdctl", "etcdutl"];
+
+/// A release tarball's name, read: `etcd-v3.5.30-linux-amd64.tar.gz` is version 3.5.30 with
+/// top directory `etcd-v3.5.30-linux-amd64`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TarballName {
+    /// The version in the name.
+    pub version: Version,
+    /// The directory every entry is under.
+    pub top: String,
+}
+
+/// Reads a tarball name as upstream spells it; `None` for any other name.
+pub fn parse_tarball_name(name: &str) -> Option<TarballName> {
+    let top = name.strip_suffix(".tar.gz")?;
+    let rest = top.strip_prefix("etcd-v")?;
+    let (version, arch) = rest.rsplit_once("-linux-")?;
+    if arch.is_empty()
+        || !arch
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(TarballName {
+        version: version.parse().ok()?,
+        top: top.to_owned(),
+    })
+}
 
 /// What a name in the staging dir is, by the naming convention.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +59,9 @@ pub(super) enum Role {
     Checksum,
     /// Ours or an editor's/copier's: never looked at, never logged.
     Quiet,
-    /// An archive: logged once, left alone.
+    /// An upstream release tarball (`etcd-vX.Y.Z-linux-ARCH.tar.gz`): a drop of its own.
+    Tarball,
+    /// Another archive: logged once, left alone.
     Archive,
     /// Anything else: logged once, left alone.
     Other,
@@ -46,6 +78,9 @@ pub(super) fn role(name: &str) -> Role {
     }
     if name.ends_with(".accepted") || name.ends_with(".SHA256SUMS") {
         return Role::Quiet;
+    }
+    if parse_tarball_name(name).is_some() {
+        return Role::Tarball;
     }
     if ARCHIVES.iter().any(|s| name.ends_with(s)) {
         return Role::Archive;
@@ -205,7 +240,8 @@ pub struct StagedFile {
     pub checksum: Result<Expected, String>,
 }
 
-/// A drop whose files are all ready: the server binary and the companions staged with it.
+/// A drop whose files are all ready: the server binary and the companions staged with it,
+/// or a release tarball (in `binary`, named by [`parse_tarball_name`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
     /// The etcd server binary.
@@ -250,7 +286,7 @@ impl fmt::Display for Waiting {
 pub enum Ignored {
     /// Not named like part of a drop.
     NotEtcd,
-    /// An archive.
+    /// An archive other than an upstream release tarball.
     Archive,
 }
 
@@ -261,7 +297,7 @@ impl fmt::Display for Ignored {
                 "not part of an etcd drop (names start with etcd, etcdctl or etcdutl); left alone",
             ),
             Ignored::Archive => {
-                f.write_str("an archive: extract the etcd binary and stage that; left alone")
+                f.write_str("an archive not named like upstream's etcd-vX.Y.Z-linux-ARCH.tar.gz: extract the etcd binary and stage that; left alone")
             }
         }
     }
@@ -362,6 +398,18 @@ pub fn plan(listing: &Listing) -> Plan {
                     out.waiting.push((name.clone(), Waiting::Checksum));
                 }
             }
+            Role::Tarball => match checksum_of(name) {
+                // Its companions are inside it.
+                Some(checksum) => out.ready.push(Bundle {
+                    binary: StagedFile {
+                        name: name.clone(),
+                        tool: "etcd",
+                        checksum,
+                    },
+                    companions: Vec::new(),
+                }),
+                None => out.waiting.push((name.clone(), Waiting::Checksum)),
+            },
             Role::Archive => out.ignored.push((name.clone(), Ignored::Archive)),
             Role::Other => out.ignored.push((name.clone(), Ignored::NotEtcd)),
             Role::Checksum | Role::Quiet => {}

@@ -256,6 +256,20 @@ impl VersionStore {
 }
 
 impl VersionStore {
+    /// A private (0700) scratch dir under `versions/`, on the same filesystem as the
+    /// pinned versions (a staged tarball is unpacked there); removed when dropped.
+    pub fn scratch_dir(&self) -> Result<tempfile::TempDir, VersionsError> {
+        let versions = self.versions_dir();
+        fs::create_dir_all(&versions).map_err(io_err("creating", &versions))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".extract-")
+            .tempdir_in(&versions)
+            .map_err(io_err("creating a temp dir in", &versions))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o700))
+            .map_err(io_err("setting permissions of", tmp.path()))?;
+        Ok(tmp)
+    }
+
     /// Starts an install whose version is not known yet: a private (0700) temp dir under
     /// `versions/`, removed again unless [`PendingInstall::commit`] renames it into place.
     pub fn begin_install(&self) -> Result<PendingInstall, VersionsError> {

@@ -946,3 +946,5 @@ fn stage_never_executes_and_refuses_bad_sources_with_exit_2() {
         assert!(!staging.exists(), "{args:?}: nothing staged");
     }
 }
+
+mod tarball;

@@ -221,7 +221,7 @@ fn companions_go_with_the_binary_of_the_same_suffix() {
 fn other_names_are_ignored_and_ours_are_quiet() {
     let p = plan(&listing(&[
         ("README", None),
-        ("etcd-v3.5.16-linux-amd64.tar.gz", None),
+        ("etcd-3.5.16.tgz", None),
         (".stage-XYZ", None),
         ("etcd.part", None),
         ("etcd.reason", None),
@@ -232,10 +232,33 @@ fn other_names_are_ignored_and_ours_are_quiet() {
         p.ignored,
         [
             ("README".to_string(), Ignored::NotEtcd),
-            (
-                "etcd-v3.5.16-linux-amd64.tar.gz".to_string(),
-                Ignored::Archive
-            ),
+            ("etcd-3.5.16.tgz".to_string(), Ignored::Archive),
         ]
+    );
+}
+
+#[test]
+fn release_tarball_is_a_drop_ready_with_its_sums_line() {
+    let t = "etcd-v3.5.30-linux-amd64.tar.gz";
+    let p = plan(&listing(&[(t, None)]));
+    assert_eq!(p.waiting, [(t.to_string(), Waiting::Checksum)]);
+    assert!(p.ready.is_empty() && p.ignored.is_empty());
+    let a = "a".repeat(64);
+    let sums = format!(
+        "{}  etcd-v3.5.30-darwin-amd64.zip\n{a}  {t}\n",
+        "b".repeat(64)
+    );
+    let p = plan(&listing(&[(t, None), ("SHA256SUMS", Some(&sums))]));
+    assert!(p.waiting.is_empty() && p.ignored.is_empty(), "{p:?}");
+    assert_eq!(p.ready.len(), 1);
+    let drop = &p.ready[0];
+    assert_eq!(drop.binary.name, t);
+    assert!(drop.companions.is_empty());
+    assert_eq!(
+        drop.binary.checksum,
+        Ok(Expected {
+            sha256: a,
+            checksum_file: "SHA256SUMS".into()
+        })
     );
 }

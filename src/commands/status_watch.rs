@@ -1,0 +1,226 @@
+//! `etcd-supervisor status --watch`: the cluster view asked for every `--interval` until
+//! Ctrl-C (or SIGTERM). On a terminal each frame is drawn over the last one in place
+//! (cursor home, every line ending in clear-to-end-of-line, then clear-to-end-of-screen:
+//! nothing is blanked before it is redrawn, so nothing flickers; the cursor is hidden while
+//! watching). Elsewhere (a pipe, a log file) it prints a block with a time header each time
+//! something changes other than the ages and raft indexes that move all the time.
+//!
+//! A frame: the cluster line, one row per member (version, health, role, its supervisor's
+//! phase and how long it has been in it, the staged version, applied index), the upgrade
+//! turn's holder and queue, rejected versions, the members' last problems and alarms.
+
+use std::fmt::Write as _;
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::Outcome;
+use crate::cluster::records::Stored;
+use crate::cluster::view::{gather, ClusterView};
+use crate::etcd::Client;
+use crate::versions::Version;
+
+/// Clear to the end of the line (ends every line of a frame on a terminal).
+const CLEAR_EOL: &str = "\x1b[K";
+/// Cursor home, then the frame, then clear below it.
+const HOME: &str = "\x1b[H";
+const CLEAR_BELOW: &str = "\x1b[J";
+const CLEAR_SCREEN: &str = "\x1b[2J";
+const HIDE_CURSOR: &str = "\x1b[?25l";
+const SHOW_CURSOR: &str = "\x1b[?25h";
+
+/// Watches until Ctrl-C or SIGTERM: exit 0 then; 1 when stdout goes away.
+pub async fn run(client: &Client, key_prefix: &str, interval: Duration) -> Outcome {
+    let tty = io::stdout().is_terminal();
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch for SIGTERM: {e}");
+            return Outcome::Failed;
+        }
+    };
+    let stop = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    tokio::pin!(stop);
+    let mut out = io::stdout().lock();
+    if tty && write!(out, "{HIDE_CURSOR}{CLEAR_SCREEN}").is_err() {
+        return Outcome::Failed;
+    }
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_key: Option<String> = None;
+    let outcome = loop {
+        let view = tokio::select! {
+            _ = &mut stop => break Outcome::Success,
+            view = async {
+                ticker.tick().await;
+                gather(client, key_prefix).await
+            } => view,
+        };
+        let now = SystemTime::now();
+        let written = if tty {
+            let frame = render_frame(&view, now, interval).replace('\n', &format!("{CLEAR_EOL}\n"));
+            write!(out, "{HOME}{frame}{CLEAR_BELOW}")
+        } else {
+            let key = render_table(&view, None);
+            if last_key.as_ref() == Some(&key) {
+                Ok(())
+            } else {
+                last_key = Some(key);
+                writeln!(out, "{}", render_frame(&view, now, interval))
+            }
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            // Whoever read our output is gone: nothing left to show anything to.
+            break Outcome::Failed;
+        }
+    };
+    if tty {
+        let _ = writeln!(out, "{SHOW_CURSOR}");
+        let _ = out.flush();
+    }
+    outcome
+}
+
+/// A whole frame: a header with the time, then [`render_table`] with ages.
+pub fn render_frame(view: &ClusterView, now: SystemTime, interval: Duration) -> String {
+    format!(
+        "etcd-supervisor status --watch  {}  (every {}; Ctrl-C to stop)\n{}",
+        humantime::format_rfc3339_seconds(now),
+        humantime::format_duration(interval),
+        render_table(view, Some(now))
+    )
+}
+
+/// How long ago `since` (RFC 3339) was, shortly: `42s`, `3m05s`, `2h10m`.
+pub fn age(since: &str, now: SystemTime) -> Option<String> {
+    let then = humantime::parse_rfc3339_weak(since).ok()?;
+    let secs = now.duration_since(then).unwrap_or_default().as_secs();
+    Some(match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
+        _ => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+    })
+}
+
+/// The view as the watch shows it. Without `now`, the columns that move on their own
+/// (phase ages, applied index, lag) are left out: that text changing is a change worth a
+/// new block when stdout is not a terminal.
+pub fn render_table(view: &ClusterView, now: Option<SystemTime>) -> String {
+    let mut out = String::new();
+    if let Some(err) = &view.error {
+        let _ = writeln!(out, "cluster unreachable: {err}");
+        return out;
+    }
+    let dash = |o: Option<&str>| o.unwrap_or("-").to_owned();
+    let show = |v: Option<&Version>| v.map_or_else(|| "-".into(), ToString::to_string);
+    let _ = writeln!(
+        out,
+        "cluster {}  version {}  leader {}  {}\n",
+        dash(view.cluster_id.as_deref()),
+        show(view.cluster_version.as_ref()),
+        dash(view.leader.as_deref()),
+        if view.healthy { "healthy" } else { "UNHEALTHY" }
+    );
+    let mut header = vec!["NAME", "VERSION", "HEALTHY", "ROLE", "PHASE"];
+    if now.is_some() {
+        header.push("FOR");
+    }
+    header.push("STAGED");
+    if now.is_some() {
+        header.extend(["APPLIED", "LAG"]);
+    }
+    let mut rows: Vec<Vec<String>> = vec![header.into_iter().map(String::from).collect()];
+    for m in &view.members {
+        let record = view.progress.get(&m.name).and_then(Stored::record);
+        let mut row = vec![
+            m.name.clone(),
+            show(m.server_version.as_ref()),
+            if m.healthy { "yes" } else { "NO" }.into(),
+            match (m.leader, m.learner) {
+                (true, _) => "leader",
+                (false, true) => "learner",
+                (false, false) => "",
+            }
+            .into(),
+            record.map_or("-".into(), |r| r.state.clone()),
+        ];
+        if let Some(now) = now {
+            row.push(
+                record
+                    .and_then(|r| age(r.since.as_deref()?, now))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        row.push(show(record.and_then(|r| r.staged.as_ref())));
+        if now.is_some() {
+            row.push(m.raft_applied_index.map_or("-".into(), |i| i.to_string()));
+            row.push(m.lag.map_or("-".into(), |i| i.to_string()));
+        }
+        rows.push(row);
+    }
+    let columns = rows[0].len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    for m in &view.members {
+        if let Some(err) = &m.error {
+            let _ = writeln!(out, "  {}: {err}", m.name);
+        }
+    }
+    out.push('\n');
+    // Pause and maintenance-window state go here once the records carry them.
+    match &view.turn.holder {
+        None => out.push_str("upgrade turn: free\n"),
+        Some(h) if view.turn.waiting.is_empty() => {
+            let _ = writeln!(out, "upgrade turn: held by {h}");
+        }
+        Some(h) => {
+            let _ = writeln!(
+                out,
+                "upgrade turn: held by {h}; queue: {}",
+                view.turn.waiting.join(", ")
+            );
+        }
+    }
+    for (version, stored) in &view.rejected {
+        match stored.record() {
+            Some(r) => {
+                let _ = writeln!(out, "rejected: {version} (on {}): {}", r.member, r.reason);
+            }
+            None => {
+                let _ = writeln!(out, "rejected: {version}");
+            }
+        }
+    }
+    for (name, stored) in &view.progress {
+        if let Some(err) = stored.record().and_then(|r| r.last_error.as_ref()) {
+            let _ = writeln!(out, "{name}: last problem: {err}");
+        }
+    }
+    if !view.alarms.is_empty() {
+        let list: Vec<String> = view
+            .alarms
+            .iter()
+            .map(|a| format!("{} on {}", a.alarm, a.member))
+            .collect();
+        let _ = writeln!(out, "alarms: {}", list.join(", "));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

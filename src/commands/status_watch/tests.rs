@@ -1,0 +1,134 @@
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::cluster::records::MemberRecord;
+use crate::cluster::view::{MemberView, TurnView};
+
+fn member(name: &str, version: &str, leader: bool, applied: u64) -> MemberView {
+    MemberView {
+        name: name.into(),
+        id: "1".into(),
+        client_url: None,
+        server_version: version.parse().ok(),
+        healthy: true,
+        leader,
+        learner: false,
+        storage_version: None,
+        raft_applied_index: Some(applied),
+        lag: Some(0),
+        error: None,
+    }
+}
+
+fn record(json: &str) -> Stored<MemberRecord> {
+    Stored::decode(json.as_bytes())
+}
+
+fn view(applied: u64) -> ClusterView {
+    let mut progress = BTreeMap::new();
+    progress.insert(
+        "m1".to_string(),
+        record(r#"{"member":"m1","running":"3.5.16","staged":"3.5.30","state":"swapping","since":"2026-11-29T10:00:00Z"}"#),
+    );
+    progress.insert(
+        "m2".to_string(),
+        record(r#"{"member":"m2","running":"3.5.16","staged":"3.5.30","state":"queued","since":"2026-11-29T09:58:55Z","last_error":"m1 holds the turn"}"#),
+    );
+    ClusterView {
+        healthy: true,
+        cluster_id: Some("abc".into()),
+        cluster_version: Some(Version::new(3, 5, 0)),
+        leader: Some("m2".into()),
+        members: vec![
+            member("m1", "3.5.30", false, applied),
+            member("m2", "3.5.16", true, applied),
+        ],
+        alarms: Vec::new(),
+        turn: TurnView {
+            holder: Some("m1".into()),
+            waiting: vec!["m2".into()],
+        },
+        progress,
+        rejected: BTreeMap::new(),
+        auth_enabled: None,
+        rejections_read: true,
+        error: None,
+    }
+}
+
+fn at(t: &str) -> SystemTime {
+    humantime::parse_rfc3339(t).unwrap()
+}
+
+#[test]
+fn ages_are_short() {
+    let now = at("2026-11-29T10:00:00Z");
+    assert_eq!(age("2026-11-29T09:59:18Z", now).as_deref(), Some("42s"));
+    assert_eq!(age("2026-11-29T09:56:55Z", now).as_deref(), Some("3m05s"));
+    assert_eq!(age("2026-11-29T07:50:00Z", now).as_deref(), Some("2h10m"));
+    // A clock behind the writer's: zero, not a panic.
+    assert_eq!(age("2026-11-29T10:00:09Z", now).as_deref(), Some("0s"));
+    assert_eq!(age("yesterday", now), None);
+}
+
+#[test]
+fn a_frame_shows_members_versions_phases_ages_and_the_turn() {
+    let now = at("2026-11-29T10:00:12Z");
+    let frame = render_frame(&view(7), now, Duration::from_secs(1));
+    let lines: Vec<&str> = frame.lines().collect();
+    assert!(lines[0].contains("2026-11-29T10:00:12Z"), "{frame}");
+    assert!(lines[0].contains("every 1s"), "{frame}");
+    assert_eq!(lines[1], "cluster abc  version 3.5.0  leader m2  healthy");
+    let header = lines[3].split_whitespace().collect::<Vec<_>>();
+    assert_eq!(
+        header,
+        ["NAME", "VERSION", "HEALTHY", "ROLE", "PHASE", "FOR", "STAGED", "APPLIED", "LAG"]
+    );
+    let m1: Vec<&str> = lines[4].split_whitespace().collect();
+    assert_eq!(
+        m1,
+        ["m1", "3.5.30", "yes", "swapping", "12s", "3.5.30", "7", "0"]
+    );
+    let m2: Vec<&str> = lines[5].split_whitespace().collect();
+    assert_eq!(
+        m2,
+        ["m2", "3.5.16", "yes", "leader", "queued", "1m17s", "3.5.30", "7", "0"]
+    );
+    assert!(
+        frame.contains("upgrade turn: held by m1; queue: m2\n"),
+        "{frame}"
+    );
+    assert!(
+        frame.contains("m2: last problem: m1 holds the turn\n"),
+        "{frame}"
+    );
+}
+
+#[test]
+fn the_change_key_ignores_what_moves_on_its_own() {
+    let (a, b) = (view(7), view(9000));
+    assert_ne!(
+        render_table(&a, Some(SystemTime::now())),
+        render_table(&b, Some(SystemTime::now()))
+    );
+    assert_eq!(render_table(&a, None), render_table(&b, None));
+    let mut c = view(7);
+    c.turn = TurnView {
+        holder: Some("m2".into()),
+        waiting: Vec::new(),
+    };
+    assert_ne!(render_table(&a, None), render_table(&c, None));
+    assert!(render_table(&c, None).contains("upgrade turn: held by m2\n"));
+    assert!(!render_table(&c, None).contains("FOR"));
+}
+
+#[test]
+fn an_unreachable_cluster_is_one_line() {
+    let mut v = view(1);
+    v.error = Some("connection refused".into());
+    assert_eq!(
+        render_table(&v, None),
+        "cluster unreachable: connection refused\n"
+    );
+}
