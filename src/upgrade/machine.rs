@@ -37,6 +37,9 @@ pub enum Phase {
     Starting,
     /// Waiting until etcd is healthy, reports the version, and has caught up.
     Verifying,
+    /// Verified on the new version; keeping the turn a while longer, watched (`--soak`).
+    /// A failure now rolls back and rejects, like a failed verify.
+    Soaking,
     /// The cold copy failed after etcd was stopped for a forward swap: `current` still
     /// points at `from`; starting and verifying it, then queueing again. Nothing is rejected.
     Restoring,
@@ -54,6 +57,7 @@ pub const STATE_NAMES: &[&str] = &[
     "swapping",
     "starting",
     "verifying",
+    "soaking",
     "rolling-back",
     "restoring",
     "failed",
@@ -61,7 +65,7 @@ pub const STATE_NAMES: &[&str] = &[
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::Idle,
         Phase::Queued,
         Phase::Preflight,
@@ -70,6 +74,7 @@ impl Phase {
         Phase::Swapping,
         Phase::Starting,
         Phase::Verifying,
+        Phase::Soaking,
         Phase::Restoring,
         Phase::Failed,
     ];
@@ -138,6 +143,10 @@ pub enum Event {
     StartFailed(String),
     /// Healthy, right version, caught up.
     Verified,
+    /// Verified on the new version, and to be soaked this long before the turn is released.
+    SoakFor(Duration),
+    /// The member failed while soaking (exited, unhealthy too long, alarm, fell behind).
+    SoakFailed(String),
     /// Not healthy/caught up in time, or exited.
     VerifyFailed(String),
     /// The new version refused this member's configuration (a usage error): rolled back
@@ -171,6 +180,8 @@ pub enum Effect {
     StartEtcd,
     /// Wait until etcd runs this version healthily and caught up.
     Verify(Version),
+    /// Keep the turn this long, watching the member (health, alarms, applied index).
+    Soak(Duration),
     /// Release the turn; record the outcome in etcd and on disk.
     Release {
         /// A version that failed to serve: rejected for the whole cluster (`rejected/<v>`).
@@ -228,6 +239,7 @@ impl Turn {
             (Phase::Backup, _) => "backup",
             (Phase::Failed, _) => "failed",
             (Phase::Restoring, _) => "restoring",
+            (Phase::Soaking, _) => "soaking",
             (_, true) => "rolling-back",
             (Phase::Stopping, false) => "stopping",
             (Phase::Swapping, false) => "swapping",
@@ -461,6 +473,15 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 },
             )
         }
+        // Soak: only forward, after the new version verified.
+        (P::Verifying, V::SoakFor(length)) if !turn.rollback => {
+            go(turn.with(P::Soaking), E::Soak(length))
+        }
+        // The soak passed: finished exactly as a verify without soak.
+        (P::Soaking, V::Verified) => step(&turn.with(P::Verifying), V::Verified),
+        (P::Soaking, V::SoakFailed(why)) => {
+            turn.roll_back(format!("failed during the soak: {why}"))
+        }
         (P::Verifying, V::Verified) if turn.member_fault => {
             // Back on the old version, and the new one is fine: this member's flags are
             // not. It stays staged here, to be taken once the flags are fixed.
@@ -582,7 +603,8 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
                 },
             )
         }
-        Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying => {
+        // A soak cut short: the swap is driven again, and the member verified and soaked anew.
+        Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying | Phase::Soaking => {
             let target = persisted
                 .target()
                 .cloned()
@@ -604,3 +626,6 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod soak_tests;
