@@ -9,6 +9,7 @@ mod compat;
 mod crash;
 mod etcd_client;
 mod metrics;
+mod ops;
 mod packaging;
 mod pid1;
 mod refusals;
