@@ -254,6 +254,106 @@ mod tests {
         }
     }
 
+    /// A view of members `(name, version, applied)`, m1 the leader; `alarms` by member id.
+    fn view(members: &[(&str, &str, u64)], alarms: &[(u64, &str)]) -> ClusterView {
+        use crate::cluster::view::{build_view, Gathered, Probe};
+        use crate::etcd::maintenance::{Alarm, AlarmKind, EtcdVersion, Status};
+        use crate::etcd::{Member, ResponseHeader};
+        let list: Vec<Member> = members
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, _))| Member {
+                id: i as u64 + 1,
+                name: (*name).into(),
+                client_urls: vec![format!("http://127.0.0.1:{}", i + 1)],
+                ..Default::default()
+            })
+            .collect();
+        let probes = members
+            .iter()
+            .enumerate()
+            .map(|(i, (_, version, applied))| Probe {
+                status: Ok(Status {
+                    header: ResponseHeader {
+                        member_id: i as u64 + 1,
+                        ..Default::default()
+                    },
+                    leader: 1,
+                    raft_applied_index: *applied,
+                    ..Default::default()
+                }),
+                health: Ok(true),
+                version: Ok(EtcdVersion {
+                    server: (*version).into(),
+                    cluster: "3.4.0".into(),
+                    storage: String::new(),
+                }),
+            })
+            .collect();
+        let gathered = Gathered {
+            alarms: alarms
+                .iter()
+                .map(|(id, kind)| Alarm {
+                    member_id: *id,
+                    alarm: match *kind {
+                        "NOSPACE" => AlarmKind::NoSpace,
+                        _ => AlarmKind::Corrupt,
+                    },
+                })
+                .collect(),
+            ..Gathered::default()
+        };
+        build_view(&list, probes, gathered)
+    }
+
+    #[test]
+    fn the_first_member_is_the_one_no_other_member_shares_the_target_with() {
+        let target: Version = "3.5.16".parse().unwrap();
+        let first = view(
+            &[
+                ("m1", "3.4.23", 9),
+                ("m2", "3.5.16", 9),
+                ("m3", "3.4.23", 9),
+            ],
+            &[],
+        );
+        assert!(first_on_target(&first, "m2", &target));
+        let second = view(
+            &[
+                ("m1", "3.5.16", 9),
+                ("m2", "3.5.16", 9),
+                ("m3", "3.4.23", 9),
+            ],
+            &[],
+        );
+        assert!(!first_on_target(&second, "m2", &target));
+    }
+
+    #[test]
+    fn the_sample_is_this_members_health_progress_and_own_alarms() {
+        let v = view(
+            &[("m1", "3.4.23", 120), ("m2", "3.5.16", 117)],
+            &[(2, "NOSPACE"), (1, "CORRUPT")],
+        );
+        let sample = sample_of(&v, "m2");
+        assert_eq!(
+            sample,
+            Sample {
+                healthy: true,
+                applied: Some(117),
+                leader_applied: Some(120),
+                alarms: vec!["NOSPACE".into()],
+            }
+        );
+        assert_eq!(
+            sample_of(&v, "m9"),
+            Sample {
+                leader_applied: Some(120),
+                ..Sample::default()
+            }
+        );
+    }
+
     #[test]
     fn canary_soak_applies_to_the_first_member_only_and_the_longer_wins() {
         let p = Pacing {
