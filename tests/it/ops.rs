@@ -7,16 +7,60 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::rollout::{down_intervals, server_version, stage, wait_all_on, FAST};
-use crate::support::{self, wait_for_every, Cluster, Release, SUPERVISOR};
+use crate::rollout::{down_intervals, server_version, stage, wait_all_on};
+use crate::support::{self, http_get, wait_for_every, Cluster, Mode, Release, SUPERVISOR};
 
-/// Three supervised 3.4 members with FAST options plus `extra`, and no dress rehearsal:
+/// Three supervised 3.4 members with fast options (but a 10 s turn lease) plus `extra`, and
+/// no dress rehearsal:
 /// these tests are about when turns start and end, not about vetting.
+/// m1 serves its metrics on the allocation's port 9 ([`m1_metric`]).
 fn start(extra: &[&str]) -> Cluster {
-    let mut opts = FAST.to_vec();
-    opts.extend_from_slice(&["--rehearsal", "never"]);
-    opts.extend_from_slice(extra);
-    Cluster::start_supervised(Release::V3_4, 3, &opts)
+    // FAST, but a turn here is held for long soaks on a loaded machine: a lease of FAST's
+    // 3 s can lapse between keepalives there, and a lapsed turn lets a second member start.
+    let mut opts: Vec<String> = [
+        "--lock-ttl",
+        "10s",
+        "--ready-timeout",
+        "20s",
+        "--health-interval",
+        "200ms",
+        "--rehearsal",
+        "never",
+    ]
+    .map(String::from)
+    .to_vec();
+    opts.extend(extra.iter().map(|s| s.to_string()));
+    let mut cluster = Cluster::new(Release::V3_4, 3, Mode::Supervised(opts));
+    let addr = format!("{}:{}", cluster.net.ip, cluster.net.port(9));
+    cluster.members[0]
+        .env
+        .push(("ETCD_SUPERVISOR_METRICS_ADDR".into(), addr));
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    // A fresh cluster reports 3.0 for a moment, and the path rules refuse to move from that.
+    poll(Duration::from_secs(30), || {
+        let (_, body) = http_get(
+            &format!("{}/version", cluster.members[0].client_url()),
+            Duration::from_secs(1),
+        )?;
+        body.contains("\"etcdcluster\":\"3.4.0\"").then_some(())
+    })
+    .unwrap_or_else(|_| panic!("cluster version never settled\n{}", cluster.logs()));
+    cluster
+}
+
+/// The value of `series` in m1's metrics.
+fn m1_metric(cluster: &Cluster, series: &str) -> Option<f64> {
+    let url = format!("http://{}:{}/metrics", cluster.net.ip, cluster.net.port(9));
+    let (_, body) = http_get(&url, Duration::from_secs(2))?;
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Polls `f` every 250 ms (each look runs `status`, a process) for up to `timeout`.
@@ -114,7 +158,8 @@ fn wait_all_held(cluster: &Cluster, needle: &str) {
     })
     .unwrap_or_else(|_| {
         panic!(
-            "not every member held by {needle:?}: {:?}\n{}",
+            "not every member held by {needle:?} at {}: {:?}\n{}",
+            humantime::format_rfc3339_seconds(SystemTime::now()),
             records(cluster),
             cluster.logs()
         )
@@ -160,6 +205,14 @@ fn pause_holds_a_staged_cluster_and_resume_rolls_it() {
         stage(&cluster, i, &Release::V3_5.etcd());
     }
     wait_all_held(&cluster, "investigating a slow disk");
+    assert_eq!(
+        m1_metric(&cluster, "etcd_supervisor_held{by=\"pause\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        m1_metric(&cluster, "etcd_supervisor_held{by=\"window\"}"),
+        Some(0.0)
+    );
     let status = status_text(&cluster);
     assert!(
         status.contains("upgrades PAUSED: paused by") && status.contains("m2: held: paused by"),
@@ -202,6 +255,10 @@ fn pause_holds_a_staged_cluster_and_resume_rolls_it() {
             .then_some(())
     })
     .unwrap_or_else(|_| panic!("{:?}", records(&cluster)));
+    assert_eq!(
+        m1_metric(&cluster, "etcd_supervisor_held{by=\"pause\"}"),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -262,7 +319,7 @@ fn window_at(at: SystemTime) -> String {
 
 #[test]
 fn a_closed_window_holds_a_staged_cluster_until_it_opens() {
-    let opens = SystemTime::now() + Duration::from_secs(18);
+    let opens = SystemTime::now() + Duration::from_secs(25);
     let spec = window_at(opens);
     let cluster = start(&["--window", &spec]);
     let old = Release::V3_4.version();
@@ -273,6 +330,10 @@ fn a_closed_window_holds_a_staged_cluster_until_it_opens() {
     wait_all_held(
         &cluster,
         "outside the maintenance windows; the next opens at",
+    );
+    assert_eq!(
+        m1_metric(&cluster, "etcd_supervisor_held{by=\"window\"}"),
+        Some(1.0)
     );
     let plan = plan_m1(&cluster, &["--window", &spec]);
     let at = humantime::format_rfc3339_seconds(opens).to_string();

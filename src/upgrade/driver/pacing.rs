@@ -141,7 +141,17 @@ where
         let to = to.as_deref().unwrap_or("-");
         tracing::info!(member = %self.cfg.member, to, soak_ms = length.as_millis() as u64, "soaking: keeping the turn, watching health, alarms and the applied index");
         let mut watch = SoakWatch::new();
+        let mut turn_lost = false;
         loop {
+            // Past the stop a lost turn changes nothing here (the swap is finished), but
+            // another member may start meanwhile: the operator should know the soak no
+            // longer holds the others back.
+            if let (false, Some(reason)) =
+                (turn_lost, self.held.as_ref().and_then(|h| h.lost_reason()))
+            {
+                turn_lost = true;
+                tracing::warn!(member = %self.cfg.member, to, reason, "lost the upgrade turn during the soak; the soak goes on, but another member may start its turn");
+            }
             let status = self.control.status();
             if status.pid.is_none() || status.pid != pid {
                 let exit = status
