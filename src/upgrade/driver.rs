@@ -288,6 +288,10 @@ where
             }
             _ => format!("etcd {} {}", self.turn.from, self.turn.state_name()),
         };
+        let status = match &self.gate_hold {
+            Some(held) => format!("{status}; held: {held}"),
+            None => status,
+        };
         self.notifier.status(&status);
     }
 
