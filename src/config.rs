@@ -14,6 +14,7 @@ use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
 use crate::rehearsal::RehearsalMode;
 use crate::upgrade::path::Policy;
+use crate::upgrade::soak::Pacing;
 
 /// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -121,6 +122,8 @@ pub struct RunSettings {
     /// (`ETCD_SUPERVISOR_FAILPOINT_PAUSE=<state>:<duration>`), so crash tests can kill the
     /// supervisor at a chosen point. Unset in production.
     pub failpoint_pause: Option<(String, Duration)>,
+    /// `--window`, `--soak`, `--canary-soak`.
+    pub pacing: Pacing,
     /// Arguments etcd is started with (the user's, plus `--data-dir` when we chose it).
     pub etcd_args: Vec<String>,
     /// The `ETCD_*` variables etcd inherits (the supervisor's own excluded), sorted.
@@ -189,6 +192,11 @@ impl RunSettings {
         let failpoint_pause = None;
         Ok(Self {
             failpoint_pause,
+            pacing: Pacing {
+                windows: args.window.windows.clone(),
+                soak: args.soak,
+                canary_soak: args.canary_soak,
+            },
             cluster,
             key_prefix: args.prefix.key_prefix.clone(),
             lock_ttl: args.lock_ttl,

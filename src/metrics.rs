@@ -47,7 +47,16 @@ pub struct Metrics {
     backup_time: Gauge<f64, AtomicU64>,
     backup_size: Gauge,
     backup_verified: Gauge,
+    held: Family<HeldLabel, Gauge>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HeldLabel {
+    by: String,
+}
+
+/// What can hold a queued member back (`etcd_supervisor_held{by=...}`).
+const HELD_BY: [&str; 2] = ["pause", "window"];
 
 impl Metrics {
     /// A registry with every family registered; `states` are the upgrade state names
@@ -69,6 +78,7 @@ impl Metrics {
             backup_time: Gauge::default(),
             backup_size: Gauge::default(),
             backup_verified: Gauge::default(),
+            held: Family::default(),
         };
         r.register(
             "state",
@@ -130,9 +140,24 @@ impl Metrics {
             "1 when the last backup was verified after writing",
             m.backup_verified.clone(),
         );
+        r.register(
+            "held",
+            "1 while a queued member does not start its turn: by=pause (etcd-supervisor pause) or by=window (outside --window)",
+            m.held.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m.set_state("idle");
+        m.set_held(None);
         m
+    }
+
+    /// What holds a queued member back now (`pause`, `window`), or nothing.
+    pub fn set_held(&self, by: Option<&str>) {
+        for b in HELD_BY {
+            self.held
+                .get_or_create(&HeldLabel { by: b.to_owned() })
+                .set(i64::from(Some(b) == by));
+        }
     }
 
     /// The upgrade state changed.

@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::backup::BackupMode;
 use crate::rehearsal::RehearsalMode;
 use crate::upgrade::path::Policy;
+use crate::upgrade::window::Window;
 use crate::versions::version::ParseVersionError;
 
 /// Runs etcd as a supervised child and rolling-upgrades the cluster from a staging directory.
@@ -59,6 +60,10 @@ pub enum Command {
     VerifyBackup(VerifyBackupArgs),
     /// Dry run: what the local member would do with what is staged now, and why.
     Plan(PlanArgs),
+    /// Pause upgrades cluster-wide: no member starts a new turn until `resume`.
+    Pause(PauseArgs),
+    /// Resume upgrades paused with `pause`.
+    Resume(ResumeArgs),
     /// Print a shell completion script to stdout (packaging; hidden from --help).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -112,6 +117,45 @@ pub struct PlanArgs {
 
     #[command(flatten)]
     pub policy: PolicyArgs,
+
+    #[command(flatten)]
+    pub window: WindowArgs,
+}
+
+/// Options of `etcd-supervisor pause`.
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
+
+    /// Why, for whoever looks at `status` next (recorded with the user, host and time).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// Options of `etcd-supervisor resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
+}
+
+/// `--window` (shared by run and plan).
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// Maintenance window: a member starts an upgrade turn only inside one (a turn that
+    /// started inside finishes even if the window closes). A cron expression in UTC (5
+    /// fields: minute hour day-of-month month day-of-week; or 6 with seconds first) and
+    /// how long the window stays open, e.g. "0 2 * * SAT 4h" (Saturdays 02:00-06:00 UTC).
+    /// Repeatable; in the environment, separate several with ';'. None: any time.
+    #[arg(long = "window", value_name = "CRON LENGTH", env = "ETCD_SUPERVISOR_WINDOW", value_delimiter = ';', value_parser = parse_window)]
+    pub windows: Vec<Window>,
 }
 
 /// What the operator accepts beyond etcd's own upgrade rules (shared by run and plan).
@@ -346,6 +390,20 @@ pub struct RunArgs {
     #[command(flatten)]
     pub policy: PolicyArgs,
 
+    #[command(flatten)]
+    pub window: WindowArgs,
+
+    /// After a member verifies on the new version, keep the turn this long while watching
+    /// its health, alarms and applied index; a failure then rolls it back and rejects the
+    /// version. 0 (the default): release at once.
+    #[arg(long, env = "ETCD_SUPERVISOR_SOAK", default_value = "0s", value_parser = parse_duration)]
+    pub soak: Duration,
+
+    /// Soak for the first member of a rollout only (the canary: no other member runs the
+    /// target yet); the longer of --soak and this applies to it.
+    #[arg(long, env = "ETCD_SUPERVISOR_CANARY_SOAK", default_value = "0s", value_parser = parse_duration)]
+    pub canary_soak: Duration,
+
     /// The dress rehearsal before a member queues: the staged version opens a restored copy
     /// of this member's data on loopback. `auto` runs it when it can and skips it with a
     /// mark when it cannot (no restore tool pinned, no room, db too large); `always` holds
@@ -382,6 +440,12 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     parse_size::parse_size(s).map_err(|e| format!("{e} (examples: 2GiB, 512MB)"))
 }
 
+/// Parses a `--window` such as `0 2 * * SAT 4h`.
+pub fn parse_window(s: &str) -> Result<Window, String> {
+    s.parse()
+        .map_err(|e: crate::upgrade::window::WindowError| e.to_string())
+}
+
 /// Parses a human duration such as `10s`, `500ms` or `2m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
@@ -415,6 +479,31 @@ mod tests {
         };
         assert_eq!(run.etcd_args, ["--name", "m1", "--data-dir=/d"]);
         assert_eq!(run.state.state_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn windows_repeat_and_soak_defaults_to_zero() {
+        let cli = Cli::try_parse_from([
+            "etcd-supervisor",
+            "run",
+            "--window",
+            "0 2 * * SAT 4h",
+            "--window=30 22 * * 1-5 90m",
+            "--canary-soak",
+            "10m",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let specs: Vec<&str> = run.window.windows.iter().map(Window::spec).collect();
+        assert_eq!(specs, ["0 2 * * SAT 4h", "30 22 * * 1-5 90m"]);
+        assert_eq!(run.soak, Duration::ZERO);
+        assert_eq!(run.canary_soak, Duration::from_secs(600));
+        let err =
+            Cli::try_parse_from(["etcd-supervisor", "run", "--window", "0 2 * * SAT"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("is not a duration"), "{err}");
     }
 
     #[test]

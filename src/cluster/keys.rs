@@ -11,6 +11,7 @@
 //! | `lock/owners/<lease hex>`    | the member name of a holder or waiter, on its lease |
 //! | `members/<name>`             | a member's progress record                         |
 //! | `rejected/<version>`         | a version rejected for the whole cluster           |
+//! | `pause`                      | upgrades paused cluster-wide (`etcd-supervisor pause`) |
 
 use crate::versions::Version;
 
@@ -18,6 +19,7 @@ const MEMBERS: &str = "members/";
 const REJECTED: &str = "rejected/";
 const LOCK: &str = "lock/upgrade";
 const OWNERS: &str = "lock/owners/";
+const PAUSE: &str = "pause";
 
 /// The keys under one key prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,8 @@ pub enum Key {
     Lock,
     /// `lock/owners/<lease hex>`.
     Owner(i64),
+    /// `pause`.
+    Pause,
 }
 
 impl Keys {
@@ -95,6 +99,11 @@ impl Keys {
         self.under(&format!("{OWNERS}{lease:x}"))
     }
 
+    /// `pause`: while it exists no member starts a new turn.
+    pub fn pause(&self) -> String {
+        self.under(PAUSE)
+    }
+
     /// What `key` is, or `None` when it is not one of ours (outside the prefix, unknown,
     /// or with a part that does not parse).
     pub fn parse(&self, key: &[u8]) -> Option<Key> {
@@ -108,6 +117,9 @@ impl Keys {
         }
         if let Some(lease) = rest.strip_prefix(OWNERS) {
             return i64::from_str_radix(lease, 16).ok().map(Key::Owner);
+        }
+        if rest == PAUSE {
+            return Some(Key::Pause);
         }
         if rest == LOCK || rest.starts_with(&format!("{LOCK}/")) {
             return Some(Key::Lock);
@@ -164,6 +176,7 @@ mod tests {
         );
         assert_eq!(k.rejected_prefix(), "/etcd-supervisor/rejected/");
         assert_eq!(k.lock(), "/etcd-supervisor/lock/upgrade");
+        assert_eq!(k.pause(), "/etcd-supervisor/pause");
         assert_eq!(k.lock_keys_prefix(), "/etcd-supervisor/lock/upgrade/");
         assert_eq!(k.owners_prefix(), "/etcd-supervisor/lock/owners/");
         assert_eq!(
@@ -188,6 +201,7 @@ mod tests {
             Some(Key::Owner(0x7f00_0000_0000_0001))
         );
         assert_eq!(k.parse(k.lock().as_bytes()), Some(Key::Lock));
+        assert_eq!(k.parse(k.pause().as_bytes()), Some(Key::Pause));
         assert_eq!(
             k.parse(format!("{}694d8a1b", k.lock_keys_prefix()).as_bytes()),
             Some(Key::Lock)
@@ -213,6 +227,7 @@ mod tests {
             "/etcd-supervisor/lock/owners/xyz",
             "/etcd-supervisor/lock/upgraded",
             "/etcd-supervisor/something",
+            "/etcd-supervisor/paused",
         ] {
             assert_eq!(k.parse(key.as_bytes()), None, "{key}");
         }

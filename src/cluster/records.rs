@@ -80,6 +80,10 @@ pub struct MemberRecord {
     /// refuses the member list, finds the voting members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_urls: Vec<String>,
+    /// Why a queued member does not start its turn yet (the cluster is paused, or outside
+    /// the maintenance windows), one line; absent when nothing holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl MemberRecord {
@@ -102,6 +106,7 @@ impl MemberRecord {
             last_error: last_error.map(str::to_owned),
             vetting: None,
             client_urls: Vec::new(),
+            held: None,
         }
     }
 
@@ -153,6 +158,69 @@ impl RejectionRecord {
 }
 
 impl Record for RejectionRecord {
+    fn schema(&self) -> u32 {
+        self.schema
+    }
+}
+
+/// `pause`: upgrades are paused cluster-wide; who paused them, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseRecord {
+    /// Schema it was written with.
+    #[serde(default = "previous_release")]
+    pub schema: u32,
+    /// The user who ran `etcd-supervisor pause`.
+    #[serde(default)]
+    pub user: String,
+    /// The host it ran on.
+    #[serde(default)]
+    pub host: String,
+    /// When, RFC 3339 in seconds.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// `--reason`, when given.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl PauseRecord {
+    /// This release's pause by `user` on `host` at `time`.
+    pub fn new(user: &str, host: &str, time: SystemTime, reason: Option<&str>) -> Self {
+        Self {
+            schema: SCHEMA,
+            user: user.to_owned(),
+            host: host.to_owned(),
+            time: Some(rfc3339(time)),
+            reason: reason.map(str::to_owned),
+        }
+    }
+
+    /// The value to store.
+    pub fn encode(&self) -> String {
+        to_json(self)
+    }
+
+    /// One line: `paused by USER@HOST at TIME: REASON`.
+    pub fn describe(&self) -> String {
+        let who = match (self.user.as_str(), self.host.as_str()) {
+            ("", "") => "someone".to_owned(),
+            (user, "") => user.to_owned(),
+            ("", host) => format!("someone on {host}"),
+            (user, host) => format!("{user}@{host}"),
+        };
+        let when = self
+            .time
+            .as_deref()
+            .map_or(String::new(), |t| format!(" at {t}"));
+        let why = self
+            .reason
+            .as_deref()
+            .map_or(" (no reason given)".to_owned(), |r| format!(": {r}"));
+        format!("paused by {who}{when}{why}")
+    }
+}
+
+impl Record for PauseRecord {
     fn schema(&self) -> u32 {
         self.schema
     }
@@ -286,6 +354,7 @@ mod tests {
                 last_error: None,
                 vetting: None,
                 client_urls: Vec::new(),
+                held: None,
             }
         );
         assert!(!record.newer_schema());
@@ -390,6 +459,31 @@ mod tests {
             RejectionRecord::decode(rejection.encode().as_bytes()).unwrap(),
             rejection
         );
+    }
+
+    #[test]
+    fn a_pause_record_says_who_when_and_why_and_reads_back() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let pause = PauseRecord::new("alice", "db1", time, Some("investigating #42"));
+        let json: serde_json::Value = serde_json::from_str(&pause.encode()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "schema": 1, "user": "alice", "host": "db1",
+                "time": "2027-01-15T08:00:00Z", "reason": "investigating #42",
+            })
+        );
+        assert_eq!(
+            PauseRecord::decode(pause.encode().as_bytes()).unwrap(),
+            pause
+        );
+        assert_eq!(
+            pause.describe(),
+            "paused by alice@db1 at 2027-01-15T08:00:00Z: investigating #42"
+        );
+        let bare = PauseRecord::decode(b"{}").unwrap();
+        assert_eq!(bare.describe(), "paused by someone (no reason given)");
+        assert!(PauseRecord::decode(b"paused").is_err());
     }
 
     #[test]

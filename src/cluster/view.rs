@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::cluster::keys::Keys;
 use crate::cluster::lock::{self, LockConfig};
-use crate::cluster::records::{MemberRecord, RejectionRecord, Stored};
+use crate::cluster::records::{MemberRecord, PauseRecord, RejectionRecord, Stored};
 use crate::etcd::cluster::Member;
 use crate::etcd::maintenance::{Alarm, EtcdVersion, Status};
 use crate::etcd::{Client, EtcdError};
@@ -93,6 +93,25 @@ pub struct ClusterView {
     pub rejections_read: bool,
     /// Why the cluster could not be asked at all.
     pub error: Option<String>,
+    /// The `pause` key: upgrades are paused cluster-wide (a key that cannot be read or
+    /// holds something else counts as paused: it holds rather than rolls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Stored<PauseRecord>>,
+}
+
+impl ClusterView {
+    /// Why no turn may start because of the pause, one line; `None` when not paused.
+    pub fn paused(&self) -> Option<String> {
+        if let Some(err) = &self.error {
+            return Some(format!(
+                "cannot tell whether upgrades are paused: cluster unreachable: {err}"
+            ));
+        }
+        match self.pause.as_ref()? {
+            Stored::Read(p) => Some(p.describe()),
+            Stored::Unreadable { error, .. } => Some(format!("paused (the pause key: {error})")),
+        }
+    }
 }
 
 /// What one member answered.
@@ -227,6 +246,7 @@ pub fn build_view(members: &[Member], probes: Vec<Probe>, gathered: Gathered) ->
         auth_enabled: gathered.auth_enabled,
         rejections_read: gathered.rejections_read,
         error: None,
+        pause: None,
     }
 }
 
@@ -245,6 +265,7 @@ pub fn unreachable(error: &EtcdError) -> ClusterView {
         auth_enabled: None,
         rejections_read: false,
         error: Some(error.to_string()),
+        pause: None,
     }
 }
 
@@ -294,7 +315,17 @@ pub async fn gather(client: &Client, key_prefix: &str) -> ClusterView {
         rejections_read,
         auth_enabled: client.auth_enabled().await.ok(),
     };
-    build_view(&list.members, probes, gathered)
+    let pause = match client.get(keys.pause().into_bytes()).await {
+        Ok(kv) => kv.map(|kv| Stored::decode(&kv.value)),
+        Err(e) => Some(Stored::Unreadable {
+            raw: String::new(),
+            error: format!("cannot be read: {e}"),
+        }),
+    };
+    ClusterView {
+        pause,
+        ..build_view(&list.members, probes, gathered)
+    }
 }
 
 async fn probe(client: &Client, member: &Member) -> Probe {

@@ -6,6 +6,7 @@ use crate::cli::{man, Cli, Command};
 use crate::config::RunSettings;
 
 pub mod backup;
+pub mod pause;
 pub mod plan;
 pub mod run;
 pub mod stage;
@@ -59,6 +60,8 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Stage(args) => stage::command(&args),
         Command::Status(args) => block_on(async move { status::command(&args).await }),
         Command::Plan(args) => block_on(async move { plan::command(&args).await }),
+        Command::Pause(args) => block_on(async move { pause::pause(&args).await }),
+        Command::Resume(args) => block_on(async move { pause::resume(&args).await }),
         Command::Backup(args) => block_on(async move { backup::backup(&args).await }),
         Command::VerifyBackup(args) => backup::verify_backup(&args),
         Command::Completions(args) => write_stdout(&man::completions(args.shell)),

@@ -94,6 +94,9 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             v.version, v.result, v.time, v.took_ms, v.detail
         );
     }
+    let windows =
+        crate::upgrade::window::state_at(&args.window.windows, std::time::SystemTime::now());
+    let _ = writeln!(out, "windows: {windows}");
     let staging_dir = args.staging.resolve(&args.state.state_dir);
     match staging::scan(&staging_dir) {
         Ok(listing) => {
@@ -137,12 +140,23 @@ pub async fn command(args: &PlanArgs) -> Outcome {
     {
         let _ = writeln!(out, "note: {note}");
     }
+    if let Some(paused) = report.paused() {
+        let _ = writeln!(out, "upgrades PAUSED: {paused}");
+    }
     if let Some((version, why)) = refused_here {
         let _ = writeln!(out, "decision for {version}: refused here: {why}");
         print!("{out}");
         return Outcome::Failed;
     }
-    let verdict = preflight::assess(&report, &args.member, &running, &target, &policy);
+    let mut verdict = preflight::assess(&report, &args.member, &running, &target, &policy);
+    // The rules allow it, but the turn would not start now.
+    if verdict == Verdict::Proceed {
+        if let Some(paused) = report.paused() {
+            verdict = Verdict::Wait(format!("upgrades are {paused}"));
+        } else if !windows.allows_start() {
+            verdict = Verdict::Wait(windows.to_string());
+        }
+    }
     let code = match &verdict {
         Verdict::Proceed => {
             let _ = writeln!(

@@ -135,6 +135,14 @@ pub fn render(report: &ClusterView) -> String {
             report.turn.waiting.join(", ")
         )),
     }
+    if let Some(paused) = report.paused() {
+        out.push_str(&format!("upgrades PAUSED: {paused}\n"));
+    }
+    for (name, stored) in &report.progress {
+        if let Some(held) = stored.record().and_then(|p| p.held.as_deref()) {
+            out.push_str(&format!("{name}: held: {held}\n"));
+        }
+    }
     for (version, stored) in &report.rejected {
         match stored {
             Stored::Read(r) => {

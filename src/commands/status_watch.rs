@@ -182,7 +182,16 @@ pub fn render_table(view: &ClusterView, now: Option<SystemTime>) -> String {
         }
     }
     out.push('\n');
-    // Pause and maintenance-window state go here once the records carry them.
+    if view.pause.is_some() {
+        if let Some(pause) = view.paused() {
+            let _ = writeln!(out, "{pause}");
+        }
+    }
+    for (name, stored) in &view.progress {
+        if let Some(held) = stored.record().and_then(|r| r.held.as_ref()) {
+            let _ = writeln!(out, "{name} held: {held}");
+        }
+    }
     match &view.turn.holder {
         None => out.push_str("upgrade turn: free\n"),
         Some(h) if view.turn.waiting.is_empty() => {

@@ -38,6 +38,7 @@ use crate::versions::Version;
 
 mod config;
 mod fence;
+mod pacing;
 mod verify;
 
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
@@ -80,6 +81,8 @@ pub struct Driver<
     vetter: V,
     /// What the last vetting found, for the progress record.
     vetting: Option<String>,
+    /// Why this queued member does not start its turn (pause, window), for its record.
+    gate_hold: Option<String>,
     /// The target that passed vetting, and the cluster version it was vetted under: when
     /// either differs at preflight (a restart, the cluster version moved), it is vetted again.
     vetted: Option<(Version, Option<Version>)>,
@@ -158,6 +161,7 @@ where
             store: world.versions,
             vetter: world.vetter,
             vetting: None,
+            gate_hold: None,
             vetted: None,
             started_pid: None,
             // A version refused here for this member's configuration stays staged: offered
@@ -256,6 +260,7 @@ where
         let record = crate::cluster::records::MemberRecord {
             vetting: self.vetting.clone(),
             client_urls: self.cfg.advertised_endpoints.clone(),
+            held: self.gate_hold.clone(),
             ..crate::cluster::records::MemberRecord::new(
                 &self.cfg.member,
                 &self.turn.from,
@@ -283,6 +288,10 @@ where
                 )
             }
             _ => format!("etcd {} {}", self.turn.from, self.turn.state_name()),
+        };
+        let status = match &self.gate_hold {
+            Some(held) => format!("{status}; held: {held}"),
+            None => status,
         };
         self.notifier.status(&status);
     }
@@ -332,7 +341,11 @@ where
                 }
                 Err(e) => Event::StartFailed(e),
             },
-            Effect::Verify(v) => self.verify(&v).await,
+            Effect::Verify(v) => {
+                let verified = self.verify(&v).await;
+                self.soak_after_verify(verified).await
+            }
+            Effect::Soak(length) => self.soak(length).await,
             Effect::Release { reject, refuse } => self.release(reject, refuse).await,
             // Handled by `perform`.
             Effect::Nothing
@@ -423,12 +436,18 @@ where
         let waited = Instant::now();
         tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
         loop {
+            if let Some(shutdown) = self.wait_for_gate().await {
+                return shutdown;
+            }
             let shutdown = self.shutdown_signal();
             match self.client.acquire(shutdown).await {
                 Ok(held) => {
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
                     self.held = Some(held);
+                    if self.gate_closed_after_acquire().await {
+                        continue;
+                    }
                     return Event::TurnAcquired;
                 }
                 Err(LockError::Cancelled) => return Event::Shutdown,
@@ -561,6 +580,11 @@ where
         } else {
             Some(self.client.gather().await)
         };
+        // A pause that arrived during preflight or the backup holds the turn before the stop.
+        if let Some(paused) = report.as_ref().filter(|r| r.pause.is_some()) {
+            self.pending_backup = None;
+            return Event::PreflightWait(paused.paused().unwrap_or_default());
+        }
         if let Some(down) = report
             .iter()
             .flat_map(|r| r.members.iter())

@@ -48,6 +48,9 @@ pub enum Phase {
     Starting,
     /// Waiting until etcd is healthy, reports the version, and has caught up.
     Verifying,
+    /// Verified on the new version; keeping the turn a while longer, watched (`--soak`).
+    /// A failure now rolls back and rejects, like a failed verify.
+    Soaking,
     /// The cold copy failed after etcd was stopped for a forward swap: `current` still
     /// points at `from`; starting and verifying it, then queueing again. Nothing is rejected.
     Restoring,
@@ -68,6 +71,7 @@ pub const STATE_NAMES: &[&str] = &[
     "swapping",
     "starting",
     "verifying",
+    "soaking",
     "rolling-back",
     "restoring",
     "failed",
@@ -76,7 +80,7 @@ pub const STATE_NAMES: &[&str] = &[
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Idle,
         Phase::Queued,
         Phase::Preflight,
@@ -85,6 +89,7 @@ impl Phase {
         Phase::Swapping,
         Phase::Starting,
         Phase::Verifying,
+        Phase::Soaking,
         Phase::Restoring,
         Phase::Failed,
         Phase::Holding,
@@ -153,6 +158,10 @@ pub enum Event {
     StartFailed(String),
     /// Healthy, right version, caught up.
     Verified,
+    /// Verified on the new version, and to be soaked this long before the turn is released.
+    SoakFor(Duration),
+    /// The member failed while soaking (exited, unhealthy too long, alarm, fell behind).
+    SoakFailed(String),
     /// Exited, or reported another version: the version's fault.
     VerifyFailed(String),
     /// Kept running but was not healthy and caught up in time: whose fault is not known.
@@ -188,6 +197,8 @@ pub enum Effect {
     StartEtcd,
     /// Wait until etcd runs this version healthily and caught up.
     Verify(Version),
+    /// Keep the turn this long, watching the member (health, alarms, applied index).
+    Soak(Duration),
     /// Release the turn; record the outcome in etcd and on disk.
     Release {
         /// A version that failed to serve: rejected for the whole cluster (`rejected/<v>`).
@@ -246,6 +257,7 @@ impl Turn {
             (Phase::Failed, _) => "failed",
             (Phase::Restoring, _) => "restoring",
             (Phase::Holding, _) => "holding",
+            (Phase::Soaking, _) => "soaking",
             (_, true) => "rolling-back",
             (Phase::Stopping, false) => "stopping",
             (Phase::Swapping, false) => "swapping",
@@ -510,6 +522,17 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 },
             )
         }
+        // Soak: only forward, after the new version verified.
+        (P::Verifying, V::SoakFor(length)) if !turn.rollback => {
+            go(turn.with(P::Soaking), E::Soak(length))
+        }
+        // The soak passed: finished exactly as a verify without soak.
+        (P::Soaking, V::Verified) => step(&turn.with(P::Verifying), V::Verified),
+        // Judged like a version that stayed unhealthy: rejected only if the old version,
+        // rolled back under the same conditions, becomes healthy (a partition rejects nothing).
+        (P::Soaking, V::SoakFailed(why)) => {
+            turn.roll_back_for(format!("failed during the soak: {why}"), Fault::Unproven)
+        }
         (P::Verifying, V::Verified) if turn.fault == Fault::Member => {
             // Back on the old version, and the new one is fine: this member's flags are
             // not. It stays staged here, to be taken once the flags are fixed.
@@ -647,7 +670,8 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
                 },
             )
         }
-        Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying => {
+        // A soak cut short: the swap is driven again, and the member verified and soaked anew.
+        Phase::Stopping | Phase::Swapping | Phase::Starting | Phase::Verifying | Phase::Soaking => {
             let target = persisted
                 .target()
                 .cloned()
@@ -677,3 +701,6 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod soak_tests;

@@ -11,6 +11,10 @@
 //! after the stop, the same swap runs backwards to the old version and the new one is
 //! marked rejected for the whole cluster.
 //!
+//! Pacing: a turn starts only while the cluster is not paused (`etcd-supervisor pause`)
+//! and inside a maintenance window (`window`); a verified member may keep the turn for a
+//! soak under watch (`soak`) before it is released.
+//!
 //! `machine` holds the states and the pure transition function; `state_file` persists the
 //! state atomically before every step that changes the world, so a supervisor killed at any
 //! point resumes (or finishes the rollback) on restart.
@@ -24,5 +28,7 @@ pub mod path;
 pub mod ports;
 pub mod preflight;
 pub mod release_facts;
+pub mod soak;
 pub mod state_file;
 pub mod vet;
+pub mod window;

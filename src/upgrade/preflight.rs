@@ -189,6 +189,7 @@ mod tests {
             auth_enabled: Some(false),
             rejections_read: true,
             error: None,
+            pause: None,
         }
     }
 

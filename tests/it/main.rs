@@ -10,6 +10,7 @@ mod crash;
 mod demo;
 mod etcd_client;
 mod metrics;
+mod ops;
 mod packaging;
 mod partition;
 mod pid1;

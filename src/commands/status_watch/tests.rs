@@ -54,6 +54,7 @@ fn view(applied: u64) -> ClusterView {
         auth_enabled: None,
         rejections_read: true,
         error: None,
+        pause: None,
     }
 }
 
@@ -130,5 +131,28 @@ fn an_unreachable_cluster_is_one_line() {
     assert_eq!(
         render_table(&v, None),
         "cluster unreachable: connection refused\n"
+    );
+}
+
+#[test]
+fn a_pause_and_a_held_member_are_shown() {
+    let mut v = view(7);
+    assert!(!render_table(&v, None).contains("paused"));
+    v.pause = Some(Stored::Read(crate::cluster::records::PauseRecord::new(
+        "ana",
+        "ops1",
+        SystemTime::now(),
+        Some("investigating latency"),
+    )));
+    v.progress.insert(
+        "m3".to_string(),
+        record(r#"{"member":"m3","running":"3.5.16","state":"queued","held":"outside the maintenance windows"}"#),
+    );
+    let table = render_table(&v, None);
+    assert!(table.contains("ana@ops1"), "{table}");
+    assert!(table.contains("investigating latency"), "{table}");
+    assert!(
+        table.contains("m3 held: outside the maintenance windows\n"),
+        "{table}"
     );
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::backup::BackupMode;
 use crate::config::RunSettings;
 use crate::upgrade::path::Policy;
+use crate::upgrade::soak::Pacing;
 
 /// What the driver needs to know.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ pub struct DriverConfig {
     pub policy: Policy,
     /// Test hook: pause after entering this state (see `RunSettings::failpoint_pause`).
     pub failpoint_pause: Option<(String, Duration)>,
+    /// Maintenance windows and soak.
+    pub pacing: Pacing,
 }
 
 impl DriverConfig {
@@ -55,6 +58,7 @@ impl DriverConfig {
             backup_keep: settings.backup_keep,
             policy: settings.policy.clone(),
             failpoint_pause: settings.failpoint_pause.clone(),
+            pacing: settings.pacing.clone(),
         }
     }
 }

@@ -297,6 +297,7 @@ impl Cluster for Fake {
             auth_enabled: Some(false),
             rejections_read: true,
             error: None,
+            pause: None,
         }
     }
 
@@ -452,6 +453,7 @@ fn config(dir: &std::path::Path, backup: BackupMode) -> DriverConfig {
         backup_keep: 3,
         policy: Default::default(),
         failpoint_pause: None,
+        pacing: Default::default(),
     }
 }
 

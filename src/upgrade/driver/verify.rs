@@ -131,7 +131,7 @@ where
 }
 
 /// The last `n` non-empty lines of `tail`, joined with " | " for one log line.
-fn last_lines(tail: &str, n: usize) -> String {
+pub(super) fn last_lines(tail: &str, n: usize) -> String {
     let lines: Vec<&str> = tail.lines().filter(|l| !l.trim().is_empty()).collect();
     if lines.is_empty() {
         return "(nothing on stderr)".into();

@@ -721,9 +721,10 @@ fn state_names_are_exactly_what_state_name_yields() {
         Phase::Swapping => 5,
         Phase::Starting => 6,
         Phase::Verifying => 7,
-        Phase::Restoring => 8,
-        Phase::Failed => 9,
-        Phase::Holding => 10,
+        Phase::Soaking => 8,
+        Phase::Restoring => 9,
+        Phase::Failed => 10,
+        Phase::Holding => 11,
     };
     for (i, phase) in Phase::ALL.into_iter().enumerate() {
         assert_eq!(position(phase), i, "{phase:?}");
