@@ -80,6 +80,10 @@ pub struct MemberRecord {
     /// refuses the member list, finds the voting members.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_urls: Vec<String>,
+    /// A staged version the member is vetting before it queues: a leader waiting to go last
+    /// counts it as waiting for that version. Added in schema 1 by a later release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Version>,
 }
 
 impl MemberRecord {
@@ -102,6 +106,7 @@ impl MemberRecord {
             last_error: last_error.map(str::to_owned),
             vetting: None,
             client_urls: Vec::new(),
+            candidate: None,
         }
     }
 
@@ -286,6 +291,7 @@ mod tests {
                 last_error: None,
                 vetting: None,
                 client_urls: Vec::new(),
+                candidate: None,
             }
         );
         assert!(!record.newer_schema());
