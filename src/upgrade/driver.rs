@@ -37,6 +37,7 @@ use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
 mod config;
+mod leader_last;
 mod verify;
 
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
@@ -95,6 +96,7 @@ pub struct Driver<
     metrics: Metrics,
     notifier: Notifier,
     since: SystemTime,
+    leader_last: leader_last::LeaderLast,
 }
 
 impl Driver {
@@ -170,6 +172,7 @@ where
             metrics,
             notifier: Notifier,
             since: SystemTime::now(),
+            leader_last: Default::default(),
         }
     }
 
@@ -255,6 +258,7 @@ where
         let record = crate::cluster::records::MemberRecord {
             vetting: self.vetting.clone(),
             client_urls: self.cfg.advertised_endpoints.clone(),
+            candidate: self.leader_last.candidate.clone(),
             ..crate::cluster::records::MemberRecord::new(
                 &self.cfg.member,
                 &self.turn.from,
@@ -360,12 +364,15 @@ where
                 continue;
             }
             let vetting = Instant::now();
+            self.announce_candidate(Some(&target), false).await;
             // A SIGTERM mid-vetting drops it: the rehearsal's private etcd dies with it.
             let shutdown = self.shutdown_signal();
             let vetted = tokio::select! {
                 v = self.vetter.vet(&self.turn.from, &target) => v,
                 () = shutdown => return Event::Shutdown,
             };
+            self.announce_candidate(None, matches!(vetted, Vetted::Pass { .. }))
+                .await;
             let took_ms = vetting.elapsed().as_millis() as u64;
             match vetted {
                 Vetted::Pass { warnings, summary } => {
@@ -399,9 +406,15 @@ where
         let waited = Instant::now();
         tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
         loop {
+            if !self.leader_last_wait().await {
+                return Event::Shutdown;
+            }
             let shutdown = self.shutdown_signal();
             match self.client.acquire(shutdown).await {
                 Ok(held) => {
+                    let Some(held) = self.keep_turn(held).await else {
+                        continue;
+                    };
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
                     self.held = Some(held);
@@ -542,6 +555,9 @@ where
                 "member {} went down after preflight; not stopping this one",
                 down.name
             ));
+        }
+        if let Some(report) = &report {
+            self.hand_over_leadership(report).await;
         }
         self.swap_started = Some(Instant::now());
         let stopped = match self.control.stop().await {

@@ -224,10 +224,7 @@ pub fn assess(
             Err(skip) => skipped.push((peer.name.clone(), skip)),
         }
     }
-    let holder_waited = facts
-        .holder
-        .as_ref()
-        .is_some_and(|h| waiting.contains(h));
+    let holder_waited = facts.holder.as_ref().is_some_and(|h| waiting.contains(h));
     let decision = if waiting.is_empty() {
         Decision::Go(Go::NoneWaiting)
     } else if stalled >= bound && !holder_waited {

@@ -40,6 +40,7 @@ enum Call {
     Start(Version, Seen),
     Resume,
     Reject(String),
+    Transfer(u64),
 }
 
 /// What state.json said at a call: phase and direction.
@@ -365,6 +366,11 @@ impl Cluster for Fake {
             endpoint: "http://m2:2379".into(),
         })
     }
+
+    async fn transfer_leadership(&self, target_id: u64) -> Result<(), EtcdError> {
+        self.log(Call::Transfer(target_id));
+        Ok(())
+    }
 }
 
 impl Backups for Fake {
@@ -440,6 +446,7 @@ fn config(dir: &std::path::Path, backup: BackupMode) -> DriverConfig {
         advertised_endpoints: vec![LOCAL.into()],
         key_prefix: PREFIX.into(),
         lock_ttl: Duration::from_secs(10),
+        leader_last_wait: Duration::from_secs(60),
         ready_timeout: Duration::from_secs(30),
         backup,
         backup_keep: 3,

@@ -191,7 +191,12 @@ fn a_rejected_target_is_nothing_to_wait_for() {
 #[test]
 fn the_bound_ends_the_wait_unless_a_waited_for_member_holds_the_turn() {
     let f = facts("m1", vec![queued_follower("m2"), queued_follower("m3")]);
-    let a = assess(&f, &BTreeSet::new(), BOUND - Duration::from_millis(1), BOUND);
+    let a = assess(
+        &f,
+        &BTreeSet::new(),
+        BOUND - Duration::from_millis(1),
+        BOUND,
+    );
     assert!(matches!(a.decision, Decision::Wait(_)));
     let a = assess(&f, &BTreeSet::new(), BOUND, BOUND);
     assert_eq!(
@@ -308,7 +313,10 @@ fn no_transfer_when_not_leading_or_nobody_is_on_the_target() {
         member_view("m2", 0x22, NEW, 0),
         member_view("m3", 0x33, OLD, 0),
     ];
-    assert_eq!(transferee(&view("m2", members.clone()), "m1", &v(NEW)), None);
+    assert_eq!(
+        transferee(&view("m2", members.clone()), "m1", &v(NEW)),
+        None
+    );
     assert_eq!(transferee(&view("m1", members), "m1", &v("3.5.31")), None);
 }
 
@@ -339,10 +347,8 @@ fn facts_come_from_the_view_records_and_queue() {
         .insert("m2".into(), Stored::decode(rec.encode().as_bytes()));
     vw.progress
         .insert("m3".into(), Stored::<MemberRecord>::decode(b"junk"));
-    vw.rejected.insert(
-        v(NEW),
-        Stored::decode(br#"{"member":"m9","reason":"r"}"#),
-    );
+    vw.rejected
+        .insert(v(NEW), Stored::decode(br#"{"member":"m9","reason":"r"}"#));
     let f = Facts::from_view(&vw, "m1", &v(NEW));
     assert_eq!(f.leader.as_deref(), Some("m1"));
     assert_eq!(f.holder.as_deref(), Some("m3"));
