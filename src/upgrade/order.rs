@@ -10,7 +10,10 @@
 //!
 //! A follower holds the leader back only while it can still move: one that is down (and
 //! not in the middle of its swap), not staged for this target, refused here, failed or
-//! rolling back does not count, nor one that stalls. Stalling is measured by [`Stall`]:
+//! rolling back does not count, nor one that stalls. "Not staged" is believed only
+//! [`SETTLE`] after the leader's own staging: a rollout stages on every host, but not at
+//! the same instant, and a leader that vets in 60 ms would otherwise go before followers
+//! staged a second later. Stalling is measured by [`Stall`]:
 //! time in which no waited-for follower held the turn and none of them finished or
 //! dropped out. After the bound the leader stops waiting for the followers it waited for
 //! (and says so); leadership moving elsewhere ends the wait at once.
@@ -30,6 +33,10 @@ use crate::versions::Version;
 /// the turn, or in its swap). Its etcd is expected to be down in the swap states.
 const UNDER_WAY: &[&str] = &["queued", "preflight", "backup"];
 const IN_SWAP: &[&str] = &["stopping", "swapping", "starting", "verifying", "restoring"];
+
+/// How long after its own staging the leader still expects members not staged yet to be
+/// staged for the same target (never longer than the bound).
+pub const SETTLE: Duration = Duration::from_secs(5);
 
 /// What one other member's supervisor and etcd say, as far as leader-last cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +89,8 @@ pub struct Facts {
     pub leader: Option<String>,
     /// The version this member is about to take.
     pub target: Version,
+    /// How long this member has had `target` staged (see [`SETTLE`]).
+    pub staged_for: Duration,
     /// `rejected/<target>` exists: nobody will take it.
     pub target_rejected: bool,
     /// Who holds the upgrade turn.
@@ -116,6 +125,7 @@ impl Facts {
             me: me.to_owned(),
             leader: view.leader.clone(),
             target: target.clone(),
+            staged_for: Duration::ZERO,
             target_rejected: view.rejected.contains_key(target),
             holder: view.turn.holder.clone(),
             peers,
@@ -215,8 +225,13 @@ pub fn assess(
     }
     let mut waiting = Vec::new();
     let mut skipped = Vec::new();
+    let settling = facts.staged_for < SETTLE.min(bound);
     for peer in &facts.peers {
-        match hold_back(peer, &facts.target, facts.holder.as_deref()) {
+        let verdict = match hold_back(peer, &facts.target, facts.holder.as_deref()) {
+            Err(Skip::NotStaged) if settling => Ok(()),
+            other => other,
+        };
+        match verdict {
             Ok(()) if given_up.contains(&peer.name) => {
                 skipped.push((peer.name.clone(), Skip::GaveUp));
             }

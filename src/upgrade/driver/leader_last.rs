@@ -25,6 +25,8 @@ const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) struct LeaderLast {
     /// The target the rest is about.
     target: Option<Version>,
+    /// When this member was first ready to queue for it.
+    since: Option<Instant>,
     /// Members waited for until the bound, for this target: not waited for again.
     given_up: BTreeSet<String>,
     /// What was last logged, so each change is logged once.
@@ -37,6 +39,7 @@ impl LeaderLast {
     fn for_target(&mut self, target: &Version) {
         if self.target.as_ref() != Some(target) {
             self.target = Some(target.clone());
+            self.since = Some(Instant::now());
             self.given_up.clear();
             self.said = None;
         }
@@ -175,8 +178,15 @@ where
     }
 
     fn assess(&self, facts: &Facts, stalled: Duration) -> Assessment {
+        let facts = Facts {
+            staged_for: self
+                .leader_last
+                .since
+                .map_or(Duration::MAX, |s| s.elapsed()),
+            ..facts.clone()
+        };
         order::assess(
-            facts,
+            &facts,
             &self.leader_last.given_up,
             stalled,
             self.cfg.leader_last_wait,

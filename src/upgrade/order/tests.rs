@@ -38,6 +38,7 @@ fn facts(leader: &str, peers: Vec<Peer>) -> Facts {
         me: "m1".into(),
         leader: Some(leader.into()),
         target: v(NEW),
+        staged_for: Duration::from_secs(3600),
         target_rejected: false,
         holder: None,
         peers,
@@ -359,4 +360,34 @@ fn facts_come_from_the_view_records_and_queue() {
     assert_eq!(f.peers[0].record, Some(record("queued", Some(NEW))));
     assert!(f.peers[1].queued);
     assert_eq!(f.peers[1].record, None);
+}
+
+#[test]
+fn members_not_staged_yet_are_expected_for_a_few_seconds_after_the_leaders_own_staging() {
+    let mut f = facts(
+        "m1",
+        vec![peer("m2", None), peer("m3", Some(record("idle", None)))],
+    );
+    f.staged_for = SETTLE - Duration::from_millis(1);
+    assert_eq!(
+        decide(&f).decision,
+        Decision::Wait(vec!["m2".into(), "m3".into()])
+    );
+    // Never longer than the bound.
+    let a = assess(&f, &BTreeSet::new(), Duration::ZERO, Duration::from_secs(1));
+    assert_eq!(a.decision, Decision::Go(Go::NoneWaiting));
+    f.staged_for = SETTLE;
+    let a = decide(&f);
+    assert_eq!(a.decision, Decision::Go(Go::NoneWaiting));
+    assert_eq!(
+        a.skipped,
+        [
+            ("m2".into(), Skip::NotStaged),
+            ("m3".into(), Skip::NotStaged)
+        ]
+    );
+    // Other reasons are believed at once.
+    let mut f = facts("m1", vec![peer("m2", Some(record("failed", Some(NEW))))]);
+    f.staged_for = Duration::ZERO;
+    assert_eq!(decide(&f).decision, Decision::Go(Go::NoneWaiting));
 }
