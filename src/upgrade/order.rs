@@ -8,9 +8,10 @@
 //! target ([`assess`]), and when it goes it hands leadership to a member already on the
 //! target ([`transferee`]), so its stop needs no election.
 //!
-//! A follower holds the leader back only while it can still move: one that is down (and
-//! not in the middle of its swap), not staged for this target, refused here, failed or
-//! rolling back does not count, nor one that stalls. "Not staged" is believed only
+//! A follower holds the leader back only while it can still move: one not staged for this
+//! target, refused here, failed or rolling back does not count, nor one that stalls; and
+//! while any member is down outside its own swap no turn can pass preflight, so the
+//! leader queues at once and its preflight says what it waits for. "Not staged" is believed only
 //! [`SETTLE`] after the leader's own staging: a rollout stages on every host, but not at
 //! the same instant, and a leader that vets in 60 ms would otherwise go before followers
 //! staged a second later. Stalling is measured by [`Stall`]:
@@ -146,8 +147,6 @@ pub enum Skip {
     Refused(String),
     /// Its last swap failed or is being rolled back.
     Failed(String),
-    /// Its etcd does not answer, and it is not in the middle of its swap.
-    Down,
     /// It was waited for until the bound, without progress.
     GaveUp,
 }
@@ -160,7 +159,6 @@ impl fmt::Display for Skip {
             Skip::OtherTarget(v) => write!(f, "staged for {v} instead"),
             Skip::Refused(why) => write!(f, "refused it: {why}"),
             Skip::Failed(state) => write!(f, "its swap failed ({state})"),
-            Skip::Down => f.write_str("down"),
             Skip::GaveUp => f.write_str("made no progress within the bound"),
         }
     }
@@ -175,6 +173,9 @@ pub enum Go {
     NoLeader,
     /// The target is rejected for the cluster (preflight will refuse it).
     Rejected,
+    /// This member is down outside a swap: no turn can pass preflight until it is back,
+    /// and this member's own preflight says so.
+    MemberDown(String),
     /// It leads, and no other member waits for the same target.
     NoneWaiting,
     /// It leads, and gave up on these members after the bound.
@@ -222,6 +223,14 @@ pub fn assess(
     }
     if facts.target_rejected {
         return go(Go::Rejected);
+    }
+    let holder = facts.holder.as_deref();
+    if let Some(down) = facts
+        .peers
+        .iter()
+        .find(|p| !p.healthy && !in_swap(p, holder))
+    {
+        return go(Go::MemberDown(down.name.clone()));
     }
     let mut waiting = Vec::new();
     let mut skipped = Vec::new();
@@ -292,10 +301,16 @@ fn hold_back(peer: &Peer, target: &Version, holder: Option<&str>) -> Result<(), 
             },
         });
     }
-    if !peer.healthy && !holds_turn && !IN_SWAP.contains(&state) {
-        return Err(Skip::Down);
-    }
     Ok(())
+}
+
+/// `peer` holds the turn or its record says it is in its swap (its etcd may be down).
+fn in_swap(peer: &Peer, holder: Option<&str>) -> bool {
+    holder == Some(peer.name.as_str())
+        || peer
+            .record
+            .as_ref()
+            .is_some_and(|r| IN_SWAP.contains(&r.state.as_str()))
 }
 
 /// How long the leader's wait has gone without progress: time in which no waited-for

@@ -121,6 +121,23 @@ impl LeaderSampler {
     }
 }
 
+/// What each supervisor said about leader last, for the test's output.
+fn print_leader_last_lines(cluster: &Cluster) {
+    let keys = [
+        "leader last",
+        "vetted",
+        "upgrade turn acquired",
+        "leadership",
+    ];
+    for m in &cluster.members {
+        for line in m.log_text().lines() {
+            if keys.iter().any(|k| line.contains(k)) {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
 /// Supervisor options of these tests: FAST with the given leader-last bound.
 fn options(bound: &str) -> Vec<&str> {
     let mut o = FAST.to_vec();
@@ -155,21 +172,7 @@ fn the_leader_goes_last_and_a_patch_rollout_changes_leader_once() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let leaders = sampler.finish();
-    for m in &cluster.members {
-        for line in m.log_text().lines().filter(|l| {
-            [
-                "leader last",
-                "vetted",
-                "upgrade turn acquired",
-                "leadership",
-                "staged version",
-            ]
-            .iter()
-            .any(|k| l.contains(k))
-        }) {
-            eprintln!("{line}");
-        }
-    }
+    print_leader_last_lines(&cluster);
     eprintln!("leader changes: {} ({leaders:?})", leaders.changes());
 
     let (leader_down, _) = swap_of(&cluster, leader);
@@ -262,6 +265,8 @@ fn a_follower_that_makes_no_progress_holds_the_leader_back_only_up_to_the_bound(
         "{log}"
     );
     assert!(log.contains(&format!("gave_up_on={stuck_name}")), "{log}");
+
+    print_leader_last_lines(&cluster);
 
     // Thawed, the stuck follower finishes too, and so does the one staged last.
     cluster.members[stuck].proc().signal(Signal::SIGCONT);

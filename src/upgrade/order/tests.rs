@@ -113,9 +113,6 @@ fn followers_that_cannot_move_do_not_hold_the_leader_back_and_say_why() {
     on_target.version = Some(v(NEW));
     let mut refused = record("idle", Some(NEW));
     refused.last_error = Some("flag --foo is gone".into());
-    let mut down = queued_follower("m7");
-    down.healthy = false;
-    down.version = None;
     let f = facts(
         "m1",
         vec![
@@ -124,7 +121,6 @@ fn followers_that_cannot_move_do_not_hold_the_leader_back_and_say_why() {
             peer("m4", Some(record("queued", Some("3.5.29")))),
             peer("m5", Some(refused)),
             peer("m6", Some(record("rolling-back", Some(NEW)))),
-            down,
             peer("m8", Some(record("failed", Some(NEW)))),
             peer("m9", Some(record("idle", None))),
         ],
@@ -139,12 +135,14 @@ fn followers_that_cannot_move_do_not_hold_the_leader_back_and_say_why() {
             ("m4".into(), Skip::OtherTarget(v("3.5.29"))),
             ("m5".into(), Skip::Refused("flag --foo is gone".into())),
             ("m6".into(), Skip::Failed("rolling-back".into())),
-            ("m7".into(), Skip::Down),
             ("m8".into(), Skip::Failed("failed".into())),
             ("m9".into(), Skip::NotStaged),
         ]
     );
-    assert_eq!(Skip::Down.to_string(), "down");
+    assert_eq!(
+        Skip::OtherTarget(v("3.5.29")).to_string(),
+        "staged for 3.5.29 instead"
+    );
 }
 
 #[test]
@@ -390,4 +388,20 @@ fn members_not_staged_yet_are_expected_for_a_few_seconds_after_the_leaders_own_s
     let mut f = facts("m1", vec![peer("m2", Some(record("failed", Some(NEW))))]);
     f.staged_for = Duration::ZERO;
     assert_eq!(decide(&f).decision, Decision::Go(Go::NoneWaiting));
+}
+
+#[test]
+fn a_member_down_outside_its_swap_ends_the_wait_for_preflight_to_judge() {
+    let mut down = peer("m3", None);
+    down.healthy = false;
+    down.version = None;
+    let f = facts("m1", vec![queued_follower("m2"), down.clone()]);
+    assert_eq!(
+        decide(&f).decision,
+        Decision::Go(Go::MemberDown("m3".into()))
+    );
+    // Down while holding the turn (stopped for its swap) is no reason to go.
+    let mut held = f.clone();
+    held.holder = Some("m3".into());
+    assert_eq!(decide(&held).decision, Decision::Wait(vec!["m2".into()]));
 }
