@@ -29,8 +29,8 @@ pub(super) struct LeaderLast {
     since: Option<Instant>,
     /// Members waited for until the bound, for this target: not waited for again.
     given_up: BTreeSet<String>,
-    /// What was last logged, so each change is logged once.
-    said: Option<String>,
+    /// What was last logged of each kind, so each change is logged once.
+    said: [Option<String>; 3],
     /// A staged version being vetted, published in this member's record.
     pub(super) candidate: Option<Version>,
 }
@@ -41,18 +41,27 @@ impl LeaderLast {
             self.target = Some(target.clone());
             self.since = Some(Instant::now());
             self.given_up.clear();
-            self.said = None;
+            self.said = Default::default();
         }
     }
 
-    /// True the first time `line` is to be said since something else was.
-    fn fresh(&mut self, line: &str) -> bool {
-        if self.said.as_deref() == Some(line) {
+    /// True the first time `line` is to be said since something else of its `kind` was.
+    fn fresh(&mut self, kind: Said, line: &str) -> bool {
+        let said = &mut self.said[kind as usize];
+        if said.as_deref() == Some(line) {
             return false;
         }
-        self.said = Some(line.to_owned());
+        *said = Some(line.to_owned());
         true
     }
+}
+
+/// The kinds of lines logged once per change.
+#[derive(Debug, Clone, Copy)]
+enum Said {
+    Waiting,
+    Skipped,
+    Going,
 }
 
 impl<C, K, B, S, V> Driver<C, K, B, S, V>
@@ -91,7 +100,7 @@ where
                 Decision::Wait(names) => {
                     waited = true;
                     let line = format!("leader last: waiting for {}", names.join(", "));
-                    if self.leader_last.fresh(&line) {
+                    if self.leader_last.fresh(Said::Waiting, &line) {
                         tracing::info!(member = %self.cfg.member, to = %target, waiting_for = %names.join(","), stalled_ms = stalled.as_millis() as u64, bound_ms = self.cfg.leader_last_wait.as_millis() as u64, "leader last: this member leads; leaving the turn to the members staged for the same version first");
                     }
                     tokio::select! {
@@ -203,7 +212,7 @@ where
             .map(|(name, why)| format!("{name}: {why}"))
             .collect::<Vec<_>>()
             .join("; ");
-        if self.leader_last.fresh(&format!("skipped {line}")) {
+        if self.leader_last.fresh(Said::Skipped, &line) {
             tracing::info!(member = %self.cfg.member, to = %target, not_waiting_for = %line, "leader last: not waiting for these members");
         }
     }
@@ -218,7 +227,7 @@ where
             _ if waited => {
                 tracing::info!(member = %self.cfg.member, to = %target, took_ms, reason = ?go, "leader last: done waiting; queueing");
             }
-            Go::NoneWaiting if self.leader_last.fresh("leads, none waiting") => {
+            Go::NoneWaiting if self.leader_last.fresh(Said::Going, "none waiting") => {
                 tracing::info!(member = %self.cfg.member, to = %target, "leader last: this member leads and no other member waits for the same version");
             }
             _ => {}
