@@ -278,10 +278,11 @@ fn hold_back(peer: &Peer, target: &Version, holder: Option<&str>) -> Result<(), 
     };
     let state = record.state.as_str();
     let holds_turn = holder == Some(peer.name.as_str());
-    if state == "rolling-back" || state == "failed" {
+    // Vetting happens before the queue, from `idle` or after a `failed` swap.
+    let vetting = matches!(state, "idle" | "failed") && record.candidate.as_ref() == Some(target);
+    if !vetting && (state == "rolling-back" || state == "failed") {
         return Err(Skip::Failed(state.to_owned()));
     }
-    let vetting = state == "idle" && record.candidate.as_ref() == Some(target);
     let staged_here = record.staged.as_ref() == Some(target);
     // A state this release does not know (a newer supervisor) counts while it is queued.
     let under_way = staged_here

@@ -96,6 +96,10 @@ fn every_state_of_a_turn_under_way_holds_the_leader_back() {
 fn a_follower_still_vetting_the_same_target_is_waited_for() {
     let mut vetting = record("idle", None);
     vetting.candidate = Some(v(NEW));
+    let f = facts("m1", vec![peer("m2", Some(vetting.clone()))]);
+    assert_eq!(decide(&f).decision, Decision::Wait(vec!["m2".into()]));
+    // After a failed swap, a new candidate is vetted too.
+    vetting.state = "failed".into();
     let f = facts("m1", vec![peer("m2", Some(vetting))]);
     assert_eq!(decide(&f).decision, Decision::Wait(vec!["m2".into()]));
 
