@@ -30,9 +30,11 @@ use crate::cluster::records::MemberRecord;
 use crate::cluster::view::ClusterView;
 use crate::versions::Version;
 
-/// Record states of a member that is under way towards its staged target (queued, holding
-/// the turn, or in its swap). Its etcd is expected to be down in the swap states.
+/// Record states of a member on its way to its staged target before its swap (queued, or
+/// holding the turn).
 const UNDER_WAY: &[&str] = &["queued", "preflight", "backup"];
+
+/// Record states of a member in its swap: its etcd is expected to be down.
 const IN_SWAP: &[&str] = &["stopping", "swapping", "starting", "verifying", "restoring"];
 
 /// How long after its own staging the leader still expects members not staged yet to be
