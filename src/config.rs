@@ -104,6 +104,8 @@ pub struct RunSettings {
     pub key_prefix: String,
     /// TTL of the upgrade turn's lease.
     pub lock_ttl: Duration,
+    /// `--leader-last-wait` (zero: queue order).
+    pub leader_last_wait: Duration,
     /// Bound on a started etcd becoming healthy and caught up.
     pub ready_timeout: Duration,
     /// What a turn backs up.
@@ -200,6 +202,7 @@ impl RunSettings {
             cluster,
             key_prefix: args.prefix.key_prefix.clone(),
             lock_ttl: args.lock_ttl,
+            leader_last_wait: args.leader_last_wait,
             ready_timeout: args.ready_timeout,
             backup: args.backup,
             backup_keep: args.backup_keep,

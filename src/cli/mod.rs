@@ -374,6 +374,13 @@ pub struct RunArgs {
     #[arg(long, env = "ETCD_SUPERVISOR_LOCK_TTL", default_value = "10s", value_parser = parse_duration)]
     pub lock_ttl: Duration,
 
+    /// Leader last: how long the leader waits, without progress, for the other members
+    /// staged for the same version to take their turns before it takes its own (one leader
+    /// change per rollout instead of one per leader that stops). Long enough for a
+    /// follower's retry backoff (up to 60 s); `0` takes turns in queue order.
+    #[arg(long, env = "ETCD_SUPERVISOR_LEADER_LAST_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub leader_last_wait: Duration,
+
     /// How long a started etcd may take to be healthy and caught up before the swap is
     /// rolled back.
     #[arg(long, env = "ETCD_SUPERVISOR_READY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]

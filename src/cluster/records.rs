@@ -84,6 +84,10 @@ pub struct MemberRecord {
     /// the maintenance windows), one line; absent when nothing holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// A staged version the member is vetting before it queues: a leader waiting to go last
+    /// counts it as waiting for that version. Added in schema 1 by a later release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<Version>,
 }
 
 impl MemberRecord {
@@ -107,6 +111,7 @@ impl MemberRecord {
             vetting: None,
             client_urls: Vec::new(),
             held: None,
+            candidate: None,
         }
     }
 
@@ -355,6 +360,7 @@ mod tests {
                 vetting: None,
                 client_urls: Vec::new(),
                 held: None,
+                candidate: None,
             }
         );
         assert!(!record.newer_schema());

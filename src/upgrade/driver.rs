@@ -38,6 +38,7 @@ use crate::versions::Version;
 
 mod config;
 mod fence;
+mod leader_last;
 mod pacing;
 mod verify;
 
@@ -99,6 +100,7 @@ pub struct Driver<
     metrics: Metrics,
     notifier: Notifier,
     since: SystemTime,
+    leader_last: leader_last::LeaderLast,
 }
 
 impl Driver {
@@ -175,6 +177,7 @@ where
             metrics,
             notifier: Notifier,
             since: SystemTime::now(),
+            leader_last: Default::default(),
         }
     }
 
@@ -261,6 +264,7 @@ where
             vetting: self.vetting.clone(),
             client_urls: self.cfg.advertised_endpoints.clone(),
             held: self.gate_hold.clone(),
+            candidate: self.leader_last.candidate.clone(),
             ..crate::cluster::records::MemberRecord::new(
                 &self.cfg.member,
                 &self.turn.from,
@@ -397,12 +401,15 @@ where
                 continue;
             }
             let vetting = Instant::now();
+            self.announce_candidate(Some(&target), false).await;
             // A SIGTERM mid-vetting drops it: the rehearsal's private etcd dies with it.
             let shutdown = self.shutdown_signal();
             let vetted = tokio::select! {
                 v = self.vetter.vet(&self.turn.from, &target) => v,
                 () = shutdown => return Event::Shutdown,
             };
+            self.announce_candidate(None, matches!(vetted, Vetted::Pass { .. }))
+                .await;
             let took_ms = vetting.elapsed().as_millis() as u64;
             match vetted {
                 Vetted::Pass { warnings, summary } => {
@@ -439,9 +446,15 @@ where
             if let Some(shutdown) = self.wait_for_gate().await {
                 return shutdown;
             }
+            if !self.leader_last_wait().await {
+                return Event::Shutdown;
+            }
             let shutdown = self.shutdown_signal();
             match self.client.acquire(shutdown).await {
                 Ok(held) => {
+                    let Some(held) = self.keep_turn(held).await else {
+                        continue;
+                    };
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
                     self.held = Some(held);
@@ -595,6 +608,9 @@ where
                 "member {} went down after preflight; not stopping this one",
                 down.name
             ));
+        }
+        if let Some(report) = &report {
+            self.hand_over_leadership(report).await;
         }
         self.swap_started = Some(Instant::now());
         let stopped = match self.control.stop().await {

@@ -148,6 +148,10 @@ impl Cluster for LiveCluster {
     async fn leader(&self) -> Result<Leader, EtcdError> {
         self.client.leader().await
     }
+
+    async fn transfer_leadership(&self, target_id: u64) -> Result<(), EtcdError> {
+        self.client.transfer_leadership(target_id).await
+    }
 }
 
 /// Turn backups written by [`BackupPlan`] into the state dir.

@@ -24,6 +24,7 @@ pub mod driver;
 pub mod flags;
 pub mod live;
 pub mod machine;
+pub mod order;
 pub mod path;
 pub mod ports;
 pub mod preflight;

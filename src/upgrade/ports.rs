@@ -88,6 +88,11 @@ pub trait Cluster: Send + Sync {
     fn status_of(&self, endpoint: &str) -> impl Future<Output = Result<Status, EtcdError>> + Send;
     /// The current leader.
     fn leader(&self) -> impl Future<Output = Result<Leader, EtcdError>> + Send;
+    /// Moves leadership to the member `target_id` (sent to the current leader).
+    fn transfer_leadership(
+        &self,
+        target_id: u64,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
 }
 
 /// Who the turn's backup is of.

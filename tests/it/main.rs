@@ -9,6 +9,7 @@ mod compat;
 mod crash;
 mod demo;
 mod etcd_client;
+mod leader_last;
 mod metrics;
 mod ops;
 mod packaging;

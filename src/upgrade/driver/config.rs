@@ -27,6 +27,8 @@ pub struct DriverConfig {
     pub key_prefix: String,
     /// Lease TTL of the turn.
     pub lock_ttl: Duration,
+    /// How long the leader waits without progress for followers to go first (zero: off).
+    pub leader_last_wait: Duration,
     /// Bound on the new etcd being healthy and caught up.
     pub ready_timeout: Duration,
     /// What to back up.
@@ -53,6 +55,7 @@ impl DriverConfig {
             advertised_endpoints: settings.member.advertised_client_urls.clone(),
             key_prefix: settings.key_prefix.clone(),
             lock_ttl: settings.lock_ttl,
+            leader_last_wait: settings.leader_last_wait,
             ready_timeout: settings.ready_timeout,
             backup: settings.backup,
             backup_keep: settings.backup_keep,

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::*;
 use crate::backup::BackupError;
 use crate::backup::BackupMode;
+use crate::cluster::records::{MemberRecord, Stored};
 use crate::cluster::view::{ClusterView, MemberView, TurnView};
 use crate::etcd::maintenance::{EtcdVersion, Leader, Status};
 use crate::etcd::EtcdError;
@@ -40,6 +41,7 @@ enum Call {
     Start(Version, Seen),
     Resume,
     Reject(String),
+    Transfer(u64),
 }
 
 /// What state.json said at a call: phase and direction.
@@ -86,6 +88,14 @@ struct Inner {
     stop_fails: bool,
     lose_lock: Option<LoseLock>,
     lock_lost: Option<watch::Sender<Option<String>>>,
+    /// Leader last: who leads (m2 unless a test says), from the first acquisition on
+    /// when `leads_once_acquired`; m3's version when it differs from m2's; the version m2's
+    /// supervisor is queued for; when the turn was last acquired.
+    leader: &'static str,
+    leads_once_acquired: Option<&'static str>,
+    m3_on: Option<Version>,
+    m2_queued_for: Option<Version>,
+    acquired_at: Option<tokio::time::Instant>,
 }
 
 /// The call at which the test ends the run (SIGTERM to the supervisor, as it were).
@@ -125,6 +135,11 @@ impl Fake {
                 stop_fails: false,
                 lose_lock: None,
                 lock_lost: None,
+                leader: "m2",
+                leads_once_acquired: None,
+                m3_on: None,
+                m2_queued_for: None,
+                acquired_at: None,
             })),
             state: StateFile::new(state_dir),
             shutdown: watch::channel(false).0,
@@ -257,7 +272,7 @@ impl TurnLock for FakeLock {
 fn member(name: &str, version: &Version, healthy: bool) -> MemberView {
     MemberView {
         name: name.into(),
-        id: format!("{name}-id"),
+        id: name.trim_start_matches('m').to_owned(),
         client_url: Some(format!("http://{name}:2379")),
         server_version: Some(version.clone()),
         healthy,
@@ -280,19 +295,25 @@ impl Cluster for Fake {
         let m2_up = w.m2_down_in_turn != Some(w.acquired);
         let running = w.running.clone().unwrap_or_else(|| w.current.clone());
         let peers = v("3.5.15");
+        let mut progress = BTreeMap::new();
+        if let Some(to) = &w.m2_queued_for {
+            let record =
+                MemberRecord::new("m2", &peers, Some(to), "queued", SystemTime::now(), None);
+            progress.insert("m2".to_owned(), Stored::Read(record));
+        }
         ClusterView {
             healthy: m2_up,
             cluster_id: Some("c1".into()),
             cluster_version: Some(v("3.5.0")),
-            leader: Some("m2".into()),
+            leader: Some(w.leader.into()),
             members: vec![
                 member("m1", &running, w.running.is_some()),
                 member("m2", &peers, m2_up),
-                member("m3", &peers, true),
+                member("m3", w.m3_on.as_ref().unwrap_or(&peers), true),
             ],
             alarms: Vec::new(),
             turn: TurnView::default(),
-            progress: BTreeMap::new(),
+            progress,
             rejected: BTreeMap::new(),
             auth_enabled: Some(false),
             rejections_read: true,
@@ -310,6 +331,10 @@ impl Cluster for Fake {
         self.with(|w| {
             w.acquired += 1;
             w.lock_lost = Some(tx);
+            w.acquired_at = Some(tokio::time::Instant::now());
+            if let Some(leader) = w.leads_once_acquired {
+                w.leader = leader;
+            }
         });
         Ok(FakeLock {
             fake: self.clone(),
@@ -372,6 +397,11 @@ impl Cluster for Fake {
             name: "m2".into(),
             endpoint: "http://m2:2379".into(),
         })
+    }
+
+    async fn transfer_leadership(&self, target_id: u64) -> Result<(), EtcdError> {
+        self.log(Call::Transfer(target_id));
+        Ok(())
     }
 }
 
@@ -448,6 +478,7 @@ fn config(dir: &std::path::Path, backup: BackupMode) -> DriverConfig {
         advertised_endpoints: vec![LOCAL.into()],
         key_prefix: PREFIX.into(),
         lock_ttl: Duration::from_secs(10),
+        leader_last_wait: Duration::from_secs(60),
         ready_timeout: Duration::from_secs(30),
         backup,
         backup_keep: 3,
@@ -1063,4 +1094,69 @@ async fn a_holder_that_lost_the_turn_does_not_record_its_rejection() {
         ])
     );
     assert_eq!((turn.phase, turn.from), (Phase::Idle, v("3.5.15")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_waits_for_a_queued_follower_up_to_the_bound_and_hands_leadership_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        w.leader = "m1";
+        w.m3_on = Some(v("3.5.16"));
+        w.m2_queued_for = Some(v("3.5.16"));
+    });
+    let start = tokio::time::Instant::now();
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Transfer(3),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
+    // m2 never moved: the leader queued once the bound had passed, not before.
+    let waited = fake.inner.lock().unwrap().acquired_at.unwrap() - start;
+    assert!(
+        waited >= Duration::from_secs(60) && waited < Duration::from_secs(62),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_that_finds_itself_leading_gives_the_turn_back_before_preflight() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        w.leads_once_acquired = Some("m1");
+        w.m2_queued_for = Some(v("3.5.16"));
+    });
+    let start = tokio::time::Instant::now();
+    let (calls, _) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        matches!(c, Call::Backup(_))
+    })
+    .await;
+    // Given back untouched, then taken again once m2 had the bound to move (the final
+    // release is the shutdown's).
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::ReleaseLock,
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::ReleaseLock,
+        ]
+    );
+    let waited = fake.inner.lock().unwrap().acquired_at.unwrap() - start;
+    assert!(waited >= Duration::from_secs(60), "{waited:?}");
 }
