@@ -40,6 +40,7 @@ mod config;
 mod fence;
 mod leader_last;
 mod pacing;
+mod release;
 mod verify;
 
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
@@ -639,88 +640,6 @@ where
                 tracing::error!(member = %self.cfg.member, reason = %why, "restoring the old etcd; the upgrade will be retried");
                 Event::ColdCopyFailed(why)
             }
-        }
-    }
-
-    async fn release(
-        &mut self,
-        reject: Option<(Version, String)>,
-        refuse: Option<(Version, String)>,
-    ) -> Event {
-        if let Some((version, why)) = &reject {
-            self.metrics.rolled_back();
-            if self.fence("recording the rejection").await.is_some() {
-                // A stale holder's verdict is not recorded; a member holding the turn
-                // judges the version again.
-                tracing::warn!(member = %self.cfg.member, version = %version, reason = why, "etcd {version} failed here, but the turn was lost: not rejecting it for the cluster");
-            } else {
-                self.record_rejection(version, why).await;
-            }
-        }
-        if let Some((version, why)) = &refuse {
-            self.note_refusal(version, why);
-        }
-        self.give_back_turn().await;
-        self.control.resume().await;
-        self.publish().await;
-        // A newer candidate that arrived during the turn is taken next.
-        while let Ok(c) = self.candidates.try_recv() {
-            self.pending = Some(c.version);
-        }
-        Event::Released
-    }
-
-    async fn give_back_turn(&mut self) {
-        if let Some(held) = self.held.take() {
-            let held_for = held.acquired().elapsed();
-            self.metrics.turn_released(held_for);
-            match tokio::time::timeout(RECORD_TIMEOUT, held.release()).await {
-                Ok(Ok(())) => {
-                    tracing::info!(member = %self.cfg.member, held_ms = held_for.as_millis() as u64, "upgrade turn released")
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(member = %self.cfg.member, error = %e, "could not release the upgrade turn; it expires with its lease")
-                }
-                Err(_) => {
-                    tracing::warn!(member = %self.cfg.member, "releasing the upgrade turn timed out; it expires with its lease")
-                }
-            }
-        }
-    }
-
-    /// `rejected/<version>` for the whole cluster, plus a note in the staging dir.
-    async fn record_rejection(&self, version: &Version, why: &str) {
-        let record =
-            crate::cluster::records::RejectionRecord::new(&self.cfg.member, why, SystemTime::now());
-        let key = crate::cluster::keys::Keys::new(&self.cfg.key_prefix).rejected(version);
-        let put = self.client.put(key.clone(), record.encode(), None);
-        match tokio::time::timeout(RECORD_TIMEOUT, put).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not record the rejection in etcd"),
-            Err(_) => tracing::error!("recording the rejection in etcd timed out"),
-        }
-        tracing::error!(
-            member = %self.cfg.member, version = %version, reason = why,
-            "etcd {version} failed and was rolled back; it is rejected for the whole cluster. Fix or replace the binary, then delete the key {key} to allow it again"
-        );
-        self.write_reason(version, why);
-    }
-
-    /// A refusal by the path rules: this member will not take `version`.
-    fn note_refusal(&self, version: &Version, why: &str) {
-        tracing::error!(member = %self.cfg.member, version = %version, reason = why, "staged etcd {version} refused: {why}");
-        self.write_reason(version, why);
-    }
-
-    fn write_reason(&self, version: &Version, why: &str) {
-        let dir = self.cfg.staging_dir.join("rejected");
-        let path = dir.join(format!("etcd-{version}.reason"));
-        let text = format!(
-            "{} {why}\n",
-            humantime::format_rfc3339_seconds(SystemTime::now())
-        );
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
-            tracing::warn!(path = %path.display(), error = %e, "could not write the reason file");
         }
     }
 }
