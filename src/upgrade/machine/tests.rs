@@ -153,6 +153,7 @@ fn failed_cold_copy_after_the_stop_restarts_and_verifies_the_old_version_then_re
         &at_stopping(),
         vec![
             Event::ColdCopyFailed("disk full".into()),
+            Event::Switched,
             Event::Started,
             Event::Verified,
             Event::Released,
@@ -161,6 +162,7 @@ fn failed_cold_copy_after_the_stop_restarts_and_verifies_the_old_version_then_re
     assert_eq!(
         effects,
         [
+            Effect::Switch(v("3.4.23")),
             Effect::StartEtcd,
             Effect::Verify(v("3.4.23")),
             Effect::Release {
@@ -347,7 +349,8 @@ fn failed_start_rolls_back_too() {
     let s = step(&t, Event::StartFailed("exec format error".into()));
     assert!(s.turn.rollback);
     assert_eq!(s.turn.state_name(), "rolling-back");
-    assert_eq!(s.effect, Effect::StopEtcd);
+    // etcd never started: the rollback begins at the switch back, not with a second stop.
+    assert_eq!(s.effect, Effect::Switch(s.turn.from.clone()));
 }
 
 #[test]
