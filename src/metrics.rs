@@ -47,6 +47,8 @@ pub struct Metrics {
     backup_time: Gauge<f64, AtomicU64>,
     backup_size: Gauge,
     backup_verified: Gauge,
+    consistency_checks: Counter,
+    consistency_alarm: Gauge,
 }
 
 impl Metrics {
@@ -69,6 +71,8 @@ impl Metrics {
             backup_time: Gauge::default(),
             backup_size: Gauge::default(),
             backup_verified: Gauge::default(),
+            consistency_checks: Counter::default(),
+            consistency_alarm: Gauge::default(),
         };
         r.register(
             "state",
@@ -130,9 +134,27 @@ impl Metrics {
             "1 when the last backup was verified after writing",
             m.backup_verified.clone(),
         );
+        r.register(
+            "consistency_checks",
+            "HashKV comparisons of every member made after a rollout by this supervisor",
+            m.consistency_checks.clone(),
+        );
+        r.register(
+            "consistency_alarm",
+            "1 when this supervisor found the members' HashKV differing after a rollout",
+            m.consistency_alarm.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m.set_state("idle");
         m
+    }
+
+    /// A consistency check after a rollout ran; `mismatch` raises the alarm.
+    pub fn consistency_checked(&self, mismatch: bool) {
+        self.consistency_checks.inc();
+        if mismatch {
+            self.consistency_alarm.set(1);
+        }
     }
 
     /// The upgrade state changed.

@@ -59,6 +59,9 @@ pub enum Command {
     VerifyBackup(VerifyBackupArgs),
     /// Dry run: what the local member would do with what is staged now, and why.
     Plan(PlanArgs),
+    /// Clear the record of members' stores that differed after a rollout, once checked;
+    /// upgrade turns resume.
+    AcknowledgeInconsistency(AcknowledgeArgs),
     /// Print a shell completion script to stdout (packaging; hidden from --help).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -226,6 +229,16 @@ pub struct StatusArgs {
     /// Print stable JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `etcd-supervisor acknowledge-inconsistency`.
+#[derive(Debug, Args)]
+pub struct AcknowledgeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
 }
 
 /// Options of `etcd-supervisor stage`.

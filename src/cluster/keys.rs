@@ -11,6 +11,7 @@
 //! | `lock/owners/<lease hex>`    | the member name of a holder or waiter, on its lease |
 //! | `members/<name>`             | a member's progress record                         |
 //! | `rejected/<version>`         | a version rejected for the whole cluster           |
+//! | `consistency/alarm`          | members' stores differed after a rollout; no turn until deleted |
 
 use crate::versions::Version;
 
@@ -18,6 +19,7 @@ const MEMBERS: &str = "members/";
 const REJECTED: &str = "rejected/";
 const LOCK: &str = "lock/upgrade";
 const OWNERS: &str = "lock/owners/";
+const INCONSISTENCY: &str = "consistency/alarm";
 
 /// The keys under one key prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,12 @@ impl Keys {
     /// `rejected/<version>`: the version is rejected for the whole cluster.
     pub fn rejected(&self, version: &Version) -> String {
         self.under(&format!("{REJECTED}{version}"))
+    }
+
+    /// `consistency/alarm`: the members' stores differed after a rollout; no upgrade
+    /// turn is taken while it exists.
+    pub fn inconsistency(&self) -> String {
+        self.under(INCONSISTENCY)
     }
 
     /// Prefix of every rejection.

@@ -5,6 +5,7 @@ use std::future::Future;
 use crate::cli::{man, Cli, Command};
 use crate::config::RunSettings;
 
+pub mod acknowledge;
 pub mod backup;
 pub mod plan;
 pub mod run;
@@ -58,6 +59,9 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Stage(args) => stage::command(&args),
         Command::Status(args) => block_on(async move { status::command(&args).await }),
         Command::Plan(args) => block_on(async move { plan::command(&args).await }),
+        Command::AcknowledgeInconsistency(args) => {
+            block_on(async move { acknowledge::command(&args).await })
+        }
         Command::Backup(args) => block_on(async move { backup::backup(&args).await }),
         Command::VerifyBackup(args) => backup::verify_backup(&args),
         Command::Completions(args) => write_stdout(&man::completions(args.shell)),

@@ -6,6 +6,7 @@ mod support;
 mod backup;
 mod bad_input;
 mod compat;
+mod consistency;
 mod crash;
 mod etcd_client;
 mod metrics;
