@@ -9,6 +9,7 @@ mod compat;
 mod consistency;
 mod crash;
 mod etcd_client;
+mod faults;
 mod metrics;
 mod packaging;
 mod pid1;
