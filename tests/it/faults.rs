@@ -196,7 +196,8 @@ fn read_only_staging_dir_is_a_clear_error_and_etcd_keeps_running() {
     })
     .unwrap_or_else(|_| panic!("no clear error\n{}", m.log_text()));
     let pids = cluster.members[0].proc().group_pids();
-    // etcd keeps serving the pinned version, untouched; the drop waits (said once).
+    // etcd keeps serving the pinned version, untouched; the drop waits (said once within
+    // the minute before the retry says it again).
     for _ in 0..5 {
         std::thread::sleep(Duration::from_secs(1));
         assert!(
