@@ -48,6 +48,8 @@ pub struct Metrics {
     backup_size: Gauge,
     backup_verified: Gauge,
     held: Family<HeldLabel, Gauge>,
+    consistency_checks: Counter,
+    consistency_alarm: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +81,8 @@ impl Metrics {
             backup_size: Gauge::default(),
             backup_verified: Gauge::default(),
             held: Family::default(),
+            consistency_checks: Counter::default(),
+            consistency_alarm: Gauge::default(),
         };
         r.register(
             "state",
@@ -145,6 +149,16 @@ impl Metrics {
             "1 while a queued member does not start its turn: by=pause (etcd-supervisor pause) or by=window (outside --window)",
             m.held.clone(),
         );
+        r.register(
+            "consistency_checks",
+            "HashKV comparisons of every member made after a rollout by this supervisor",
+            m.consistency_checks.clone(),
+        );
+        r.register(
+            "consistency_alarm",
+            "1 when this supervisor found the members' HashKV differing after a rollout",
+            m.consistency_alarm.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m.set_state("idle");
         m.set_held(None);
@@ -157,6 +171,14 @@ impl Metrics {
             self.held
                 .get_or_create(&HeldLabel { by: b.to_owned() })
                 .set(i64::from(Some(b) == by));
+        }
+    }
+
+    /// A consistency check after a rollout ran; `mismatch` raises the alarm.
+    pub fn consistency_checked(&self, mismatch: bool) {
+        self.consistency_checks.inc();
+        if mismatch {
+            self.consistency_alarm.set(1);
         }
     }
 

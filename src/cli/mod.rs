@@ -64,6 +64,9 @@ pub enum Command {
     Pause(PauseArgs),
     /// Resume upgrades paused with `pause`.
     Resume(ResumeArgs),
+    /// Clear the record of members' stores that differed after a rollout, once checked;
+    /// upgrade turns resume.
+    AcknowledgeInconsistency(AcknowledgeArgs),
     /// Print a shell completion script to stdout (packaging; hidden from --help).
     #[command(hide = true)]
     Completions(CompletionsArgs),
@@ -280,6 +283,16 @@ pub struct StatusArgs {
     /// handful of small requests per member each time).
     #[arg(long, default_value = "1s", value_parser = parse_duration, requires = "watch")]
     pub interval: std::time::Duration,
+}
+
+/// Options of `etcd-supervisor acknowledge-inconsistency`.
+#[derive(Debug, Args)]
+pub struct AcknowledgeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
 }
 
 /// Options of `etcd-supervisor stage`.

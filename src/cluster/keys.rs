@@ -12,6 +12,7 @@
 //! | `members/<name>`             | a member's progress record                         |
 //! | `rejected/<version>`         | a version rejected for the whole cluster           |
 //! | `pause`                      | upgrades paused cluster-wide (`etcd-supervisor pause`) |
+//! | `consistency/alarm`          | members' stores differed after a rollout; no turn until deleted |
 
 use crate::versions::Version;
 
@@ -20,6 +21,7 @@ const REJECTED: &str = "rejected/";
 const LOCK: &str = "lock/upgrade";
 const OWNERS: &str = "lock/owners/";
 const PAUSE: &str = "pause";
+const INCONSISTENCY: &str = "consistency/alarm";
 
 /// The keys under one key prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +74,12 @@ impl Keys {
     /// `rejected/<version>`: the version is rejected for the whole cluster.
     pub fn rejected(&self, version: &Version) -> String {
         self.under(&format!("{REJECTED}{version}"))
+    }
+
+    /// `consistency/alarm`: the members' stores differed after a rollout; no upgrade
+    /// turn is taken while it exists.
+    pub fn inconsistency(&self) -> String {
+        self.under(INCONSISTENCY)
     }
 
     /// Prefix of every rejection.

@@ -5,6 +5,7 @@ use std::future::Future;
 use crate::cli::{man, Cli, Command};
 use crate::config::RunSettings;
 
+pub mod acknowledge;
 pub mod backup;
 pub mod pause;
 pub mod plan;
@@ -62,6 +63,9 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Plan(args) => block_on(async move { plan::command(&args).await }),
         Command::Pause(args) => block_on(async move { pause::pause(&args).await }),
         Command::Resume(args) => block_on(async move { pause::resume(&args).await }),
+        Command::AcknowledgeInconsistency(args) => {
+            block_on(async move { acknowledge::command(&args).await })
+        }
         Command::Backup(args) => block_on(async move { backup::backup(&args).await }),
         Command::VerifyBackup(args) => backup::verify_backup(&args),
         Command::Completions(args) => write_stdout(&man::completions(args.shell)),

@@ -4,7 +4,7 @@ use super::Outcome;
 use crate::cluster::records::{Record, Stored};
 use crate::cluster::view::{gather, ClusterView};
 use crate::etcd::Client;
-use crate::upgrade::advice;
+use crate::upgrade::{advice, consistency};
 use crate::versions::Version;
 
 /// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.
@@ -26,8 +26,17 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
         return super::status_watch::run(&client, &args.prefix.key_prefix, args.interval).await;
     }
     let view = gather(&client, &args.prefix.key_prefix).await;
+    // A recorded inconsistency is shown, and makes the exit code non-zero.
+    let inconsistency = consistency::blocked(&client, &args.prefix.key_prefix)
+        .await
+        .ok()
+        .flatten();
     if args.json {
-        match serde_json::to_string_pretty(&view) {
+        let json = serde_json::to_value(&view).map(|mut v| {
+            v["inconsistency"] = inconsistency.clone().into();
+            v
+        });
+        match json.and_then(|v| serde_json::to_string_pretty(&v)) {
             Ok(json) => println!("{json}"),
             Err(e) => {
                 tracing::error!("cannot encode the report: {e}");
@@ -36,8 +45,11 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
         }
     } else {
         print!("{}", render(&view));
+        if let Some(why) = &inconsistency {
+            println!("INCONSISTENT: {why}; no upgrade turn is taken until `etcd-supervisor acknowledge-inconsistency`");
+        }
     }
-    if view.healthy {
+    if view.healthy && inconsistency.is_none() {
         Outcome::Success
     } else {
         Outcome::Failed

@@ -100,6 +100,8 @@ use crate::versions::store::{self, VersionsError};
 use crate::versions::Version;
 
 mod accept;
+#[cfg(test)]
+mod props;
 mod protocol;
 mod scan;
 mod stage;

@@ -154,6 +154,12 @@ fn prepare_staging_dir(dir: &Path) -> Result<(), StagingError> {
     Ok(())
 }
 
+/// True when `dir` is on a read-only mount.
+fn read_only(dir: &Path) -> bool {
+    nix::sys::statvfs::statvfs(dir)
+        .is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+}
+
 fn watch_dir(
     dir: &Path,
     debounce: Duration,
@@ -277,6 +283,20 @@ impl Worker {
                 return true;
             }
         };
+        // A drop that cannot be moved to accepted/ or rejected/ afterwards would be taken
+        // again and again: none is processed until the mount is writable. etcd runs on.
+        if read_only(&self.opts.staging_dir) {
+            let text = format!(
+                "the staging directory {} is on a read-only mount: staged drops are not processed until it is remounted read-write; etcd keeps running",
+                self.opts.staging_dir.display()
+            );
+            if self.scan_error.as_deref() != Some(&text) {
+                tracing::error!("{text}");
+                self.scan_error = Some(text);
+            }
+            self.schedule_retry();
+            return true;
+        }
         self.scan_error = None;
         tracing::debug!(
             entries = listing.files.len(),

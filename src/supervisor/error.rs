@@ -67,5 +67,7 @@ impl RunError {
                 | RunError::Client(_)
                 | RunError::Metrics { .. }
         ) || matches!(self, RunError::Staging(e) if e.is_usage())
+            // Needs the operator (exit 2: systemd's RestartPreventExitStatus keeps it down).
+            || matches!(self, RunError::State(StateFileError::Corrupt { .. }))
     }
 }

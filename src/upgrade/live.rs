@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::consistency;
 use super::ports::{
     BackupStage, BackupTurn, Backups, Cluster, EtcdChild, TakenBackup, TurnLock, VersionSwitch,
 };
@@ -17,7 +18,7 @@ use crate::cluster::keys::Keys;
 use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
 use crate::cluster::records::{MemberRecord, Stored};
 use crate::cluster::view::{self, ClusterView};
-use crate::etcd::maintenance::{EtcdVersion, Leader, Status};
+use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::{Client, EtcdError, RangeRequest};
 use crate::process::child::Stopped;
 use crate::supervisor::{ChildControl, ChildStatus};
@@ -126,7 +127,25 @@ impl Cluster for LiveCluster {
         &self,
         cancel: impl Future<Output = ()> + Send,
     ) -> Result<HeldLock, LockError> {
-        lock::acquire(&self.client, &self.turn, cancel).await
+        let mut cancel = std::pin::pin!(cancel);
+        let mut said = false;
+        loop {
+            // A recorded inconsistency stops every turn: checked before queueing, and
+            // again once the turn is ours (it may have been recorded while we waited).
+            if self.inconsistency(&mut said).await.is_some() {
+                tokio::select! {
+                    () = tokio::time::sleep(BLOCKED_POLL) => continue,
+                    () = cancel.as_mut() => return Err(LockError::Cancelled),
+                }
+            }
+            let held = lock::acquire(&self.client, &self.turn, cancel.as_mut()).await?;
+            if self.inconsistency(&mut said).await.is_none() {
+                return Ok(held);
+            }
+            if let Err(e) = held.release().await {
+                tracing::warn!(error = %e, "could not give back the upgrade turn; it expires with its lease");
+            }
+        }
     }
 
     async fn put(&self, key: String, value: String, lease: Option<i64>) -> Result<(), EtcdError> {
@@ -151,6 +170,40 @@ impl Cluster for LiveCluster {
 
     async fn transfer_leadership(&self, target_id: u64) -> Result<(), EtcdError> {
         self.client.transfer_leadership(target_id).await
+    }
+
+    async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKv, EtcdError> {
+        self.client.hash_kv_of(endpoint, revision).await
+    }
+}
+
+/// How often a turn blocked by a recorded inconsistency looks whether it was acknowledged.
+const BLOCKED_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl LiveCluster {
+    /// The recorded inconsistency, if any; says so once per wait (`said`). A read that
+    /// fails does not block: the lock call that follows fails the same way, and retries.
+    async fn inconsistency(&self, said: &mut bool) -> Option<String> {
+        match consistency::blocked(&self.client, &self.turn.key_prefix).await {
+            Ok(Some(why)) => {
+                if !*said {
+                    tracing::error!(member = %self.turn.member, key = %Keys::new(&self.turn.key_prefix).inconsistency(), "not taking the upgrade turn: {why}; check the members, then run `etcd-supervisor acknowledge-inconsistency`");
+                    *said = true;
+                }
+                Some(why)
+            }
+            Ok(None) => {
+                if *said {
+                    tracing::info!(member = %self.turn.member, "the inconsistency was acknowledged; queueing for the upgrade turn");
+                    *said = false;
+                }
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read the inconsistency record");
+                None
+            }
+        }
     }
 }
 

@@ -7,9 +7,10 @@
 //!
 //! The swap itself (stop, switch `current`, start, verify) runs in one of two directions:
 //! forward to `to`, or back to `from` when the new version failed. `rollback` says which.
-//! A cold copy of the data dir that fails once etcd is stopped leads to `Restoring` instead:
-//! `current` was never switched, so the old version is started and verified again, and the
-//! member queues anew without rejecting anything.
+//! A cold copy of the data dir that fails once etcd is stopped, or a forward switch that
+//! fails (a full or read-only disk), leads to `Restoring` instead: `current` is put back at
+//! the old version (idempotent), which is started and verified again, and the member
+//! queues anew without rejecting anything.
 //!
 //! Whose fault a failure is ([`Fault`]) decides what the rollback records: a version that
 //! crashed is rejected for the cluster; one that kept running unhealthy is rejected only if
@@ -378,6 +379,13 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 refuse: None,
             },
         ),
+        // A held new version is verified (or rolled back) first: keep queueing for that turn.
+        (P::Holding, V::Staged(_)) => go(
+            turn.clone(),
+            E::AcquireTurn {
+                after: retry_delay(turn.retries.saturating_sub(1)),
+            },
+        ),
         // A newer candidate while the turn is under way waits for the next turn.
         (_, V::Staged(_)) => stay(),
 
@@ -404,15 +412,16 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         (P::Backup, V::BackupFailed(why)) => turn.requeue(why),
         // The last look right before a forward stop found a member down: nothing stopped.
         (P::Stopping, V::PreflightWait(why)) if !turn.rollback => turn.requeue(why),
-        // etcd is stopped but there is no backup: nothing was switched, so the old version
-        // is started and verified again before the turn is given back.
+        // etcd is stopped but there is no backup: the old version is started and verified
+        // again before the turn is given back. `current` is put back first (idempotent):
+        // after a failed switch-back it may not point at `from`.
         (P::Stopping, V::ColdCopyFailed(why)) if !turn.rollback => go(
             Turn {
                 phase: P::Restoring,
                 last_error: Some(why),
                 ..turn.clone()
             },
-            E::StartEtcd,
+            E::Switch(turn.from.clone()),
         ),
         // Nobody is left to stop etcd: end here and let `recover` settle it on restart.
         (P::Stopping, V::StopFailed(why)) => go(
@@ -476,7 +485,15 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         }
         // The old version does not come back: as a failed rollback, minus the rejection
         // (the new version never ran).
-        (P::Restoring, V::SwitchFailed(why) | V::StartFailed(why) | V::VerifyFailed(why)) => go(
+        // (A usage error of the old version is its flags or config file changed since it
+        // last ran: no turn may stay held for it either.)
+        (
+            P::Restoring,
+            V::SwitchFailed(why)
+            | V::StartFailed(why)
+            | V::VerifyFailed(why)
+            | V::Misconfigured(why),
+        ) => go(
             Turn {
                 phase: P::Failed,
                 last_error: Some(format!("restarting the old version failed: {why}")),
@@ -487,16 +504,32 @@ pub fn step(turn: &Turn, event: Event) -> Step {
                 refuse: None,
             },
         ),
-        (P::Swapping, V::SwitchFailed(why)) if !turn.rollback => turn.roll_back(why),
+        // etcd is already stopped and the new version never ran: a second stop would be
+        // redundant and a rejection unfounded (a full or read-only disk is not the
+        // version's fault). `current` is put back and the old version verified, then requeued.
+        (P::Swapping, V::SwitchFailed(why)) if !turn.rollback => go(
+            Turn {
+                phase: P::Restoring,
+                last_error: Some(format!("switching `current` failed: {why}")),
+                ..turn.clone()
+            },
+            E::Switch(turn.from.clone()),
+        ),
         (P::Starting, V::Started) => {
             let target = turn.target().cloned().unwrap_or_else(|| turn.from.clone());
             go(turn.with(P::Verifying), E::Verify(target))
         }
-        (P::Starting, V::StartFailed(why)) | (P::Verifying, V::VerifyFailed(why))
-            if !turn.rollback =>
-        {
-            turn.roll_back(why)
-        }
+        // Never started: nothing to stop, so the rollback begins at the switch back.
+        (P::Starting, V::StartFailed(why)) if !turn.rollback => go(
+            Turn {
+                phase: P::Swapping,
+                rollback: true,
+                last_error: Some(why),
+                ..turn.clone()
+            },
+            E::Switch(turn.from.clone()),
+        ),
+        (P::Verifying, V::VerifyFailed(why)) if !turn.rollback => turn.roll_back(why),
         (P::Verifying, V::StayedUnhealthy(why)) if !turn.rollback => {
             turn.roll_back_for(why, Fault::Unproven)
         }
@@ -593,7 +626,8 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         // restarting `from` with backoff.
         (P::Swapping, V::SwitchFailed(why))
         | (P::Starting, V::StartFailed(why))
-        | (P::Verifying, V::VerifyFailed(why) | V::StayedUnhealthy(why)) => {
+        | (P::Verifying, V::VerifyFailed(why) | V::StayedUnhealthy(why))
+        | (P::Starting | P::Verifying, V::Misconfigured(why)) => {
             let reject = turn
                 .to
                 .clone()
@@ -702,5 +736,7 @@ pub fn recover(persisted: &Turn, current: &Version) -> Step {
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 mod soak_tests;

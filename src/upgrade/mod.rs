@@ -20,6 +20,7 @@
 //! point resumes (or finishes the rollback) on restart.
 
 pub mod advice;
+pub mod consistency;
 pub mod driver;
 pub mod flags;
 pub mod live;

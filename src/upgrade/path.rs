@@ -444,3 +444,6 @@ pub use reasons::{RefuseReason, WaitReason};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::backup::{Backup, BackupError};
 use crate::cluster::lock::LockError;
 use crate::cluster::view::ClusterView;
-use crate::etcd::maintenance::{EtcdVersion, Leader, Status};
+use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::EtcdError;
 use crate::process::child::Stopped;
 use crate::supervisor::control::ChildStatus;
@@ -93,6 +93,20 @@ pub trait Cluster: Send + Sync {
         &self,
         target_id: u64,
     ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// HashKV of the member at `endpoint` at `revision`, for the consistency check after a
+    /// rollout. Without an implementation the check says it could not be made.
+    fn hash_kv_of(
+        &self,
+        endpoint: &str,
+        revision: i64,
+    ) -> impl Future<Output = Result<HashKv, EtcdError>> + Send {
+        let _ = (endpoint, revision);
+        async {
+            Err(EtcdError::InvalidRequest(
+                "HashKV is not available here".into(),
+            ))
+        }
+    }
 }
 
 /// Who the turn's backup is of.

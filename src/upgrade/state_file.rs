@@ -15,7 +15,7 @@ pub enum StateFileError {
     #[error(transparent)]
     Io(#[from] IoError),
     /// The file exists but is not a state we understand.
-    #[error("{path} is not a valid state file ({source}); move it aside to start from the pinned version")]
+    #[error("{path} is not a valid state file ({source}); etcd was not started, so that an upgrade that was under way is not repeated or undone blindly. `current` beside it names the version that would run: check that it is the one this member should run (see `etcd-supervisor status`), then move the file aside and start again")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -80,8 +80,13 @@ mod tests {
         file.save(&turn).unwrap();
         assert_eq!(file.load().unwrap(), Some(turn));
         assert!(!dir.path().join("state.json.tmp").exists());
-        fs::write(dir.path().join("state.json"), "{not json").unwrap();
-        let err = file.load().unwrap_err();
-        assert!(err.to_string().contains("move it aside"), "{err}");
+        for garbage in ["{not json", "", "{\"phase\":\"swap"] {
+            fs::write(dir.path().join("state.json"), garbage).unwrap();
+            let err = file.load().unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("move the file aside"), "{text}");
+            assert!(text.contains("state.json"), "{text}");
+            assert!(matches!(err, StateFileError::Corrupt { .. }), "{err:?}");
+        }
     }
 }

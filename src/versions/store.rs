@@ -169,11 +169,15 @@ impl VersionStore {
     /// Points `current` at `version` atomically (symlink to a temp name, then rename).
     pub fn set_current(&self, version: &Version) -> Result<(), VersionsError> {
         let link = self.current_link();
+        let target = Path::new("versions").join(version.to_string());
+        // Already there: nothing to write, so putting `current` back works on a full disk.
+        if fs::read_link(&link).is_ok_and(|t| t == target) {
+            return Ok(durable::sync_dir(&self.state_dir)?);
+        }
         let tmp = self
             .state_dir
             .join(format!(".current.tmp-{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        let target = Path::new("versions").join(version.to_string());
         symlink(&target, &tmp).map_err(io_err("creating symlink", &tmp))?;
         fs::rename(&tmp, &link).map_err(io_err("replacing", &link))?;
         Ok(durable::sync_dir(&self.state_dir)?)

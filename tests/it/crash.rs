@@ -41,7 +41,9 @@ fn progress_state(cluster: &Cluster, name: &str) -> Option<String> {
     None
 }
 
-fn status_json(cluster: &Cluster) -> serde_json::Value {
+/// `status --json`, or why it gave no JSON report (its exit code is non-zero while a
+/// member is unhealthy, and the report is printed all the same).
+fn try_status_json(cluster: &Cluster) -> Result<serde_json::Value, String> {
     let out = Command::new(SUPERVISOR)
         .args([
             "status",
@@ -50,29 +52,61 @@ fn status_json(cluster: &Cluster) -> serde_json::Value {
             &cluster.client_urls().join(","),
         ])
         .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+        .map_err(|e| format!("running status: {e}"))?;
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "status printed no JSON ({e}; exit {:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// `status --json`; a test that reads it fails when there is no report.
+fn status_json(cluster: &Cluster) -> serde_json::Value {
+    try_status_json(cluster).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Every member healthy on `version`, every supervisor idle, the turn free.
 fn assert_settled(cluster: &Cluster, version: &str) {
+    assert_settled_with(cluster, version, &["m1", "m2", "m3"]);
+}
+
+/// Every member healthy on `version`, the supervisors of `names` idle (a supervisor that
+/// never had anything staged publishes no record), the turn free.
+fn assert_settled_with(cluster: &Cluster, version: &str, names: &[&str]) {
     wait_all_on(cluster, version, Duration::from_secs(120));
     for m in &cluster.members {
         m.wait_healthy();
     }
     wait_for(Duration::from_secs(30), || {
-        let s = status_json(cluster);
-        let idle = ["m1", "m2", "m3"]
-            .iter()
-            .all(|n| s["progress"][n]["state"] == "idle");
+        let s = try_status_json(cluster).ok()?;
+        let idle = names.iter().all(|n| s["progress"][n]["state"] == "idle");
         (idle && s["turn"]["holder"].is_null() && s["healthy"] == true).then_some(())
     })
-    .unwrap_or_else(|_| panic!("not settled: {}\n{}", status_json(cluster), cluster.logs()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "not settled: {:?}\n{}",
+            try_status_json(cluster),
+            cluster.logs()
+        )
+    });
 }
 
 /// A 3.4 cluster under supervisors, 3.5 staged on all three, with m1's supervisor held in
 /// `state` (the failpoint) when this returns.
 fn paused_in(state: &str) -> Cluster {
+    paused_with(state, |cluster| {
+        for i in 0..3 {
+            stage(cluster, i, &Release::V3_5.etcd());
+        }
+    })
+}
+
+/// A 3.4 cluster under supervisors, `drop` staging what it wants, with m1's supervisor
+/// held in `state` (the failpoint) when this returns.
+fn paused_with(state: &str, drop: impl FnOnce(&Cluster)) -> Cluster {
     if !cfg!(feature = "failpoints") {
         panic!(
             "the crash tests need the supervisor built with its test-only failpoint: \
@@ -93,9 +127,7 @@ fn paused_in(state: &str) -> Cluster {
     for m in &cluster.members {
         m.wait_healthy();
     }
-    for i in 0..3 {
-        stage(&cluster, i, &Release::V3_5.etcd());
-    }
+    drop(&cluster);
     wait_for(Duration::from_secs(90), || {
         (progress_state(&cluster, "m1").as_deref() == Some(state)).then_some(())
     })
@@ -111,10 +143,7 @@ fn killed_in(state: &str) {
     let on_disk = std::fs::read_to_string(cluster.members[0].state_dir.join("state.json"))
         .expect("state.json");
     let on_disk: serde_json::Value = serde_json::from_str(&on_disk).expect("state.json is JSON");
-    assert_eq!(
-        on_disk["phase"], state,
-        "killed in another state: {on_disk}"
-    );
+    assert_state_on_disk(&on_disk, state);
     let killed = cluster.members[0].kill();
     drop(killed);
     // Restarted without the failpoint, as systemd would.
@@ -128,6 +157,62 @@ fn killed_in(state: &str) {
     if matches!(state, "starting" | "verifying") {
         assert!(log.contains("resuming an interrupted upgrade"), "{log}");
     }
+}
+
+/// state.json names `state`: its phase, or for `rolling-back` a swap phase run backwards.
+fn assert_state_on_disk(on_disk: &serde_json::Value, state: &str) {
+    if state == "rolling-back" {
+        let phase = on_disk["phase"].as_str().unwrap_or_default();
+        assert!(
+            ["stopping", "swapping", "starting", "verifying"].contains(&phase)
+                && on_disk["rollback"] == true,
+            "killed in another state: {on_disk}"
+        );
+    } else {
+        assert_eq!(
+            on_disk["phase"], state,
+            "killed in another state: {on_disk}"
+        );
+        assert_ne!(on_disk["rollback"], true, "killed rolling back: {on_disk}");
+    }
+}
+
+/// A version that reports 3.5.16 but exits instead of serving: staged on m1, it fails
+/// verification and is rolled back; the supervisor is killed mid-rollback. On restart the
+/// rollback is finished (not the forward swap), m1 serves 3.4 again, and 3.5.16 is
+/// rejected for the whole cluster.
+#[test]
+fn supervisor_killed_while_rolling_back() {
+    let mut cluster = paused_with("rolling-back", |cluster| {
+        let broken = cluster.dir().join("etcd-broken");
+        crate::support::write_script(
+            &broken,
+            "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'etcd Version: 3.5.16'; exit 0; fi\necho 'broken etcd' >&2\nexit 3\n",
+        );
+        stage(cluster, 0, &broken);
+    });
+    let on_disk = std::fs::read_to_string(cluster.members[0].state_dir.join("state.json"))
+        .expect("state.json");
+    let on_disk: serde_json::Value = serde_json::from_str(&on_disk).expect("state.json is JSON");
+    assert_state_on_disk(&on_disk, "rolling-back");
+    drop(cluster.members[0].kill());
+    cluster.members[0].env.clear();
+    cluster.members[0].start();
+    assert_settled_with(&cluster, &Release::V3_4.version(), &["m1"]);
+    let s = status_json(&cluster);
+    assert!(
+        s["rejected"].to_string().contains("3.5.16"),
+        "3.5.16 not rejected after the rollback: {s}\n{}",
+        cluster.logs()
+    );
+    assert_one_down_at_a_time(&cluster);
+    assert!(
+        cluster.members[0]
+            .log_text()
+            .contains("resuming an interrupted upgrade"),
+        "{}",
+        cluster.members[0].log_text()
+    );
 }
 
 #[test]

@@ -392,8 +392,9 @@ async fn lock_blocks_and_hands_over(release: Release) {
         ),
         "{err}"
     );
+    // Bounded by its 1 s timeout; generous for a loaded runner (typically ~1.0 s).
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
@@ -640,8 +641,9 @@ async fn all_members_down_is_a_clear_error(release: Release) {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let err = c.get("k").await.unwrap_err();
+    // Refused connections fail at once (typically milliseconds); generous for a loaded runner.
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
@@ -668,7 +670,7 @@ async fn all_members_down_is_a_clear_error(release: Release) {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert!(
-        started.elapsed() < Duration::from_secs(10),
+        started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
     );
@@ -687,8 +689,8 @@ async fn hung_members_time_out(release: Release) {
     let err = c.get("k").await.unwrap_err();
     let took = started.elapsed();
     assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
-        "3 endpoints × 1 s: {took:?}"
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(15),
+        "3 endpoints × 1 s (typically ~3.0 s): {took:?}"
     );
     let EtcdError::AllEndpointsFailed { tried } = &err else {
         panic!("expected AllEndpointsFailed, got {err}");
@@ -704,8 +706,9 @@ async fn hung_members_time_out(release: Release) {
         .await
         .unwrap_err();
     assert!(matches!(err, EtcdError::Timeout { .. }), "{err}");
+    // Bounded by its 1.5 s timeout; generous for a loaded runner.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );
@@ -720,8 +723,9 @@ async fn hung_members_time_out(release: Release) {
         )
         .await
         .unwrap_err();
+    // Bounded by its 1.5 s timeout; generous for a loaded runner.
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(10),
         "{:?}",
         started.elapsed()
     );

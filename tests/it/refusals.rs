@@ -41,6 +41,23 @@ fn refused(cluster: &mut Cluster, version: &str, needle: &str) {
     );
 }
 
+/// state.json's bytes (`None`: absent) and every name under the staging dir.
+fn snapshot(state: &Path) -> (Option<Vec<u8>>, Vec<String>) {
+    let json = std::fs::read(state.join("state.json")).ok();
+    let mut names = Vec::new();
+    let mut dirs = vec![state.join("staging")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            names.push(entry.path().display().to_string());
+            if entry.path().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    names.sort();
+    (json, names)
+}
+
 fn plan(cluster: &Cluster, extra: &[&str]) -> Output {
     Command::new("timeout")
         .arg("60")
@@ -83,7 +100,12 @@ fn downgrade_after_the_cluster_version_moved_is_refused_and_never_run() {
     let marker = cluster.dir().join("ran");
     let fake = fake_etcd(cluster.dir(), "3.4.99", &marker);
     stage(&cluster, 0, &fake);
-    refused(&mut cluster, "3.4.99", "3.5");
+    // The rule's own words: "3.5" alone would match the running version in any message.
+    refused(
+        &mut cluster,
+        "3.4.99",
+        "the cluster version is 3.5; etcd cannot go back to 3.4",
+    );
     assert!(!marker.exists(), "the staged binary ran as a server");
     assert_eq!(
         cluster.members[0].proc().group_pids(),
@@ -124,6 +146,7 @@ fn a_version_rejected_in_etcd_is_refused() {
 fn plan_says_what_would_happen_and_changes_nothing() {
     let cluster = Cluster::start_supervised(Release::V3_4, 1, FAST);
     let state = cluster.members[0].state_dir.clone();
+    let before = snapshot(&state);
     let out = plan(&cluster, &["--target", &Release::V3_5.version()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -139,7 +162,9 @@ fn plan_says_what_would_happen_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("refuse") && text.contains("skips"), "{text}");
     let out = plan(&cluster, &["--target", "3.5.1"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("known-bad"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("known-bad"), "{text}");
     let out = plan(
         &cluster,
         &["--target", "3.5.1", "--allow-known-bad", "3.5.1"],
@@ -150,12 +175,8 @@ fn plan_says_what_would_happen_and_changes_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    // Nothing was staged, queued or written.
-    assert!(
-        !state.join("state.json").exists()
-            || std::fs::read_to_string(state.join("state.json"))
-                .unwrap()
-                .contains("\"idle\"")
-    );
+    // Nothing was staged, queued or written: the state dir's state.json and staging dir
+    // are exactly as they were before the first `plan` (absent stays absent).
+    assert_eq!(snapshot(&state), before, "plan changed the state dir");
     assert_eq!(server_version(&cluster, 0), Some(Release::V3_4.version()));
 }

@@ -140,7 +140,10 @@ fn dead_holder_frees_the_turn_within_ttl(release: Release) {
             after >= TTL / 3,
             "turn handed over while the holder's lease lived: {after:?}"
         );
-        assert!(after <= TTL * 3 + Duration::from_secs(2), "took {after:?}");
+        // Typically about one TTL; a lease can outlive its TTL by up to one more on a
+        // leader change, and a loaded runner adds its own delay: a generous bound.
+        eprintln!("turn handed over {after:?} after the holder died (TTL {TTL:?})");
+        assert!(after <= TTL * 3 + Duration::from_secs(10), "took {after:?}");
         t.release().await.unwrap();
     });
 }
@@ -254,7 +257,7 @@ fn loss_is_reported(release: Release) {
         // The lock key deleted under the holder.
         let held = acquire(&a, "a").await;
         other.delete(held.key().to_vec()).await.unwrap();
-        let reason = tokio::time::timeout(TTL * 3, held.lost())
+        let reason = tokio::time::timeout(TTL * 3 + Duration::from_secs(10), held.lost())
             .await
             .expect("loss reported");
         assert!(reason.contains("lock key was deleted"), "{reason}");
@@ -262,7 +265,7 @@ fn loss_is_reported(release: Release) {
         // The lease revoked under the holder.
         let held = acquire(&a, "a").await;
         other.lease_revoke(held.lease()).await.unwrap();
-        let reason = tokio::time::timeout(TTL * 3, held.lost())
+        let reason = tokio::time::timeout(TTL * 3 + Duration::from_secs(10), held.lost())
             .await
             .expect("loss reported");
         assert!(

@@ -3,6 +3,7 @@
 //! minor upgrade, seeing the cluster version move.
 
 use super::*;
+use crate::upgrade::consistency;
 
 impl<C, K, B, S, V> Driver<C, K, B, S, V>
 where
@@ -81,6 +82,12 @@ where
                                     self.metrics.upgraded(w);
                                 }
                                 self.await_cluster_version(target).await;
+                                if upgraded {
+                                    let (m, p) = (&self.cfg.member, &self.cfg.key_prefix);
+                                    let metrics = &self.metrics;
+                                    consistency::after_rollout(&self.client, metrics, m, p, target)
+                                        .await;
+                                }
                                 return Event::Verified;
                             }
                         }

@@ -153,6 +153,7 @@ fn failed_cold_copy_after_the_stop_restarts_and_verifies_the_old_version_then_re
         &at_stopping(),
         vec![
             Event::ColdCopyFailed("disk full".into()),
+            Event::Switched,
             Event::Started,
             Event::Verified,
             Event::Released,
@@ -161,6 +162,7 @@ fn failed_cold_copy_after_the_stop_restarts_and_verifies_the_old_version_then_re
     assert_eq!(
         effects,
         [
+            Effect::Switch(v("3.4.23")),
             Effect::StartEtcd,
             Effect::Verify(v("3.4.23")),
             Effect::Release {
@@ -564,7 +566,8 @@ fn failed_start_rolls_back_too() {
     let s = step(&t, Event::StartFailed("exec format error".into()));
     assert!(s.turn.rollback);
     assert_eq!(s.turn.state_name(), "rolling-back");
-    assert_eq!(s.effect, Effect::StopEtcd);
+    // etcd never started: the rollback begins at the switch back, not with a second stop.
+    assert_eq!(s.effect, Effect::Switch(s.turn.from.clone()));
 }
 
 #[test]
@@ -862,4 +865,20 @@ fn vetting_again_at_preflight_can_refuse_or_reject_with_the_turn_given_back() {
             refuse: None
         }
     ));
+}
+
+#[test]
+fn a_drop_while_holding_keeps_queueing_for_the_held_versions_verify() {
+    // Found by prop_machine_with_crashes_keeps_its_invariants: a drop arriving while a
+    // held member queued turned its AcquireTurn into Nothing, so the new version stayed
+    // unverified for good.
+    let holding = Turn {
+        phase: Phase::Holding,
+        to: Some(v("3.5.16")),
+        retries: 1,
+        ..Turn::idle(v("3.5.15"))
+    };
+    let s = step(&holding, Event::Staged(v("3.5.17")));
+    assert_eq!(s.turn, holding);
+    assert!(matches!(s.effect, Effect::AcquireTurn { .. }), "{s:?}");
 }
