@@ -7,6 +7,7 @@ use crate::config::RunSettings;
 
 pub mod backup;
 pub mod plan;
+pub mod reload;
 pub mod run;
 pub mod stage;
 pub mod status;
@@ -42,8 +43,11 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Run(args) => {
             let env = std::env::vars().collect();
             match RunSettings::resolve(&args, &env) {
+                Ok(settings) if args.handover_check.is_some() => {
+                    reload::check(&settings, args.handover_check.as_deref())
+                }
                 Ok(settings) => block_on(async move {
-                    match run::run(settings).await {
+                    match run::run(settings, args.handover.clone()).await {
                         Ok(0) => Outcome::Success,
                         Ok(code) => Outcome::Etcd(u8::try_from(code).unwrap_or(1)),
                         Err(e) => Outcome::error(&e, e.is_usage()),
