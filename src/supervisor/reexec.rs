@@ -100,11 +100,11 @@ impl Relaunch {
     ) -> Option<Self> {
         let arg0 = PathBuf::from(argv.first()?);
         let exe = if arg0.as_os_str().as_bytes().contains(&b'/') {
-            if arg0.is_absolute() {
-                arg0
-            } else {
-                cwd?.join(arg0)
-            }
+            // Components drop the `.` of `./bin/x`, for the log's sake.
+            cwd.filter(|_| arg0.is_relative())
+                .map_or_else(|| arg0.clone(), |cwd| cwd.join(&arg0))
+                .components()
+                .collect()
         } else {
             current_exe?
         };
@@ -611,7 +611,7 @@ mod tests {
             Relaunch::from_parts(os(&["/usr/local/bin/sup", "run"]), cwd, exe.clone()).unwrap();
         assert_eq!(abs.exe(), Path::new("/usr/local/bin/sup"));
         let rel = Relaunch::from_parts(os(&["./bin/sup", "run"]), cwd, exe.clone()).unwrap();
-        assert_eq!(rel.exe(), Path::new("/srv/./bin/sup"));
+        assert_eq!(rel.exe(), Path::new("/srv/bin/sup"));
         let bare = Relaunch::from_parts(os(&["etcd-supervisor", "run"]), cwd, exe).unwrap();
         assert_eq!(bare.exe(), Path::new("/usr/bin/etcd-supervisor"));
         assert!(Relaunch::from_parts(Vec::new(), cwd, None).is_none());

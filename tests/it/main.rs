@@ -11,6 +11,7 @@ mod etcd_client;
 mod metrics;
 mod packaging;
 mod pid1;
+mod reexec;
 mod refusals;
 mod rehearsal;
 mod rehearsal_turn;
