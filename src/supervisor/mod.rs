@@ -3,7 +3,8 @@
 //! Theory of operation: the loop owns one etcd child at a time and reacts to eight inputs:
 //! the child's exit, a signal to the supervisor, the stop deadline (escalation to SIGKILL),
 //! the restart timer, the end of a start being prepared, a change of etcd's /health, a
-//! request of the upgrade driver, and the systemd watchdog tick. What to do when the child
+//! request of the upgrade driver, and the systemd watchdog tick; and, during a reload
+//! (SIGHUP, see [`reexec`]), the steps of the re-exec in place. What to do when the child
 //! exits is decided by [`on_exit`], a plain function, so the policy (clean stop, fail fast,
 //! restart with backoff) is tested without processes.
 //!
