@@ -298,3 +298,44 @@ fn etcd_dying_in_the_exec_window_is_reaped_and_restarted_by_the_new_image() {
     println!("etcd pid {before} killed in the exec window; restarted as {after}");
     assert_eq!(m.stop().code(), Some(0), "{}", cluster.logs());
 }
+
+#[test]
+fn reload_tells_systemd_reloading_then_ready() {
+    use std::os::unix::net::UnixDatagram;
+    let mut cluster = supervised(1);
+    let sock_path = cluster.dir().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let m = cluster.member(0);
+    m.env
+        .push(("NOTIFY_SOCKET".into(), sock_path.display().to_string()));
+    m.start();
+    m.wait_healthy();
+    let mut seen = Vec::new();
+    let read_until = |what: &str, seen: &mut Vec<String>| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                seen.push(msg.clone());
+                if msg.lines().any(|l| l == what) {
+                    return msg;
+                }
+            }
+        }
+        panic!("no {what} within 30 s; got {seen:?}");
+    };
+    read_until("READY=1", &mut seen);
+    m.proc().signal(Signal::SIGHUP);
+    let reloading = read_until("RELOADING=1", &mut seen);
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    let ready = read_until("READY=1", &mut seen);
+    println!("systemd was told: {reloading:?}, then {ready:?}");
+    assert!(m.log_text().contains(ADOPTED), "{}", m.log_text());
+    assert_eq!(m.stop().code(), Some(0));
+}
