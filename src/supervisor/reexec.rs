@@ -388,6 +388,10 @@ impl RunLoop {
     /// Ends a reload that changed nothing: logged, and systemd told it is over.
     fn reload_refused(&mut self, why: &str) {
         self.reload = None;
+        if let Some(setup) = &self.reexec {
+            // Only an exec may leave it behind (the new image removes it).
+            let _ = std::fs::remove_file(&setup.record);
+        }
         tracing::error!(
             member = self.member(),
             reason = why,

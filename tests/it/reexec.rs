@@ -120,6 +120,10 @@ fn reload_while_idle_keeps_etcd_and_a_later_rollout_works() {
         program.display().to_string(),
         "the new binary does not run"
     );
+    assert!(
+        !m.state_dir.join("handover.json").exists(),
+        "handover record left behind"
+    );
     m.wait_healthy();
     let log = m.log_text();
     assert!(!log.contains("etcd exited"), "{log}");
@@ -172,6 +176,10 @@ fn a_new_binary_that_fails_its_check_leaves_the_old_one_running() {
     assert!(
         exe_of(sup).ends_with("(deleted)"),
         "the old binary should still run"
+    );
+    assert!(
+        !m.state_dir.join("handover.json").exists(),
+        "handover record left behind"
     );
     m.wait_healthy();
 
