@@ -193,6 +193,18 @@ impl Metrics {
         }
     }
 
+    /// The upgrade state last set (the one whose gauge is 1).
+    pub fn state(&self) -> Option<&'static str> {
+        self.states.iter().copied().find(|s| {
+            self.state
+                .get_or_create(&StateLabel {
+                    state: (*s).to_owned(),
+                })
+                .get()
+                == 1
+        })
+    }
+
     /// The running and staged versions.
     pub fn set_versions(&self, running: &str, staged: Option<&str>) {
         self.version.clear();
@@ -267,6 +279,11 @@ impl Metrics {
 /// Binds `addr` and serves `/metrics` and `/healthz` until the runtime ends.
 pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
+    serve_on(listener, metrics)
+}
+
+/// Serves on a socket already listening (bound by [`serve`], or kept across a re-exec).
+pub fn serve_on(listener: TcpListener, metrics: Metrics) -> std::io::Result<SocketAddr> {
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {

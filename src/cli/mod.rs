@@ -439,6 +439,16 @@ pub struct RunArgs {
     #[arg(long, env = "ETCD_SUPERVISOR_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Reload (SIGHUP) internals: check that this binary can take over from the running
+    /// supervisor's handover record FILE, then exit (0: it can).
+    #[arg(long, hide = true, value_name = "FILE", conflicts_with = "handover")]
+    pub handover_check: Option<PathBuf>,
+
+    /// Reload (SIGHUP) internals: take over etcd from the handover record FILE (set by the
+    /// supervisor when it re-executes itself).
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub handover: Option<PathBuf>,
+
     /// Arguments passed to etcd unchanged (after `--`); ETCD_* variables pass through too.
     #[arg(last = true, value_name = "ETCD_FLAGS")]
     pub etcd_args: Vec<String>,

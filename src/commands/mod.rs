@@ -9,6 +9,7 @@ pub mod acknowledge;
 pub mod backup;
 pub mod pause;
 pub mod plan;
+pub mod reload;
 pub mod run;
 pub mod stage;
 pub mod status;
@@ -45,8 +46,11 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Run(args) => {
             let env = std::env::vars().collect();
             match RunSettings::resolve(&args, &env) {
+                Ok(settings) if args.handover_check.is_some() => {
+                    reload::check(&settings, args.handover_check.as_deref())
+                }
                 Ok(settings) => block_on(async move {
-                    match run::run(settings).await {
+                    match run::run(settings, args.handover.clone()).await {
                         Ok(0) => Outcome::Success,
                         Ok(code) => Outcome::Etcd(u8::try_from(code).unwrap_or(1)),
                         Err(e) => Outcome::error(&e, e.is_usage()),

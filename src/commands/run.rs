@@ -2,12 +2,19 @@
 //! an interrupted turn, starts the staging watcher, the metrics endpoint and the upgrade
 //! driver, and hands etcd to the run loop.
 
+use std::path::PathBuf;
+
+use nix::unistd::Pid;
+
 use crate::config::RunSettings;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::{self, Metrics};
+use crate::process::handover::Handover;
 use crate::process::reaper::{Reaper, ReaperError};
 use crate::staging::{StagingWatcher, WatchOptions};
+use crate::supervisor::reexec::{self, AdoptedEtcd, Relaunch, ReloadSetup};
 use crate::supervisor::start::off_thread;
+use crate::supervisor::Reexec;
 use crate::supervisor::{self, DriverStarter, RunError, Signals};
 use crate::upgrade::driver::{Driver, DriverConfig};
 use crate::upgrade::machine::{self, Effect, Turn};
@@ -64,7 +71,8 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
     Ok(pinned)
 }
 
-fn check_writable(dir: &std::path::Path) -> Result<(), RunError> {
+/// The state dir takes new files (the check of `run --handover-check` uses it too).
+pub(crate) fn check_writable(dir: &std::path::Path) -> Result<(), RunError> {
     tempfile::tempfile_in(dir)
         .map(drop)
         .map_err(|source| RunError::StateDir {
@@ -74,11 +82,31 @@ fn check_writable(dir: &std::path::Path) -> Result<(), RunError> {
 }
 
 /// `etcd-supervisor run`: pins the first version if needed, recovers an interrupted turn,
-/// starts the staging watcher and the upgrade driver, and supervises etcd.
-pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
-    let reaper = Reaper::start()?;
+/// starts the staging watcher and the upgrade driver, and supervises etcd. With `handover`
+/// (a reload re-executed this binary), the etcd the record names is taken over instead.
+pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32, RunError> {
+    let record = handover.as_deref().and_then(|path| {
+        let record = reexec::read_record(path)
+            .map_err(|e| tracing::error!(error = %e, "cannot take over from the handover record; starting afresh"))
+            .ok();
+        let _ = std::fs::remove_file(path);
+        record
+    });
+    let etcd_pid = record
+        .as_ref()
+        .and_then(|r| r.etcd.as_ref())
+        .map(|e| Pid::from_raw(e.pid as i32));
+    // Before the reaper's first pass: an etcd that exited in the exec window is reaped
+    // and reported as ours, not as an orphan.
+    let (reaper, adopted_exit) = Reaper::start_adopting(etcd_pid)?;
     // Subscribed first, so a SIGTERM during start-up is seen by the loop, not lost.
     let signals = Signals::subscribe().map_err(ReaperError::Signal)?;
+    if handover.is_some() {
+        // Blocked by the previous image for the exec; pending ones arrive now.
+        if let Err(e) = reexec::block_handled_signals(false) {
+            tracing::error!(error = %e, "cannot unblock signals after the re-exec");
+        }
+    }
     let pinned = ensure_pinned(&settings, &reaper).await?;
     let state = StateFile::new(&settings.state_dir);
     let persisted = state.load()?;
@@ -133,12 +161,45 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
     );
     let machine::Step { turn, effect } = recovered;
     let metrics = Metrics::new(machine::STATE_NAMES);
+    let kept_listener = record
+        .as_ref()
+        .and_then(|r| r.metrics.as_ref())
+        .and_then(|m| reexec::inherited_fd(m.fd));
+    let mut metrics_fd = None;
     if let Some(addr) = settings.metrics_addr {
-        let bound = metrics::serve(addr, metrics.clone())
+        let bound = serve_metrics(addr, kept_listener, &metrics)
             .await
             .map_err(|source| RunError::Metrics { addr, source })?;
-        tracing::info!(addr = %bound, "serving /metrics and /healthz");
+        tracing::info!(addr = %bound.0, "serving /metrics and /healthz");
+        metrics_fd = Some((bound.1, bound.0.to_string()));
     }
+    let adopted = adopted_exit.and_then(|exit| {
+        let etcd = record.as_ref()?.etcd.as_ref()?;
+        Some(AdoptedEtcd {
+            pid: etcd.pid,
+            exit,
+            stderr: etcd.stderr_fd.and_then(reexec::inherited_fd),
+            version: etcd
+                .version
+                .parse()
+                .unwrap_or_else(|_| pinned.version.clone()),
+            ever_healthy: etcd.ever_healthy,
+            healthy: etcd.healthy,
+            crashes: etcd.crashes,
+            from: record
+                .as_ref()
+                .map(|r| r.supervisor_version.clone())
+                .unwrap_or_default(),
+        })
+    });
+    let reload = Reexec {
+        setup: Relaunch::capture().map(|relaunch| ReloadSetup {
+            relaunch,
+            record: Handover::path(&settings.state_dir),
+            metrics: metrics_fd,
+        }),
+        adopted,
+    };
     let driver_metrics = metrics.clone();
     let starter: DriverStarter = Box::new(move |control| {
         Box::pin(async move {
@@ -157,5 +218,31 @@ pub async fn run(settings: RunSettings) -> Result<i32, RunError> {
             .await;
         })
     });
-    supervisor::run_with(settings, reaper, signals, pinned, starter, held, metrics).await
+    supervisor::run_with_reload(
+        settings, reaper, signals, pinned, starter, held, metrics, reload,
+    )
+    .await
+}
+
+/// Serves metrics on the listener a re-executed image kept, or binds `addr`; returns the
+/// address and a duplicate of the listener for the next reload.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    kept: Option<std::os::fd::OwnedFd>,
+    metrics: &Metrics,
+) -> std::io::Result<(std::net::SocketAddr, std::os::fd::OwnedFd)> {
+    let kept = kept.and_then(|fd| {
+        let std_listener = std::net::TcpListener::from(fd);
+        std_listener.set_nonblocking(true).ok()?;
+        tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| tracing::warn!(error = %e, "the kept metrics listener is unusable; binding again"))
+            .ok()
+    });
+    let listener = match kept {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind(addr).await?,
+    };
+    let dup = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
+    let bound = metrics::serve_on(listener, metrics.clone())?;
+    Ok((bound, dup))
 }

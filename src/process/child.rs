@@ -8,6 +8,7 @@
 //! removed from its environment because the supervisor, not etcd, is the unit's main PID.
 
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -17,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
-use crate::process::log_tail::{self, LogTail};
+use crate::process::log_tail::{LogTail, Tee};
 use crate::process::reaper::{ChildExit, Reaper, ReaperError};
 
 /// Environment variables that belong to the supervisor's systemd contract, not etcd's.
@@ -30,6 +31,16 @@ pub struct EtcdChild {
     started: Instant,
     exit: oneshot::Receiver<ChildExit>,
     exited: Option<ChildExit>,
+    /// The copy of its stderr, when it goes through the supervisor.
+    tee: Option<Tee>,
+}
+
+/// Copies etcd's stderr through the supervisor; on failure etcd writes into a closed pipe
+/// and ends, and its exit says so.
+fn start_tee(fd: OwnedFd, tail: LogTail) -> Option<Tee> {
+    Tee::spawn(fd, tail)
+        .map_err(|e| tracing::error!(error = %e, "cannot read etcd's stderr"))
+        .ok()
 }
 
 /// How a requested stop ended.
@@ -119,21 +130,47 @@ impl EtcdChild {
             });
         }
         let mut spawned = reaper.spawn(&mut cmd)?;
-        if let (Some(tail), Some(stderr)) = (options.stderr_tail, spawned.child.stderr.take()) {
-            match tokio::net::unix::pipe::Receiver::from_owned_fd(stderr.into()) {
-                Ok(pipe) => {
-                    tokio::spawn(log_tail::tee(pipe, tail));
-                }
-                // etcd then writes into a closed pipe and ends; its exit says so.
-                Err(e) => tracing::error!(error = %e, "cannot read etcd's stderr"),
-            }
-        }
+        let tee = match (options.stderr_tail, spawned.child.stderr.take()) {
+            (Some(tail), Some(stderr)) => start_tee(stderr.into(), tail),
+            _ => None,
+        };
         Ok(Self {
             pid: spawned.pid,
             started: Instant::now(),
             exit: spawned.exit,
             exited: None,
+            tee,
         })
+    }
+
+    /// An etcd this process did not spawn but is the parent of (a re-executed supervisor
+    /// took it over): `exit` comes from [`Reaper::start_adopting`], `stderr` is the pipe
+    /// the previous process image read, copied on as before.
+    pub fn adopted(
+        pid: u32,
+        exit: oneshot::Receiver<ChildExit>,
+        stderr: Option<(OwnedFd, LogTail)>,
+    ) -> Self {
+        Self {
+            pid: Pid::from_raw(pid as i32),
+            started: Instant::now(),
+            exit,
+            exited: None,
+            tee: stderr.and_then(|(fd, tail)| start_tee(fd, tail)),
+        }
+    }
+
+    /// Copies etcd's stderr from `fd` again (a reload that could not exec takes it back).
+    pub fn resume_stderr(&mut self, fd: OwnedFd, tail: LogTail) {
+        self.tee = start_tee(fd, tail);
+    }
+
+    /// Stops copying etcd's stderr and returns the pipe, for the re-executed supervisor.
+    pub async fn hand_over_stderr(&mut self) -> Option<OwnedFd> {
+        match self.tee.take() {
+            Some(tee) => Some(tee.hand_over().await),
+            None => None,
+        }
     }
 
     /// The child's pid.

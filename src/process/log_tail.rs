@@ -2,12 +2,16 @@
 //! copies every byte to its own stderr unchanged and keeps the tail, so that when a new
 //! version exits the driver can tell a usage error (this member's flags) from a crash (the
 //! version's fault) and quote the lines in the reason. If the supervisor dies, etcd dies
-//! with it (PR_SET_PDEATHSIG), so nothing is written to a pipe nobody reads.
+//! with it (PR_SET_PDEATHSIG), so nothing is written to a pipe nobody reads. A supervisor
+//! that re-executes itself hands the pipe over ([`Tee::hand_over`]) instead.
 
 use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Lines kept.
 const LINES: usize = 40;
@@ -66,20 +70,75 @@ impl LogTail {
     }
 }
 
-/// Copies `pipe` to the supervisor's stderr until it closes, keeping the tail.
-pub async fn tee(mut pipe: tokio::net::unix::pipe::Receiver, tail: LogTail) {
+/// A running copy of one pipe to the supervisor's stderr. It can be stopped between two
+/// chunks to hand the pipe to the re-executed supervisor: what was read is written and
+/// flushed, what was not stays in the pipe for the next reader.
+#[derive(Debug)]
+pub struct Tee {
+    /// The pipe's read end (a duplicate, close-on-exec until handed over).
+    fd: OwnedFd,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Tee {
+    /// Starts copying `fd`, the read end of a pipe, keeping the tail in `tail`.
+    pub fn spawn(fd: OwnedFd, tail: LogTail) -> std::io::Result<Self> {
+        let keep = fd.try_clone()?;
+        let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(tee(pipe, tail, stopped));
+        Ok(Self {
+            fd: keep,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops the copy and returns the pipe's read end.
+    pub async fn hand_over(self) -> OwnedFd {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        self.fd
+    }
+}
+
+/// Copies `pipe` to the supervisor's stderr until it closes or `stop` fires, keeping the
+/// tail. A dropped `stop` (the process handle went away) does not end the copy: etcd's last
+/// lines after its exit still pass through.
+async fn tee(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    tail: LogTail,
+    stop: oneshot::Receiver<()>,
+) {
     let mut out = tokio::io::stderr();
     let mut buf = vec![0u8; 16 * 1024];
+    let mut stop = Some(stop);
     loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
+        let stopped = async {
+            match stop.as_mut() {
+                Some(rx) => rx.await.is_ok(),
+                None => std::future::pending().await,
+            }
+        };
+        // `read` is cancel-safe: a stop never loses bytes already taken from the pipe.
+        let read = tokio::select! {
+            biased;
+            asked = stopped => Err(asked),
+            r = pipe.read(&mut buf) => Ok(r),
+        };
+        match read {
+            Err(true) => break,
+            Err(false) => stop = None,
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => {
                 tail.push(&buf[..n]);
                 // A failing stderr must not stall etcd: the bytes are dropped, the tail kept.
                 let _ = out.write_all(&buf[..n]).await;
             }
         }
     }
+    let _ = out.flush().await;
 }
 
 #[cfg(test)]
@@ -102,5 +161,26 @@ mod tests {
         );
         tail.clear();
         assert_eq!(tail.text(), "");
+    }
+
+    #[tokio::test]
+    async fn a_handed_over_pipe_loses_nothing() {
+        use std::io::{Read, Write};
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let mut write = std::fs::File::from(write);
+        write.write_all(b"a\n").unwrap();
+        let tail = LogTail::default();
+        let tee = Tee::spawn(read, tail.clone()).unwrap();
+        tokio::task::yield_now().await;
+        let fd = tee.hand_over().await;
+        write.write_all(b"b\n").unwrap();
+        drop(write);
+        let mut rest = String::new();
+        std::fs::File::from(fd).read_to_string(&mut rest).unwrap();
+        let copied = tail.text();
+        assert!(
+            (copied == "a" && rest == "b\n") || (copied.is_empty() && rest == "a\nb\n"),
+            "tail {copied:?}, left in the pipe {rest:?}"
+        );
     }
 }

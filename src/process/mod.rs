@@ -1,8 +1,10 @@
 //! The etcd process: the reaper (the only place that waits for children), the etcd child,
-//! and the data-dir lock that tells when an etcd still holds the data.
+//! the data-dir lock that tells when an etcd still holds the data, and the record a
+//! re-executed supervisor adopts etcd from.
 
 pub mod child;
 pub mod datadir;
+pub mod handover;
 pub mod log_tail;
 pub mod reaper;
 pub mod tool;

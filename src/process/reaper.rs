@@ -114,10 +114,24 @@ impl Reaper {
 
     /// Subscribes to SIGCHLD and starts the reaping task on the current runtime.
     pub fn start() -> Result<Self, ReaperError> {
+        Self::start_adopting(None).map(|(reaper, _)| reaper)
+    }
+
+    /// Like [`Reaper::start`], with `adopted` (a child this process already has: the etcd a
+    /// re-executed supervisor took over) registered before the first reaping pass, so its
+    /// exit is routed even when it happened before this process image existed.
+    pub fn start_adopting(
+        adopted: Option<Pid>,
+    ) -> Result<(Self, Option<oneshot::Receiver<ChildExit>>), ReaperError> {
         let mut sigchld = signal(SignalKind::child()).map_err(ReaperError::Signal)?;
         let reaper = Self {
             registry: Arc::new(Mutex::new(Registry::default())),
         };
+        let adopted = adopted.map(|pid| {
+            let (tx, rx) = oneshot::channel();
+            reaper.lock().waiting.insert(pid, tx);
+            rx
+        });
         let task = reaper.clone();
         tokio::spawn(async move {
             // SIGCHLD coalesces and can be lost between a check and a wait, so a slow tick
@@ -131,7 +145,7 @@ impl Reaper {
                 task.reap_all();
             }
         });
-        Ok(reaper)
+        Ok((reaper, adopted))
     }
 
     /// Spawns `cmd` and registers it, so its exit is routed to the returned receiver.

@@ -3,7 +3,8 @@
 //! Theory of operation: the loop owns one etcd child at a time and reacts to eight inputs:
 //! the child's exit, a signal to the supervisor, the stop deadline (escalation to SIGKILL),
 //! the restart timer, the end of a start being prepared, a change of etcd's /health, a
-//! request of the upgrade driver, and the systemd watchdog tick. What to do when the child
+//! request of the upgrade driver, and the systemd watchdog tick; and, during a reload
+//! (SIGHUP, see [`reexec`]), the steps of the re-exec in place. What to do when the child
 //! exits is decided by [`on_exit`], a plain function, so the policy (clean stop, fail fast,
 //! restart with backoff) is tested without processes.
 //!
@@ -32,6 +33,7 @@ pub mod error;
 pub mod exit;
 pub mod health;
 pub mod notify;
+pub mod reexec;
 pub mod signals;
 pub mod start;
 
@@ -78,6 +80,10 @@ struct RunLoop {
     failure: Option<RunError>,
     /// The tail of etcd's stderr, shared with the driver.
     log: LogTail,
+    /// How to re-execute on SIGHUP; `None`: SIGHUP is forwarded to etcd like the others.
+    reexec: Option<reexec::ReloadSetup>,
+    /// A reload under way.
+    reload: Option<reexec::Reload>,
 }
 
 impl RunLoop {
@@ -174,16 +180,7 @@ impl RunLoop {
         )?;
         let pid = child.pid();
         tracing::info!(member = self.member(), version = %pinned.version, pid, "etcd started");
-        let (health_tx, health_rx) = watch::channel(Health::Unknown);
-        if let Some(p) = self.poller.take() {
-            p.abort();
-        }
-        self.poller = Some(tokio::spawn(health::poll_health(
-            self.client.clone(),
-            self.settings.health_interval,
-            health_tx,
-        )));
-        self.health_rx = health_rx;
+        self.start_poller(Health::Unknown);
         self.child = Some(child);
         self.healthy_since = None;
         self.stop_deadline = None;
@@ -193,6 +190,20 @@ impl RunLoop {
             s.health = Health::Unknown;
         });
         Ok(pid)
+    }
+
+    /// (Re)starts polling /health, from `initial` (an adopted etcd is known healthy).
+    fn start_poller(&mut self, initial: Health) {
+        let (health_tx, health_rx) = watch::channel(initial);
+        if let Some(p) = self.poller.take() {
+            p.abort();
+        }
+        self.poller = Some(tokio::spawn(health::poll_health(
+            self.client.clone(),
+            self.settings.health_interval,
+            health_tx,
+        )));
+        self.health_rx = health_rx;
     }
 
     fn begin_stop(&mut self) {
@@ -205,6 +216,9 @@ impl RunLoop {
     }
 
     fn on_signal(&mut self, sig: Signal, shutdown_tx: &watch::Sender<bool>) {
+        if self.reload_signal(sig) {
+            return;
+        }
         let stop = matches!(sig, Signal::SIGTERM | Signal::SIGINT);
         match &self.child {
             Some(child) => {
@@ -424,11 +438,39 @@ async fn sleep_until_opt(at: Option<Instant>) {
 pub async fn run_with(
     settings: RunSettings,
     reaper: Reaper,
+    signals: Signals,
+    pinned: Pinned,
+    driver: DriverStarter,
+    held: bool,
+    metrics: Metrics,
+) -> Result<i32, RunError> {
+    let reload = Reexec::default();
+    run_with_reload(
+        settings, reaper, signals, pinned, driver, held, metrics, reload,
+    )
+    .await
+}
+
+/// A run loop's part in re-executing in place (see [`reexec`]).
+#[derive(Debug, Default)]
+pub struct Reexec {
+    /// How to re-execute on SIGHUP; without it SIGHUP is forwarded to etcd.
+    pub setup: Option<reexec::ReloadSetup>,
+    /// The etcd a re-executed supervisor takes over instead of starting one.
+    pub adopted: Option<reexec::AdoptedEtcd>,
+}
+
+/// [`run_with`], re-executing on SIGHUP and taking over an etcd as `reload` says.
+#[allow(clippy::too_many_arguments)] // run_with's inputs plus the reload's
+pub async fn run_with_reload(
+    settings: RunSettings,
+    reaper: Reaper,
     mut signals: Signals,
     pinned: Pinned,
     driver: DriverStarter,
     held: bool,
     metrics: Metrics,
+    reload: Reexec,
 ) -> Result<i32, RunError> {
     let client = Client::new(ClientConfig {
         request_timeout: Duration::from_secs(2),
@@ -468,6 +510,8 @@ pub async fn run_with(
         exit_code: None,
         failure: None,
         log: LogTail::default(),
+        reexec: reload.setup,
+        reload: None,
     };
     let mut driver_task = tokio::spawn(driver(ChildControl {
         requests: req_tx,
@@ -475,9 +519,12 @@ pub async fn run_with(
         shutdown: shutdown_rx,
         log: lp.log.clone(),
     }));
-    if !lp.held {
+    if let Some(etcd) = reload.adopted {
+        lp.adopt(etcd);
+    } else if !lp.held {
         lp.begin_start(None, true);
     }
+    let mut driver_done = false;
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     let code = loop {
@@ -512,6 +559,11 @@ pub async fn run_with(
                 }
             }
             Some(req) = req_rx.recv() => lp.on_request(req),
+            event = reexec::next(&mut lp.reload) => lp.on_reload(event, &shutdown_tx).await,
+            _ = &mut driver_task, if lp.draining() => {
+                driver_done = true;
+                lp.exec_now().await;
+            }
             _ = watchdog_tick.tick(), if watchdog.is_some() => lp.notifier.watchdog(),
         }
     };
@@ -520,9 +572,10 @@ pub async fn run_with(
     let _ = shutdown_tx.send(true);
     // The driver releases the turn and persists its state; bounded so a hung etcd cannot
     // keep the supervisor from exiting.
-    if tokio::time::timeout(lp.settings.stop_timeout, &mut driver_task)
-        .await
-        .is_err()
+    if !driver_done
+        && tokio::time::timeout(lp.settings.stop_timeout, &mut driver_task)
+            .await
+            .is_err()
     {
         tracing::warn!(
             member = lp.member(),

@@ -1,4 +1,4 @@
-//! systemd notifications (`sd_notify`): READY, STATUS, WATCHDOG, STOPPING.
+//! systemd notifications (`sd_notify`): READY, RELOADING, STATUS, WATCHDOG, STOPPING.
 //!
 //! All calls are no-ops when `NOTIFY_SOCKET` is not set, so the supervisor behaves the same
 //! under systemd, in a container, or in a terminal.
@@ -23,6 +23,18 @@ impl Notifier {
     /// Tells systemd the service is up (etcd answered /health true).
     pub fn ready(&self, status: &str) {
         self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    /// Tells systemd a reload began; `READY=1` ends it (whether it re-executed or not).
+    /// `MONOTONIC_USEC` is what `Type=notify-reload` (systemd 253+) requires with it.
+    pub fn reloading(&self, status: &str) {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now, NotifyState::Status(status)]),
+            Err(e) => {
+                tracing::debug!(error = %e, "no monotonic clock for MONOTONIC_USEC");
+                self.send(&[NotifyState::Reloading, NotifyState::Status(status)]);
+            }
+        }
     }
 
     /// Updates the one-line status `systemctl status` shows.

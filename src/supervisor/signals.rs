@@ -1,4 +1,5 @@
-//! The signals the supervisor handles: TERM and INT stop etcd, the others are forwarded.
+//! The signals the supervisor handles: TERM and INT stop etcd, HUP reloads the supervisor
+//! (a re-exec in place, see `reexec`), the others are forwarded.
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};

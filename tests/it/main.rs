@@ -17,6 +17,7 @@ mod ops;
 mod packaging;
 mod partition;
 mod pid1;
+mod reexec;
 mod refusals;
 mod rehearsal;
 mod rehearsal_turn;

@@ -282,6 +282,8 @@ fn unit_agrees_with_the_supervisor_and_its_directories() {
     assert_eq!(one(&unit, "Restart"), "on-failure");
     let exec: Vec<&str> = one(&unit, "ExecStart").split_whitespace().collect();
     assert_eq!(exec[..2], ["/usr/bin/etcd-supervisor", "run"], "{exec:?}");
+    // Reload = SIGHUP = re-exec in place (etcd keeps running).
+    assert_eq!(one(&unit, "ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(
         unit["EnvironmentFile"],
         ["-/etc/default/etcd", "-/etc/default/etcd-supervisor"]

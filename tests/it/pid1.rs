@@ -103,9 +103,11 @@ fn real_etcd_as_pid1_stops_cleanly_on_sigterm() {
 
 #[test]
 fn signals_to_pid1_reach_etcd_and_a_signal_death_exits_128_plus_n() {
-    // As PID 1 the kernel drops every signal the process has no handler for: HUP, USR1 and
-    // USR2 (log rotation, debug dumps) must still reach etcd. A stand-in etcd records them,
-    // then dies of the next SIGHUP, which the supervisor reports as 128+1.
+    // As PID 1 the kernel drops every signal the process has no handler for: QUIT, USR1 and
+    // USR2 (debug dumps) must still reach etcd. SIGHUP is the supervisor's own (a reload:
+    // it re-executes itself, etcd keeps running and never sees the signal). A stand-in etcd
+    // records what reaches it, then dies of the next SIGUSR1, which the re-executed
+    // supervisor reports as 128+10.
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("etcd");
     let report = dir.path().join("signals");
@@ -116,8 +118,9 @@ fn signals_to_pid1_reach_etcd_and_a_signal_death_exits_128_plus_n() {
 if [ "$1" = "--version" ]; then echo "etcd Version: 3.5.16"; exit 0; fi
 r={report}
 trap 'echo HUP >> $r' HUP
+trap 'echo QUIT >> $r' QUIT
 trap 'echo USR1 >> $r' USR1
-trap 'echo USR2 >> $r; trap - HUP' USR2
+trap 'echo USR2 >> $r; trap - USR1' USR2
 echo ready >> $r
 while :; do sleep 0.05; done
 "#,
@@ -141,7 +144,7 @@ while :; do sleep 0.05; done
     .unwrap_or_else(|e| panic!("{e}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
 
     for (sig, name) in [
-        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGQUIT, "QUIT"),
         (Signal::SIGUSR1, "USR1"),
         (Signal::SIGUSR2, "USR2"),
     ] {
@@ -152,9 +155,22 @@ while :; do sleep 0.05; done
         .unwrap_or_else(|e| panic!("{name} did not reach etcd ({e}): {}", recorded()));
     }
     nix::sys::signal::kill(pid1, Signal::SIGHUP).unwrap();
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for(Duration::from_secs(30), || {
+        logged()
+            .contains("supervisor re-executed in place; etcd adopted")
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("no reload as PID 1 ({e}): {}", logged()));
+    assert!(
+        !recorded().contains("HUP"),
+        "SIGHUP reached etcd: {}",
+        recorded()
+    );
+    nix::sys::signal::kill(pid1, Signal::SIGUSR1).unwrap();
     let status = unshare
         .wait_timeout(Duration::from_secs(30))
         .expect("supervisor exited after etcd died");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(status.code(), Some(128 + 1), "{text}");
+    assert_eq!(status.code(), Some(128 + 10), "{text}");
 }
