@@ -55,7 +55,7 @@ const QUIET_WAIT: Duration = Duration::from_secs(15 * 60);
 const QUIET_POLL: Duration = Duration::from_millis(200);
 
 /// Upgrade states in which no turn is held.
-const QUIET_STATES: &[&str] = &["idle", "queued", "failed"];
+const QUIET_STATES: &[&str] = &["idle", "queued", "failed", "holding"];
 
 /// The signals the supervisor handles; blocked across the exec.
 const HANDLED: [Signal; 6] = [
