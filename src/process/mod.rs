@@ -1,7 +1,9 @@
 //! The etcd process: the reaper (the only place that waits for children), the etcd child,
-//! and the data-dir lock that tells when an etcd still holds the data.
+//! the data-dir lock that tells when an etcd still holds the data, and its WAL and db locks
+//! that tell when a stopping etcd has closed it.
 
 pub mod child;
+pub mod data_locks;
 pub mod datadir;
 pub mod log_tail;
 pub mod reaper;
