@@ -24,6 +24,16 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndedLabel {
+    ended: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     kind: String,
     version: String,
@@ -47,7 +57,24 @@ pub struct Metrics {
     backup_time: Gauge<f64, AtomicU64>,
     backup_size: Gauge,
     backup_verified: Gauge,
+    stops: Family<EndedLabel, Counter>,
+    last_stop: Gauge<f64, AtomicU64>,
+    phases: Family<PhaseLabel, Counter<f64, AtomicU64>>,
 }
+
+/// How a stop can end (`process::child::StopEnd`'s names), so a scrape shows zeros too.
+const STOP_ENDS: [&str; 3] = ["exited", "data_closed", "escalated"];
+
+/// The phases of an upgrade turn whose time is counted.
+pub const PHASES: [&str; 7] = [
+    "turn_wait",
+    "preflight",
+    "backup",
+    "stop",
+    "switch",
+    "start",
+    "catch_up",
+];
 
 impl Metrics {
     /// A registry with every family registered; `states` are the upgrade state names
@@ -69,6 +96,9 @@ impl Metrics {
             backup_time: Gauge::default(),
             backup_size: Gauge::default(),
             backup_verified: Gauge::default(),
+            stops: Family::default(),
+            last_stop: Gauge::default(),
+            phases: Family::default(),
         };
         r.register(
             "state",
@@ -130,6 +160,35 @@ impl Metrics {
             "1 when the last backup was verified after writing",
             m.backup_verified.clone(),
         );
+        r.register(
+            "etcd_stops",
+            "stops of etcd the supervisor asked for, by how they ended: exited (by itself), data_closed (SIGKILL once its WAL and db were closed), escalated (SIGKILL at the stop timeout)",
+            m.stops.clone(),
+        );
+        r.register(
+            "etcd_last_stop_seconds",
+            "last stop of etcd: SIGTERM until the process was gone",
+            m.last_stop.clone(),
+        );
+        r.register(
+            "upgrade_phase_seconds",
+            "time spent in each phase of upgrade turns: turn_wait, preflight, backup, stop (incl. a cold copy), switch, start, catch_up (healthy, on the target and caught up)",
+            m.phases.clone(),
+        );
+        for ended in STOP_ENDS {
+            m.stops
+                .get_or_create(&EndedLabel {
+                    ended: ended.to_owned(),
+                })
+                .inc_by(0);
+        }
+        for phase in PHASES {
+            m.phases
+                .get_or_create(&PhaseLabel {
+                    phase: phase.to_owned(),
+                })
+                .inc_by(0.0);
+        }
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m.set_state("idle");
         m
@@ -189,6 +248,25 @@ impl Metrics {
     pub fn upgraded(&self, window: Duration) {
         self.swap_window.set(window.as_secs_f64());
         self.upgrades.inc();
+    }
+
+    /// A stop of etcd that was asked for ended (`ended`: see [`STOP_ENDS`]) after `took`.
+    pub fn stopped(&self, ended: &str, took: Duration) {
+        self.stops
+            .get_or_create(&EndedLabel {
+                ended: ended.to_owned(),
+            })
+            .inc();
+        self.last_stop.set(took.as_secs_f64());
+    }
+
+    /// `took` was spent in `phase` of a turn (one of [`PHASES`]).
+    pub fn phase(&self, phase: &str, took: Duration) {
+        self.phases
+            .get_or_create(&PhaseLabel {
+                phase: phase.to_owned(),
+            })
+            .inc_by(took.as_secs_f64());
     }
 
     /// A swap was rolled back.
@@ -286,6 +364,9 @@ mod tests {
         m.restarted();
         m.upgraded(Duration::from_millis(1500));
         m.backup_taken(4096, true);
+        m.stopped("data_closed", Duration::from_millis(20));
+        m.phase("stop", Duration::from_millis(250));
+        m.phase("stop", Duration::from_millis(250));
         let text = m.encode();
         for family in [
             "etcd_supervisor_state",
@@ -300,6 +381,9 @@ mod tests {
             "etcd_supervisor_backup_last_timestamp_seconds",
             "etcd_supervisor_backup_last_size_bytes",
             "etcd_supervisor_backup_last_verified",
+            "etcd_supervisor_etcd_stops_total",
+            "etcd_supervisor_etcd_last_stop_seconds",
+            "etcd_supervisor_upgrade_phase_seconds_total",
         ] {
             assert!(text.contains(family), "{family} missing:\n{text}");
         }
@@ -321,6 +405,18 @@ mod tests {
         );
         assert!(
             text.contains("kind=\"staged\",version=\"3.5.16\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_etcd_stops_total{ended=\"data_closed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_etcd_stops_total{ended=\"escalated\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_upgrade_phase_seconds_total{phase=\"stop\"} 0.5"),
             "{text}"
         );
     }

@@ -69,10 +69,7 @@ impl DataLocks {
     pub fn new(data_dir: &Path, wal_dir: Option<&Path>) -> Self {
         Self {
             db: datadir::db_path(data_dir),
-            wal_dir: wal_dir.map_or_else(
-                || data_dir.join("member").join("wal"),
-                Path::to_path_buf,
-            ),
+            wal_dir: wal_dir.map_or_else(|| data_dir.join("member").join("wal"), Path::to_path_buf),
         }
     }
 

@@ -8,6 +8,7 @@ mod bad_input;
 mod compat;
 mod crash;
 mod etcd_client;
+mod fast_stop;
 mod metrics;
 mod packaging;
 mod pid1;

@@ -22,7 +22,11 @@ fn layout() -> (tempfile::TempDir, DataLocks) {
 }
 
 fn open_rw(path: &Path) -> File {
-    OpenOptions::new().read(true).write(true).open(path).unwrap()
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap()
 }
 
 /// Takes a whole-file OFD write lock on a new open file description of `path`, as etcd's
