@@ -185,6 +185,15 @@ fn patch_rollout_with_the_fast_stop_loses_nothing_and_keeps_hashes_equal() {
         report.failures,
         report.longest_stall
     );
+    if std::env::var_os("FAST_STOP_TIMELINE").is_some() {
+        let mut lines: Vec<String> = cluster
+            .members
+            .iter()
+            .flat_map(|m| m.log_text().lines().filter(|l| l.starts_with("20")).map(str::to_owned).collect::<Vec<_>>())
+            .collect();
+        lines.sort();
+        eprintln!("{}", lines.join("\n"));
+    }
     assert_eq!(lost, 0, "acknowledged writes lost");
     assert!(report.acked.len() > 20, "writer barely ran: {report:?}");
     let stops = swap_stops(&cluster);
