@@ -189,7 +189,13 @@ fn patch_rollout_with_the_fast_stop_loses_nothing_and_keeps_hashes_equal() {
         let mut lines: Vec<String> = cluster
             .members
             .iter()
-            .flat_map(|m| m.log_text().lines().filter(|l| l.starts_with("20")).map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|m| {
+                m.log_text()
+                    .lines()
+                    .filter(|l| l.starts_with("20"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         lines.sort();
         eprintln!("{}", lines.join("\n"));
