@@ -175,6 +175,7 @@ fn supervised_rollout(
     })
     .expect("all idle");
     let wall = t0.elapsed();
+    print_if_slow(&o.cluster, label, wall);
     let leader_changes = leaders.finish();
     let report = writer.finish();
     let lost = crate::rollout::count_lost(&urls[0], &report.acked);
@@ -191,6 +192,38 @@ fn supervised_rollout(
         phases: delta(&phases0, &o.phases()),
         stops: delta(&stops0, &o.stops()),
     }
+}
+
+/// With `BENCH_SLOW_SECS=N`, a rollout slower than N seconds prints the supervisors' own
+/// lines (not etcd's), merged by time, to show where it waited.
+fn print_if_slow(c: &Cluster, label: &str, wall: Duration) {
+    let Some(limit) = std::env::var("BENCH_SLOW_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    else {
+        return;
+    };
+    if wall.as_secs_f64() <= limit {
+        return;
+    }
+    let mut lines: Vec<String> = c
+        .members
+        .iter()
+        .flat_map(|m| {
+            m.log_text()
+                .lines()
+                .filter(|l| l.starts_with("20"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.sort();
+    let keep = lines.len().saturating_sub(400);
+    println!(
+        "\n<details><summary>{label}: {:.2} s, supervisors' log</summary>\n\n```\n{}\n```\n</details>\n",
+        wall.as_secs_f64(),
+        lines[keep..].join("\n")
+    );
 }
 
 /// The same rollout by hand on bare etcd: each member in turn, SIGTERM, start the new
