@@ -12,6 +12,11 @@ mod support;
 #[allow(dead_code, unused_imports)]
 mod rollout;
 
+// HashKV after every swap (its #[test]s are not compiled here).
+#[path = "../tests/it/fast_stop.rs"]
+#[allow(dead_code, unused_imports)]
+mod fast_stop;
+
 #[path = "upgrade/mod.rs"]
 mod upgrade;
 
@@ -35,9 +40,12 @@ fn main() {
         ("rollout", upgrade::bench_rollout),
         ("turn", upgrade::bench_turn),
         ("rehearsal", rehearsal::bench_rehearsal),
+        ("loop", upgrade::bench_loop),
     ];
     for (name, f) in all {
-        if wanted.is_empty() || wanted.iter().any(|w| w == name) {
+        // The loop runs only when named: it takes many minutes.
+        let default = *name != "loop";
+        if (wanted.is_empty() && default) || wanted.iter().any(|w| w == name) {
             println!("\n## {name}");
             f();
         }

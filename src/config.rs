@@ -70,6 +70,8 @@ pub struct Member {
     pub name: String,
     /// `--data-dir` / `ETCD_DATA_DIR`; when neither is set, `<state-dir>/<name>.etcd`.
     pub data_dir: PathBuf,
+    /// `--wal-dir` / `ETCD_WAL_DIR`, when the WAL is kept outside the data dir.
+    pub wal_dir: Option<PathBuf>,
     /// URLs at which this member's client API answers on this host.
     pub client_urls: Vec<String>,
     /// URLs other hosts reach this member's client API at (`--advertise-client-urls`,
@@ -234,6 +236,7 @@ impl RunSettings {
             member: Member {
                 name,
                 data_dir,
+                wal_dir: lookup("wal-dir", "ETCD_WAL_DIR").map(PathBuf::from),
                 client_urls,
                 config_file: lookup("config-file", "ETCD_CONFIG_FILE").map(PathBuf::from),
                 v2_enabled: lookup("enable-v2", "ETCD_ENABLE_V2").is_some_and(|v| {

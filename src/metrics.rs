@@ -24,6 +24,16 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndedLabel {
+    ended: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     kind: String,
     version: String,
@@ -50,6 +60,9 @@ pub struct Metrics {
     held: Family<HeldLabel, Gauge>,
     consistency_checks: Counter,
     consistency_alarm: Gauge,
+    stops: Family<EndedLabel, Counter>,
+    last_stop: Gauge<f64, AtomicU64>,
+    phases: Family<PhaseLabel, Counter<f64, AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +72,21 @@ struct HeldLabel {
 
 /// What can hold a queued member back (`etcd_supervisor_held{by=...}`).
 const HELD_BY: [&str; 2] = ["pause", "window"];
+
+/// How a stop can end (`process::child::StopEnd`'s names), so a scrape shows zeros too.
+const STOP_ENDS: [&str; 3] = ["exited", "data_closed", "escalated"];
+
+/// The phases of an upgrade turn whose time is counted.
+pub const PHASES: [&str; 8] = [
+    "turn_wait",
+    "preflight",
+    "backup",
+    "stop",
+    "switch",
+    "start",
+    "catch_up",
+    "soak",
+];
 
 impl Metrics {
     /// A registry with every family registered; `states` are the upgrade state names
@@ -83,6 +111,9 @@ impl Metrics {
             held: Family::default(),
             consistency_checks: Counter::default(),
             consistency_alarm: Gauge::default(),
+            stops: Family::default(),
+            last_stop: Gauge::default(),
+            phases: Family::default(),
         };
         r.register(
             "state",
@@ -159,6 +190,35 @@ impl Metrics {
             "1 when this supervisor found the members' HashKV differing after a rollout",
             m.consistency_alarm.clone(),
         );
+        r.register(
+            "etcd_stops",
+            "stops of etcd the supervisor asked for, by how they ended: exited (by itself), data_closed (SIGKILL once its WAL and db were closed), escalated (SIGKILL at the stop timeout)",
+            m.stops.clone(),
+        );
+        r.register(
+            "etcd_last_stop_seconds",
+            "last stop of etcd: SIGTERM until the process was gone",
+            m.last_stop.clone(),
+        );
+        r.register(
+            "upgrade_phase_seconds",
+            "time spent in each phase of upgrade turns: turn_wait, preflight, backup, stop (incl. a cold copy), switch, start, catch_up (healthy, on the target and caught up), soak",
+            m.phases.clone(),
+        );
+        for ended in STOP_ENDS {
+            m.stops
+                .get_or_create(&EndedLabel {
+                    ended: ended.to_owned(),
+                })
+                .inc_by(0);
+        }
+        for phase in PHASES {
+            m.phases
+                .get_or_create(&PhaseLabel {
+                    phase: phase.to_owned(),
+                })
+                .inc_by(0.0);
+        }
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = r;
         m.set_state("idle");
         m.set_held(None);
@@ -248,6 +308,25 @@ impl Metrics {
     pub fn upgraded(&self, window: Duration) {
         self.swap_window.set(window.as_secs_f64());
         self.upgrades.inc();
+    }
+
+    /// A stop of etcd that was asked for ended (`ended`: see [`STOP_ENDS`]) after `took`.
+    pub fn stopped(&self, ended: &str, took: Duration) {
+        self.stops
+            .get_or_create(&EndedLabel {
+                ended: ended.to_owned(),
+            })
+            .inc();
+        self.last_stop.set(took.as_secs_f64());
+    }
+
+    /// `took` was spent in `phase` of a turn (one of [`PHASES`]).
+    pub fn phase(&self, phase: &str, took: Duration) {
+        self.phases
+            .get_or_create(&PhaseLabel {
+                phase: phase.to_owned(),
+            })
+            .inc_by(took.as_secs_f64());
     }
 
     /// A swap was rolled back.
@@ -350,6 +429,9 @@ mod tests {
         m.restarted();
         m.upgraded(Duration::from_millis(1500));
         m.backup_taken(4096, true);
+        m.stopped("data_closed", Duration::from_millis(20));
+        m.phase("stop", Duration::from_millis(250));
+        m.phase("stop", Duration::from_millis(250));
         let text = m.encode();
         for family in [
             "etcd_supervisor_state",
@@ -364,6 +446,9 @@ mod tests {
             "etcd_supervisor_backup_last_timestamp_seconds",
             "etcd_supervisor_backup_last_size_bytes",
             "etcd_supervisor_backup_last_verified",
+            "etcd_supervisor_etcd_stops_total",
+            "etcd_supervisor_etcd_last_stop_seconds",
+            "etcd_supervisor_upgrade_phase_seconds_total",
         ] {
             assert!(text.contains(family), "{family} missing:\n{text}");
         }
@@ -385,6 +470,18 @@ mod tests {
         );
         assert!(
             text.contains("kind=\"staged\",version=\"3.5.16\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_etcd_stops_total{ended=\"data_closed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_etcd_stops_total{ended=\"escalated\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("etcd_supervisor_upgrade_phase_seconds_total{phase=\"stop\"} 0.5"),
             "{text}"
         );
     }

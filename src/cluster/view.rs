@@ -305,7 +305,7 @@ pub async fn gather(client: &Client, key_prefix: &str) -> ClusterView {
         .collect();
     let gathered = Gathered {
         cluster_id: list.header.cluster_id,
-        alarms: client.alarms().await.unwrap_or_default(),
+        alarms: alarms(client).await,
         queue: lock::queue(client, &lock_cfg)
             .await
             .map(|q| q.members)
@@ -326,6 +326,22 @@ pub async fn gather(client: &Client, key_prefix: &str) -> ClusterView {
         pause,
         ..build_view(&list.members, probes, gathered)
     }
+}
+
+/// One attempt at the alarm list may wait out the whole request timeout: it goes through
+/// raft, and a proposal dropped in a leader change (a swap next door) is never answered.
+/// Short attempts, retried, find the new leader instead.
+const ALARM_ATTEMPT: Duration = Duration::from_millis(1500);
+
+/// The raised alarms; none when they cannot be read (as before: preflight's other checks
+/// still see an unhealthy cluster).
+async fn alarms(client: &Client) -> Vec<Alarm> {
+    for _ in 0..3 {
+        if let Ok(Ok(alarms)) = tokio::time::timeout(ALARM_ATTEMPT, client.alarms()).await {
+            return alarms;
+        }
+    }
+    Vec::new()
 }
 
 async fn probe(client: &Client, member: &Member) -> Probe {

@@ -48,10 +48,32 @@ fn start_tee(fd: OwnedFd, tail: LogTail) -> Option<Tee> {
 pub struct Stopped {
     /// The child's exit.
     pub exit: ChildExit,
-    /// True when SIGTERM was not enough and SIGKILL was sent.
-    pub escalated: bool,
+    /// What ended it.
+    pub ended: StopEnd,
     /// Time from the stop request to the exit.
     pub took: Duration,
+}
+
+/// What ended a stop that was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopEnd {
+    /// The process exited by itself after SIGTERM (or was not running).
+    Exited,
+    /// Its data was closed (WAL and db locks free), and SIGKILL ended the rest: a clean stop.
+    DataClosed,
+    /// The stop timeout passed and SIGKILL was sent with the data still open.
+    Escalated,
+}
+
+impl StopEnd {
+    /// The name used in logs and the metric's label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopEnd::Exited => "exited",
+            StopEnd::DataClosed => "data_closed",
+            StopEnd::Escalated => "escalated",
+        }
+    }
 }
 
 /// Where a child's output goes and what its environment lacks or adds, beyond the

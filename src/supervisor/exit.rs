@@ -22,6 +22,8 @@ pub struct ExitContext {
     pub stop_requested: bool,
     /// The stop had to be escalated to SIGKILL.
     pub escalated: bool,
+    /// We sent SIGKILL after seeing etcd's data closed (WAL and db locks free).
+    pub data_closed: bool,
     /// etcd has answered /health true at least once since the supervisor started.
     pub ever_healthy: bool,
     /// Crashes since the last healthy period, including this one.
@@ -29,16 +31,15 @@ pub struct ExitContext {
 }
 
 /// The exit policy: a requested stop ends the supervisor with 0 when etcd stopped as asked
-/// (code 0 or death by the signal we forwarded) and with etcd's own code otherwise; an etcd
+/// (code 0, death by the signal we forwarded, or death by the SIGKILL we sent once its data
+/// was closed) and with etcd's own code otherwise; an etcd
 /// that never became healthy fails fast, so a bad flag surfaces as a failed unit instead of
 /// a restart loop; any other exit is a crash and is restarted with backoff.
 pub fn on_exit(exit: ChildExit, ctx: ExitContext, backoff: &Backoff) -> AfterExit {
     if ctx.stop_requested {
-        return AfterExit::Exit(if exit.stopped_as_asked() && !ctx.escalated {
-            0
-        } else {
-            exit.exit_code()
-        });
+        let clean = (exit.stopped_as_asked() && !ctx.escalated)
+            || (ctx.data_closed && exit.is_signal(nix::sys::signal::Signal::SIGKILL));
+        return AfterExit::Exit(if clean { 0 } else { exit.exit_code() });
     }
     if !ctx.ever_healthy {
         return AfterExit::Exit(exit.exit_code());
@@ -60,9 +61,37 @@ mod tests {
         ExitContext {
             stop_requested,
             escalated,
+            data_closed: false,
             ever_healthy,
             crashes,
         }
+    }
+
+    #[test]
+    fn our_sigkill_after_the_data_was_closed_is_a_clean_stop() {
+        let c = ExitContext {
+            data_closed: true,
+            ..ctx(true, false, true, 0)
+        };
+        assert_eq!(
+            on_exit(ChildExit::Signal(libc::SIGKILL), c, &BACKOFF),
+            AfterExit::Exit(0)
+        );
+        // It may still have exited by itself first: also clean; its own failure is not.
+        assert_eq!(
+            on_exit(ChildExit::Signal(libc::SIGTERM), c, &BACKOFF),
+            AfterExit::Exit(0)
+        );
+        assert_eq!(on_exit(ChildExit::Code(3), c, &BACKOFF), AfterExit::Exit(3));
+        // A SIGKILL nobody saw the data closed before is not.
+        assert_eq!(
+            on_exit(
+                ChildExit::Signal(libc::SIGKILL),
+                ctx(true, false, true, 0),
+                &BACKOFF
+            ),
+            AfterExit::Exit(137)
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The run loop: keep the pinned etcd running.
 //!
-//! Theory of operation: the loop owns one etcd child at a time and reacts to eight inputs:
+//! Theory of operation: the loop owns one etcd child at a time and reacts to ten inputs:
 //! the child's exit, a signal to the supervisor, the stop deadline (escalation to SIGKILL),
-//! the restart timer, the end of a start being prepared, a change of etcd's /health, a
-//! request of the upgrade driver, and the systemd watchdog tick; and, during a reload
-//! (SIGHUP, see [`reexec`]), the steps of the re-exec in place. What to do when the child
+//! the end of the data watch (etcd's data closed after SIGTERM: SIGKILL the rest, see
+//! [`closing`]), the restart timer, the end of a start being prepared, a change of etcd's
+//! /health, a request of the upgrade driver, and the systemd watchdog tick; and, during a
+//! reload (SIGHUP, see [`reexec`]), the steps of the re-exec in place. What to do when the child
 //! exits is decided by [`on_exit`], a plain function, so the policy (clean stop, fail fast,
 //! restart with backoff) is tested without processes.
 //!
@@ -21,13 +22,15 @@ use tokio::task::{JoinError, JoinHandle};
 use crate::config::RunSettings;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::Metrics;
-use crate::process::child::{EtcdChild, SpawnOptions, Stopped};
+use crate::process::child::{EtcdChild, SpawnOptions, StopEnd, Stopped};
+use crate::process::data_locks::DataLocks;
 use crate::process::log_tail::LogTail;
 use crate::process::reaper::{ChildExit, Reaper};
 use crate::versions::store::{Pinned, VersionStore};
 use crate::versions::Version;
 use notify::Notifier;
 
+pub mod closing;
 pub mod control;
 pub mod error;
 pub mod exit;
@@ -70,6 +73,17 @@ struct RunLoop {
     shutting_down: bool,
     stop_deadline: Option<Instant>,
     escalated: bool,
+    /// When SIGTERM was first sent to this child for a stop we asked for.
+    stop_sent: Option<Instant>,
+    /// etcd's WAL and db locks, probed after SIGTERM.
+    locks: DataLocks,
+    /// This child has answered /health true: its data was open, so free locks after
+    /// SIGTERM mean closed, not "not opened yet".
+    child_healthy: bool,
+    /// The watch for the data being closed, while a stop waits for it.
+    closing: Option<JoinHandle<closing::DataWatch>>,
+    /// SIGKILL was sent because the data was seen closed, this long after SIGTERM.
+    data_closed: Option<Duration>,
     stop_reply: Option<(oneshot::Sender<Stopped>, Instant)>,
     restart_at: Option<Instant>,
     healthy_since: Option<Instant>,
@@ -185,6 +199,12 @@ impl RunLoop {
         self.healthy_since = None;
         self.stop_deadline = None;
         self.escalated = false;
+        self.stop_sent = None;
+        self.child_healthy = false;
+        self.data_closed = None;
+        if let Some(w) = self.closing.take() {
+            w.abort();
+        }
         self.status_tx.send_modify(|s| {
             s.pid = Some(pid);
             s.health = Health::Unknown;
@@ -212,6 +232,58 @@ impl RunLoop {
             if self.stop_deadline.is_none() {
                 self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
             }
+            self.sigterm_sent();
+        }
+    }
+
+    /// SIGTERM went to the child for a stop: note when, and watch for its data to be
+    /// closed, bounded by the stop deadline. Only for an etcd that was healthy (its data
+    /// open); any other stop takes its ordinary course.
+    fn sigterm_sent(&mut self) {
+        let now = Instant::now();
+        self.stop_sent.get_or_insert(now);
+        if self.closing.is_some() || self.data_closed.is_some() || self.escalated {
+            return;
+        }
+        if !self.child_healthy {
+            tracing::debug!(
+                member = self.member(),
+                "etcd was never healthy; its stop is not ended early"
+            );
+            return;
+        }
+        let until = self
+            .stop_deadline
+            .unwrap_or(now + self.settings.stop_timeout);
+        self.closing = Some(tokio::spawn(closing::watch(
+            self.locks.clone(),
+            closing::PROBE_EVERY,
+            until.into(),
+        )));
+    }
+
+    /// The data watch ended: SIGKILL the rest once etcd's data is closed.
+    fn on_data_watch(&mut self, seen: Result<closing::DataWatch, JoinError>) {
+        self.closing = None;
+        let seen = seen.unwrap_or_else(|e| closing::DataWatch::CannotTell(e.to_string()));
+        match seen {
+            closing::DataWatch::Closed(after) => {
+                let Some(child) = &self.child else { return };
+                if self.escalated {
+                    return;
+                }
+                tracing::debug!(
+                    member = self.member(),
+                    after_ms = after.as_millis() as u64,
+                    "etcd's data is closed; ending the rest with SIGKILL"
+                );
+                child.signal(Signal::SIGKILL);
+                self.data_closed = Some(after);
+            }
+            closing::DataWatch::CannotTell(why) => {
+                tracing::info!(member = self.member(), reason = %why, "cannot tell when etcd's data is closed; waiting for it to exit");
+            }
+            closing::DataWatch::StillOpen => {}
         }
     }
 
@@ -245,6 +317,7 @@ impl RunLoop {
             let _ = shutdown_tx.send(true);
             if self.child.is_some() {
                 self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
+                self.sigterm_sent();
             } else {
                 let starting = self.starting.is_some();
                 tracing::info!(
@@ -267,6 +340,7 @@ impl RunLoop {
         match health {
             Health::Healthy => {
                 self.healthy_since = Some(Instant::now());
+                self.child_healthy = true;
                 let status = format!("etcd {version} healthy");
                 if !self.ever_healthy {
                     self.ever_healthy = true;
@@ -297,6 +371,9 @@ impl RunLoop {
         if let Some(p) = self.poller.take() {
             p.abort();
         }
+        if let Some(w) = self.closing.take() {
+            w.abort();
+        }
         let pid = child.pid();
         self.status_tx.send_modify(|s| {
             s.pid = None;
@@ -305,13 +382,24 @@ impl RunLoop {
         });
         let member = self.settings.member.name.clone();
         let version = self.version.clone();
+        let ended = match self.data_closed {
+            Some(_) if exit.is_signal(Signal::SIGKILL) => StopEnd::DataClosed,
+            _ if self.escalated => StopEnd::Escalated,
+            _ => StopEnd::Exited,
+        };
+        let stop_took = self.stop_sent.take().map(|t| t.elapsed());
+        if let Some(took) = stop_took {
+            self.metrics.stopped(ended.as_str(), took);
+        }
+        let data_closed_ms = self.data_closed.map(|d| d.as_millis() as u64);
+        let took_ms = stop_took.map(|t| t.as_millis() as u64);
         if let Some((reply, asked)) = self.stop_reply.take() {
             let stopped = Stopped {
                 exit,
-                escalated: self.escalated,
+                ended,
                 took: asked.elapsed(),
             };
-            tracing::info!(member, %version, %exit, took_ms = stopped.took.as_millis() as u64, "etcd stopped for the upgrade");
+            tracing::info!(member, %version, %exit, ended = ended.as_str(), took_ms = stopped.took.as_millis() as u64, data_closed_ms, "etcd stopped for the upgrade");
             let _ = reply.send(stopped);
             if !self.shutting_down {
                 return;
@@ -334,13 +422,14 @@ impl RunLoop {
         let ctx = ExitContext {
             stop_requested: self.shutting_down,
             escalated: self.escalated,
+            data_closed: ended == StopEnd::DataClosed,
             ever_healthy: self.ever_healthy,
             crashes: self.crashes,
         };
         match on_exit(exit, ctx, &self.settings.backoff) {
             AfterExit::Exit(code) => {
                 if self.shutting_down {
-                    tracing::info!(member, %version, %exit, code, "etcd stopped; exiting");
+                    tracing::info!(member, %version, %exit, code, ended = ended.as_str(), took_ms, data_closed_ms, "etcd stopped; exiting");
                 } else {
                     tracing::error!(member, %version, %exit, code,
                         "etcd exited before it ever became healthy; not restarting (check etcd's log above for the cause)");
@@ -376,7 +465,7 @@ impl RunLoop {
                         .map_or(ChildExit::Code(0), |(_, e)| e);
                     let _ = reply.send(Stopped {
                         exit,
-                        escalated: false,
+                        ended: StopEnd::Exited,
                         took: Duration::ZERO,
                     });
                 }
@@ -485,6 +574,10 @@ pub async fn run_with_reload(
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (req_tx, mut req_rx) = mpsc::channel(8);
+    let locks = DataLocks::new(
+        &settings.member.data_dir,
+        settings.member.wal_dir.as_deref(),
+    );
     let mut lp = RunLoop {
         metrics,
         store: VersionStore::new(&settings.state_dir),
@@ -502,6 +595,11 @@ pub async fn run_with_reload(
         shutting_down: false,
         stop_deadline: None,
         escalated: false,
+        stop_sent: None,
+        locks,
+        child_healthy: false,
+        closing: None,
+        data_closed: None,
         stop_reply: None,
         restart_at: None,
         healthy_since: None,
@@ -536,7 +634,9 @@ pub async fn run_with_reload(
         if lp.shutting_down && lp.child.is_none() {
             break lp.exit_code.unwrap_or(0);
         }
-        let kill_at = lp.stop_deadline.filter(|_| !lp.escalated);
+        let kill_at = lp
+            .stop_deadline
+            .filter(|_| !lp.escalated && lp.data_closed.is_none());
         tokio::select! {
             exit = child_exit(&mut lp.child) => lp.on_child_exit(exit),
             sig = signals.recv() => lp.on_signal(sig, &shutdown_tx),
@@ -547,6 +647,7 @@ pub async fn run_with_reload(
                 }
                 lp.escalated = true;
             }
+            seen = closing::finished(&mut lp.closing) => lp.on_data_watch(seen),
             () = sleep_until_opt(lp.restart_at) => {
                 lp.restart_at = None;
                 lp.begin_start(None, false);

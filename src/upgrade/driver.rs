@@ -200,9 +200,13 @@ where
         self.publish().await;
         let mut effect = effect;
         loop {
+            let (phase, began) = (phase_of(&effect), Instant::now());
             let Some(event) = self.perform(effect).await else {
                 return;
             };
+            if let Some(phase) = phase {
+                self.metrics.phase(phase, began.elapsed());
+            }
             let step = machine::step(&self.turn, event.clone());
             self.transition(step.turn, &event).await;
             effect = step.effect;
@@ -623,7 +627,7 @@ where
                 return Event::StopFailed(format!("stopping etcd failed: {e}"));
             }
         };
-        tracing::info!(member = %self.cfg.member, exit = %stopped.exit, escalated = stopped.escalated, took_ms = stopped.took.as_millis() as u64, "etcd stopped");
+        tracing::info!(member = %self.cfg.member, exit = %stopped.exit, ended = stopped.ended.as_str(), took_ms = stopped.took.as_millis() as u64, "etcd stopped");
         let Some(pending) = self.pending_backup.take() else {
             return Event::Stopped;
         };
@@ -642,6 +646,21 @@ where
             }
         }
     }
+}
+
+/// The turn's phase an effect's time is counted in (`metrics::PHASES`).
+fn phase_of(effect: &Effect) -> Option<&'static str> {
+    Some(match effect {
+        Effect::AcquireTurn { .. } => "turn_wait",
+        Effect::Preflight => "preflight",
+        Effect::Backup => "backup",
+        Effect::StopEtcd => "stop",
+        Effect::Switch(_) => "switch",
+        Effect::StartEtcd => "start",
+        Effect::Verify(_) => "catch_up",
+        Effect::Soak(_) => "soak",
+        Effect::Nothing | Effect::Release { .. } | Effect::Exit => return None,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod consistency;
 mod crash;
 mod demo;
 mod etcd_client;
+mod fast_stop;
 mod faults;
 mod leader_last;
 mod metrics;

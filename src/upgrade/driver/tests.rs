@@ -200,7 +200,7 @@ impl EtcdChild for Fake {
         self.lose_lock_if(LoseLock::AtStop);
         Ok(Stopped {
             exit: ChildExit::Code(0),
-            escalated: false,
+            ended: crate::process::child::StopEnd::Exited,
             took: Duration::from_millis(300),
         })
     }

@@ -5,6 +5,10 @@
 use super::*;
 use crate::upgrade::consistency;
 
+/// How often a started etcd is asked whether it is healthy and caught up: it is part of
+/// every swap window, and each round is a few small local requests.
+const VERIFY_POLL: Duration = Duration::from_millis(10);
+
 impl<C, K, B, S, V> Driver<C, K, B, S, V>
 where
     C: EtcdChild,
@@ -95,7 +99,7 @@ where
                     Err(_) => {}
                 }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(VERIFY_POLL).await;
         }
     }
 
