@@ -102,6 +102,8 @@ pub struct Driver<
     notifier: Notifier,
     since: SystemTime,
     leader_last: leader_last::LeaderLast,
+    /// The last preflight saw this member as the cluster's only voting member.
+    sole_voter: bool,
 }
 
 impl Driver {
@@ -179,6 +181,7 @@ where
             notifier: Notifier,
             since: SystemTime::now(),
             leader_last: Default::default(),
+            sole_voter: false,
         }
     }
 
@@ -515,6 +518,7 @@ where
             &self.cfg.policy,
         ) {
             Verdict::Proceed => {
+                self.sole_voter = report.members.iter().filter(|m| !m.learner).count() <= 1;
                 let now = Some((target.clone(), report.cluster_version.clone()));
                 if self.vetted != now {
                     // Not vetted by this process (a restart while queued), or the cluster

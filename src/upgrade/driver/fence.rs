@@ -22,7 +22,14 @@ where
     /// turn of its own and is not fenced: it finishes what was announced before the crash.
     pub(super) async fn fence(&self, step: &str) -> Option<String> {
         let held = self.held.as_ref()?;
-        let reason = held.confirm().await?;
+        let stopped = matches!(self.turn.phase, Phase::Swapping | Phase::Starting);
+        let reason = if self.sole_voter && stopped {
+            // The only voting member is the one stopped: nobody can be asked, and nobody can
+            // take the turn meanwhile (its lock lives in the stopped etcd).
+            held.lost_reason()?
+        } else {
+            held.confirm().await?
+        };
         tracing::warn!(member = %self.cfg.member, state = self.turn.state_name(), reason, "lost the upgrade turn; not {step}");
         Some(reason)
     }
