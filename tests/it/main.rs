@@ -8,6 +8,7 @@ mod bad_input;
 mod compat;
 mod crash;
 mod etcd_client;
+mod grpc_snapshot;
 mod metrics;
 mod packaging;
 mod pid1;
