@@ -1,7 +1,7 @@
 //! The cold copy of etcd's data dir (`member/snap/db`, `member/snap/*.snap`,
 //! `member/wal/*.wal`), taken while etcd is stopped: regular files and directories only,
-//! relative layout, permission bits and (when we may) ownership kept, every file hashed while
-//! it is copied and fsynced.
+//! relative layout, permission bits and (when we may) ownership kept, every file hashed (on
+//! a second thread, while the kernel copies it) and fsynced.
 //!
 //! Anything else (a symlink, a socket, a name sha256sum would have to escape) is refused
 //! rather than skipped: a backup must be exactly what it says. [`scan`] runs at `begin`,
