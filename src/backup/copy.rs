@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{fchown, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -221,37 +222,69 @@ fn copy_file(
     Ok((dst, sha))
 }
 
-/// `copy_file_range` from `src` to `dst` to the end, starting writeback as it goes.
-/// `Ok(false)` when the kernel cannot copy between these files (nothing was written).
+/// `copy_file_range` of `src`'s data ranges into `dst`, starting writeback as it goes.
+/// Holes and preallocated-but-unwritten ranges (etcd preallocates each 64 MB WAL segment)
+/// stay holes, as `cp` leaves them: they read as zeros all the same, and writing those
+/// zeros would be most of the cost of a small member's copy. `Ok(false)` when the kernel
+/// cannot copy between these files (nothing was written).
 fn kernel_copy(
     src: &File,
     dst: &File,
     to: &Path,
     progress: &mut Progress,
 ) -> Result<bool, BackupError> {
-    let (mut written, mut flushed) = (0u64, 0u64);
-    loop {
-        match nix::fcntl::copy_file_range(src, None, dst, None, WRITEBACK_WINDOW as usize) {
-            Ok(0) => break,
-            Ok(n) => {
-                written += n as u64;
-                progress.add(n as u64);
-                if written - flushed >= WRITEBACK_WINDOW {
-                    start_writeback(dst, flushed, written - flushed);
-                    flushed = written;
+    use nix::unistd::{lseek, Whence};
+    let len = src.metadata().map_err(io_error("inspect", to))?.len();
+    let mut pos = 0u64;
+    let mut flushed = 0u64;
+    let mut copied_any = false;
+    while pos < len {
+        let start = match lseek(src.as_raw_fd(), pos as i64, Whence::SeekData) {
+            Ok(off) => off as u64,
+            // No data after `pos`: the rest is a hole.
+            Err(nix::errno::Errno::ENXIO) => break,
+            // No hole support: treat the whole file as data.
+            Err(_) => pos,
+        };
+        let end = match lseek(src.as_raw_fd(), start as i64, Whence::SeekHole) {
+            Ok(off) => (off as u64).min(len),
+            Err(_) => len,
+        };
+        let (mut off_in, mut off_out) = (start as i64, start as i64);
+        while (off_in as u64) < end {
+            let want = (end - off_in as u64).min(WRITEBACK_WINDOW) as usize;
+            match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)
+            {
+                // The file shrank under us: it cannot (etcd is stopped), but do not spin.
+                Ok(0) => break,
+                Ok(n) => {
+                    copied_any = true;
+                    progress.add(n as u64);
+                    let done = off_out as u64;
+                    if done.saturating_sub(flushed) >= WRITEBACK_WINDOW {
+                        start_writeback(dst, flushed, done - flushed);
+                        flushed = done;
+                    }
                 }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(
+                    nix::errno::Errno::EXDEV
+                    | nix::errno::Errno::ENOSYS
+                    | nix::errno::Errno::EINVAL
+                    | nix::errno::Errno::EOPNOTSUPP,
+                ) if !copied_any => return Ok(false),
+                Err(errno) => return Err(io_error("copy to", to)(io::Error::from(errno))),
             }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(
-                nix::errno::Errno::EXDEV
-                | nix::errno::Errno::ENOSYS
-                | nix::errno::Errno::EINVAL
-                | nix::errno::Errno::EOPNOTSUPP,
-            ) if written == 0 => return Ok(false),
-            Err(errno) => return Err(io_error("copy to", to)(io::Error::from(errno))),
         }
+        // Holes count as done for the progress lines.
+        progress.add(start - pos);
+        pos = end;
     }
-    start_writeback(dst, flushed, written - flushed);
+    // The tail after the last data is a hole too.
+    progress.add(len.saturating_sub(pos));
+    dst.set_len(len)
+        .map_err(io_error("set the length of", to))?;
+    start_writeback(dst, flushed, len.saturating_sub(flushed));
     Ok(true)
 }
 
@@ -382,6 +415,39 @@ mod tests {
         }
         let wal_mode = fs::metadata(dst.join("member/wal")).unwrap().mode() & 0o7777;
         assert_eq!(wal_mode, 0o750);
+    }
+
+    #[test]
+    fn holes_and_preallocated_ranges_copy_as_zeros() {
+        use std::io::{Seek, SeekFrom};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("d");
+        fs::create_dir_all(src.join("member/wal")).unwrap();
+        // Data, a hole, data, then a preallocated tail (as etcd's WAL segments).
+        let path = src.join("member/wal/0.wal");
+        let mut f = File::create(&path).unwrap();
+        f.write_all(&[1u8; 5000]).unwrap();
+        f.seek(SeekFrom::Start(3 * 1024 * 1024)).unwrap();
+        f.write_all(&[2u8; 700]).unwrap();
+        nix::fcntl::fallocate(
+            f.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            12 * 1024 * 1024,
+        )
+        .unwrap();
+        drop(f);
+        let want = fs::read(&path).unwrap();
+        assert_eq!(want.len(), 12 * 1024 * 1024);
+        let tree = scan(&src).unwrap();
+        let dst = dir.path().join("copy");
+        let copied = copy_tree(&src, &dst, "data", &tree).unwrap();
+        assert_eq!(fs::read(dst.join("member/wal/0.wal")).unwrap(), want);
+        assert_eq!(
+            copied.sums["data/member/wal/0.wal"],
+            super::super::sums::sha256_hex(&want)
+        );
+        assert_eq!(copied.bytes, want.len() as u64);
     }
 
     #[test]
