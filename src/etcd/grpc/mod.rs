@@ -96,10 +96,13 @@ impl GrpcError {
     pub fn no_grpc_here(&self) -> Option<String> {
         match self {
             GrpcError::NoH2(_) | GrpcError::NotGrpc { .. } => Some(self.to_string()),
-            // The peer answered in something that is not HTTP/2 (an HTTP/1 proxy in front
-            // of etcd). Not an I/O error: a reset, or a TLS alert that TLS 1.3 delivers
-            // after the handshake (a refused client certificate), would meet the gateway too.
-            GrpcError::Http2(e) if !e.is_io() => Some(format!("{self} (no HTTP/2 on this port)")),
+            // We found the peer's answer is not HTTP/2 (an HTTP/1 proxy in front of etcd).
+            // Not an I/O error or a closed connection: a reset, or a TLS alert that TLS 1.3
+            // delivers after the handshake (a refused client certificate), would meet the
+            // gateway too.
+            GrpcError::Http2(e) if e.is_library() && !e.is_io() => {
+                Some(format!("{self} (no HTTP/2 on this port)"))
+            }
             GrpcError::Status { code, .. } if *code == UNIMPLEMENTED => Some(format!(
                 "{self}: Maintenance/Snapshot is not served over gRPC"
             )),
