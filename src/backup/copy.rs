@@ -224,8 +224,8 @@ fn copy_file(
 
 /// `copy_file_range` of `src`'s data ranges into `dst`, starting writeback as it goes.
 /// Holes and preallocated-but-unwritten ranges (etcd preallocates each 64 MB WAL segment)
-/// stay holes, as `cp` leaves them: they read as zeros all the same, and writing those
-/// zeros would be most of the cost of a small member's copy. `Ok(false)` when the kernel
+/// become holes in the copy: they read as zeros all the same (and are hashed as such), and
+/// writing those zeros would be most of the cost of a small member's copy. `Ok(false)` when the kernel
 /// cannot copy between these files (nothing was written).
 fn kernel_copy(
     src: &File,
