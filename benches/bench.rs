@@ -23,6 +23,9 @@ mod upgrade;
 #[path = "rehearsal/mod.rs"]
 mod rehearsal;
 
+#[path = "backup/mod.rs"]
+mod backup;
+
 use std::time::{Duration, Instant};
 
 use support::{Cluster, Mode, Release};
@@ -35,7 +38,7 @@ fn main() {
     let all: &[(&str, fn())] = &[
         ("start", bench_start),
         ("idle", bench_idle),
-        ("backup", bench_backup),
+        ("backup", backup::bench_backup),
         ("swap", upgrade::bench_swap),
         ("rollout", upgrade::bench_rollout),
         ("turn", upgrade::bench_turn),
@@ -151,167 +154,4 @@ fn bench_idle() {
         WINDOW.as_secs(),
         rss as f64 / 1024.0
     );
-}
-
-/// A verified backup (snapshot through the API, meta.json, SHA256SUMS, every file re-read
-/// from disk, rename) vs `etcdctl snapshot save` + `sha256sum` on the same ~16 MB member,
-/// interleaved; then the cold data-dir copy (etcd stopped) vs `cp -a` + `sync`.
-fn bench_backup() {
-    use etcd_supervisor::backup::BackupMode;
-    use etcd_supervisor::backup::BackupPlan;
-    use etcd_supervisor::etcd::{Client, ClientConfig, PutRequest, Txn, TxnOp};
-    use std::process::Command;
-
-    const RUNS: usize = 5;
-    let release = Release::V3_5;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut cluster = Cluster::start(release, 1);
-    let url = cluster.client_urls()[0].clone();
-    let client = Client::new(ClientConfig::new(vec![url.clone()])).expect("client");
-    // ~16 MB: 160 transactions of 100 × 1 KiB values.
-    let value = vec![b'x'; 1024];
-    rt.block_on(async {
-        for t in 0..160 {
-            let ops: Vec<TxnOp> = (0..100)
-                .map(|i| TxnOp::Put(PutRequest::new(format!("k/{t}/{i}"), value.clone())))
-                .collect();
-            client.txn(&Txn::new().and_then(ops)).await.expect("txn");
-        }
-    });
-    let db_size = rt.block_on(client.local_status()).expect("status").db_size;
-    let scratch = tempfile::tempdir().expect("scratch");
-    let mb = |bytes: u64, d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
-
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let (mut streamed, mut finished) = (Vec::new(), Vec::new());
-    let mut snapshot_size = 0;
-    for run in 0..RUNS {
-        let dir = scratch.path().join(format!("ours-{run}"));
-        let t0 = Instant::now();
-        let backup = rt.block_on(async {
-            let pending = BackupPlan::exact(dir.clone()).begin(&client).await?;
-            let t1 = Instant::now();
-            let pending = pending.snapshot(&client).await?;
-            let t2 = Instant::now();
-            streamed.push(t2 - t1);
-            let done = pending.finish().await;
-            finished.push(t2.elapsed());
-            done
-        });
-        ours.push(t0.elapsed());
-        snapshot_size = backup
-            .expect("backup")
-            .meta
-            .snapshot
-            .expect("snapshot")
-            .size;
-        std::fs::remove_dir_all(&dir).expect("clean");
-
-        let file = scratch.path().join(format!("etcdctl-{run}.db"));
-        let t0 = Instant::now();
-        let saved = Command::new(release.etcdctl())
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={url}"))
-            .args(["snapshot", "save"])
-            .arg(&file)
-            .output()
-            .expect("etcdctl");
-        assert!(saved.status.success(), "{saved:?}");
-        let summed = Command::new("sha256sum")
-            .arg(&file)
-            .output()
-            .expect("sha256sum");
-        assert!(summed.status.success());
-        theirs.push(t0.elapsed());
-        std::fs::remove_file(&file).expect("clean");
-    }
-    println!(
-        "etcd {}, db {:.1} MB, snapshot file {:.1} MB, {RUNS} runs each, interleaved",
-        release.version(),
-        db_size as f64 / 1e6,
-        snapshot_size as f64 / 1e6
-    );
-    println!("| case | runs | median | min | max |\n|---|---|---|---|---|");
-    summary(
-        "verified backup (snapshot, sums, meta, re-read, rename)",
-        ours,
-    );
-    summary(
-        "  of which snapshot() (status + API stream to disk)",
-        streamed,
-    );
-    summary(
-        "  of which finish() (meta, sums, re-read, rename)",
-        finished,
-    );
-    summary("etcdctl snapshot save + sha256sum", theirs);
-
-    // Cold data-dir copy: etcd stopped, page cache warm from the running member.
-    let data_dir = cluster.members[0].spec.data_dir.clone();
-    let (mut copy, mut cp) = (Vec::new(), Vec::new());
-    let mut data_bytes = 0;
-    for run in 0..3 {
-        let dir = scratch.path().join(format!("cold-{run}"));
-        let pending = rt
-            .block_on(
-                BackupPlan::exact(dir.clone())
-                    .mode(BackupMode::DataDir)
-                    .data_dir(&data_dir)
-                    .begin(&client),
-            )
-            .expect("begin");
-        cluster.member(0).stop();
-        let t0 = Instant::now();
-        let pending = rt.block_on(pending.copy_data_dir()).expect("copy");
-        copy.push(t0.elapsed());
-        let done = rt.block_on(pending.finish()).expect("finish");
-        data_bytes = done.meta.data_dir.expect("data dir").bytes;
-        std::fs::remove_dir_all(&dir).expect("clean");
-
-        let dst = scratch.path().join(format!("cp-{run}"));
-        let t0 = Instant::now();
-        let ok = Command::new("cp")
-            .arg("-a")
-            .arg(&data_dir)
-            .arg(&dst)
-            .status()
-            .expect("cp")
-            .success()
-            // -f: syncfs, so the copied files are on disk too (not only the directory).
-            && Command::new("sync")
-                .arg("-f")
-                .arg(&dst)
-                .status()
-                .expect("sync")
-                .success();
-        assert!(ok);
-        cp.push(t0.elapsed());
-        std::fs::remove_dir_all(&dst).expect("clean");
-        cluster.member(0).start();
-        cluster.member(0).wait_healthy();
-    }
-    copy.sort();
-    cp.sort();
-    println!(
-        "\ncold data-dir copy, {:.1} MB (db + WAL segments, preallocated), 3 runs each",
-        data_bytes as f64 / 1e6
-    );
-    println!("| case | runs | median | min | max | median rate |\n|---|---|---|---|---|---|");
-    for (label, samples) in [
-        ("copy_data_dir (hash + fsync per file)", &copy),
-        ("cp -a + sync -f", &cp),
-    ] {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        println!(
-            "| {label} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} MB/s |",
-            samples.len(),
-            ms(samples[1]),
-            ms(samples[0]),
-            ms(samples[2]),
-            mb(data_bytes, samples[1])
-        );
-    }
 }

@@ -25,6 +25,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::error::{code, describe_transport, EtcdError};
+use super::grpc::TlsFiles;
 use super::transport::{build_http, normalize_endpoint};
 pub use super::transport::{ClientConfig, Credentials};
 use super::wire::{self, api_error, first_value};
@@ -78,7 +79,10 @@ struct Inner {
     /// The endpoint that answered last.
     preferred: Mutex<Option<String>>,
     request_timeout: Duration,
+    connect_timeout: Duration,
     tls: bool,
+    /// For the gRPC snapshot, which connects on its own.
+    tls_files: TlsFiles,
     credentials: Option<Credentials>,
     token: Mutex<Option<String>>,
 }
@@ -145,7 +149,13 @@ impl Client {
                 configured,
                 preferred: Mutex::new(None),
                 request_timeout: config.request_timeout,
+                connect_timeout: config.connect_timeout.min(config.request_timeout),
                 tls,
+                tls_files: TlsFiles {
+                    cacert: config.cacert.clone(),
+                    cert: config.cert.clone(),
+                    key: config.key.clone(),
+                },
                 credentials: config.credentials,
                 token: Mutex::new(None),
             }),
@@ -170,6 +180,11 @@ impl Client {
     /// The per-call timeout.
     pub fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
+    }
+
+    /// The TLS files and connect timeout, for connections made outside the HTTP client.
+    pub(crate) fn connect_settings(&self) -> (&TlsFiles, Duration) {
+        (&self.inner.tls_files, self.inner.connect_timeout)
     }
 
     /// Replaces the endpoints in use: configured ones first, then every other client URL

@@ -89,6 +89,16 @@ pub enum EtcdError {
         source: reqwest::Error,
     },
 
+    /// A gRPC call (the snapshot) failed below etcd's answer: connection, TLS, HTTP/2.
+    #[error("etcd at {endpoint} (gRPC): {source}")]
+    Grpc {
+        /// The endpoint.
+        endpoint: String,
+        /// What failed.
+        #[source]
+        source: super::grpc::GrpcError,
+    },
+
     /// Every endpoint was tried and none could serve the call.
     #[error("no etcd endpoint could serve the request; tried {}. {}", describe_tried(.tried), hint(.tried))]
     AllEndpointsFailed {

@@ -10,92 +10,10 @@
 //! decoded on its own (every line's base64 has its own padding).
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
+use super::snapshot_check::ChunkCheck;
+pub use super::snapshot_check::{SnapshotDigest, SnapshotError};
 use super::wire::{self, api_error, b64, int};
-
-/// Length of the sha256 trailer.
-const TRAILER_LEN: usize = 32;
-
-/// What was wrong with a snapshot stream.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SnapshotError {
-    /// etcd sent an error line.
-    #[error("etcd reported an error in the middle of the stream: {message} (code {code})")]
-    Server {
-        /// The gRPC code.
-        code: i32,
-        /// etcd's message.
-        message: String,
-    },
-    /// A line that is not a snapshot chunk.
-    #[error("line {line} of the stream is not a snapshot chunk: {reason}")]
-    BadLine {
-        /// 1-based line number.
-        line: u64,
-        /// What was wrong.
-        reason: String,
-    },
-    /// `remaining_bytes` does not count down by the size of each chunk.
-    #[error("line {line} says {remaining} bytes remain, but {expected} were expected: the stream is inconsistent")]
-    Inconsistent {
-        /// 1-based line number.
-        line: u64,
-        /// What the line said.
-        remaining: u64,
-        /// What the previous lines imply.
-        expected: u64,
-    },
-    /// The stream ended before the sha256 trailer.
-    #[error("the stream ended early: {received} bytes received, {remaining} more expected, then the sha256 trailer{}", if *.partial_line { " (it stopped in the middle of a line)" } else { "" })]
-    Truncated {
-        /// Bytes received.
-        received: u64,
-        /// Bytes the last line said remain.
-        remaining: u64,
-        /// The stream stopped inside a line.
-        partial_line: bool,
-    },
-    /// The last chunk is not a 32-byte sha256.
-    #[error("the last chunk should be the 32-byte sha256 of the snapshot, but it has {len} bytes")]
-    BadTrailer {
-        /// Its length.
-        len: usize,
-    },
-    /// The sha256 trailer does not match the data.
-    #[error("the snapshot's sha256 trailer {expected} does not match its data ({actual}): corrupted in transit")]
-    ChecksumMismatch {
-        /// The trailer, hex.
-        expected: String,
-        /// The sha256 of the data received, hex.
-        actual: String,
-    },
-    /// More lines after the trailer.
-    #[error("line {line} comes after the sha256 trailer")]
-    AfterTrailer {
-        /// 1-based line number.
-        line: u64,
-    },
-}
-
-/// The size and sha256 of a whole snapshot file (its trailer included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SnapshotDigest {
-    /// Bytes in the file.
-    pub size: u64,
-    /// sha256 of the whole file.
-    pub sha256: [u8; 32],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Data lines; the next one may be the first.
-    Data,
-    /// The last data line said 0 bytes remain: the next line is the trailer.
-    Trailer,
-    /// The trailer was received and checked.
-    Done,
-}
 
 #[derive(Deserialize)]
 struct Line {
@@ -122,14 +40,8 @@ struct Chunk {
 #[derive(Debug, Clone)]
 pub struct SnapshotStream {
     partial: Vec<u8>,
-    /// sha256 of the data lines (what the trailer must equal).
-    data_hash: Sha256,
-    /// sha256 of everything (the file).
-    file_hash: Sha256,
-    size: u64,
+    check: ChunkCheck,
     lines: u64,
-    remaining: Option<u64>,
-    phase: Phase,
 }
 
 impl Default for SnapshotStream {
@@ -143,12 +55,8 @@ impl SnapshotStream {
     pub fn new() -> Self {
         Self {
             partial: Vec::new(),
-            data_hash: Sha256::new(),
-            file_hash: Sha256::new(),
-            size: 0,
+            check: ChunkCheck::default(),
             lines: 0,
-            remaining: None,
-            phase: Phase::Data,
         }
     }
 
@@ -186,22 +94,15 @@ impl SnapshotStream {
             }
             self.line(&partial, &mut out)?;
         }
-        if self.phase != Phase::Done {
-            return Err(self.truncated(false));
-        }
-        Ok((
-            out,
-            SnapshotDigest {
-                size: self.size,
-                sha256: self.file_hash.finalize().into(),
-            },
-        ))
+        let truncated = self.truncated(false);
+        let digest = self.check.digest().ok_or(truncated)?;
+        Ok((out, digest))
     }
 
     fn truncated(&self, partial_line: bool) -> SnapshotError {
         SnapshotError::Truncated {
-            received: self.size,
-            remaining: self.remaining.unwrap_or(0),
+            received: self.check.size(),
+            remaining: self.check.remaining(),
             partial_line,
         }
     }
@@ -230,58 +131,9 @@ impl SnapshotStream {
                     .ok_or_else(|| bad(format!("no \"result\": {}", wire::excerpt(raw))))?
             }
         };
-        match self.phase {
-            Phase::Data => {
-                let len = chunk.blob.len() as u64;
-                if let Some(before) = self.remaining {
-                    let expected = before.checked_sub(len).ok_or(SnapshotError::Inconsistent {
-                        line,
-                        remaining: chunk.remaining_bytes,
-                        expected: 0,
-                    })?;
-                    if chunk.remaining_bytes != expected {
-                        return Err(SnapshotError::Inconsistent {
-                            line,
-                            remaining: chunk.remaining_bytes,
-                            expected,
-                        });
-                    }
-                }
-                self.remaining = Some(chunk.remaining_bytes);
-                if chunk.remaining_bytes == 0 {
-                    self.phase = Phase::Trailer;
-                }
-                self.data_hash.update(&chunk.blob);
-                self.emit(&chunk.blob, out);
-            }
-            Phase::Trailer => {
-                if chunk.blob.len() != TRAILER_LEN {
-                    return Err(SnapshotError::BadTrailer {
-                        len: chunk.blob.len(),
-                    });
-                }
-                let actual: [u8; 32] = self.data_hash.clone().finalize().into();
-                if actual[..] != chunk.blob[..] {
-                    return Err(SnapshotError::ChecksumMismatch {
-                        expected: hex::encode(&chunk.blob),
-                        actual: hex::encode(actual),
-                    });
-                }
-                // The file's hash is the data's, continued over the trailer: one pass.
-                let mut file_hash = self.data_hash.clone();
-                file_hash.update(&chunk.blob);
-                self.file_hash = file_hash;
-                self.phase = Phase::Done;
-                self.emit(&chunk.blob, out);
-            }
-            Phase::Done => return Err(SnapshotError::AfterTrailer { line }),
-        }
+        self.check.chunk(line, chunk.remaining_bytes, &chunk.blob)?;
+        out.extend_from_slice(&chunk.blob);
         Ok(())
-    }
-
-    fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
-        self.size += bytes.len() as u64;
-        out.extend_from_slice(bytes);
     }
 }
 
@@ -290,6 +142,7 @@ pub(crate) mod tests {
     use super::*;
     use base64::engine::general_purpose::STANDARD;
     use base64::Engine as _;
+    use sha2::{Digest, Sha256};
 
     /// A body as etcd streams it: 32 KiB per line (or `chunk`), then the sha256 line.
     pub(crate) fn body(data: &[u8], chunk: usize) -> Vec<u8> {

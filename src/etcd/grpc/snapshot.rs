@@ -1,0 +1,450 @@
+//! `etcdserverpb.Maintenance/Snapshot` over gRPC: the messages (written by hand, four
+//! fields), [`GrpcSnapshotStream`] (the pure decoder: framing, protobuf, and the checks
+//! every snapshot stream gets, `snapshot_check`), and [`Client::snapshot_grpc_from`].
+//!
+//! The stream: `SnapshotResponse { remaining_bytes, blob }` with 32 KiB of the database
+//! each, counting down to 0, then one message whose blob is the sha256 of all the data;
+//! on 3.6 each message also carries the storage `version`. The file is every blob in order,
+//! the trailer included, as `etcdctl snapshot save` writes it.
+//!
+//! Receiving and writing overlap: the async side only moves HTTP/2 data into a bounded
+//! channel (releasing flow-control window as it goes); a blocking thread decodes, hashes and
+//! writes, then fsyncs. The file is renamed into place only once the call's status said
+//! OK and the decoder accepted the trailer; on any failure or cancellation the temporary
+//! file is removed (the writer owns it, and dropping its result removes it).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use prost::Message;
+use tempfile::TempPath;
+use tokio::sync::mpsc;
+
+use super::super::client::Client;
+use super::super::error::EtcdError;
+use super::super::snapshot::{SnapshotInfo, SnapshotVia};
+use super::super::snapshot_check::{ChunkCheck, SnapshotDigest, SnapshotError};
+use super::{connect, GrpcError};
+
+/// The method's path.
+const METHOD: &str = "/etcdserverpb.Maintenance/Snapshot";
+
+/// Largest message accepted: etcd sends 32 KiB chunks; anything near this is not a chunk.
+const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// Data chunks in flight between the receiving task and the writer.
+const CHANNEL: usize = 64;
+
+/// Bytes written between two starts of writeback (see [`start_writeback`]).
+const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
+
+/// `etcdserverpb.SnapshotRequest`: no fields.
+#[derive(Clone, PartialEq, Message)]
+pub struct SnapshotRequest {}
+
+/// `etcdserverpb.ResponseHeader`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ResponseHeader {
+    /// Cluster id.
+    #[prost(uint64, tag = "1")]
+    pub cluster_id: u64,
+    /// Member id.
+    #[prost(uint64, tag = "2")]
+    pub member_id: u64,
+    /// Store revision.
+    #[prost(int64, tag = "3")]
+    pub revision: i64,
+    /// Raft term.
+    #[prost(uint64, tag = "4")]
+    pub raft_term: u64,
+}
+
+/// `etcdserverpb.SnapshotResponse`.
+#[derive(Clone, PartialEq, Message)]
+pub struct SnapshotResponse {
+    /// Header (etcd leaves it empty).
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    /// Blob bytes still to come after this message.
+    #[prost(uint64, tag = "2")]
+    pub remaining_bytes: u64,
+    /// This chunk.
+    #[prost(bytes = "bytes", tag = "3")]
+    pub blob: Bytes,
+    /// The member's storage version (3.6 on).
+    #[prost(string, tag = "4")]
+    pub version: String,
+}
+
+/// Reassembles a snapshot from the gRPC answer's body, chunk by chunk.
+#[derive(Debug, Default)]
+pub struct GrpcSnapshotStream {
+    partial: BytesMut,
+    check: ChunkCheck,
+    messages: u64,
+    version: Option<String>,
+}
+
+impl GrpcSnapshotStream {
+    /// A stream with nothing received yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the next piece of the body (split anywhere) and returns the blobs of the
+    /// messages it completed, in order, to be appended to the file.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<Bytes>, SnapshotError> {
+        self.partial.extend_from_slice(data);
+        let mut out = Vec::new();
+        while self.partial.len() >= 5 {
+            let compressed = self.partial[0];
+            let len = u32::from_be_bytes([
+                self.partial[1],
+                self.partial[2],
+                self.partial[3],
+                self.partial[4],
+            ]) as usize;
+            let index = self.messages + 1;
+            let bad = |reason: String| SnapshotError::BadMessage {
+                message: index,
+                reason,
+            };
+            if compressed != 0 {
+                return Err(bad(format!(
+                    "compressed (flag {compressed}), but no compression was offered"
+                )));
+            }
+            if len > MAX_MESSAGE {
+                return Err(bad(format!("{len} bytes long")));
+            }
+            if self.partial.len() < 5 + len {
+                break;
+            }
+            self.partial.advance(5);
+            let body = self.partial.split_to(len).freeze();
+            let response = SnapshotResponse::decode(body).map_err(|e| bad(e.to_string()))?;
+            self.messages = index;
+            self.check
+                .chunk(index, response.remaining_bytes, &response.blob)?;
+            if !response.version.is_empty() && self.version.is_none() {
+                self.version = Some(response.version);
+            }
+            out.push(response.blob);
+        }
+        Ok(out)
+    }
+
+    /// Ends the stream (the call's status was OK): the file's size and sha256, or why the
+    /// stream is not a whole, correct snapshot.
+    pub fn finish(self) -> Result<SnapshotDigest, SnapshotError> {
+        let truncated = SnapshotError::Truncated {
+            received: self.check.size(),
+            remaining: self.check.remaining(),
+            partial_line: !self.partial.is_empty(),
+        };
+        if !self.partial.is_empty() {
+            return Err(truncated);
+        }
+        self.check.digest().ok_or(truncated)
+    }
+
+    /// The storage version the member sent (3.6 on).
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+}
+
+/// A failed gRPC snapshot, and whether it means the endpoint serves no gRPC.
+pub(crate) struct Failure {
+    /// What went wrong.
+    pub err: EtcdError,
+    /// Set when the gateway should be tried instead: why.
+    pub no_grpc: Option<String>,
+}
+
+impl From<EtcdError> for Failure {
+    fn from(err: EtcdError) -> Self {
+        Self { err, no_grpc: None }
+    }
+}
+
+/// Set once the fallback was logged at warn; later ones go to debug.
+static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Logs that a snapshot takes the gateway because gRPC is not reachable: once per process
+/// at warn (the setting will not change by itself), at debug after that.
+pub(crate) fn log_fallback(endpoint: &str, reason: &str) {
+    if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            endpoint,
+            reason,
+            "snapshot: gRPC not reachable, taking the HTTP/JSON gateway (about 2x slower); logged once"
+        );
+    } else {
+        tracing::debug!(
+            endpoint,
+            reason,
+            "snapshot: gRPC not reachable, taking the gateway"
+        );
+    }
+}
+
+impl Client {
+    /// Streams a snapshot of the member at `endpoint` into `dest` over gRPC only (no
+    /// gateway fallback), within `timeout`; otherwise as [`Client::snapshot_from`].
+    pub async fn snapshot_grpc_from(
+        &self,
+        endpoint: &str,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, EtcdError> {
+        let endpoint = &self.endpoint_url(endpoint)?;
+        self.snapshot_grpc_attempt(endpoint, dest, timeout)
+            .await
+            .map_err(|f| f.err)
+    }
+
+    /// One gRPC snapshot of a normalized endpoint, within `timeout`.
+    pub(crate) async fn snapshot_grpc_attempt(
+        &self,
+        endpoint: &str,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, Failure> {
+        match tokio::time::timeout(timeout, self.snapshot_grpc_inner(endpoint, dest)).await {
+            Ok(result) => result,
+            // Dropping the work dropped the writer's result, which removed its file.
+            Err(_) => Err(EtcdError::Timeout {
+                endpoint: endpoint.to_owned(),
+                operation: "snapshot",
+                after: timeout,
+            }
+            .into()),
+        }
+    }
+
+    async fn snapshot_grpc_inner(
+        &self,
+        endpoint: &str,
+        dest: &Path,
+    ) -> Result<SnapshotInfo, Failure> {
+        let grpc = |source| EtcdError::Grpc {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let (files, connect_timeout) = self.connect_settings();
+        let request = SnapshotRequest {}.encode_to_vec();
+        let mut fresh_token = false;
+        let (_connection, first, mut body) = loop {
+            let token = self.token(endpoint).await?;
+            let mut connection = connect(endpoint, files, connect_timeout)
+                .await
+                .map_err(|e| match e {
+                    GrpcError::Setup(text) => EtcdError::Setup(text),
+                    other => grpc(other),
+                })?;
+            match connection
+                .server_stream(METHOD, &request, token.as_deref())
+                .await
+            {
+                Ok(stream) => break (connection, stream.first, stream.body),
+                Err(GrpcError::Status { code, message }) => {
+                    let no_grpc = GrpcError::Status {
+                        code,
+                        message: message.clone(),
+                    }
+                    .no_grpc_here();
+                    let err = EtcdError::Api {
+                        endpoint: endpoint.to_owned(),
+                        code,
+                        message,
+                    };
+                    if err.is_unauthenticated() && token.is_some() && !fresh_token {
+                        tracing::debug!(endpoint, %err, "etcd rejected the auth token; fetching a new one");
+                        self.forget_token(token.as_deref());
+                        fresh_token = true;
+                        continue;
+                    }
+                    return Err(Failure { err, no_grpc });
+                }
+                Err(other) => {
+                    let no_grpc = other.no_grpc_here();
+                    return Err(Failure {
+                        err: grpc(other),
+                        no_grpc,
+                    });
+                }
+            }
+        };
+
+        let (dir, temp) = temp_file(dest)?;
+        let temp_path = temp.path().to_path_buf();
+        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
+        let writer = tokio::task::spawn_blocking(move || write(temp, rx));
+        let received = async {
+            let Some(first) = first else {
+                // Ended OK without a message: the writer finds the stream truncated.
+                return Ok(());
+            };
+            if tx.send(first).await.is_err() {
+                return Ok(());
+            }
+            while let Some(data) = body.data().await {
+                let data = data.map_err(|e| grpc(GrpcError::Http2(e)))?;
+                let _ = body.flow_control().release_capacity(data.len());
+                if tx.send(data).await.is_err() {
+                    // The writer stopped: its error says why.
+                    return Ok(());
+                }
+            }
+            let trailers = body
+                .trailers()
+                .await
+                .map_err(|e| grpc(GrpcError::Http2(e)))?
+                .unwrap_or_default();
+            super::status(&trailers).map_err(|e| match e {
+                GrpcError::Status { code, message } => EtcdError::Snapshot {
+                    endpoint: endpoint.to_owned(),
+                    source: SnapshotError::Server { code, message },
+                },
+                other => grpc(other),
+            })
+        }
+        .await;
+        drop(tx);
+        let written = writer.await.map_err(|e| EtcdError::Io {
+            action: "write",
+            path: temp_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        received?;
+        let (temp, digest, version) = written.map_err(|e| match e {
+            WriteError::Io(source) => EtcdError::Io {
+                action: "write",
+                path: temp_path.clone(),
+                source,
+            },
+            WriteError::Stream(source) => EtcdError::Snapshot {
+                endpoint: endpoint.to_owned(),
+                source,
+            },
+        })?;
+        let target = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || persist(temp, &target, &dir))
+            .await
+            .map_err(|e| EtcdError::Io {
+                action: "rename the finished snapshot to",
+                path: dest.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        tracing::info!(
+            endpoint,
+            path = %dest.display(),
+            size = digest.size,
+            storage_version = version.as_deref().unwrap_or(""),
+            via = "gRPC",
+            "snapshot written"
+        );
+        Ok(SnapshotInfo {
+            path: dest.to_path_buf(),
+            endpoint: endpoint.to_owned(),
+            size: digest.size,
+            sha256: digest.sha256,
+            via: SnapshotVia::Grpc,
+        })
+    }
+}
+
+enum WriteError {
+    Io(std::io::Error),
+    Stream(SnapshotError),
+}
+
+/// The writer thread: decodes, hashes and writes what arrives, then fsyncs. Returns the
+/// temporary file (removed when dropped), the digest and the storage version.
+fn write(
+    temp: tempfile::NamedTempFile,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<(TempPath, SnapshotDigest, Option<String>), WriteError> {
+    let (mut file, path) = temp.into_parts();
+    let mut stream = GrpcSnapshotStream::new();
+    let (mut written, mut flushed) = (0u64, 0u64);
+    while let Some(data) = rx.blocking_recv() {
+        for blob in stream.feed(&data).map_err(WriteError::Stream)? {
+            file.write_all(&blob).map_err(WriteError::Io)?;
+            written += blob.len() as u64;
+        }
+        if written - flushed >= WRITEBACK_WINDOW {
+            start_writeback(&file, flushed, written - flushed);
+            flushed = written;
+        }
+    }
+    let version = stream.version().map(str::to_owned);
+    let digest = stream.finish().map_err(WriteError::Stream)?;
+    file.sync_all().map_err(WriteError::Io)?;
+    Ok((path, digest, version))
+}
+
+/// Starts writing back `len` bytes of `file` from `offset` without waiting: on Linux,
+/// POSIX_FADV_DONTNEED first starts asynchronous writeback of the range's dirty pages
+/// (pages not yet on disk stay cached). The disk then writes while the stream goes on, and
+/// the fsync at the end waits for the last window only. Best effort.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let _ = posix_fadvise(
+        file.as_raw_fd(),
+        offset,
+        len,
+        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
+
+/// A new temporary file beside `dest`, and `dest`'s directory.
+pub(crate) fn temp_file(dest: &Path) -> Result<(PathBuf, tempfile::NamedTempFile), EtcdError> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| EtcdError::Io {
+            action: "write a snapshot to",
+            path: dest.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        })?;
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".part")
+        .tempfile_in(&dir)
+        .map_err(|source| EtcdError::Io {
+            action: "create a temporary file in",
+            path: dir.clone(),
+            source,
+        })?;
+    Ok((dir, temp))
+}
+
+/// Renames the finished file over `dest` and makes the rename durable.
+fn persist(temp: TempPath, dest: &Path, dir: &Path) -> Result<(), EtcdError> {
+    temp.persist(dest).map_err(|e| EtcdError::Io {
+        action: "rename the finished snapshot to",
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
+    crate::durable::sync_dir(dir).map_err(|e| EtcdError::Io {
+        action: "fsync",
+        path: dir.to_path_buf(),
+        source: e.source,
+    })
+}
+
+#[cfg(test)]
+mod tests;
