@@ -457,6 +457,9 @@ where
             if !self.leader_last_wait().await {
                 return Event::Shutdown;
             }
+            if self.hold_reason().await.is_some() {
+                continue;
+            }
             let shutdown = self.shutdown_signal();
             match self.client.acquire(shutdown).await {
                 Ok(held) => {

@@ -98,6 +98,11 @@ where
             self.say_skipped(&assessment, &target);
             match assessment.decision {
                 Decision::Wait(names) => {
+                    // A pause or a closed window holds the whole queue: that gate speaks
+                    // (and is published) first.
+                    if self.hold_reason().await.is_some() {
+                        return true;
+                    }
                     waited = true;
                     let line = format!("leader last: waiting for {}", names.join(", "));
                     if self.leader_last.fresh(Said::Waiting, &line) {

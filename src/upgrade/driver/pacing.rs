@@ -45,7 +45,7 @@ where
 {
     /// Why no turn may start now (the pause first: it is the operator's word), and how long
     /// to wait before looking again; `None` when a turn may start.
-    async fn hold_reason(&self) -> Option<(HoldKind, String, Duration)> {
+    pub(super) async fn hold_reason(&self) -> Option<(HoldKind, String, Duration)> {
         let now = SystemTime::now();
         let window = window::state_at(&self.cfg.pacing.windows, now);
         if let Some(why) = self.client.gather().await.paused() {
