@@ -94,6 +94,23 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     sync_dir(dir)
 }
 
+/// Starts writing back `len` bytes of `file` from `offset` without waiting for them: on
+/// Linux, POSIX_FADV_DONTNEED first starts asynchronous writeback of the range's dirty
+/// pages (the ones not yet on disk stay cached). A long copy calls it as it goes, so the
+/// disk works while we copy and hash, and the fsync at the end waits for the tail only.
+/// Best effort.
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    let _ = nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(file),
+        offset,
+        len,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

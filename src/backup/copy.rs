@@ -16,7 +16,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::progress::Progress;
-use super::sums::{drop_cache, is_safe_relative, start_writeback, Sums, BUF_LEN};
+use super::sums::{drop_cache, is_safe_relative, Sums, BUF_LEN};
+use crate::durable::start_writeback;
 
 /// Bytes written between two starts of writeback (see [`start_writeback`]).
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;

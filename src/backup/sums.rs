@@ -182,23 +182,6 @@ pub(crate) fn drop_cache(file: &File) {
     );
 }
 
-/// Starts writing back `len` bytes of `file` from `offset` without waiting for them: on
-/// Linux, POSIX_FADV_DONTNEED first starts asynchronous writeback of the range's dirty
-/// pages (the ones not yet on disk stay cached). A long copy calls it as it goes, so the
-/// disk works while we copy and hash, and the fsync at the end waits for the tail only.
-/// Best effort.
-pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    let _ = posix_fadvise(
-        file.as_raw_fd(),
-        offset,
-        len,
-        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
-}
-
 /// Writes a new file (never replaces one) with `mode`, fsyncs it and drops it from the cache.
 pub(crate) fn write_new_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
     let file = crate::durable::write_new_synced(path, bytes, mode)?;

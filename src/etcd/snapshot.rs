@@ -5,7 +5,7 @@
 //! into place only when the stream checked out; on any error, timeout or cancellation, the
 //! temporary file is removed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -98,18 +98,6 @@ impl Client {
         timeout: Duration,
     ) -> Result<SnapshotInfo, EtcdError> {
         let path = "/v3/maintenance/snapshot";
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| EtcdError::Io {
-                action: "write a snapshot to",
-                path: dest.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
-            })?;
         let io = |action: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| EtcdError::Io {
@@ -121,11 +109,7 @@ impl Client {
 
         let mut response = self.open_snapshot(endpoint, path, timeout).await?;
 
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{file_name}."))
-            .suffix(".part")
-            .tempfile_in(&dir)
-            .map_err(io("create a temporary file in", &dir))?;
+        let (dir, temp) = super::grpc::snapshot::temp_file(dest)?;
         let (std_file, temp_path) = temp.into_parts();
         let mut file = tokio::fs::File::from_std(std_file);
         let transport = |source| EtcdError::Transport {

@@ -38,7 +38,7 @@ const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// Data chunks in flight between the receiving task and the writer.
 const CHANNEL: usize = 64;
 
-/// Bytes written between two starts of writeback (see [`start_writeback`]).
+/// Bytes written between two starts of writeback (see [`crate::durable::start_writeback`]).
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// `etcdserverpb.SnapshotRequest`: no fields.
@@ -378,7 +378,7 @@ fn write(
             written += blob.len() as u64;
         }
         if written - flushed >= WRITEBACK_WINDOW {
-            start_writeback(&file, flushed, written - flushed);
+            crate::durable::start_writeback(&file, flushed, written - flushed);
             flushed = written;
         }
     }
@@ -386,24 +386,6 @@ fn write(
     let digest = stream.finish().map_err(WriteError::Stream)?;
     file.sync_all().map_err(WriteError::Io)?;
     Ok((path, digest, version))
-}
-
-/// Starts writing back `len` bytes of `file` from `offset` without waiting: on Linux,
-/// POSIX_FADV_DONTNEED first starts asynchronous writeback of the range's dirty pages
-/// (pages not yet on disk stay cached). The disk then writes while the stream goes on, and
-/// the fsync at the end waits for the last window only. Best effort.
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    let _ = posix_fadvise(
-        file.as_raw_fd(),
-        offset,
-        len,
-        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
 }
 
 /// A new temporary file beside `dest`, and `dest`'s directory.
