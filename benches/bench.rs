@@ -41,6 +41,7 @@ fn main() {
         ("backup", backup::bench_backup),
         ("swap", upgrade::bench_swap),
         ("rollout", upgrade::bench_rollout),
+        ("rollout-db", upgrade::bench_rollout_db),
         ("turn", upgrade::bench_turn),
         ("rehearsal", rehearsal::bench_rehearsal),
         ("loop", upgrade::bench_loop),

@@ -42,7 +42,7 @@ fn row(label: &str, samples: &[Duration], base: Option<Duration>) {
 }
 
 /// Writes 640 KiB transactions until the member's database is at least `target` bytes.
-async fn grow(client: &Client, target: u64, next: &mut usize) -> u64 {
+pub async fn grow(client: &Client, target: u64, next: &mut usize) -> u64 {
     let value = vec![b'x'; 10 * 1024];
     loop {
         let size = client.local_status().await.expect("status").db_size.max(0) as u64;

@@ -316,6 +316,45 @@ pub fn bench_rollout() {
     }
 }
 
+/// How a rollout's cost grows with the database: a 3-member 3.5 patch rollout at 16 MB and
+/// 256 MB (`scripts/bench rollout-db`; `BENCH_DB_MB=1024` adds a size where disk and time allow).
+pub fn bench_rollout_db() {
+    let mut sizes = vec![16u64, 256];
+    if let Some(mb) = std::env::var("BENCH_DB_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        sizes.push(mb);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!("| rollout | db | wall time | writes acked | lost | leader changes | backup s | stop s | start s | catch_up s |\n|---|---|---|---|---|---|---|---|---|---|");
+    for mb in sizes {
+        let o = Observed::start(Release::V3_5, 3, FAST);
+        let url = o.cluster.client_urls()[0].clone();
+        let client = Client::new(ClientConfig::new(vec![url])).expect("client");
+        let mut next = 0;
+        let size = rt.block_on(crate::backup::grow(&client, mb * 1024 * 1024, &mut next));
+        let label = "3.5 -> newer 3.5 (patch), 3 members";
+        let f = supervised_rollout(&o, Release::V3_5Newest, label, false);
+        let phase = |k: &str| f.phases.get(k).copied().unwrap_or(0.0);
+        println!(
+            "| {label} | {:.0} MB | {:.2} s | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            size as f64 / 1e6,
+            f.wall.as_secs_f64(),
+            f.acked,
+            f.lost,
+            f.leader_changes,
+            phase("backup"),
+            phase("stop"),
+            phase("start"),
+            phase("catch_up"),
+        );
+    }
+}
+
 /// Loop mode (`scripts/bench loop`; `BENCH_LOOP_RUNS`, default 20): 3-member rollouts
 /// 3.4.23 → 3.5.16 → 3.5.30 and 3.5.16 → 3.5.30 under a writer, each on a new cluster,
 /// with 0 acknowledged writes lost and HashKV equal after every swap checked each time.
