@@ -701,7 +701,19 @@ fn learner_rollout(learner_gets_endpoints: bool) {
         out.summary(sampled),
         cluster.logs()
     );
-    let after = status();
+    // etcd reports the new version before its supervisor has verified it (and, on the last
+    // member, compared the members' hashes): wait, bounded, for the records to say so.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let s = status();
+        let settled = ["m1", "m2", "m3", "m4"].iter().all(|n| {
+            s["progress"][n]["running"] == target.as_str() && s["progress"][n]["state"] == "idle"
+        });
+        if settled || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(learner_flags(&after), flags, "{after}");
     for name in ["m1", "m2", "m3", "m4"] {
         assert_eq!(
