@@ -16,7 +16,7 @@ use etcd_supervisor::etcd::{
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
 
-use crate::support::{http_post, Cluster, Mode, Release};
+use crate::support::{http_post, snapshot_status, Cluster, Mode, Release};
 
 /// Per-call timeout of the clients under test.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -91,28 +91,6 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> (bool, String) {
     };
     let text = std::fs::read_to_string(out_path.path()).unwrap_or_default();
     (status.success(), text)
-}
-
-/// `snapshot status -w json` of a file, by etcdutl (3.5) or etcdctl (3.4).
-fn snapshot_status(release: Release, file: &Path) -> String {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("60").env("ETCDCTL_API", "3");
-    match release.etcdutl() {
-        Some(etcdutl) => cmd.arg(etcdutl),
-        None => cmd.arg(release.etcdctl()),
-    };
-    let out = cmd
-        .args(["snapshot", "status", "-w", "json"])
-        .arg(file)
-        .output()
-        .expect("snapshot status");
-    assert!(
-        out.status.success(),
-        "snapshot status {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn etcdctl(release: Release) -> Command {

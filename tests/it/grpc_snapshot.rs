@@ -14,31 +14,9 @@ use etcd_supervisor::etcd::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::support::{pki, Cluster, Mode, Proc, Release};
+use crate::support::{pki, snapshot_status, Cluster, Mode, Proc, Release};
 
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `snapshot status -w json` of a file, by etcdutl (3.5) or etcdctl (3.4).
-fn snapshot_status(release: Release, file: &Path) -> String {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("60").env("ETCDCTL_API", "3");
-    match release.etcdutl() {
-        Some(etcdutl) => cmd.arg(etcdutl),
-        None => cmd.arg(release.etcdctl()),
-    };
-    let out = cmd
-        .args(["snapshot", "status", "-w", "json"])
-        .arg(file)
-        .output()
-        .expect("snapshot status");
-    assert!(
-        out.status.success(),
-        "snapshot status {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// ~1.2 MB in 300 KiB transactions: dozens of 32 KiB messages.
 async fn load(c: &Client) {

@@ -644,3 +644,25 @@ pub fn write_script(path: &Path, text: &str) {
     drop(f);
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod script");
 }
+
+/// `snapshot status -w json` of a file, by etcdutl (3.5) or etcdctl (3.4).
+pub fn snapshot_status(release: Release, file: &std::path::Path) -> String {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("60").env("ETCDCTL_API", "3");
+    match release.etcdutl() {
+        Some(etcdutl) => cmd.arg(etcdutl),
+        None => cmd.arg(release.etcdctl()),
+    };
+    let out = cmd
+        .args(["snapshot", "status", "-w", "json"])
+        .arg(file)
+        .output()
+        .expect("snapshot status");
+    assert!(
+        out.status.success(),
+        "snapshot status {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
