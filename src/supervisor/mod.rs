@@ -37,7 +37,6 @@ use systemd::Notifier;
 pub mod closing;
 pub mod control;
 pub mod error;
-pub mod exit;
 pub mod health;
 pub mod host;
 mod journal;
@@ -50,7 +49,7 @@ pub mod systemd;
 
 pub use control::{ChildControl, ChildRequest, ChildStatus, DriverStarter, Health};
 pub use error::RunError;
-pub use exit::{on_exit, AfterExit, ExitContext};
+pub use lifecycle::exit::{on_exit, AfterExit, ExitContext};
 pub use signals::Signals;
 
 /// The shell's resources; the decisions are in `life`.

@@ -15,7 +15,7 @@
 //!
 //! Beside it: `held` (the upgrade driver owns starts and stops: no automatic restart),
 //! `shutting_down` (SIGTERM/SIGINT to the supervisor), the crash count and whether etcd was
-//! ever healthy (the exit policy, [`super::exit::on_exit`]), and a reload under way
+//! ever healthy (the exit policy, [`exit::on_exit`]), and a reload under way
 //! ([`reload`]: checking the new binary, waiting for a quiet point, the driver draining).
 //! The loop ends once etcd is down and either a stop was asked for or the exit policy
 //! named a code ([`Lifecycle::finished`]).
@@ -27,16 +27,18 @@ use tokio::time::Instant;
 
 use super::closing::DataWatch;
 use super::control::Health;
-use super::exit::{on_exit, AfterExit, ExitContext};
 use crate::config::Backoff;
 use crate::process::child::{StopEnd, Stopped};
 use crate::process::reaper::ChildExit;
 use crate::upgrade::machine::Phase;
 use crate::versions::Version;
 
+pub mod exit;
 mod io;
 mod note;
 pub mod reload;
+
+use exit::{on_exit, AfterExit, ExitContext};
 
 pub use io::{Adopted, Effect, Input, Spawned, StartFailure, Timer};
 pub use note::Note;
