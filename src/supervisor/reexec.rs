@@ -11,8 +11,9 @@
 //!    same arguments and read the record and the state. If it fails, nothing else happens:
 //!    the reason is logged, `READY=1`, the running supervisor carries on.
 //! 2. It waits for a quiet point: etcd running under the loop's own care (no start, stop
-//!    or restart under way) and the upgrade driver idle, queued or failed. A held turn is
-//!    never handed over: the reload waits until the turn has ended.
+//!    or restart under way) and the upgrade driver holding no turn (idle, queued, failed or
+//!    holding; it reports its phase on a typed channel, [`super::ChildControl::report_phase`]).
+//!    A held turn is never handed over: the reload waits until the turn has ended.
 //! 3. The driver stands down as on SIGTERM, but etcd is not stopped: a queued member gives
 //!    up its place (the new image queues again from state.json), a vetting under way is
 //!    dropped (the new staging watcher offers the staged file again).
