@@ -253,18 +253,6 @@ impl Metrics {
         }
     }
 
-    /// The upgrade state last set (the one whose gauge is 1).
-    pub fn state(&self) -> Option<&'static str> {
-        self.states.iter().copied().find(|s| {
-            self.state
-                .get_or_create(&StateLabel {
-                    state: (*s).to_owned(),
-                })
-                .get()
-                == 1
-        })
-    }
-
     /// The running and staged versions.
     pub fn set_versions(&self, running: &str, staged: Option<&str>) {
         self.version.clear();

@@ -1,5 +1,6 @@
-//! The etcd child process: spawn and signal it. The graceful stop and its escalation to
-//! SIGKILL live in the run loop (`supervisor`), which owns the deadline.
+//! A child process (etcd, or a tool run beside it): spawn, signal and wait for it. When
+//! to stop etcd and when to escalate to SIGKILL is the run loop's lifecycle
+//! (`supervisor::lifecycle`), which owns the deadline.
 //!
 //! The child inherits stdout; its stderr (where etcd logs) is either inherited or passed
 //! through the supervisor unchanged with its last lines kept ([`SpawnOptions::stderr_tail`]),
@@ -26,7 +27,7 @@ const SYSTEMD_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"
 
 /// A running etcd process.
 #[derive(Debug)]
-pub struct EtcdChild {
+pub struct EtcdProcess {
     pid: Pid,
     started: Instant,
     exit: oneshot::Receiver<ChildExit>,
@@ -91,7 +92,7 @@ pub struct SpawnOptions {
     pub stderr_tail: Option<LogTail>,
 }
 
-impl EtcdChild {
+impl EtcdProcess {
     /// Starts `binary` with `args` through the reaper.
     pub fn spawn(reaper: &Reaper, binary: &Path, args: &[String]) -> Result<Self, ReaperError> {
         Self::spawn_with(reaper, binary, args, SpawnOptions::default())
@@ -234,8 +235,8 @@ impl EtcdChild {
 mod tests {
     use super::*;
 
-    fn sh(reaper: &Reaper, script: &str) -> EtcdChild {
-        EtcdChild::spawn(
+    fn sh(reaper: &Reaper, script: &str) -> EtcdProcess {
+        EtcdProcess::spawn(
             reaper,
             Path::new("/bin/sh"),
             &["-c".to_owned(), script.to_owned()],

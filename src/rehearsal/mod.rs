@@ -52,7 +52,7 @@ use crate::etcd::maintenance::HashKv;
 use crate::etcd::{
     Client, ClientConfig, Credentials, EtcdError, KeyValue, RangeRequest, RangeResponse,
 };
-use crate::process::child::{EtcdChild, SpawnOptions};
+use crate::process::child::{EtcdProcess, SpawnOptions};
 use crate::process::reaper::{ChildExit, Reaper};
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
@@ -328,7 +328,7 @@ async fn steps(
         env: Vec::new(),
         stderr_tail: None,
     };
-    let child = EtcdChild::spawn_with(reaper, &req.target_binary, &args, options)
+    let child = EtcdProcess::spawn_with(reaper, &req.target_binary, &args, options)
         .map_err(|e| Finding::Spawn(e.to_string()))?;
     tracing::info!(member = %req.member, target = %req.target, pid = child.pid(), endpoint = %client_url, "rehearsal etcd started");
     scratch.adopt(child);
@@ -390,7 +390,7 @@ async fn restore(
         stderr_tail: None,
     };
     let t = Instant::now();
-    let child = EtcdChild::spawn_with(reaper, &tool.path, &args, options).map_err(|e| {
+    let child = EtcdProcess::spawn_with(reaper, &tool.path, &args, options).map_err(|e| {
         Finding::Restore {
             exit: None,
             output: e.to_string(),

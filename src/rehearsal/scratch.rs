@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::process::child::EtcdChild;
+use crate::process::child::EtcdProcess;
 
 /// Names of rehearsal dirs in the scratch parent start with this, so leftovers can be
 /// told from anything else an operator keeps there.
@@ -23,7 +23,7 @@ const TAIL_BYTES: u64 = 64 * 1024;
 #[derive(Debug)]
 pub struct Scratch {
     dir: PathBuf,
-    child: Option<EtcdChild>,
+    child: Option<EtcdProcess>,
     removed: bool,
 }
 
@@ -57,12 +57,12 @@ impl Scratch {
     }
 
     /// Hands a started process to the guard.
-    pub fn adopt(&mut self, child: EtcdChild) {
+    pub fn adopt(&mut self, child: EtcdProcess) {
         self.child = Some(child);
     }
 
     /// The process in the guard.
-    pub fn child(&mut self) -> Option<&mut EtcdChild> {
+    pub fn child(&mut self) -> Option<&mut EtcdProcess> {
         self.child.as_mut()
     }
 

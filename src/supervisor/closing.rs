@@ -1,14 +1,13 @@
 //! The watch that ends a stop early: after SIGTERM, etcd's WAL and db locks are probed every
 //! few milliseconds; once both are free the data is closed and synced, and what is left of
 //! the process (the ~1 s peer-listener drain of 3.5) is not worth waiting for. The run loop
-//! awaits the watch as one of its inputs and sends SIGKILL itself.
+//! awaits the watch as one of its inputs; its lifecycle decides on the SIGKILL.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::process::data_locks::DataLocks;
-use tokio::task::{JoinError, JoinHandle};
 
 /// How often the locks are probed after SIGTERM: well under the drain it saves, and each
 /// probe is a few syscalls on the blocking pool.
@@ -41,14 +40,6 @@ pub async fn watch(locks: DataLocks, every: Duration, until: Instant) -> DataWat
             return DataWatch::StillOpen;
         }
         tokio::time::sleep(every).await;
-    }
-}
-
-/// Waits for the data watch, or forever when there is none (a run-loop input).
-pub async fn finished(watch: &mut Option<JoinHandle<DataWatch>>) -> Result<DataWatch, JoinError> {
-    match watch {
-        Some(w) => w.await,
-        None => std::future::pending().await,
     }
 }
 

@@ -1,11 +1,13 @@
 //! The interface between the run loop, which owns the etcd child, and the upgrade driver:
-//! requests (stop, start, resume) and the child's status as the loop sees it.
+//! requests (stop, start, resume) and the child's status as the loop sees it; back the
+//! other way, the driver's phase (a reload hands over only while no turn is held).
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::process::child::Stopped;
 use crate::process::log_tail::LogTail;
 use crate::process::reaper::ChildExit;
+use crate::upgrade::machine::Phase;
 
 /// etcd's health as last seen by the poller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub struct ChildControl {
     pub shutdown: watch::Receiver<bool>,
     /// The last lines the current (or last) etcd wrote to stderr.
     pub log: LogTail,
+    /// The driver's phase, reported to the loop.
+    pub phase: watch::Sender<Phase>,
 }
 
 impl ChildControl {
@@ -72,6 +76,15 @@ impl ChildControl {
             .await
             .map_err(|_| "the run loop is gone".to_owned())?;
         rx.await.map_err(|_| "the run loop is gone".to_owned())?
+    }
+
+    /// Tells the loop the driver's phase (it changed, or was published again).
+    pub fn report_phase(&self, phase: Phase) {
+        self.phase.send_if_modified(|p| {
+            let changed = *p != phase;
+            *p = phase;
+            changed
+        });
     }
 
     /// Hands supervision back to the run loop.

@@ -1,520 +1,266 @@
 //! The run loop: keep the pinned etcd running.
 //!
-//! Theory of operation: the loop owns one etcd child at a time and reacts to ten inputs:
-//! the child's exit, a signal to the supervisor, the stop deadline (escalation to SIGKILL),
-//! the end of the data watch (etcd's data closed after SIGTERM: SIGKILL the rest, see
-//! [`closing`]), the restart timer, the end of a start being prepared, a change of etcd's
-//! /health, a request of the upgrade driver, and the systemd watchdog tick; and, during a
-//! reload (SIGHUP, see [`reexec`]), the steps of the re-exec in place. What to do when the child
-//! exits is decided by [`on_exit`], a plain function, so the policy (clean stop, fail fast,
-//! restart with backoff) is tested without processes.
+//! Theory of operation: the child's lifecycle is a pure state machine ([`lifecycle`]:
+//! Down, Preparing, Running, Stopping, Killing, and a reload beside them). This module is
+//! the shell around it: it waits for the loop's inputs (the child's exit, a signal to the
+//! supervisor, the lifecycle's timers, the end of the data watch, the end of a start being
+//! prepared, a change of etcd's /health, a request of the upgrade driver, the driver's
+//! phase, the end of a reload's check or of the driver's task, and the systemd watchdog
+//! tick), feeds each to [`lifecycle::step`], and performs the effects it returns through
+//! a [`host::Host`] ([`live::LiveHost`] in production, a fake child in the tests).
 //!
 //! Nothing in an arm waits: a start is prepared (data dir lock, binary hash) by a task of
 //! [`start`] and only the spawn happens in the loop, so a SIGTERM is answered at once in
 //! every state, and an error ends the loop through the same epilogue as a signal.
 
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
+use tokio::time::Instant;
 
 use crate::config::RunSettings;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::Metrics;
-use crate::process::child::{EtcdChild, SpawnOptions, StopEnd, Stopped};
+use crate::process::child::{EtcdProcess, Stopped};
 use crate::process::data_locks::DataLocks;
 use crate::process::log_tail::LogTail;
 use crate::process::reaper::{ChildExit, Reaper};
+use crate::upgrade::machine::Phase;
 use crate::versions::store::{Pinned, VersionStore};
-use crate::versions::Version;
-use notify::Notifier;
+use closing::DataWatch;
+use host::{EtcdHandle, Handed, Host};
+use lifecycle::{Effect, Input, Lifecycle, ReqId, Rules, Spawned, StartFailure};
+use systemd::Notifier;
 
 pub mod closing;
 pub mod control;
 pub mod error;
-pub mod exit;
 pub mod health;
-pub mod notify;
+pub mod host;
+mod journal;
+pub mod lifecycle;
+pub mod live;
 pub mod reexec;
 pub mod signals;
 pub mod start;
+pub mod systemd;
 
 pub use control::{ChildControl, ChildRequest, ChildStatus, DriverStarter, Health};
 pub use error::RunError;
-pub use exit::{on_exit, AfterExit, ExitContext};
+pub use lifecycle::exit::{on_exit, AfterExit, ExitContext};
 pub use signals::Signals;
 
-/// A start being prepared off the loop (see [`start::prepare`]).
-struct Starting {
-    task: JoinHandle<Result<Pinned, RunError>>,
-    /// The driver's `Start` requests, answered once etcd runs (or cannot).
-    replies: Vec<oneshot::Sender<Result<u32, String>>>,
-    /// The supervisor's first start: failing it ends the supervisor, as before any health.
-    first: bool,
-}
-
-/// The run loop's state.
-struct RunLoop {
+/// The shell's resources; the decisions are in `life`.
+struct RunLoop<H: Host> {
+    host: H,
+    member: String,
     metrics: Metrics,
-    settings: RunSettings,
-    reaper: Reaper,
-    store: VersionStore,
     notifier: Notifier,
-    client: Client,
-    version: Version,
-    child: Option<EtcdChild>,
-    starting: Option<Starting>,
-    poller: Option<tokio::task::JoinHandle<()>>,
+    life: Lifecycle,
+    child: Option<H::Child>,
+    starting: Option<JoinHandle<Result<Pinned, RunError>>>,
+    /// The error of the start just reported, kept for [`Effect::Fail`].
+    start_error: Option<RunError>,
+    poller: Option<JoinHandle<()>>,
     health_rx: watch::Receiver<Health>,
+    closing: Option<JoinHandle<DataWatch>>,
+    check: Option<JoinHandle<Result<String, String>>>,
     status_tx: watch::Sender<ChildStatus>,
-    /// The upgrade driver controls starts and stops; no automatic restart.
-    held: bool,
-    shutting_down: bool,
-    stop_deadline: Option<Instant>,
-    escalated: bool,
-    /// When SIGTERM was first sent to this child for a stop we asked for.
-    stop_sent: Option<Instant>,
-    /// etcd's WAL and db locks, probed after SIGTERM.
-    locks: DataLocks,
-    /// This child has answered /health true: its data was open, so free locks after
-    /// SIGTERM mean closed, not "not opened yet".
-    child_healthy: bool,
-    /// The watch for the data being closed, while a stop waits for it.
-    closing: Option<JoinHandle<closing::DataWatch>>,
-    /// SIGKILL was sent because the data was seen closed, this long after SIGTERM.
-    data_closed: Option<Duration>,
-    stop_reply: Option<(oneshot::Sender<Stopped>, Instant)>,
-    restart_at: Option<Instant>,
-    healthy_since: Option<Instant>,
-    ever_healthy: bool,
-    crashes: u32,
-    exit_code: Option<i32>,
+    shutdown_tx: watch::Sender<bool>,
+    start_replies: HashMap<ReqId, oneshot::Sender<Result<u32, String>>>,
+    stop_replies: HashMap<ReqId, oneshot::Sender<Stopped>>,
+    next_id: ReqId,
     /// Why the loop could not go on, returned once the driver has been told.
     failure: Option<RunError>,
-    /// The tail of etcd's stderr, shared with the driver.
-    log: LogTail,
-    /// How to re-execute on SIGHUP; `None`: SIGHUP is forwarded to etcd like the others.
-    reexec: Option<reexec::ReloadSetup>,
-    /// A reload under way.
-    reload: Option<reexec::Reload>,
 }
 
-impl RunLoop {
-    fn member(&self) -> &str {
-        &self.settings.member.name
-    }
-
-    /// Starts preparing a start of etcd on `current` (re-read when the data dir is free: the
-    /// driver may have switched it); a start already under way takes `reply` too.
-    fn begin_start(&mut self, reply: Option<oneshot::Sender<Result<u32, String>>>, first: bool) {
-        if let Some(starting) = &mut self.starting {
-            starting.replies.extend(reply);
-            return;
-        }
-        let plan = start::StartPlan {
-            store: self.store.clone(),
-            versions_dir: self.settings.versions_dir(),
-            data_dir: self.settings.member.data_dir.clone(),
-            patience: self.settings.stop_timeout,
-        };
-        tracing::debug!(member = self.member(), "preparing to start etcd");
-        self.starting = Some(Starting {
-            task: tokio::spawn(start::prepare(plan)),
-            replies: reply.into_iter().collect(),
-            first,
-        });
-    }
-
-    /// Drops a start being prepared; the driver's requests for it are answered with `why`.
-    fn abandon_start(&mut self, why: &str) {
-        if let Some(starting) = self.starting.take() {
-            starting.task.abort();
-            tracing::info!(
-                member = self.member(),
-                reason = why,
-                "start of etcd abandoned"
-            );
-            for reply in starting.replies {
-                let _ = reply.send(Err(why.to_owned()));
+impl<H: Host> RunLoop<H> {
+    /// Feeds `input` to the lifecycle and performs what it says, with any inputs the
+    /// effects produce at once.
+    async fn apply(&mut self, input: Input) {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            let (next, effects) = lifecycle::step(&self.life, Instant::now(), input);
+            self.life = next;
+            // Before any answer: the driver reads the status once it is answered.
+            self.publish_status();
+            for effect in effects {
+                queue.extend(self.perform(effect).await);
             }
         }
     }
 
-    /// A start's preparation ended: spawn etcd, or apply the failure policy: the first
-    /// start fails the supervisor (a broken install surfaces as a failed unit), a start the
-    /// driver asked for is answered with the error (the driver rolls back), a restart
-    /// blocked by a data dir that someone else still holds fails the supervisor, and any
-    /// other restart is retried after backoff.
-    fn on_prepared(&mut self, prepared: Result<Result<Pinned, RunError>, JoinError>) {
-        let Some(starting) = self.starting.take() else {
-            return;
+    fn publish_status(&self) {
+        let etcd = self.life.etcd();
+        let status = ChildStatus {
+            pid: etcd.map(|e| e.pid),
+            health: etcd.map_or(Health::Unknown, |e| e.health),
+            last_exit: self.life.last_exit,
         };
+        self.status_tx.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
+    fn handed(&self) -> Handed {
+        Handed {
+            pid: self.child.as_ref().map(EtcdHandle::pid),
+            version: self.life.version.clone(),
+            ever_healthy: self.life.ever_healthy,
+            healthy: self.status_tx.borrow().health == Health::Healthy,
+            crashes: self.life.crashes,
+        }
+    }
+
+    async fn perform(&mut self, effect: Effect) -> Option<Input> {
+        match effect {
+            Effect::Prepare => self.starting = Some(tokio::spawn(self.host.prepare())),
+            Effect::AbandonStart => {
+                if let Some(task) = self.starting.take() {
+                    task.abort();
+                }
+            }
+            Effect::AnswerStart(id, answer) => {
+                if let Some(reply) = self.start_replies.remove(&id) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Effect::AnswerStop(id, stopped) => {
+                if let Some(reply) = self.stop_replies.remove(&id) {
+                    let _ = reply.send(stopped);
+                }
+            }
+            Effect::Signal(sig) => {
+                if let Some(child) = &self.child {
+                    child.signal(sig);
+                }
+            }
+            Effect::WatchData(until) => {
+                if let Some(w) = self.closing.take() {
+                    w.abort();
+                }
+                self.closing = Some(tokio::spawn(self.host.watch_data(until)));
+            }
+            Effect::PollHealth(initial) => {
+                let (tx, rx) = watch::channel(initial);
+                if let Some(p) = self.poller.take() {
+                    p.abort();
+                }
+                self.poller = Some(tokio::spawn(self.host.poll_health(tx)));
+                self.health_rx = rx;
+            }
+            Effect::ChildGone => {
+                self.child = None;
+                if let Some(p) = self.poller.take() {
+                    p.abort();
+                }
+                if let Some(w) = self.closing.take() {
+                    w.abort();
+                }
+            }
+            Effect::EtcdUp(up) => self.metrics.set_etcd_up(up),
+            Effect::StopMeasured(ended, took) => self.metrics.stopped(ended.as_str(), took),
+            Effect::Restarted => self.metrics.restarted(),
+            Effect::Ready(status) => self.notifier.ready(&status),
+            Effect::Status(status) => self.notifier.status(&status),
+            Effect::Stopping => self.notifier.stopping(),
+            Effect::Reloading(status) => self.notifier.reloading(&status),
+            Effect::TellDriver => {
+                let _ = self.shutdown_tx.send(true);
+            }
+            Effect::Fail => self.failure = self.start_error.take(),
+            Effect::CheckNewBinary => {
+                let check = self.host.check_new_binary(&self.handed());
+                self.check = Some(tokio::spawn(check));
+            }
+            Effect::CancelCheck => {
+                if let Some(task) = self.check.take() {
+                    task.abort();
+                }
+            }
+            Effect::DropRecord => self.host.drop_record(),
+            Effect::Exec => {
+                let handed = self.handed();
+                let why = self.host.exec(self.child.as_mut(), &handed).await;
+                tracing::error!(member = self.member, reason = %why, "reload failed after the upgrade driver stood down: etcd keeps running under this supervisor; upgrades resume after a restart of the supervisor");
+                self.notifier.ready(&format!(
+                    "etcd {}; reload failed, upgrades off until restart: {why}",
+                    self.life.version
+                ));
+            }
+            Effect::Log(note) => journal::write(&note, &self.member, &self.life.version),
+        }
+        None
+    }
+
+    /// A start's preparation ended: spawn etcd from it, here on the loop's thread.
+    fn spawned(&mut self, prepared: Result<Result<Pinned, RunError>, JoinError>) -> Input {
+        self.starting = None;
         let result = prepared
             .map_err(|e| RunError::Worker(e.to_string()))
             .and_then(|r| r)
-            .and_then(|pinned| self.spawn(pinned));
-        let for_driver = !starting.replies.is_empty();
-        let answer = result.as_ref().map(|pid| *pid).map_err(ToString::to_string);
-        for reply in starting.replies {
-            let _ = reply.send(answer.clone());
-        }
-        let Err(e) = result else {
-            return;
-        };
-        if for_driver && !starting.first {
-            tracing::error!(member = self.member(), error = %e, "cannot start etcd for the upgrade");
-        } else if starting.first || matches!(e, RunError::DataDirInUse(_)) {
-            // Reported by `run_with` after the epilogue; the code here only ends the loop.
-            self.exit_code = Some(1);
-            self.failure = Some(e);
-        } else {
-            self.crashes += 1;
-            let delay = self.settings.backoff.delay(self.crashes);
-            tracing::error!(member = self.member(), error = %e, crashes = self.crashes, delay_ms = delay.as_millis() as u64, "cannot start etcd; retrying after backoff");
-            self.restart_at = Some(Instant::now() + delay);
-        }
-    }
-
-    /// Spawns etcd from `pinned`, here on the main thread (the one PR_SET_PDEATHSIG is
-    /// tied to); the slow checks were done by [`start::prepare`].
-    fn spawn(&mut self, pinned: Pinned) -> Result<u32, RunError> {
-        self.version = pinned.version.clone();
-        self.notifier
-            .status(&format!("starting etcd {}", pinned.version));
-        self.log.clear();
-        let child = EtcdChild::spawn_with(
-            &self.reaper,
-            &pinned.binary,
-            &self.settings.etcd_args,
-            SpawnOptions {
-                stderr_tail: Some(self.log.clone()),
-                ..SpawnOptions::default()
-            },
-        )?;
-        let pid = child.pid();
-        tracing::info!(member = self.member(), version = %pinned.version, pid, "etcd started");
-        self.start_poller(Health::Unknown);
-        self.child = Some(child);
-        self.healthy_since = None;
-        self.stop_deadline = None;
-        self.escalated = false;
-        self.stop_sent = None;
-        self.child_healthy = false;
-        self.data_closed = None;
-        if let Some(w) = self.closing.take() {
-            w.abort();
-        }
-        self.status_tx.send_modify(|s| {
-            s.pid = Some(pid);
-            s.health = Health::Unknown;
-        });
-        Ok(pid)
-    }
-
-    /// (Re)starts polling /health, from `initial` (an adopted etcd is known healthy).
-    fn start_poller(&mut self, initial: Health) {
-        let (health_tx, health_rx) = watch::channel(initial);
-        if let Some(p) = self.poller.take() {
-            p.abort();
-        }
-        self.poller = Some(tokio::spawn(health::poll_health(
-            self.client.clone(),
-            self.settings.health_interval,
-            health_tx,
-        )));
-        self.health_rx = health_rx;
-    }
-
-    fn begin_stop(&mut self) {
-        if let Some(child) = &self.child {
-            child.signal(Signal::SIGTERM);
-            if self.stop_deadline.is_none() {
-                self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
+            .and_then(|pinned| Ok((self.host.spawn(&pinned)?, pinned.version)));
+        match result {
+            Ok((child, version)) => {
+                let pid = child.pid();
+                self.child = Some(child);
+                Input::Started(Ok(Spawned { pid, version }))
             }
-            self.sigterm_sent();
-        }
-    }
-
-    /// SIGTERM went to the child for a stop: note when, and watch for its data to be
-    /// closed, bounded by the stop deadline. Only for an etcd that was healthy (its data
-    /// open); any other stop takes its ordinary course.
-    fn sigterm_sent(&mut self) {
-        let now = Instant::now();
-        self.stop_sent.get_or_insert(now);
-        if self.closing.is_some() || self.data_closed.is_some() || self.escalated {
-            return;
-        }
-        if !self.child_healthy {
-            tracing::debug!(
-                member = self.member(),
-                "etcd was never healthy; its stop is not ended early"
-            );
-            return;
-        }
-        let until = self
-            .stop_deadline
-            .unwrap_or(now + self.settings.stop_timeout);
-        self.closing = Some(tokio::spawn(closing::watch(
-            self.locks.clone(),
-            closing::PROBE_EVERY,
-            until.into(),
-        )));
-    }
-
-    /// The data watch ended: SIGKILL the rest once etcd's data is closed.
-    fn on_data_watch(&mut self, seen: Result<closing::DataWatch, JoinError>) {
-        self.closing = None;
-        let seen = seen.unwrap_or_else(|e| closing::DataWatch::CannotTell(e.to_string()));
-        match seen {
-            closing::DataWatch::Closed(after) => {
-                let Some(child) = &self.child else { return };
-                if self.escalated {
-                    return;
-                }
-                tracing::debug!(
-                    member = self.member(),
-                    after_ms = after.as_millis() as u64,
-                    "etcd's data is closed; ending the rest with SIGKILL"
-                );
-                child.signal(Signal::SIGKILL);
-                self.data_closed = Some(after);
-            }
-            closing::DataWatch::CannotTell(why) => {
-                tracing::info!(member = self.member(), reason = %why, "cannot tell when etcd's data is closed; waiting for it to exit");
-            }
-            closing::DataWatch::StillOpen => {}
-        }
-    }
-
-    fn on_signal(&mut self, sig: Signal, shutdown_tx: &watch::Sender<bool>) {
-        if self.reload_signal(sig) {
-            return;
-        }
-        let stop = matches!(sig, Signal::SIGTERM | Signal::SIGINT);
-        match &self.child {
-            Some(child) => {
-                tracing::info!(
-                    member = self.member(),
-                    signal = sig.as_str(),
-                    "forwarding signal to etcd"
-                );
-                child.signal(sig);
-            }
-            None if !stop => {
-                tracing::info!(
-                    member = self.member(),
-                    signal = sig.as_str(),
-                    "etcd is not running; signal dropped"
-                );
-            }
-            None => {}
-        }
-        if stop && !self.shutting_down {
-            self.shutting_down = true;
-            self.restart_at = None;
-            self.notifier.stopping();
-            let _ = shutdown_tx.send(true);
-            if self.child.is_some() {
-                self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
-                self.sigterm_sent();
-            } else {
-                let starting = self.starting.is_some();
-                tracing::info!(
-                    member = self.member(),
-                    signal = sig.as_str(),
-                    starting,
-                    "stop requested while etcd is down; exiting"
-                );
-                self.abandon_start("the supervisor is shutting down");
-                self.exit_code = Some(0);
+            Err(e) => {
+                let failure = StartFailure {
+                    why: e.to_string(),
+                    data_dir_in_use: matches!(e, RunError::DataDirInUse(_)),
+                };
+                self.start_error = Some(e);
+                Input::Started(Err(failure))
             }
         }
     }
 
-    fn on_health(&mut self, health: Health) {
-        self.status_tx.send_modify(|s| s.health = health);
-        self.metrics.set_etcd_up(health == Health::Healthy);
-        let member = self.settings.member.name.clone();
-        let version = self.version.clone();
-        match health {
-            Health::Healthy => {
-                self.healthy_since = Some(Instant::now());
-                self.child_healthy = true;
-                let status = format!("etcd {version} healthy");
-                if !self.ever_healthy {
-                    self.ever_healthy = true;
-                    let took_ms = self
-                        .child
-                        .as_ref()
-                        .map_or(0, |c| c.started().elapsed().as_millis() as u64);
-                    tracing::info!(member, %version, took_ms, "etcd is healthy; ready");
-                    self.notifier.ready(&status);
-                } else {
-                    tracing::info!(member, %version, "etcd is healthy again");
-                    self.notifier.status(&status);
-                }
-            }
-            Health::Unhealthy => {
-                self.healthy_since = None;
-                tracing::warn!(member, %version, "etcd is unhealthy");
-                self.notifier.status(&format!("etcd {version} unhealthy"));
-            }
-            Health::Unknown => {}
-        }
-    }
-
-    fn on_child_exit(&mut self, exit: ChildExit) {
-        let Some(child) = self.child.take() else {
-            return;
-        };
-        if let Some(p) = self.poller.take() {
-            p.abort();
-        }
-        if let Some(w) = self.closing.take() {
-            w.abort();
-        }
-        let pid = child.pid();
-        self.status_tx.send_modify(|s| {
-            s.pid = None;
-            s.health = Health::Unknown;
-            s.last_exit = Some((pid, exit));
-        });
-        let member = self.settings.member.name.clone();
-        let version = self.version.clone();
-        let ended = match self.data_closed {
-            Some(_) if exit.is_signal(Signal::SIGKILL) => StopEnd::DataClosed,
-            _ if self.escalated => StopEnd::Escalated,
-            _ => StopEnd::Exited,
-        };
-        let stop_took = self.stop_sent.take().map(|t| t.elapsed());
-        if let Some(took) = stop_took {
-            self.metrics.stopped(ended.as_str(), took);
-        }
-        let data_closed_ms = self.data_closed.map(|d| d.as_millis() as u64);
-        let took_ms = stop_took.map(|t| t.as_millis() as u64);
-        if let Some((reply, asked)) = self.stop_reply.take() {
-            let stopped = Stopped {
-                exit,
-                ended,
-                took: asked.elapsed(),
-            };
-            tracing::info!(member, %version, %exit, ended = ended.as_str(), took_ms = stopped.took.as_millis() as u64, data_closed_ms, "etcd stopped for the upgrade");
-            let _ = reply.send(stopped);
-            if !self.shutting_down {
-                return;
-            }
-        }
-        if self
-            .healthy_since
-            .is_some_and(|t| t.elapsed() >= self.settings.backoff.reset_after)
-        {
-            self.crashes = 0;
-        }
-        if !self.shutting_down {
-            self.crashes += 1;
-        }
-        if self.held && !self.shutting_down {
-            // The driver is verifying this etcd: it sees the exit in the status and decides.
-            tracing::warn!(member, %version, %exit, "etcd exited during the upgrade");
-            return;
-        }
-        let ctx = ExitContext {
-            stop_requested: self.shutting_down,
-            escalated: self.escalated,
-            data_closed: ended == StopEnd::DataClosed,
-            ever_healthy: self.ever_healthy,
-            crashes: self.crashes,
-        };
-        match on_exit(exit, ctx, &self.settings.backoff) {
-            AfterExit::Exit(code) => {
-                if self.shutting_down {
-                    tracing::info!(member, %version, %exit, code, ended = ended.as_str(), took_ms, data_closed_ms, "etcd stopped; exiting");
-                } else {
-                    tracing::error!(member, %version, %exit, code,
-                        "etcd exited before it ever became healthy; not restarting (check etcd's log above for the cause)");
-                }
-                self.exit_code = Some(code);
-            }
-            AfterExit::Restart(delay) => {
-                self.metrics.restarted();
-                tracing::error!(member, %version, %exit, crashes = self.crashes, delay_ms = delay.as_millis() as u64, "etcd exited unexpectedly; restarting after backoff");
-                self.notifier.status(&format!(
-                    "etcd exited ({exit}); restarting in {}",
-                    humantime::format_duration(delay)
-                ));
-                self.restart_at = Some(Instant::now() + delay);
-            }
-        }
-    }
-
-    fn on_request(&mut self, req: ChildRequest) {
+    /// A request of the driver, its answer kept until the lifecycle gives it.
+    fn request(&mut self, req: ChildRequest) -> Input {
+        self.next_id += 1;
+        let id = self.next_id;
         match req {
             ChildRequest::Stop(reply) => {
-                self.held = true;
-                self.restart_at = None;
-                self.abandon_start("etcd was stopped for the upgrade");
-                if self.child.is_some() {
-                    self.stop_reply = Some((reply, Instant::now()));
-                    self.begin_stop();
-                } else {
-                    let exit = self
-                        .status_tx
-                        .borrow()
-                        .last_exit
-                        .map_or(ChildExit::Code(0), |(_, e)| e);
-                    let _ = reply.send(Stopped {
-                        exit,
-                        ended: StopEnd::Exited,
-                        took: Duration::ZERO,
-                    });
-                }
+                self.stop_replies.insert(id, reply);
+                Input::Stop(id)
             }
             ChildRequest::Start(reply) => {
-                self.held = true;
-                self.restart_at = None;
-                if self.shutting_down {
-                    let _ = reply.send(Err("the supervisor is shutting down".to_owned()));
-                } else if let Some(child) = &self.child {
-                    let _ = reply.send(Ok(child.pid()));
-                } else {
-                    // Answered when the start is done; the loop keeps serving meanwhile.
-                    self.begin_start(Some(reply), false);
-                }
+                self.start_replies.insert(id, reply);
+                Input::Start(id)
             }
-            ChildRequest::Resume => {
-                self.held = false;
-                if self.child.is_none()
-                    && self.starting.is_none()
-                    && !self.shutting_down
-                    && self.restart_at.is_none()
-                {
-                    self.restart_at = Some(Instant::now());
-                }
-            }
+            ChildRequest::Resume => Input::Resume,
         }
     }
 }
 
 /// Waits for the child's exit, or forever when there is none.
-async fn child_exit(child: &mut Option<EtcdChild>) -> ChildExit {
+async fn child_exit<C: EtcdHandle>(child: &mut Option<C>) -> ChildExit {
     match child {
         Some(c) => c.wait().await,
         None => std::future::pending().await,
     }
 }
 
-/// Waits for the start being prepared, or forever when there is none.
-async fn prepared(starting: &mut Option<Starting>) -> Result<Result<Pinned, RunError>, JoinError> {
-    match starting {
-        Some(s) => (&mut s.task).await,
+/// Waits for a task, or forever when there is none.
+async fn task_end<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, JoinError> {
+    match task {
+        Some(t) => t.await,
         None => std::future::pending().await,
     }
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
+async fn sleep_until_opt<T: Copy>(at: Option<(Instant, T)>) -> T {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some((at, what)) => {
+            tokio::time::sleep_until(at).await;
+            what
+        }
         None => std::future::pending().await,
     }
 }
@@ -554,7 +300,7 @@ pub struct Reexec {
 pub async fn run_with_reload(
     settings: RunSettings,
     reaper: Reaper,
-    mut signals: Signals,
+    signals: Signals,
     pinned: Pinned,
     driver: DriverStarter,
     held: bool,
@@ -565,6 +311,58 @@ pub async fn run_with_reload(
         request_timeout: Duration::from_secs(2),
         ..ClientConfig::new(settings.member.client_urls.clone())
     })?;
+    let log = LogTail::default();
+    let adopted = reload.adopted.map(|etcd| {
+        let stderr = etcd.stderr.map(|fd| (fd, log.clone()));
+        let child = EtcdProcess::adopted(etcd.pid, etcd.exit, stderr);
+        let facts = lifecycle::Adopted {
+            pid: etcd.pid,
+            version: etcd.version,
+            ever_healthy: etcd.ever_healthy,
+            healthy: etcd.healthy,
+            crashes: etcd.crashes,
+            from: etcd.from,
+        };
+        (child, facts)
+    });
+    let host = live::LiveHost {
+        reaper,
+        plan: start::StartPlan {
+            store: VersionStore::new(&settings.state_dir),
+            versions_dir: settings.versions_dir(),
+            data_dir: settings.member.data_dir.clone(),
+            patience: settings.stop_timeout,
+        },
+        etcd_args: settings.etcd_args.clone(),
+        client,
+        health_interval: settings.health_interval,
+        locks: DataLocks::new(
+            &settings.member.data_dir,
+            settings.member.wal_dir.as_deref(),
+        ),
+        log,
+        member: settings.member.name.clone(),
+        reexec: reload.setup,
+    };
+    run_on(
+        host, &settings, signals, pinned, driver, held, metrics, adopted,
+    )
+    .await
+}
+
+/// The loop on `host`: starts (or adopts) etcd, serves until the lifecycle is finished,
+/// then tells the driver and waits for it, bounded by the stop timeout.
+#[allow(clippy::too_many_arguments)] // run_with_reload's inputs, resolved
+async fn run_on<H: Host>(
+    host: H,
+    settings: &RunSettings,
+    mut signals: Signals,
+    pinned: Pinned,
+    driver: DriverStarter,
+    held: bool,
+    metrics: Metrics,
+    adopted: Option<(H::Child, lifecycle::Adopted)>,
+) -> Result<i32, RunError> {
     let notifier = Notifier;
     let watchdog = notifier.watchdog_interval();
     let (status_tx, status_rx) = watch::channel(ChildStatus {
@@ -573,113 +371,100 @@ pub async fn run_with_reload(
         last_exit: None,
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (phase_tx, mut phase_rx) = watch::channel(Phase::Idle);
     let (req_tx, mut req_rx) = mpsc::channel(8);
-    let locks = DataLocks::new(
-        &settings.member.data_dir,
-        settings.member.wal_dir.as_deref(),
-    );
+    let rules = Rules {
+        stop_timeout: settings.stop_timeout,
+        backoff: settings.backoff,
+        reload: host.reloads(),
+    };
+    let log = host.log();
     let mut lp = RunLoop {
+        host,
+        member: settings.member.name.clone(),
         metrics,
-        store: VersionStore::new(&settings.state_dir),
-        settings,
-        reaper,
         notifier,
-        client,
-        version: pinned.version,
+        life: Lifecycle::new(rules, pinned.version, held),
         child: None,
         starting: None,
+        start_error: None,
         poller: None,
         health_rx: watch::channel(Health::Unknown).1,
-        status_tx,
-        held,
-        shutting_down: false,
-        stop_deadline: None,
-        escalated: false,
-        stop_sent: None,
-        locks,
-        child_healthy: false,
         closing: None,
-        data_closed: None,
-        stop_reply: None,
-        restart_at: None,
-        healthy_since: None,
-        ever_healthy: false,
-        crashes: 0,
-        exit_code: None,
+        check: None,
+        status_tx,
+        shutdown_tx,
+        start_replies: HashMap::new(),
+        stop_replies: HashMap::new(),
+        next_id: 0,
         failure: None,
-        log: LogTail::default(),
-        reexec: reload.setup,
-        reload: None,
     };
     let mut driver_task = tokio::spawn(driver(ChildControl {
         requests: req_tx,
         status: status_rx,
         shutdown: shutdown_rx,
-        log: lp.log.clone(),
+        log,
+        phase: phase_tx,
     }));
-    if let Some(etcd) = reload.adopted {
-        lp.adopt(etcd);
-    } else if !lp.held {
-        lp.begin_start(None, true);
-    }
+    let boot = adopted.map(|(child, facts)| {
+        lp.child = Some(child);
+        facts
+    });
+    lp.apply(Input::Boot(boot)).await;
     let mut driver_done = false;
+    let mut phase_open = true;
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
     let code = loop {
-        if let Some(code) = lp.exit_code {
-            if lp.child.is_none() {
-                break code;
-            }
+        if let Some(code) = lp.life.finished() {
+            break code;
         }
-        if lp.shutting_down && lp.child.is_none() {
-            break lp.exit_code.unwrap_or(0);
-        }
-        let kill_at = lp
-            .stop_deadline
-            .filter(|_| !lp.escalated && lp.data_closed.is_none());
-        tokio::select! {
-            exit = child_exit(&mut lp.child) => lp.on_child_exit(exit),
-            sig = signals.recv() => lp.on_signal(sig, &shutdown_tx),
-            () = sleep_until_opt(kill_at) => {
-                tracing::warn!(member = lp.member(), timeout = %humantime::format_duration(lp.settings.stop_timeout), "etcd did not stop in time; sending SIGKILL");
-                if let Some(c) = &lp.child {
-                    c.signal(Signal::SIGKILL);
-                }
-                lp.escalated = true;
+        let input = tokio::select! {
+            exit = child_exit(&mut lp.child) => Some(Input::Exited(exit)),
+            sig = signals.recv() => Some(Input::Signal(sig)),
+            timer = sleep_until_opt(lp.life.next_timer()) => Some(Input::Timer(timer)),
+            seen = task_end(&mut lp.closing) => {
+                lp.closing = None;
+                Some(Input::DataWatched(seen.unwrap_or_else(|e| DataWatch::CannotTell(e.to_string()))))
             }
-            seen = closing::finished(&mut lp.closing) => lp.on_data_watch(seen),
-            () = sleep_until_opt(lp.restart_at) => {
-                lp.restart_at = None;
-                lp.begin_start(None, false);
-            }
-            result = prepared(&mut lp.starting) => lp.on_prepared(result),
+            prepared = task_end(&mut lp.starting) => Some(lp.spawned(prepared)),
             changed = lp.health_rx.changed(), if lp.child.is_some() => {
-                if changed.is_ok() {
-                    let health = *lp.health_rx.borrow_and_update();
-                    lp.on_health(health);
-                }
+                changed.ok().map(|()| Input::Health(*lp.health_rx.borrow_and_update()))
             }
-            Some(req) = req_rx.recv() => lp.on_request(req),
-            event = reexec::next(&mut lp.reload) => lp.on_reload(event, &shutdown_tx).await,
-            _ = &mut driver_task, if lp.draining() => {
+            Some(req) = req_rx.recv() => Some(lp.request(req)),
+            checked = task_end(&mut lp.check) => {
+                lp.check = None;
+                Some(Input::Checked(checked.map_err(|e| e.to_string()).and_then(|r| r)))
+            }
+            changed = phase_rx.changed(), if phase_open => {
+                phase_open = changed.is_ok();
+                changed.ok().map(|()| Input::DriverPhase(*phase_rx.borrow_and_update()))
+            }
+            _ = &mut driver_task, if lp.life.draining() => {
                 driver_done = true;
-                lp.exec_now().await;
+                Some(Input::DriverDone)
             }
-            _ = watchdog_tick.tick(), if watchdog.is_some() => lp.notifier.watchdog(),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                lp.notifier.watchdog();
+                None
+            }
+        };
+        if let Some(input) = input {
+            lp.apply(input).await;
         }
     };
     // However the loop ended (signal, or etcd failing before it was ever healthy), the
     // driver is told now, so it releases the turn at once instead of being waited out.
-    let _ = shutdown_tx.send(true);
+    let _ = lp.shutdown_tx.send(true);
     // The driver releases the turn and persists its state; bounded so a hung etcd cannot
     // keep the supervisor from exiting.
     if !driver_done
-        && tokio::time::timeout(lp.settings.stop_timeout, &mut driver_task)
+        && tokio::time::timeout(settings.stop_timeout, &mut driver_task)
             .await
             .is_err()
     {
         tracing::warn!(
-            member = lp.member(),
+            member = lp.member,
             "upgrade driver did not finish in time; exiting anyway"
         );
     }
@@ -689,5 +474,7 @@ pub async fn run_with_reload(
     }
 }
 
+#[cfg(test)]
+mod fake_child_tests;
 #[cfg(test)]
 mod tests;

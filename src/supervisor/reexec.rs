@@ -11,8 +11,9 @@
 //!    same arguments and read the record and the state. If it fails, nothing else happens:
 //!    the reason is logged, `READY=1`, the running supervisor carries on.
 //! 2. It waits for a quiet point: etcd running under the loop's own care (no start, stop
-//!    or restart under way) and the upgrade driver idle, queued or failed. A held turn is
-//!    never handed over: the reload waits until the turn has ended.
+//!    or restart under way) and the upgrade driver holding no turn (idle, queued, failed or
+//!    holding; it reports its phase on a typed channel, [`super::ChildControl::report_phase`]).
+//!    A held turn is never handed over: the reload waits until the turn has ended.
 //! 3. The driver stands down as on SIGTERM, but etcd is not stopped: a queued member gives
 //!    up its place (the new image queues again from state.json), a vetting under way is
 //!    dropped (the new staging watcher offers the staged file again).
@@ -22,6 +23,10 @@
 //!    is exec'd with `--handover FILE`. The new image registers etcd with its reaper before
 //!    the first reaping pass, so an exit in the exec window is reaped and reported there,
 //!    and sends `READY=1` once etcd is adopted.
+//!
+//! The decisions (when to check, the quiet point, when to exec) are the lifecycle's
+//! ([`super::lifecycle::reload`]); this module holds the mechanics: the relaunch path, the
+//! record, the check subprocess and the exec.
 //!
 //! The exec runs on the main thread, which spawned etcd: `PR_SET_PDEATHSIG` is tied to
 //! that thread, and an exec does not end it.
@@ -34,28 +39,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinError, JoinHandle};
+use tokio::sync::oneshot;
 
-use crate::process::child::EtcdChild;
+use super::host::Handed;
 use crate::process::handover::{self, HandedEtcd, HandedListener, Handover};
 use crate::process::reaper::{ChildExit, Reaper};
 use crate::process::tool;
 use crate::versions::Version;
 
-use super::{Health, RunLoop};
-
 /// How long the new binary may take to prove it can take over.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a reload waits for a turn to end (and etcd to run) before it gives up.
-const QUIET_WAIT: Duration = Duration::from_secs(15 * 60);
-
-/// How often a waiting reload looks for its quiet point.
-const QUIET_POLL: Duration = Duration::from_millis(200);
-
-/// Upgrade states in which no turn is held.
-const QUIET_STATES: &[&str] = &["idle", "queued", "failed", "holding"];
 
 /// The signals the supervisor handles; blocked across the exec.
 const HANDLED: [Signal; 6] = [
@@ -223,44 +216,6 @@ pub fn block_handled_signals(block: bool) -> nix::Result<()> {
     nix::sys::signal::pthread_sigmask(how, Some(&set), None)
 }
 
-/// A reload under way.
-#[derive(Debug)]
-pub(super) enum Reload {
-    /// The new binary is proving it can take over.
-    Checking(JoinHandle<Result<String, String>>),
-    /// It can; waiting for a quiet point since then.
-    Waiting { since: Instant, logged: bool },
-    /// The driver was told to stand down; exec when it has, or at this deadline.
-    Draining(Instant),
-}
-
-/// What the reload needs the loop to do next.
-#[derive(Debug)]
-pub(super) enum ReloadEvent {
-    /// The check ended.
-    Checked(Result<Result<String, String>, JoinError>),
-    /// Look for the quiet point again.
-    Tick,
-    /// The driver did not stand down in time.
-    DrainTimeout,
-}
-
-/// The next step of a reload under way; pending forever when there is none.
-pub(super) async fn next(reload: &mut Option<Reload>) -> ReloadEvent {
-    match reload {
-        Some(Reload::Checking(task)) => ReloadEvent::Checked(task.await),
-        Some(Reload::Waiting { .. }) => {
-            tokio::time::sleep(QUIET_POLL).await;
-            ReloadEvent::Tick
-        }
-        Some(Reload::Draining(until)) => {
-            tokio::time::sleep_until((*until).into()).await;
-            ReloadEvent::DrainTimeout
-        }
-        None => std::future::pending().await,
-    }
-}
-
 /// Runs the new binary with `--handover-check`; its stdout line on success, else why not.
 async fn check(reaper: Reaper, exe: PathBuf, argv: Vec<OsString>) -> Result<String, String> {
     let mut cmd = std::process::Command::new(&exe);
@@ -301,283 +256,96 @@ fn exec(exe: &Path, argv: &[OsString]) -> nix::Error {
     }
 }
 
-impl RunLoop {
-    /// A handled signal, seen first by the reload: SIGHUP starts one (and is not forwarded
-    /// to etcd, which would die of it), a stop cancels one. True when the signal is taken.
-    pub(super) fn reload_signal(&mut self, sig: Signal) -> bool {
-        if self.reexec.is_none() {
-            return false;
-        }
-        match sig {
-            Signal::SIGHUP => {
-                self.request_reload();
-                true
-            }
-            Signal::SIGTERM | Signal::SIGINT => {
-                if let Some(Reload::Checking(task)) = self.reload.take() {
-                    task.abort();
-                }
-                false
-            }
-            _ => false,
-        }
+/// The handover record as things are now, naming `stderr` as etcd's kept stderr pipe.
+pub(super) fn record(
+    setup: &ReloadSetup,
+    handed: &Handed,
+    stderr: Option<BorrowedFd<'_>>,
+) -> Handover {
+    let etcd = handed.pid.and_then(|pid| {
+        let stat = handover::proc_stat(pid).ok()?;
+        Some(HandedEtcd {
+            pid,
+            start_time: stat.start_time,
+            version: handed.version.to_string(),
+            stderr_fd: stderr.map(|fd| fd.as_raw_fd()),
+            ever_healthy: handed.ever_healthy,
+            healthy: handed.healthy,
+            crashes: handed.crashes,
+        })
+    });
+    Handover {
+        format: handover::FORMAT,
+        supervisor_pid: std::process::id(),
+        supervisor_version: env!("CARGO_PKG_VERSION").to_owned(),
+        etcd,
+        metrics: setup.metrics.as_ref().map(|(fd, addr)| HandedListener {
+            fd: fd.as_raw_fd(),
+            addr: addr.clone(),
+        }),
     }
+}
 
-    fn request_reload(&mut self) {
-        let Some(setup) = &self.reexec else {
-            return;
-        };
-        if self.shutting_down {
-            tracing::info!(
-                member = self.member(),
-                "reload ignored: the supervisor is stopping"
-            );
-            return;
-        }
-        if self.reload.is_some() {
-            tracing::info!(member = self.member(), "reload already under way");
-            return;
-        }
-        let exe = setup.relaunch.exe().to_path_buf();
-        tracing::info!(member = self.member(), binary = %exe.display(), "reload requested: checking that the new binary can take over");
-        self.notifier
-            .reloading("reloading: checking the new binary");
-        let record = self.handover_record(None);
-        if let Err(e) = record.save(&setup.record) {
-            self.reload_refused(&format!("cannot write the handover record: {e}"));
-            return;
-        }
-        let argv = setup.relaunch.argv_with("--handover-check", &setup.record);
-        self.reload = Some(Reload::Checking(tokio::spawn(check(
-            self.reaper.clone(),
-            exe,
-            argv,
-        ))));
+/// Writes the record and starts checking the new binary (step 1); the future answers its
+/// line, or why it cannot take over.
+pub(super) fn check_new_binary(
+    setup: &ReloadSetup,
+    reaper: &Reaper,
+    member: &str,
+    handed: &Handed,
+) -> impl std::future::Future<Output = Result<String, String>> + Send + 'static {
+    let exe = setup.relaunch.exe().to_path_buf();
+    tracing::info!(member, binary = %exe.display(), "reload requested: checking that the new binary can take over");
+    let saved = record(setup, handed, None)
+        .save(&setup.record)
+        .map_err(|e| format!("cannot write the handover record: {e}"));
+    let argv = setup.relaunch.argv_with("--handover-check", &setup.record);
+    let reaper = reaper.clone();
+    async move {
+        saved?;
+        check(reaper, exe, argv).await
     }
+}
 
-    /// The record as things are now, naming `stderr` as etcd's kept stderr pipe.
-    fn handover_record(&self, stderr: Option<BorrowedFd<'_>>) -> Handover {
-        let etcd = self.child.as_ref().and_then(|child| {
-            let stat = handover::proc_stat(child.pid()).ok()?;
-            Some(HandedEtcd {
-                pid: child.pid(),
-                start_time: stat.start_time,
-                version: self.version.to_string(),
-                stderr_fd: stderr.map(|fd| fd.as_raw_fd()),
-                ever_healthy: self.ever_healthy,
-                healthy: self.status_tx.borrow().health == Health::Healthy,
-                crashes: self.crashes,
-            })
-        });
-        Handover {
-            format: handover::FORMAT,
-            supervisor_pid: std::process::id(),
-            supervisor_version: env!("CARGO_PKG_VERSION").to_owned(),
-            etcd,
-            metrics: self
-                .reexec
-                .as_ref()
-                .and_then(|s| s.metrics.as_ref())
-                .map(|(fd, addr)| HandedListener {
-                    fd: fd.as_raw_fd(),
-                    addr: addr.clone(),
-                }),
+/// Writes the record and execs (step 4); returns why not.
+pub(super) fn try_exec(
+    setup: &ReloadSetup,
+    member: &str,
+    handed: &Handed,
+    stderr: Option<BorrowedFd<'_>>,
+) -> String {
+    let record = record(setup, handed, stderr);
+    if let Err(e) = record.save(&setup.record) {
+        return format!("cannot write the handover record: {e}");
+    }
+    let kept = stderr
+        .into_iter()
+        .chain(setup.metrics.iter().map(|(fd, _)| fd.as_fd()));
+    for fd in kept {
+        if let Err(e) = handover::set_inherit(fd, true) {
+            return format!("cannot keep a descriptor open across the exec: {e}");
         }
     }
-
-    /// Ends a reload that changed nothing: logged, and systemd told it is over.
-    fn reload_refused(&mut self, why: &str) {
-        self.reload = None;
-        if let Some(setup) = &self.reexec {
-            // Only an exec may leave it behind (the new image removes it).
-            let _ = std::fs::remove_file(&setup.record);
-        }
-        tracing::error!(
-            member = self.member(),
-            reason = why,
-            "reload refused: the new binary cannot take over; this supervisor keeps running"
-        );
-        self.notifier
-            .ready(&format!("etcd {}; reload refused: {why}", self.version));
+    #[cfg(feature = "failpoints")]
+    kill_in_exec_window(record.etcd.as_ref());
+    let argv = setup.relaunch.argv_with("--handover", &setup.record);
+    tracing::info!(
+        member,
+        binary = %setup.relaunch.exe().display(),
+        etcd_pid = record.etcd.as_ref().map(|e| e.pid),
+        "re-executing the supervisor in place"
+    );
+    if let Err(e) = block_handled_signals(true) {
+        return format!("cannot block signals for the exec: {e}");
     }
-
-    /// The loop's side of a reload step.
-    pub(super) async fn on_reload(
-        &mut self,
-        event: ReloadEvent,
-        shutdown_tx: &watch::Sender<bool>,
-    ) {
-        match event {
-            ReloadEvent::Checked(result) => {
-                match result.map_err(|e| e.to_string()).and_then(|r| r) {
-                    Ok(said) => {
-                        tracing::info!(member = self.member(), new = %said, "the new binary can take over; waiting until no upgrade turn is held");
-                        self.reload = Some(Reload::Waiting {
-                            since: Instant::now(),
-                            logged: false,
-                        });
-                    }
-                    Err(why) => self.reload_refused(&why),
-                }
-            }
-            ReloadEvent::Tick => self.look_for_quiet(shutdown_tx),
-            ReloadEvent::DrainTimeout => {
-                tracing::warn!(
-                    member = self.member(),
-                    "the upgrade driver did not stand down in time; re-executing anyway"
-                );
-                self.exec_now().await;
-            }
-        }
-    }
-
-    /// True while the driver is standing down for a reload (the loop then awaits it).
-    pub(super) fn draining(&self) -> bool {
-        matches!(self.reload, Some(Reload::Draining(_)))
-    }
-
-    fn look_for_quiet(&mut self, shutdown_tx: &watch::Sender<bool>) {
-        let state = self.metrics.state().unwrap_or("unknown");
-        let etcd_settled = self.child.is_some()
-            && self.starting.is_none()
-            && !self.held
-            && self.stop_reply.is_none()
-            && self.stop_deadline.is_none()
-            && self.restart_at.is_none();
-        let member = self.settings.member.name.clone();
-        let Some(Reload::Waiting { since, logged }) = &mut self.reload else {
-            return;
-        };
-        if etcd_settled && QUIET_STATES.contains(&state) {
-            tracing::info!(
-                member,
-                state,
-                "reload: the upgrade driver stands down; etcd keeps running"
-            );
-            let _ = shutdown_tx.send(true);
-            self.reload = Some(Reload::Draining(
-                Instant::now() + self.settings.stop_timeout,
-            ));
-        } else if since.elapsed() >= QUIET_WAIT {
-            let why = format!(
-                "no quiet point within {} (upgrade state {state})",
-                humantime::format_duration(QUIET_WAIT)
-            );
-            self.reload_refused(&why);
-        } else if !*logged {
-            *logged = true;
-            tracing::info!(
-                member,
-                state,
-                etcd_settled,
-                "reload waits until no upgrade turn is held and etcd runs"
-            );
-        }
-    }
-
-    /// Re-executes the binary with the handover. Returns only if no exec happened: then
-    /// etcd stays supervised here, without the upgrade driver (which has stood down).
-    pub(super) async fn exec_now(&mut self) {
-        self.reload = None;
-        if self.shutting_down || self.exit_code.is_some() {
-            // A stop or a fatal exit came first: the loop ends as it would have.
-            return;
-        }
-        let stderr = match &mut self.child {
-            Some(child) => child.hand_over_stderr().await,
-            None => None,
-        };
-        let why = self.try_exec(stderr.as_ref().map(AsFd::as_fd));
-        let member = self.member().to_owned();
-        tracing::error!(member, reason = %why, "reload failed after the upgrade driver stood down: etcd keeps running under this supervisor; upgrades resume after a restart of the supervisor");
-        if let Some(fd) = &stderr {
-            let _ = handover::set_inherit(fd.as_fd(), false);
-        }
-        if let (Some(fd), Some(child)) = (stderr, &mut self.child) {
-            child.resume_stderr(fd, self.log.clone());
-        }
-        self.notifier.ready(&format!(
-            "etcd {}; reload failed, upgrades off until restart: {why}",
-            self.version
-        ));
-    }
-
-    /// Writes the record and execs; returns why not.
-    fn try_exec(&self, stderr: Option<BorrowedFd<'_>>) -> String {
-        let Some(setup) = &self.reexec else {
-            return "no relaunch path".to_owned();
-        };
-        let record = self.handover_record(stderr);
-        if let Err(e) = record.save(&setup.record) {
-            return format!("cannot write the handover record: {e}");
-        }
-        let kept = stderr
-            .into_iter()
-            .chain(setup.metrics.iter().map(|(fd, _)| fd.as_fd()));
-        for fd in kept {
-            if let Err(e) = handover::set_inherit(fd, true) {
-                return format!("cannot keep a descriptor open across the exec: {e}");
-            }
-        }
-        #[cfg(feature = "failpoints")]
-        kill_in_exec_window(record.etcd.as_ref());
-        let argv = setup.relaunch.argv_with("--handover", &setup.record);
-        tracing::info!(
-            member = self.member(),
-            binary = %setup.relaunch.exe().display(),
-            etcd_pid = record.etcd.as_ref().map(|e| e.pid),
-            "re-executing the supervisor in place"
-        );
-        if let Err(e) = block_handled_signals(true) {
-            return format!("cannot block signals for the exec: {e}");
-        }
-        let first = exec(setup.relaunch.exe(), &argv);
-        tracing::warn!(member = self.member(), binary = %setup.relaunch.exe().display(), error = %first, "exec of the new binary failed; re-executing the running one");
-        let second = exec(Path::new("/proc/self/exe"), &argv);
-        let _ = block_handled_signals(false);
-        format!(
-            "exec of {} failed ({first}), and of the running binary ({second})",
-            setup.relaunch.exe().display()
-        )
-    }
-
-    /// Takes over the etcd the previous image ran, and tells systemd the reload is done.
-    pub(super) fn adopt(&mut self, etcd: AdoptedEtcd) {
-        let child = EtcdChild::adopted(
-            etcd.pid,
-            etcd.exit,
-            etcd.stderr.map(|fd| (fd, self.log.clone())),
-        );
-        self.version = etcd.version;
-        self.ever_healthy = etcd.ever_healthy;
-        self.crashes = etcd.crashes;
-        let health = if etcd.healthy {
-            self.healthy_since = Some(Instant::now());
-            Health::Healthy
-        } else {
-            Health::Unknown
-        };
-        self.metrics.set_etcd_up(etcd.healthy);
-        self.start_poller(health);
-        self.child = Some(child);
-        self.status_tx.send_modify(|s| {
-            s.pid = Some(etcd.pid);
-            s.health = health;
-        });
-        tracing::info!(
-            member = self.member(),
-            version = %self.version,
-            etcd_pid = etcd.pid,
-            from = etcd.from,
-            to = env!("CARGO_PKG_VERSION"),
-            "supervisor re-executed in place; etcd adopted, still running"
-        );
-        self.notifier.ready(&format!(
-            "etcd {} {}",
-            self.version,
-            if etcd.healthy { "healthy" } else { "starting" }
-        ));
-    }
+    let first = exec(setup.relaunch.exe(), &argv);
+    tracing::warn!(member, binary = %setup.relaunch.exe().display(), error = %first, "exec of the new binary failed; re-executing the running one");
+    let second = exec(Path::new("/proc/self/exe"), &argv);
+    let _ = block_handled_signals(false);
+    format!(
+        "exec of {} failed ({first}), and of the running binary ({second})",
+        setup.relaunch.exe().display()
+    )
 }
 
 /// The test hook of [`KILL_IN_EXEC_WINDOW_ENV`]: SIGKILL etcd and wait until it is a

@@ -11,6 +11,7 @@ use nix::fcntl::{Flock, FlockArg};
 use super::*;
 use crate::cli::{Cli, Command};
 use crate::process::datadir;
+use nix::sys::signal::Signal;
 
 fn settings(state_dir: &Path, data_dir: &Path) -> RunSettings {
     let state = state_dir.display().to_string();

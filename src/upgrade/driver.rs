@@ -31,7 +31,7 @@ use crate::cluster::lock::{LockConfig, LockError};
 use crate::etcd::Client;
 use crate::metrics::Metrics;
 use crate::staging::Candidate;
-use crate::supervisor::notify::Notifier;
+use crate::supervisor::systemd::Notifier;
 use crate::supervisor::ChildControl;
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
@@ -263,6 +263,7 @@ where
 
     /// `members/<name>` in etcd, STATUS= for systemd, and the metrics.
     async fn publish(&self) {
+        self.control.report_phase(self.turn.phase);
         self.metrics.set_state(self.turn.state_name());
         self.metrics.set_versions(
             &self.turn.from.to_string(),

@@ -49,6 +49,10 @@ impl EtcdChild for ChildControl {
     fn log_tail(&self) -> String {
         self.log.text()
     }
+
+    fn report_phase(&self, phase: super::machine::Phase) {
+        ChildControl::report_phase(self, phase);
+    }
 }
 
 impl TurnLock for HeldLock {

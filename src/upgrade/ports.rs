@@ -18,6 +18,7 @@ use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::EtcdError;
 use crate::process::child::Stopped;
 use crate::supervisor::control::ChildStatus;
+use crate::upgrade::machine::Phase;
 use crate::versions::store::VersionsError;
 use crate::versions::Version;
 
@@ -36,6 +37,8 @@ pub trait EtcdChild: Send + Sync {
     fn shutdown(&self) -> watch::Receiver<bool>;
     /// The last lines the current (or last) etcd wrote to stderr.
     fn log_tail(&self) -> String;
+    /// Tells the run loop the driver's phase (a reload waits for one that holds no turn).
+    fn report_phase(&self, _phase: Phase) {}
 }
 
 /// The cluster-wide upgrade turn, held.

@@ -1,4 +1,4 @@
-//! systemd notifications (`sd_notify`): READY, RELOADING, STATUS, WATCHDOG, STOPPING.
+//! Notifications to systemd (`sd_notify`): READY, RELOADING, STATUS, WATCHDOG, STOPPING.
 //!
 //! All calls are no-ops when `NOTIFY_SOCKET` is not set, so the supervisor behaves the same
 //! under systemd, in a container, or in a terminal.
