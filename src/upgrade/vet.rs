@@ -146,6 +146,7 @@ impl LiveVetter {
             restore_tool: rehearsal::Request::restore_tool_from_store(&store, running, target),
             mode: r.mode,
             etcd_args: self.member.args.clone(),
+            config_file: self.member.config_file.clone(),
             scratch_parent: self.state_dir.join("rehearsal"),
             ready_timeout: r.ready_timeout,
             max_db: r.max_db,
