@@ -7,6 +7,7 @@
 //! `plan`, `status`) uses that one [`Member`]. [`record`] keeps the daemon's effective
 //! settings in the state dir for `plan` and `status`.
 
+pub mod inspect;
 pub mod member;
 pub mod record;
 
@@ -22,6 +23,12 @@ use crate::rehearsal::RehearsalMode;
 use crate::upgrade::path::Policy;
 use crate::upgrade::soak::Pacing;
 pub use member::{Member, MemberConfigError, Source, Tls};
+
+/// The state dir's default (`--state-dir`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/etcd-supervisor";
+
+/// The key prefix's default (`--key-prefix`).
+pub const DEFAULT_KEY_PREFIX: &str = "/etcd-supervisor/";
 
 /// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
