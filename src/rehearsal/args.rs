@@ -259,7 +259,10 @@ pub fn rehearsal_config(
     ] {
         map.insert(s(key), value);
     }
-    yaml_serde::to_string(&Value::Mapping(map)).map_err(|e| e.to_string())
+    // Written as JSON (which is YAML): etcd reads the file with go-yaml's YAML 1.1, where
+    // a plain `off` or `yes` is a boolean, and a YAML 1.2 writer leaves such strings
+    // unquoted (`proxy: 'off'` would come back as `proxy: off` and fail etcd's parse).
+    serde_json::to_string_pretty(&Value::Mapping(map)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -329,7 +332,7 @@ mod tests {
             initial-cluster: m1=http://10.0.0.1:2380\ninitial-cluster-state: existing\n\
             discovery-srv: example.com\nexperimental-initial-corrupt-check: true\n\
             client-transport-security:\n  cert-file: /c.pem\n  client-cert-auth: true\n\
-            log-outputs: [/var/log/etcd.log]\nno-such-key: 1\n";
+            log-outputs: [/var/log/etcd.log]\nno-such-key: 1\nproxy: 'off'\n";
         let out = rehearsal_config(
             yaml,
             Path::new("/s/data"),
@@ -369,6 +372,8 @@ mod tests {
         );
         assert_eq!(get("log-outputs").unwrap()[0].as_str(), Some("stderr"));
         assert!(rehearsal_config("- a\n", Path::new("/d"), "u", "p").is_err());
+        // Quoted: YAML 1.1 (etcd's go-yaml) reads a plain `off` as false.
+        assert!(out.contains("\"proxy\": \"off\""), "{out}");
     }
 
     #[test]
