@@ -27,6 +27,26 @@ pub fn reported_version(tool: &str, output: &str) -> Option<Version> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// What `path` (the companion `tool`) reports as its version, or why none.
+pub async fn probe(reaper: &Reaper, tool: &str, path: &Path) -> Result<Version, String> {
+    let out = tool::run(
+        reaper,
+        Command::new(path).arg("version").env_clear(),
+        PROBE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if out.exit != ChildExit::Code(0) {
+        return Err(format!("`{tool} version` ended with {}", out.exit));
+    }
+    reported_version(tool, &out.stdout).ok_or_else(|| {
+        format!(
+            "`{tool} version` printed {:?}",
+            out.stdout.lines().next().unwrap_or("")
+        )
+    })
+}
+
 /// The companions beside `binary` that report `version`, as (tool, path). Each one found
 /// and left out is logged with the reason.
 pub async fn beside(
@@ -43,29 +63,15 @@ pub async fn beside(
         if !path.is_file() {
             continue;
         }
-        let out = tool::run(
-            reaper,
-            Command::new(&path).arg("version").env_clear(),
-            PROBE_TIMEOUT,
-        )
-        .await;
-        let reported = match &out {
-            Ok(o) if o.exit == ChildExit::Code(0) => reported_version(name, &o.stdout),
-            _ => None,
-        };
-        match reported {
-            Some(v) if &v == version => {
+        match probe(reaper, name, &path).await {
+            Ok(v) if &v == version => {
                 tracing::info!(tool = name, path = %path.display(), version = %v, "pinning the companion found beside the etcd binary");
                 found.push((name, path));
             }
-            Some(v) => {
+            Ok(v) => {
                 tracing::warn!(tool = name, path = %path.display(), tool_version = %v, version = %version, "not pinning the companion beside the etcd binary: another version")
             }
-            None => {
-                let why = match out {
-                    Ok(o) => format!("{}: {}", o.exit, o.stdout.lines().next().unwrap_or("")),
-                    Err(e) => e.to_string(),
-                };
+            Err(why) => {
                 tracing::warn!(tool = name, path = %path.display(), why, "not pinning the companion beside the etcd binary: its version is unknown")
             }
         }

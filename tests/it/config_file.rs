@@ -595,3 +595,40 @@ fn bad_input_is_refused_with_the_fix_and_no_etcd_stops() {
     assert_eq!(after, before, "etcd was stopped or restarted");
     assert_eq!(yc.version_of(0), Some(Release::V3_5.version()));
 }
+
+/// A companion staged with a binary is pinned only when it is of the same release: 3.5.16's
+/// etcdutl staged `--with` 3.5.30 stays out of `versions/3.5.30/`, and the rehearsal
+/// restores with the etcdutl pinned beside the first binary instead.
+#[test]
+fn a_staged_companion_of_another_release_is_not_pinned() {
+    let cluster = Cluster::start_supervised(Release::V3_5, 1, FAST);
+    let binary = cluster.dir().join("etcd-3.5.30");
+    std::fs::copy(Release::V3_5Newest.etcd(), &binary).unwrap();
+    let old_utl = cluster.dir().join("etcdutl-3.5.30");
+    std::fs::copy(Release::V3_5.etcdutl().expect("3.5.16 etcdutl"), &old_utl).unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(SUPERVISOR)
+        .arg("stage")
+        .arg(&binary)
+        .arg("--with")
+        .arg(&old_utl)
+        .arg("--state-dir")
+        .arg(&cluster.members[0].state_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(Duration::from_secs(180), || {
+        (server_version(&cluster, 0).as_deref() == Some("3.5.30")).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("3.5.30 never ran\n{}", cluster.logs()));
+    let pinned = cluster.members[0].state_dir.join("versions/3.5.30");
+    assert!(pinned.join("etcd").is_file());
+    assert!(
+        !pinned.join("etcdutl").exists(),
+        "3.5.16's etcdutl was pinned as 3.5.30's"
+    );
+    let log = cluster.members[0].log_text();
+    assert!(log.contains("not of the same release"), "{log}");
+    assert!(log.contains("rehearsal passed"), "{log}");
+}
