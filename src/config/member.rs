@@ -92,7 +92,7 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MemberConfigError {
     /// The YAML does not parse.
-    #[error("etcd's config file {path} is not valid YAML{at}: {message}; etcd would refuse it too: fix the file (the member keeps running as it is until then)", at = line.map(|(l, c)| format!(" at line {l} column {c}")).unwrap_or_default())]
+    #[error("etcd's config file {path} is not valid YAML{at}: {message}; etcd would refuse it too: fix the file (nothing is started or stopped until it parses)", at = line.map(|(l, c)| format!(" at line {l} column {c}")).unwrap_or_default())]
     Syntax {
         /// The file.
         path: PathBuf,
@@ -218,7 +218,13 @@ fn from_file(path: &Path, text: &str, cwd: &Path) -> Result<Member, MemberConfig
     let doc: Value = yaml_serde::from_str(text).map_err(|e| MemberConfigError::Syntax {
         path: path.to_path_buf(),
         line: e.location().map(|l| (l.line(), l.column())),
-        message: e.to_string(),
+        // The parser's words without its own " at line L column C": said once, above.
+        message: match e.location() {
+            Some(l) => e
+                .to_string()
+                .replace(&format!(" at line {} column {}", l.line(), l.column()), ""),
+            None => e.to_string(),
+        },
     })?;
     let file = YamlFile {
         path,
@@ -497,6 +503,13 @@ log-outputs: [stderr]
         }
         assert!(err.to_string().contains("/etc/etcd/etcd.yml"), "{err}");
         assert!(err.to_string().contains("line"), "{err}");
+        // The location is said once, not again in the parser's words.
+        let (l, c) = match &err {
+            MemberConfigError::Syntax { line: Some(at), .. } => *at,
+            _ => unreachable!(),
+        };
+        let at = format!("line {l} column {c}");
+        assert_eq!(err.to_string().matches(&at).count(), 1, "{err}");
     }
 
     #[test]
