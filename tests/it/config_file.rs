@@ -215,9 +215,28 @@ impl YamlCluster {
         .unwrap_or_else(|_| {
             panic!(
                 "not every member reached {version}\n{}",
-                self.cluster.logs()
+                self.supervisor_lines()
             )
         });
+    }
+
+    /// Every member's supervisor lines (etcd's own JSON lines left out: they crowd out
+    /// what the supervisors said in a failure message).
+    fn supervisor_lines(&self) -> String {
+        self.cluster
+            .members
+            .iter()
+            .map(|m| {
+                let lines: Vec<String> = m
+                    .log_text()
+                    .lines()
+                    .filter(|l| !l.starts_with('{'))
+                    .map(str::to_owned)
+                    .collect();
+                format!("==== {} ====\n{}", m.spec.name, lines.join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Pids of member `i`'s supervisor and etcd, from /proc.
