@@ -214,6 +214,7 @@ pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32
             args: settings.etcd_args.clone(),
             env: settings.etcd_env.clone(),
             data_dir: settings.member.data_dir.clone(),
+            wal_dir: settings.member.wal_dir.clone(),
         },
         RehearsalSettings {
             mode: settings.rehearsal,

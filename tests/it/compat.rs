@@ -451,6 +451,7 @@ fn vet_v2(state: &Path, data_dir: &Path) -> Vetted {
                 args: vec!["--enable-v2".into(), "--snapshot-count=5".into()],
                 env: Vec::new(),
                 data_dir: data_dir.to_path_buf(),
+                wal_dir: None,
             },
             // The rehearsal is not under test here (and needs a live member).
             RehearsalSettings {
