@@ -289,7 +289,15 @@ fn stage_alone(yc: &YamlCluster, release: Release) {
 
 /// The rolled cluster's records carry the real names, and each member rehearsed.
 fn assert_real_names_and_rehearsals(yc: &YamlCluster) {
-    let view = yc.status_json(0).expect("status --json");
+    // The last member may still be verifying when every member serves the target.
+    let view = wait_for(Duration::from_secs(120), || {
+        let view = yc.status_json(0)?;
+        let records = view["progress"].as_object()?;
+        let idle = records.len() == yc.cluster.members.len()
+            && records.values().all(|r| r["state"] == "idle");
+        idle.then_some(view)
+    })
+    .unwrap_or_else(|_| panic!("the members never settled\n{}", yc.supervisor_lines()));
     let names: Vec<String> = view["progress"]
         .as_object()
         .expect("progress records")
