@@ -59,6 +59,7 @@ pub fn bench_rehearsal() {
                 target_binary: Release::V3_5Newest.etcd(),
                 mode: RehearsalMode::Auto,
                 etcd_args: member.spec.etcd_flags(),
+                config_file: None,
                 scratch_parent: cluster.dir().join("rehearsal"),
                 ready_timeout: Duration::from_secs(120),
                 max_db: DEFAULT_MAX_DB,

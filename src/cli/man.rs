@@ -109,7 +109,8 @@ fn render_main_page(root: clap::Command, w: &mut dyn std::io::Write) -> std::io:
     roff.control("SH", ["ENVIRONMENT"]).text([roman(
         "Every option also reads the variable named after it; a flag beats the variable. \
          ETCD_* variables pass through to etcd unchanged, and run reads the member name, \
-         data dir and client URLs from them as etcd does.",
+         data dir, client URLs and TLS files from them as etcd does (with ETCD_CONFIG_FILE \
+         or --config-file, from that YAML only, as etcd does).",
     )]);
     for (var, flags) in &env {
         roff.control("TP", [] as [&str; 0])

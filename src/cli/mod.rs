@@ -107,16 +107,19 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub staging: StagingDirArg,
 
-    /// This member's name (etcd's --name; default from ETCD_NAME, else "default").
-    #[arg(long, env = "ETCD_NAME", default_value = "default")]
-    pub member: String,
+    /// This member's name. Default: the running daemon's (recorded in the state dir), else
+    /// ETCD_NAME, else "default".
+    #[arg(long)]
+    pub member: Option<String>,
 
     /// Judge this target instead of the one staged and accepted (state.json).
     #[arg(long)]
     pub target: Option<String>,
 
-    #[command(flatten)]
-    pub prefix: KeyPrefixArg,
+    /// Prefix of the supervisor's keys in etcd. Default: the running daemon's, else
+    /// `/etcd-supervisor/`.
+    #[arg(long, env = "ETCD_SUPERVISOR_KEY_PREFIX")]
+    pub key_prefix: Option<String>,
 
     #[command(flatten)]
     pub policy: PolicyArgs,
@@ -266,6 +269,11 @@ pub struct ConnArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
+
+    /// The daemon's state dir: its recorded endpoints, TLS, user and key prefix are used
+    /// where none are given here (default: `/var/lib/etcd-supervisor` when it has a record).
+    #[arg(long, env = "ETCD_SUPERVISOR_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub prefix: KeyPrefixArg,

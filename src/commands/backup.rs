@@ -22,7 +22,16 @@ use crate::config::DEFAULT_ENDPOINT;
 /// `etcd-supervisor backup`; returns the exit code.
 pub async fn backup(args: &BackupArgs) -> Outcome {
     let env = std::env::vars().collect();
-    let config = crate::config::client_config(&args.conn, &[DEFAULT_ENDPOINT.to_owned()], &env);
+    // From an operator's shell: the daemon's TLS and its member's own client URLs (the
+    // backup is of the local member) fill in what is not given.
+    let daemon = crate::config::inspect::Daemon::look(&args.state.state_dir);
+    let (mut conn, _) = daemon.conn(&args.conn);
+    if args.conn.endpoints.is_empty() {
+        if let Some((record, _)) = daemon.record() {
+            conn.endpoints = record.client_urls.clone();
+        }
+    }
+    let config = crate::config::client_config(&conn, &[DEFAULT_ENDPOINT.to_owned()], &env);
     let client = match Client::new(config) {
         Ok(client) => client,
         Err(e) => {

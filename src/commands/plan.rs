@@ -7,10 +7,13 @@ use std::fmt::Write as _;
 
 use crate::cli::PlanArgs;
 use crate::cluster::view;
+use crate::config::inspect::{Daemon, From, Sourced};
 use crate::etcd::Client;
+use crate::rehearsal::{Request, ToolKind};
 use crate::staging;
 use crate::upgrade::advice;
 use crate::upgrade::machine::Phase;
+use crate::upgrade::path::Policy;
 use crate::upgrade::preflight::{self, Verdict};
 use crate::upgrade::state_file::StateFile;
 use crate::upgrade::vet::VettingRecord;
@@ -20,9 +23,14 @@ use crate::versions::Version;
 /// Runs the dry run; exit 0 when the target would proceed (or nothing is staged), 1 when it
 /// would wait or be refused, 2 for bad input.
 pub async fn command(args: &PlanArgs) -> Outcome {
-    let env = std::env::vars().collect();
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let state_dir = &args.state.state_dir;
+    // Under systemd the daemon's options come from the unit's environment files, which an
+    // operator's shell does not have: what the daemon recorded fills in what is not given.
+    let daemon = Daemon::look(state_dir);
+    let (conn, conn_from) = daemon.conn(&args.conn);
     let client = match Client::new(crate::config::client_config(
-        &args.conn,
+        &conn,
         &[crate::config::DEFAULT_ENDPOINT.to_owned()],
         &env,
     )) {
@@ -32,7 +40,7 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
-    let policy = match args.policy.resolve() {
+    let given_policy = match args.policy.resolve() {
         Ok(p) => p,
         Err(e) => {
             tracing::error!("--allow-known-bad takes versions such as 3.5.1: {e}");
@@ -47,14 +55,116 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
+    let member = daemon.pick(
+        args.member
+            .clone()
+            .or_else(|| env.get("ETCD_NAME").filter(|v| !v.is_empty()).cloned()),
+        |r| Some(r.member.clone()),
+        "default".to_owned(),
+    );
+    let key_prefix = daemon.pick(
+        args.key_prefix.clone(),
+        |r| Some(r.key_prefix.clone()),
+        crate::config::DEFAULT_KEY_PREFIX.to_owned(),
+    );
+    let windows_set = daemon.windows(&args.window.windows);
+    let staging = daemon.pick(
+        args.staging.staging_dir.clone(),
+        |r| Some(r.staging_dir.clone()),
+        args.staging.resolve(state_dir),
+    );
+    let rehearsal_mode = daemon.pick(None, |r| Some(r.rehearsal.clone()), "auto".to_owned());
+    let policy =
+        if given_policy.allow_known_bad.is_empty() && !given_policy.allow_auth_upgrade_from_34 {
+            daemon.pick(
+                None,
+                |r| {
+                    Some(Policy {
+                        allow_known_bad: r
+                            .allow_known_bad
+                            .iter()
+                            .filter_map(|v| v.parse().ok())
+                            .collect(),
+                        allow_auth_upgrade_from_34: r.allow_auth_upgrade_from_34,
+                    })
+                },
+                given_policy,
+            )
+        } else {
+            Sourced {
+                value: given_policy,
+                from: From::Given,
+            }
+        };
     let mut out = String::new();
-    let store = VersionStore::new(&args.state.state_dir);
+    let _ = writeln!(out, "{}", daemon.describe());
+    let name_note = daemon
+        .record()
+        .filter(|_| member.from != From::Given)
+        .and_then(|(r, _)| r.sources.get("name").cloned())
+        .map(|s| format!("; its name from {s}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "  member       {} ({}{name_note})",
+        member.value, member.from
+    );
+    let _ = writeln!(
+        out,
+        "  endpoints    {} ({conn_from})",
+        conn.endpoints.join(",")
+    );
+    let _ = writeln!(
+        out,
+        "  key prefix   {} ({})",
+        key_prefix.value, key_prefix.from
+    );
+    let specs: Vec<&str> = windows_set.value.iter().map(|w| w.spec()).collect();
+    let _ = writeln!(
+        out,
+        "  windows      {} ({})",
+        if specs.is_empty() {
+            "none (any time)".to_owned()
+        } else {
+            specs.join("; ")
+        },
+        windows_set.from
+    );
+    let _ = writeln!(
+        out,
+        "  staging dir  {} ({})",
+        staging.value.display(),
+        staging.from
+    );
+    let _ = writeln!(
+        out,
+        "  rehearsal    {} ({})",
+        rehearsal_mode.value, rehearsal_mode.from
+    );
+    if !policy.value.allow_known_bad.is_empty() || policy.value.allow_auth_upgrade_from_34 {
+        let bad: Vec<String> = policy
+            .value
+            .allow_known_bad
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            out,
+            "  allowed      known-bad [{}], auth upgrade from 3.4: {} ({})",
+            bad.join(","),
+            policy.value.allow_auth_upgrade_from_34,
+            policy.from
+        );
+    }
+    let member = member.value;
+    let policy = policy.value;
+    let store = VersionStore::new(state_dir);
     let running = match store.current() {
         Ok(Some(p)) => {
             let _ = writeln!(
                 out,
                 "member {} runs etcd {} ({})",
-                args.member,
+                member,
                 p.version,
                 p.binary.display()
             );
@@ -64,8 +174,8 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             let _ = writeln!(
                 out,
                 "member {}: nothing pinned in {}",
-                args.member,
-                args.state.state_dir.display()
+                member,
+                state_dir.display()
             );
             None
         }
@@ -74,7 +184,7 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
-    let turn = StateFile::new(&args.state.state_dir).load().ok().flatten();
+    let turn = StateFile::new(state_dir).load().ok().flatten();
     match &turn {
         Some(t) if t.phase != Phase::Idle => {
             let to = t.to.as_ref().map_or("-".to_owned(), ToString::to_string);
@@ -87,7 +197,7 @@ pub async fn command(args: &PlanArgs) -> Outcome {
     if let Some(err) = turn.as_ref().and_then(|t| t.last_error.as_deref()) {
         let _ = writeln!(out, "last error: {err}");
     }
-    if let Some(v) = VettingRecord::load(&args.state.state_dir) {
+    if let Some(v) = VettingRecord::load(state_dir) {
         let _ = writeln!(
             out,
             "last vetting: {} {} at {} ({} ms): {}",
@@ -95,9 +205,9 @@ pub async fn command(args: &PlanArgs) -> Outcome {
         );
     }
     let windows =
-        crate::upgrade::window::state_at(&args.window.windows, std::time::SystemTime::now());
+        crate::upgrade::window::state_at(&windows_set.value, std::time::SystemTime::now());
     let _ = writeln!(out, "windows: {windows}");
-    let staging_dir = args.staging.resolve(&args.state.state_dir);
+    let staging_dir = staging.value;
     match staging::scan(&staging_dir) {
         Ok(listing) => {
             let plan = staging::plan(&listing);
@@ -126,16 +236,23 @@ pub async fn command(args: &PlanArgs) -> Outcome {
         .filter(|t| t.phase == Phase::Idle && explicit.is_none())
         .and_then(|t| Some((t.to.clone()?, t.last_error.clone()?)));
     let target = explicit.or_else(|| turn.and_then(|t| t.to));
+    if let (Some(running), Some(target)) = (&running, &target) {
+        let _ = writeln!(
+            out,
+            "rehearsal of {target}: {}",
+            restore_tool_line(&store, running, target, &rehearsal_mode.value)
+        );
+    }
     let (Some(running), Some(target)) = (running, target) else {
         let _ = writeln!(out, "decision: nothing to do");
         print!("{out}");
         return Outcome::Success;
     };
-    let report = view::gather(&client, &args.prefix.key_prefix).await;
+    let report = view::gather(&client, &key_prefix.value).await;
     for warning in advice::known_bad_running(&report) {
         let _ = writeln!(out, "warning: {warning}");
     }
-    if let Some(note) = advice::last_to_move(&report, &args.member, &target)
+    if let Some(note) = advice::last_to_move(&report, &member, &target)
         .or_else(|| advice::point_of_no_return(&report))
     {
         let _ = writeln!(out, "note: {note}");
@@ -148,7 +265,7 @@ pub async fn command(args: &PlanArgs) -> Outcome {
         print!("{out}");
         return Outcome::Failed;
     }
-    let mut verdict = preflight::assess(&report, &args.member, &running, &target, &policy);
+    let mut verdict = preflight::assess(&report, &member, &running, &target, &policy);
     // The rules allow it, but the turn would not start now.
     if verdict == Verdict::Proceed {
         if let Some(paused) = report.paused() {
@@ -176,4 +293,46 @@ pub async fn command(args: &PlanArgs) -> Outcome {
     };
     print!("{out}");
     code
+}
+
+/// Which tool the rehearsal restores with, or why it has none.
+fn restore_tool_line(
+    store: &VersionStore,
+    running: &Version,
+    target: &Version,
+    mode: &str,
+) -> String {
+    if mode == "never" {
+        return "not rehearsed (--rehearsal never)".to_owned();
+    }
+    match Request::restore_tool_from_store(store, running, target) {
+        Some(tool) => {
+            let how = match tool.kind {
+                ToolKind::Etcdutl => "etcdutl snapshot restore",
+                ToolKind::Etcdctl34 => "etcdctl snapshot restore (3.4, ETCDCTL_API=3)",
+            };
+            format!(
+                "restores with {how} of {} ({})",
+                tool.version,
+                tool.path.display()
+            )
+        }
+        None => format!(
+            "no restore tool: neither {} nor {} has {} pinned, so the rehearsal {}; give \
+             --etcd-binary with etcdctl/etcdutl beside it, or stage the version with \
+             `--with etcdutl`",
+            store.dir_of(running).display(),
+            store.dir_of(target).display(),
+            if running.minor_version() >= (3, 5) {
+                "etcdutl"
+            } else {
+                "etcdctl (3.4) or etcdutl"
+            },
+            if mode == "always" {
+                "cannot run and the upgrade holds"
+            } else {
+                "is skipped"
+            },
+        ),
+    }
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use nix::unistd::Pid;
 
+use crate::config::record::DaemonRecord;
 use crate::config::RunSettings;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::{self, Metrics};
@@ -20,6 +21,7 @@ use crate::upgrade::driver::{Driver, DriverConfig};
 use crate::upgrade::machine::{self, Effect, Turn};
 use crate::upgrade::state_file::StateFile;
 use crate::upgrade::vet::{LiveVetter, MemberConfig, RehearsalSettings};
+use crate::versions::companions;
 use crate::versions::store::{self, Pinned, VersionStore};
 
 /// Makes sure a version is pinned (installing `--etcd-binary` on first start) and returns it.
@@ -40,7 +42,11 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
     if let Some(pinned) = store.current()? {
         if let Some((path, probed)) = given {
             match probed {
-                Ok(v) if v == pinned.version => {}
+                Ok(v) if v == pinned.version => {
+                    // A pinned version without its tools (pinned before they were looked
+                    // for, or installed since): the ones beside the binary join it.
+                    pin_companions(&store, reaper, path, &v).await;
+                }
                 Ok(v) => tracing::warn!(
                     given = %path.display(), given_version = %v, running_version = %pinned.version,
                     "--etcd-binary differs from the pinned version and is ignored; upgrades go through the staging directory"
@@ -59,16 +65,73 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
         return Err(RunError::NothingInstalled(settings.versions_dir()));
     };
     let version = probed?;
+    let companions = companions::beside(reaper, path, &version).await;
     let (source, v) = (path.clone(), version.clone());
-    let (pinned, sum) = off_thread(move || {
+    let (installed, sum) = off_thread(move || {
         let sum = store::sha256_file(&source)?;
-        let pinned = store.install(&source, &v, &sum)?;
+        let installed = install_with(&store, &source, &sum, &companions, &v)?;
         store.set_current(&v)?;
-        Ok((pinned, sum))
+        Ok((installed, sum))
     })
     .await?;
+    let pinned = installed.pinned;
     tracing::info!(version = %version, binary = %pinned.binary.display(), sha256 = %sum, "pinned first etcd version");
     Ok(pinned)
+}
+
+/// Installs `etcd` (with `sum`) and the companions into `versions/<version>` in one
+/// rename; companions a pinned version lacks are added to it.
+fn install_with(
+    store: &VersionStore,
+    etcd: &std::path::Path,
+    sum: &str,
+    companions: &[(&'static str, PathBuf)],
+    version: &crate::versions::Version,
+) -> Result<store::Installed, crate::versions::store::VersionsError> {
+    let open = |p: &std::path::Path| {
+        std::fs::File::open(p).map_err(|e| {
+            crate::versions::store::VersionsError::from(crate::durable::io_err("opening", p)(e))
+        })
+    };
+    let mut pending = store.begin_install()?;
+    pending.add("etcd", &mut open(etcd)?, etcd, sum)?;
+    for (name, path) in companions {
+        let tool_sum = store::sha256_file(path)?;
+        pending.add(name, &mut open(path)?, path, &tool_sum)?;
+    }
+    pending.commit(version)
+}
+
+/// Adds the companions beside `binary` to the pinned `version` when it lacks them; a
+/// failure is logged and changes nothing (the rehearsal then says no tool is pinned).
+async fn pin_companions(
+    store: &VersionStore,
+    reaper: &Reaper,
+    binary: &std::path::Path,
+    version: &crate::versions::Version,
+) {
+    let dir = store.dir_of(version);
+    if companions::TOOLS.iter().all(|t| dir.join(t).is_file()) {
+        return;
+    }
+    let found = companions::beside(reaper, binary, version).await;
+    if found.iter().all(|(t, _)| dir.join(t).is_file()) {
+        return;
+    }
+    let (store, binary, v) = (store.clone(), binary.to_path_buf(), version.clone());
+    let done = off_thread(move || {
+        let sum = store::sha256_file(&binary)?;
+        Ok(install_with(&store, &binary, &sum, &found, &v)?)
+    })
+    .await;
+    match done {
+        Ok(installed) => {
+            tracing::info!(version = %version, added = ?installed.added, "companions pinned beside the pinned etcd")
+        }
+        Err(e) => {
+            tracing::warn!(version = %version, error = %e, "cannot pin the companions beside the pinned etcd; it runs as before")
+        }
+    }
 }
 
 /// The state dir takes new files (the check of `run --handover-check` uses it too).
@@ -108,6 +171,16 @@ pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32
         }
     }
     let pinned = ensure_pinned(&settings, &reaper).await?;
+    // For `plan` and `status` run from a shell without the unit's environment.
+    let effective = DaemonRecord::of(&settings, std::time::SystemTime::now());
+    match effective.save(&settings.state_dir) {
+        Ok(()) => {
+            tracing::debug!(file = %DaemonRecord::path(&settings.state_dir).display(), "effective settings recorded")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot record the effective settings; plan and status from a shell will not see them")
+        }
+    }
     let state = StateFile::new(&settings.state_dir);
     let persisted = state.load()?;
     let recovered = match &persisted {
@@ -141,6 +214,7 @@ pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32
             args: settings.etcd_args.clone(),
             env: settings.etcd_env.clone(),
             data_dir: settings.member.data_dir.clone(),
+            wal_dir: settings.member.wal_dir.clone(),
         },
         RehearsalSettings {
             mode: settings.rehearsal,

@@ -1,8 +1,11 @@
 //! `etcd-supervisor status`: the cluster view, as a table or stable JSON.
 
+use std::path::Path;
+
 use super::Outcome;
 use crate::cluster::records::{Record, Stored};
 use crate::cluster::view::{gather, ClusterView};
+use crate::config::inspect::Daemon;
 use crate::etcd::Client;
 use crate::upgrade::{advice, consistency};
 use crate::versions::Version;
@@ -10,11 +13,25 @@ use crate::versions::Version;
 /// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.
 pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
     let env = std::env::vars().collect();
-    let cfg = crate::config::client_config(
-        &args.conn,
-        &[crate::config::DEFAULT_ENDPOINT.to_owned()],
-        &env,
+    // From an operator's shell: the daemon's recorded endpoints, TLS and prefix fill in
+    // what is not given (see `config::inspect`).
+    let daemon = Daemon::look(
+        args.state_dir
+            .as_deref()
+            .unwrap_or(Path::new(crate::config::DEFAULT_STATE_DIR)),
     );
+    let (conn, _) = daemon.conn(&args.conn);
+    let given_prefix = (args.prefix.key_prefix != crate::config::DEFAULT_KEY_PREFIX)
+        .then(|| args.prefix.key_prefix.clone());
+    let key_prefix = daemon
+        .pick(
+            given_prefix,
+            |r| Some(r.key_prefix.clone()),
+            args.prefix.key_prefix.clone(),
+        )
+        .value;
+    let cfg =
+        crate::config::client_config(&conn, &[crate::config::DEFAULT_ENDPOINT.to_owned()], &env);
     let client = match Client::new(cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -23,11 +40,11 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
         }
     };
     if args.watch {
-        return super::status_watch::run(&client, &args.prefix.key_prefix, args.interval).await;
+        return super::status_watch::run(&client, &key_prefix, args.interval).await;
     }
-    let view = gather(&client, &args.prefix.key_prefix).await;
+    let view = gather(&client, &key_prefix).await;
     // A recorded inconsistency is shown, and makes the exit code non-zero.
-    let inconsistency = consistency::blocked(&client, &args.prefix.key_prefix)
+    let inconsistency = consistency::blocked(&client, &key_prefix)
         .await
         .ok()
         .flatten();

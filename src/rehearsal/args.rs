@@ -221,6 +221,50 @@ pub fn rehearsal_args(
     args
 }
 
+/// The member's config file rewritten for the private etcd: every key kept except those
+/// naming the member, its data, the cluster or the network, which are the copy's own (as
+/// [`rehearsal_args`] does with flags). `Err` when the text is not a YAML mapping.
+pub fn rehearsal_config(
+    yaml: &str,
+    data_dir: &Path,
+    client_url: &str,
+    peer_url: &str,
+) -> Result<String, String> {
+    use yaml_serde::{Mapping, Value};
+    let mut map = match yaml_serde::from_str::<Value>(yaml) {
+        Ok(Value::Mapping(m)) => m,
+        Ok(Value::Null) => Mapping::new(),
+        Ok(_) => return Err("the member's config file is not a mapping of etcd's settings".into()),
+        Err(e) => return Err(format!("the member's config file is not valid YAML: {e}")),
+    };
+    map.retain(|key, _| {
+        key.as_str()
+            .is_none_or(|k| !(is_replaced(k) || k == "log-outputs"))
+    });
+    let s = |v: &str| Value::String(v.to_owned());
+    for (key, value) in [
+        ("name", s(REHEARSAL_NAME)),
+        ("data-dir", s(&data_dir.display().to_string())),
+        ("listen-client-urls", s(client_url)),
+        ("advertise-client-urls", s(client_url)),
+        ("listen-peer-urls", s(peer_url)),
+        ("initial-advertise-peer-urls", s(peer_url)),
+        (
+            "initial-cluster",
+            s(&format!("{REHEARSAL_NAME}={peer_url}")),
+        ),
+        ("initial-cluster-token", s(REHEARSAL_NAME)),
+        ("initial-cluster-state", s("new")),
+        ("log-outputs", Value::Sequence(vec![s("stderr")])),
+    ] {
+        map.insert(s(key), value);
+    }
+    // Written as JSON (which is YAML): etcd reads the file with go-yaml's YAML 1.1, where
+    // a plain `off` or `yes` is a boolean, and a YAML 1.2 writer leaves such strings
+    // unquoted (`proxy: 'off'` would come back as `proxy: off` and fail etcd's parse).
+    serde_json::to_string_pretty(&Value::Mapping(map)).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +323,57 @@ mod tests {
     fn a_config_file_cannot_be_rehearsed() {
         let err = strip_member_flags(&s(&["--config-file=/etc/etcd.yml"])).unwrap_err();
         assert!(err.contains("--config-file"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_is_rewritten_with_the_private_identity_and_keeps_the_rest() {
+        let yaml = "name: 'm1'\ndata-dir: /var/lib/etcd\nwal-dir: /wal\nsnapshot-count: 10000\n\
+            listen-peer-urls: http://10.0.0.1:2380\nlisten-metrics-urls: http://10.0.0.1:2381\n\
+            initial-cluster: m1=http://10.0.0.1:2380\ninitial-cluster-state: existing\n\
+            discovery-srv: example.com\nexperimental-initial-corrupt-check: true\n\
+            client-transport-security:\n  cert-file: /c.pem\n  client-cert-auth: true\n\
+            log-outputs: [/var/log/etcd.log]\nno-such-key: 1\nproxy: 'off'\n";
+        let out = rehearsal_config(
+            yaml,
+            Path::new("/s/data"),
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+        )
+        .unwrap();
+        let v: yaml_serde::Value = yaml_serde::from_str(&out).unwrap();
+        let get = |k: &str| v.get(k).cloned();
+        assert_eq!(get("name").unwrap().as_str(), Some("rehearsal"));
+        assert_eq!(get("data-dir").unwrap().as_str(), Some("/s/data"));
+        assert_eq!(
+            get("initial-cluster").unwrap().as_str(),
+            Some("rehearsal=http://127.0.0.1:2")
+        );
+        assert_eq!(get("initial-cluster-state").unwrap().as_str(), Some("new"));
+        assert_eq!(
+            get("listen-client-urls").unwrap().as_str(),
+            Some("http://127.0.0.1:1")
+        );
+        for gone in ["wal-dir", "listen-metrics-urls", "discovery-srv"] {
+            assert!(get(gone).is_none(), "{gone} kept:\n{out}");
+        }
+        assert_eq!(get("snapshot-count").unwrap().as_u64(), Some(10000));
+        assert_eq!(
+            get("experimental-initial-corrupt-check").unwrap().as_bool(),
+            Some(true)
+        );
+        assert_eq!(get("no-such-key").unwrap().as_u64(), Some(1));
+        assert_eq!(
+            get("client-transport-security")
+                .unwrap()
+                .get("cert-file")
+                .unwrap()
+                .as_str(),
+            Some("/c.pem")
+        );
+        assert_eq!(get("log-outputs").unwrap()[0].as_str(), Some("stderr"));
+        assert!(rehearsal_config("- a\n", Path::new("/d"), "u", "p").is_err());
+        // Quoted: YAML 1.1 (etcd's go-yaml) reads a plain `off` as false.
+        assert!(out.contains("\"proxy\": \"off\""), "{out}");
     }
 
     #[test]

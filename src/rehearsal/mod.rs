@@ -37,7 +37,9 @@
 //! initial-advertise-peer-urls, discovery*, force-new-cluster, and log-outputs (the copy
 //! logs to a file in the scratch dir, read back for the tail). The matching `ETCD_*`
 //! variables are removed from its environment, as is `NOTIFY_SOCKET`. A member configured
-//! by `--config-file` cannot be rehearsed (etcd would ignore the replacements).
+//! by `--config-file` (with which etcd ignores every flag) is rehearsed with a rewritten
+//! copy of its YAML in the scratch dir: the same keys, with the same ones replaced
+//! ([`rehearsal_config`]).
 //!
 //! Whose fault a failure is: see `outcome` ([`classify`] is pure and unit-tested).
 
@@ -58,8 +60,8 @@ use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
 pub use args::{
-    choose_restore_tool, rehearsal_args, restore_command, strip_member_flags, PinnedTools,
-    RestoreTool, ToolKind, REHEARSAL_NAME,
+    choose_restore_tool, rehearsal_args, rehearsal_config, restore_command, strip_member_flags,
+    PinnedTools, RestoreTool, ToolKind, REHEARSAL_NAME,
 };
 pub use outcome::{classify, usage_error, Finding, Outcome, RehearsalMode};
 use scratch::{tail, Scratch};
@@ -89,6 +91,7 @@ const SNAPSHOT_FILE: &str = "snapshot.db";
 const RESTORE_LOG: &str = "restore.log";
 const ETCD_LOG: &str = "etcd.log";
 const DATA_DIR: &str = "data";
+const CONFIG_FILE: &str = "etcd.conf.yml";
 
 /// What to rehearse, and with what.
 #[derive(Debug, Clone)]
@@ -107,6 +110,9 @@ pub struct Request {
     pub mode: RehearsalMode,
     /// This member's etcd arguments, as passed to etcd.
     pub etcd_args: Vec<String>,
+    /// etcd's `--config-file` when the member reads one: its rewritten copy configures
+    /// the rehearsal (etcd ignores flags then).
+    pub config_file: Option<PathBuf>,
     /// Parent of the private dir (`<state-dir>/rehearsal`); leftovers in it are removed.
     pub scratch_parent: PathBuf,
     /// How long the target gets to become healthy.
@@ -260,8 +266,16 @@ async fn steps(
         .ok_or_else(|| Finding::NoRestoreTool {
             looked_in: vec![req.running.clone(), req.target.clone()],
         })?;
-    let (kept, dropped) = strip_member_flags(&req.etcd_args).map_err(Finding::UnsupportedFlags)?;
-    tracing::debug!(member = %req.member, ?dropped, "member flags replaced by the rehearsal's own");
+    // With a config file etcd reads nothing else: its copy is rewritten instead.
+    let kept = match &req.config_file {
+        Some(_) => None,
+        None => {
+            let (kept, dropped) =
+                strip_member_flags(&req.etcd_args).map_err(Finding::UnsupportedFlags)?;
+            tracing::debug!(member = %req.member, ?dropped, "member flags replaced by the rehearsal's own");
+            Some(kept)
+        }
+    };
     let live = |e: EtcdError| Finding::LiveMember(e.to_string());
 
     let status = client.status_of(&req.endpoint).await.map_err(live)?;
@@ -321,7 +335,25 @@ async fn steps(
     let _ = std::fs::remove_file(&snapshot);
 
     let log = open_log(&scratch.dir().join(ETCD_LOG))?;
-    let args = rehearsal_args(&kept, &data_dir, &client_url, &peer_url);
+    let args = match (&req.config_file, kept) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                Finding::Local(format!(
+                    "cannot read etcd's config file {}: {e}",
+                    file.display()
+                ))
+            })?;
+            let yaml = rehearsal_config(&text, &data_dir, &client_url, &peer_url)
+                .map_err(Finding::UnsupportedFlags)?;
+            let copy = scratch.dir().join(CONFIG_FILE);
+            std::fs::write(&copy, yaml)
+                .map_err(|e| Finding::Local(format!("cannot write {}: {e}", copy.display())))?;
+            vec![format!("--config-file={}", copy.display())]
+        }
+        (None, kept) => {
+            rehearsal_args(&kept.unwrap_or_default(), &data_dir, &client_url, &peer_url)
+        }
+    };
     let options = SpawnOptions {
         output: Some(log),
         env_remove: args::replaced_env_vars(),

@@ -103,6 +103,29 @@ pub(super) async fn process(
         }
         .into();
     }
+    // Companions are pinned only when they are of the same release (as beside a first
+    // binary): another version's etcdutl would restore the rehearsal's copy with the wrong
+    // tool. The drop itself goes on without them.
+    let mut pending = pending;
+    let mut companions = companions;
+    let mut kept = Vec::new();
+    for tool in companions.drain(..) {
+        let path = pending.dir().join(&tool);
+        match crate::versions::companions::probe(reaper, &tool, &path).await {
+            Ok(v) if v == version => kept.push(tool),
+            reported => {
+                let why = match reported {
+                    Ok(v) => format!("it reports {v}"),
+                    Err(e) => e,
+                };
+                tracing::warn!(file = %file, tool = %tool, version = %version, why, "companion staged with the binary is not pinned: not of the same release");
+                if let Err(e) = pending.remove(&tool) {
+                    return e.into();
+                }
+            }
+        }
+    }
+    let companions = kept;
     let v = version.clone();
     let committed = match blocking(move || Ok(pending.commit(&v))).await {
         Ok(committed) => committed,

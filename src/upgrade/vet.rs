@@ -51,6 +51,8 @@ pub struct MemberConfig {
     pub env: Vec<(String, String)>,
     /// etcd's data dir.
     pub data_dir: PathBuf,
+    /// etcd's WAL dir, when kept outside the data dir.
+    pub wal_dir: Option<PathBuf>,
     /// The `--config-file` etcd reads, if any.
     pub config_file: Option<PathBuf>,
     /// The v2 API is enabled.
@@ -146,6 +148,7 @@ impl LiveVetter {
             restore_tool: rehearsal::Request::restore_tool_from_store(&store, running, target),
             mode: r.mode,
             etcd_args: self.member.args.clone(),
+            config_file: self.member.config_file.clone(),
             scratch_parent: self.state_dir.join("rehearsal"),
             ready_timeout: r.ready_timeout,
             max_db: r.max_db,
@@ -291,8 +294,12 @@ impl LiveVetter {
                 )))
             }
         };
-        let (from, to) = (self.member.data_dir.clone(), scratch.path().to_path_buf());
-        let copied = tokio::task::spawn_blocking(move || copy_v2_files(&from, &to))
+        let (from, wal, to) = (
+            self.member.data_dir.clone(),
+            self.member.wal_dir.clone(),
+            scratch.path().to_path_buf(),
+        );
+        let copied = tokio::task::spawn_blocking(move || copy_v2_files(&from, wal.as_deref(), &to))
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = copied {
@@ -408,9 +415,13 @@ pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted 
 
 /// Copies `member/snap/*.snap` and `member/wal/*.wal` of `data_dir` into `to`, the files
 /// the v2store check reads (the db is not needed).
-fn copy_v2_files(data_dir: &Path, to: &Path) -> Result<(), String> {
+fn copy_v2_files(data_dir: &Path, wal_dir: Option<&Path>, to: &Path) -> Result<(), String> {
     for (sub, ext) in [("snap", "snap"), ("wal", "wal")] {
-        let from = data_dir.join("member").join(sub);
+        // A separate --wal-dir holds the WAL files directly; the copy keeps etcd's layout.
+        let from = match (sub, wal_dir) {
+            ("wal", Some(wal)) => wal.to_path_buf(),
+            _ => data_dir.join("member").join(sub),
+        };
         let dest = to.join("member").join(sub);
         std::fs::create_dir_all(&dest).map_err(|e| format!("{}: {e}", dest.display()))?;
         let entries = match std::fs::read_dir(&from) {
@@ -432,6 +443,23 @@ fn copy_v2_files(data_dir: &Path, to: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_v2_copy_takes_the_wal_from_a_separate_wal_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (data, wal, to) = (
+            tmp.path().join("data"),
+            tmp.path().join("wal"),
+            tmp.path().join("to"),
+        );
+        std::fs::create_dir_all(data.join("member/snap")).unwrap();
+        std::fs::write(data.join("member/snap/1.snap"), b"s").unwrap();
+        std::fs::create_dir_all(&wal).unwrap();
+        std::fs::write(wal.join("0.wal"), b"w").unwrap();
+        copy_v2_files(&data, Some(&wal), &to).unwrap();
+        assert!(to.join("member/snap/1.snap").is_file());
+        assert_eq!(std::fs::read(to.join("member/wal/0.wal")).unwrap(), b"w");
+    }
 
     #[test]
     fn v2store_output_is_judged_with_the_guides_remedies() {

@@ -1,5 +1,7 @@
-//! etcd version numbers, and the store of pinned etcd binaries under `<state-dir>/versions`.
+//! etcd version numbers, the store of pinned etcd binaries under `<state-dir>/versions`, and
+//! the companion tools pinned with a first binary.
 
+pub mod companions;
 pub mod store;
 pub mod version;
 

@@ -372,6 +372,20 @@ impl PendingInstall {
         Ok(dest)
     }
 
+    /// Takes `name` (and its checksum file) out of the install again; it is not pinned.
+    pub fn remove(&mut self, name: &str) -> Result<(), VersionsError> {
+        for file in [name.to_owned(), format!("{name}.sha256")] {
+            let path = self.tmp.path().join(&file);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("removing", &path)(e)),
+            }
+        }
+        self.files.retain(|(n, _)| n != name);
+        Ok(())
+    }
+
     /// Moves the files into `versions/<version>` with one rename of the temp dir.
     ///
     /// When the version is already pinned: identical files make this a no-op

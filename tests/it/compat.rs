@@ -451,6 +451,7 @@ fn vet_v2(state: &Path, data_dir: &Path) -> Vetted {
                 args: vec!["--enable-v2".into(), "--snapshot-count=5".into()],
                 env: Vec::new(),
                 data_dir: data_dir.to_path_buf(),
+                wal_dir: None,
             },
             // The rehearsal is not under test here (and needs a live member).
             RehearsalSettings {
@@ -726,11 +727,13 @@ fn learner_rollout(learner_gets_endpoints: bool) {
 
 /// The second line of defence: a version whose start is a usage error (exit code 2) after
 /// the swap is rolled back as this member's problem: no cluster-wide rejection, and the
-/// version stays staged here. (No restore tool is staged, so the rehearsal is skipped and
-/// the swap really happens.)
+/// version stays staged here. (`--rehearsal never`, so the swap really happens: the
+/// rehearsal, with the etcdutl pinned beside the first binary, would refuse it first.)
 #[test]
 fn a_usage_error_after_the_swap_rolls_back_here_without_rejecting() {
-    let cluster = Cluster::start_supervised(Release::V3_5, 1, FAST);
+    let mut opts = FAST.to_vec();
+    opts.extend(["--rehearsal", "never"]);
+    let cluster = Cluster::start_supervised(Release::V3_5, 1, &opts);
     let fake = cluster.dir().join("etcd-3.5.30");
     support::write_script(
         &fake,

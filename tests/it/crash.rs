@@ -116,7 +116,14 @@ fn paused_with(state: &str, drop: impl FnOnce(&Cluster)) -> Cluster {
     let mut cluster = Cluster::new(
         Release::V3_4,
         3,
-        crate::support::Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+        // Crash recovery mid-swap, not vetting: no dress rehearsal before the turn (the
+        // restore tool pinned beside the first binary would reject a broken binary first).
+        crate::support::Mode::Supervised(
+            FAST.iter()
+                .chain(&["--rehearsal", "never"])
+                .map(|s| s.to_string())
+                .collect(),
+        ),
     );
     cluster.members[0]
         .env

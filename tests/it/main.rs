@@ -6,6 +6,7 @@ mod support;
 mod backup;
 mod bad_input;
 mod compat;
+mod config_file;
 mod consistency;
 mod crash;
 mod demo;

@@ -51,6 +51,7 @@ fn request(cluster: &Cluster, target_release: Release, target_binary: PathBuf) -
         restore_tool: tool,
         mode: RehearsalMode::Auto,
         etcd_args: member.spec.etcd_flags(),
+        config_file: None,
         scratch_parent: cluster.dir().join("state/rehearsal"),
         ready_timeout: Duration::from_secs(30),
         max_db: DEFAULT_MAX_DB,

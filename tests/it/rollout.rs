@@ -375,7 +375,11 @@ fn known_bad_target_is_refused_everywhere_before_anything_stops() {
 
 #[test]
 fn a_version_that_does_not_serve_is_rolled_back_and_rejected_cluster_wide() {
-    let mut cluster = Cluster::start_supervised(Release::V3_4, 3, FAST);
+    // The swap's own line of defence: no dress rehearsal (3.4's etcdctl, pinned beside the
+    // first binary, would reject the fake before any stop).
+    let mut opts = FAST.to_vec();
+    opts.extend(["--rehearsal", "never"]);
+    let mut cluster = Cluster::start_supervised(Release::V3_4, 3, &opts);
     let urls = cluster.client_urls();
     // Reports a real target version, but exits instead of serving.
     let fake = cluster.dir().join("etcd-broken");

@@ -1,8 +1,15 @@
 //! Resolved settings: supervisor options merged with what etcd itself will be told.
 //!
 //! The supervisor never asks for the member name, data dir or client URLs twice: it reads
-//! them from the same flags and `ETCD_*` variables etcd reads, with etcd's precedence
-//! (a flag beats the environment, the environment beats etcd's default).
+//! them from what etcd reads, with etcd's precedence ([`member`]: a config file replaces
+//! every flag and variable; else a flag beats the environment, which beats etcd's
+//! default). Every consumer (data-dir lock, stop probe, cold copy, rehearsal, vetting,
+//! `plan`, `status`) uses that one [`Member`]. [`record`] keeps the daemon's effective
+//! settings in the state dir for `plan` and `status`.
+
+pub mod inspect;
+pub mod member;
+pub mod record;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +22,13 @@ use crate::etcd::ClientConfig;
 use crate::rehearsal::RehearsalMode;
 use crate::upgrade::path::Policy;
 use crate::upgrade::soak::Pacing;
+pub use member::{Member, MemberConfigError, Source, Tls};
+
+/// The state dir's default (`--state-dir`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/etcd-supervisor";
+
+/// The key prefix's default (`--key-prefix`).
+pub const DEFAULT_KEY_PREFIX: &str = "/etcd-supervisor/";
 
 /// Where commands other than `run` look for etcd without `--endpoints` (etcdctl's default).
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
@@ -61,26 +75,36 @@ pub enum ConfigError {
     /// A relative state dir would move with the working directory of whoever starts us.
     #[error("--state-dir must be an absolute path, got {0}")]
     RelativeStateDir(PathBuf),
-}
-
-/// What the supervisor knows about the etcd member it runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// `--name` / `ETCD_NAME`, etcd's default `default`.
-    pub name: String,
-    /// `--data-dir` / `ETCD_DATA_DIR`; when neither is set, `<state-dir>/<name>.etcd`.
-    pub data_dir: PathBuf,
-    /// `--wal-dir` / `ETCD_WAL_DIR`, when the WAL is kept outside the data dir.
-    pub wal_dir: Option<PathBuf>,
-    /// URLs at which this member's client API answers on this host.
-    pub client_urls: Vec<String>,
-    /// URLs other hosts reach this member's client API at (`--advertise-client-urls`,
-    /// etcd's default `http://localhost:2379`).
-    pub advertised_client_urls: Vec<String>,
-    /// `--config-file` / `ETCD_CONFIG_FILE`, when etcd reads one.
-    pub config_file: Option<PathBuf>,
-    /// `--enable-v2` / `ETCD_ENABLE_V2` (a v2 store to check before 3.6).
-    pub v2_enabled: bool,
+    /// etcd's config file cannot be read.
+    #[error("etcd's config file {path} (from {source_of}) cannot be read: {error}; etcd would not start: create it, or point {source_of} at the right file")]
+    ConfigFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Where its name came from.
+        source_of: Source,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// etcd's config file is not usable.
+    #[error(transparent)]
+    MemberConfig(#[from] MemberConfigError),
+    /// The configuration names another data dir than the state dir was used with.
+    #[error("this configuration gives data dir {now} (from {from}), but {state_dir} was used by member {recorded_member} with data dir {recorded}, which still holds its data: fix data-dir (or --state-dir) so that it names this member's data again; if the member's data really moved, move {state_dir}/daemon.json aside first")]
+    DataDirDisagrees {
+        /// The state dir.
+        state_dir: PathBuf,
+        /// The data dir recorded there.
+        recorded: PathBuf,
+        /// The member recorded there.
+        recorded_member: String,
+        /// The data dir of this configuration.
+        now: PathBuf,
+        /// Where that one came from.
+        from: String,
+    },
+    /// The state dir's daemon record cannot be read.
+    #[error("{0}; move the file aside (the daemon writes it again when it starts)")]
+    BadRecord(String),
 }
 
 /// Settings of `etcd-supervisor run`, validated.
@@ -164,29 +188,51 @@ impl RunSettings {
             return Err(ConfigError::RelativeStateDir(args.state.state_dir.clone()));
         }
         let flags = EtcdFlags::parse(&args.etcd_args);
-        let lookup = |flag: &str, var: &str| -> Option<String> {
-            flags
-                .get(flag)
-                .map(str::to_owned)
-                .or_else(|| env.get(var).filter(|v| !v.is_empty()).cloned())
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let file = member::config_file(&flags.values, env, &cwd);
+        let text = match &file {
+            None => None,
+            Some((path, source_of)) => Some(std::fs::read_to_string(path).map_err(|error| {
+                ConfigError::ConfigFileUnreadable {
+                    path: path.clone(),
+                    source_of: source_of.clone(),
+                    error,
+                }
+            })?),
         };
-        let name = lookup("name", "ETCD_NAME").unwrap_or_else(|| "default".to_owned());
+        let member = member::read(
+            &flags.values,
+            env,
+            file.as_ref()
+                .zip(text.as_deref())
+                .map(|((path, _), text)| (path.as_path(), text)),
+            &cwd,
+            &args.state.state_dir,
+        )?;
+        if let Some(previous) =
+            record::DaemonRecord::load(&args.state.state_dir).map_err(ConfigError::BadRecord)?
+        {
+            record::check_agrees(&previous, &member, &args.state.state_dir)?;
+        }
         let mut etcd_args = args.etcd_args.clone();
-        let data_dir = match lookup("data-dir", "ETCD_DATA_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => {
-                // etcd's own default is "<name>.etcd" in its working directory, which
-                // under systemd is "/": keep the data with the rest of our state instead.
-                let dir = args.state.state_dir.join(format!("{name}.etcd"));
-                etcd_args.push(format!("--data-dir={}", dir.display()));
-                dir
-            }
-        };
-        let advertised = lookup("advertise-client-urls", "ETCD_ADVERTISE_CLIENT_URLS");
-        let listening = lookup("listen-client-urls", "ETCD_LISTEN_CLIENT_URLS");
-        let client_urls = local_client_urls(advertised.as_deref(), listening.as_deref());
+        if member.data_dir_added {
+            etcd_args.push(format!("--data-dir={}", member.data_dir.display()));
+        }
+        let client_urls = member.client_urls.clone();
         let policy = args.policy.resolve()?;
-        let cluster = client_config(&args.conn, &client_urls, env);
+        let mut cluster = client_config(&args.conn, &client_urls, env);
+        // TLS towards etcd defaults to etcd's own client TLS: its CA, and (with client
+        // certificate auth) its own certificate, which operators issue for both uses.
+        let tls = &member.client_tls;
+        if cluster.cacert.is_none() {
+            cluster.cacert = tls.trusted_ca_file.clone();
+        }
+        if cluster.cert.is_none() && tls.client_cert_auth {
+            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                cluster.cert = Some(cert.clone());
+                cluster.key = Some(key.clone());
+            }
+        }
         #[cfg(feature = "failpoints")]
         let failpoint_pause = env.get(FAILPOINT_ENV).and_then(|v| {
             let (state, pause) = v.split_once(':')?;
@@ -233,24 +279,7 @@ impl RunSettings {
                 vars.sort();
                 vars
             },
-            member: Member {
-                name,
-                data_dir,
-                wal_dir: lookup("wal-dir", "ETCD_WAL_DIR").map(PathBuf::from),
-                client_urls,
-                config_file: lookup("config-file", "ETCD_CONFIG_FILE").map(PathBuf::from),
-                v2_enabled: lookup("enable-v2", "ETCD_ENABLE_V2").is_some_and(|v| {
-                    matches!(v.as_str(), "true" | "1" | "t" | "T" | "TRUE" | "True")
-                }),
-                advertised_client_urls: advertised
-                    .as_deref()
-                    .unwrap_or("http://localhost:2379")
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            },
+            member,
         })
     }
 
@@ -313,41 +342,6 @@ impl EtcdFlags {
         }
         Self { values }
     }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(String::as_str)
-    }
-}
-
-/// Client URLs reachable from this host: listening ones first (wildcard hosts replaced by
-/// loopback, so the local member is asked on this host), then advertised ones. etcd's
-/// default is `http://localhost:2379`.
-fn local_client_urls(advertised: Option<&str>, listening: Option<&str>) -> Vec<String> {
-    let mut urls: Vec<String> = Vec::new();
-    let split = |s: &str| -> Vec<String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty() && !u.starts_with("unix"))
-            .map(|u| {
-                u.replace("://0.0.0.0", "://127.0.0.1")
-                    .replace("://[::]", "://[::1]")
-            })
-            .collect()
-    };
-    for url in listening
-        .map(split)
-        .unwrap_or_default()
-        .into_iter()
-        .chain(advertised.map(split).unwrap_or_default())
-    {
-        if !urls.contains(&url) {
-            urls.push(url);
-        }
-    }
-    if urls.is_empty() {
-        urls.push("http://localhost:2379".to_owned());
-    }
-    urls
 }
 
 #[cfg(test)]
@@ -378,14 +372,22 @@ mod tests {
         assert!(!m(&["--", "--enable-v2=false"], &[("ETCD_ENABLE_V2", "true")]).v2_enabled);
         assert!(m(&[], &[("ETCD_ENABLE_V2", "true")]).v2_enabled);
         assert!(!m(&["--", "--name", "m1"], &[]).v2_enabled);
-        let both = m(
-            &["--", "--config-file", "/etc/etcd.yml"],
-            &[("ETCD_CONFIG_FILE", "/x")],
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.yml"), dir.path().join("b.yml"));
+        std::fs::write(&a, "name: from-a\n").unwrap();
+        std::fs::write(&b, "name: from-b\n").unwrap();
+        let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+        let both = settings(
+            &["--", "--config-file", a_s, "--name", "ignored"],
+            &[("ETCD_CONFIG_FILE", b_s), ("ETCD_NAME", "ignored")],
         );
-        assert_eq!(both.config_file, Some(PathBuf::from("/etc/etcd.yml")));
+        assert_eq!(both.member.config_file, Some(a.clone()));
+        assert_eq!(both.member.name, "from-a");
+        // etcd ignores flags beside a config file; the supervisor adds none.
+        assert!(!both.etcd_args.iter().any(|a| a.starts_with("--data-dir")));
         assert_eq!(
-            m(&[], &[("ETCD_CONFIG_FILE", "/x")]).config_file,
-            Some(PathBuf::from("/x"))
+            m(&[], &[("ETCD_CONFIG_FILE", b_s)]).config_file,
+            Some(b.clone())
         );
         assert_eq!(m(&["--", "--name=m1"], &[]).config_file, None);
     }
@@ -459,6 +461,41 @@ mod tests {
         );
         assert_eq!(s.member.name, "m1");
         assert_eq!(s.member.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn a_missing_or_broken_config_file_is_a_configuration_error_naming_it() {
+        let cli = |file: &str| {
+            let cli = Cli::try_parse_from([
+                "etcd-supervisor",
+                "run",
+                "--state-dir",
+                "/var/lib/es",
+                "--",
+                "--config-file",
+                file,
+            ])
+            .unwrap();
+            let Command::Run(run) = cli.command else {
+                panic!("not run")
+            };
+            RunSettings::resolve(&run, &HashMap::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let missing = cli("/no/such/etcd.yml");
+        assert!(
+            missing.contains("/no/such/etcd.yml") && missing.contains("flag --config-file"),
+            "{missing}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("etcd.yml");
+        std::fs::write(&bad, "name: m1\nlisten-client-urls: 'unclosed\n").unwrap();
+        let err = cli(bad.to_str().unwrap());
+        assert!(
+            err.contains(bad.to_str().unwrap()) && err.contains("line"),
+            "{err}"
+        );
     }
 
     #[test]
