@@ -21,6 +21,7 @@
 
 pub mod advice;
 pub mod consistency;
+pub mod downgrade;
 pub mod driver;
 pub mod flags;
 pub mod live;
