@@ -31,9 +31,11 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
         .await
         .ok()
         .flatten();
+    let downgrade = super::downgrade::progress_line(&client, &args.prefix.key_prefix, &view).await;
     if args.json {
         let json = serde_json::to_value(&view).map(|mut v| {
             v["inconsistency"] = inconsistency.clone().into();
+            v["downgrade"] = downgrade.clone().into();
             v
         });
         match json.and_then(|v| serde_json::to_string_pretty(&v)) {
@@ -45,6 +47,9 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
         }
     } else {
         print!("{}", render(&view));
+        if let Some(line) = &downgrade {
+            println!("{line}");
+        }
         if let Some(why) = &inconsistency {
             println!("INCONSISTENT: {why}; no upgrade turn is taken until `etcd-supervisor acknowledge-inconsistency`");
         }

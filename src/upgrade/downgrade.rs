@@ -238,6 +238,11 @@ impl fmt::Display for StartRefusal {
     }
 }
 
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
 fn minor((major, minor): (u64, u64)) -> String {
     format!("{major}.{minor}")
 }
@@ -273,6 +278,7 @@ pub fn may_start(facts: &Facts, target: &Version) -> Result<(), StartRefusal> {
         .filter(|m| m.server.is_none())
         .map(|m| m.name.clone())
         .collect();
+    let silent = sorted(silent);
     if !silent.is_empty() {
         return Err(StartRefusal::Unknown(format!(
             "{} did not report a version",
@@ -285,6 +291,7 @@ pub fn may_start(facts: &Facts, target: &Version) -> Result<(), StartRefusal> {
         .filter(|m| !m.healthy)
         .map(|m| m.name.clone())
         .collect();
+    let sick = sorted(sick);
     if !sick.is_empty() {
         return Err(StartRefusal::Unhealthy(sick));
     }
@@ -310,6 +317,7 @@ pub fn may_start(facts: &Facts, target: &Version) -> Result<(), StartRefusal> {
         .filter(|m| m.server.as_ref() != Some(target) && m.staged.as_ref() != Some(target))
         .map(|m| m.name.clone())
         .collect();
+    let missing = sorted(missing);
     if !missing.is_empty() {
         return Err(StartRefusal::NotStaged(missing));
     }

@@ -9,6 +9,7 @@ mod compat;
 mod consistency;
 mod crash;
 mod demo;
+mod downgrade;
 mod etcd_client;
 mod fast_stop;
 mod faults;

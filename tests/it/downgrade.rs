@@ -1,0 +1,341 @@
+//! Going back one minor through etcd's downgrade API, on real 3.7.4, 3.6.17 and 3.5.36:
+//! three supervised members, the older binary staged on all three (parked until
+//! `etcd-supervisor downgrade`), a writer and the outside sampler running throughout.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::fast_stop::assert_hash_kv_equal;
+use crate::rollout::{count_lost, server_version, stage, wait_all_on, Writer, FAST};
+use crate::support::outage::Sampler;
+use crate::support::{http_get, wait_for, Cluster, Release, SUPERVISOR};
+
+/// The cluster version (`etcdcluster`) the first answering member reports.
+fn cluster_version(cluster: &Cluster) -> Option<String> {
+    (0..cluster.members.len()).find_map(|i| {
+        let (_, body) = http_get(
+            &format!("{}/version", cluster.members[i].client_url()),
+            Duration::from_secs(1),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["etcdcluster"].as_str().map(str::to_owned)
+    })
+}
+
+fn wait_cluster_version(cluster: &Cluster, want: &str, timeout: Duration) {
+    wait_for(timeout, || {
+        (cluster_version(cluster).as_deref() == Some(want)).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("cluster version never reached {want}\n{}", cluster.logs()));
+}
+
+/// Runs `etcd-supervisor ARGS --endpoints URLS`, bounded by `timeout` seconds.
+fn supervisor(cluster: &Cluster, args: &[&str], timeout: u64) -> Output {
+    Command::new("timeout")
+        .arg(timeout.to_string())
+        .arg(SUPERVISOR)
+        .args(args)
+        .arg("--endpoints")
+        .arg(cluster.client_urls().join(","))
+        .output()
+        .expect("run etcd-supervisor")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits until every member's supervisor parked `version` (the reason file says the
+/// command to run), proving the staged older minor is refused before any stop.
+fn wait_parked(cluster: &Cluster, version: &str) {
+    for m in &cluster.members {
+        let reason = m
+            .state_dir
+            .join(format!("staging/rejected/etcd-{version}.reason"));
+        wait_for(Duration::from_secs(60), || reason.exists().then_some(()))
+            .unwrap_or_else(|_| panic!("{} did not park {version}\n{}", m.spec.name, m.log_text()));
+        let why = std::fs::read_to_string(&reason).unwrap();
+        assert!(
+            why.contains(&format!("etcd-supervisor downgrade {version}")),
+            "{why}"
+        );
+    }
+}
+
+/// `status` every second while the downgrade runs; keeps the outputs that show it.
+struct StatusWatch {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StatusWatch {
+    fn start(urls: String) -> StatusWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (flag, out) = (stop.clone(), seen.clone());
+        let handle = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(o) = Command::new("timeout")
+                    .args(["10", SUPERVISOR, "status", "--endpoints", &urls])
+                    .output()
+                {
+                    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+                    if s.contains("downgrade to") {
+                        out.lock().unwrap().push(s);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        });
+        StatusWatch {
+            stop,
+            seen,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Per-member turn times from the supervisors' logs: `stopping` to "healthy and caught up".
+fn turn_times(cluster: &Cluster) -> Vec<(String, Duration)> {
+    cluster
+        .members
+        .iter()
+        .flat_map(|m| {
+            crate::rollout::down_intervals(&m.log_text())
+                .into_iter()
+                .filter_map(|(a, b)| b.duration_since(a).ok())
+                .map(|d| (m.spec.name.clone(), d))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The whole round trip: parked without the command, the downgrade under writes, the
+/// figures, then a plain staging upgrades it again.
+fn round_trip(from: Release, to: Release, cluster_from: &str, cluster_to: &str) {
+    let cluster = Cluster::start_supervised(from, 3, FAST);
+    let urls = cluster.client_urls();
+    let sampled = Instant::now();
+    let sampler = Sampler::start(&cluster, Default::default());
+    let writer = Writer::start(urls.clone(), "downgrade");
+    std::thread::sleep(Duration::from_millis(500));
+
+    for i in 0..3 {
+        stage(&cluster, i, &to.etcd());
+    }
+    wait_parked(&cluster, &to.version());
+    for i in 0..3 {
+        assert_eq!(server_version(&cluster, i), Some(from.version()));
+    }
+
+    let watch = StatusWatch::start(urls.join(","));
+    let t0 = Instant::now();
+    let out = supervisor(&cluster, &["downgrade", &to.version()], 600);
+    let took = t0.elapsed();
+    let statuses = watch.finish();
+    assert!(
+        out.status.success(),
+        "downgrade failed: {}\n{}",
+        text(&out),
+        cluster.logs()
+    );
+    assert!(
+        text(&out).contains("the cluster finished the downgrade"),
+        "{}",
+        text(&out)
+    );
+    wait_all_on(&cluster, &to.version(), Duration::from_secs(30));
+    wait_cluster_version(&cluster, cluster_to, Duration::from_secs(30));
+
+    std::thread::sleep(Duration::from_millis(500));
+    let report = writer.finish();
+    let lost = count_lost(&urls[0], &report.acked);
+    let seen = sampler.finish();
+    eprintln!("downgrade command output:\n{}", text(&out));
+    if let Some(s) = statuses
+        .iter()
+        .find(|s| s.contains("done 1/3"))
+        .or(statuses.first())
+    {
+        eprintln!("status during the downgrade:\n{s}");
+    }
+    eprintln!(
+        "downgrade {} -> {}: {took:?}; per member {:?}; writes acked {}, failed attempts {}, longest stall {:?}, lost {lost}",
+        from.version(),
+        to.version(),
+        turn_times(&cluster),
+        report.acked.len(),
+        report.failures,
+        report.longest_stall
+    );
+    eprintln!("outages: {}", seen.summary(sampled));
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    assert!(report.acked.len() > 50, "writer barely ran: {report:?}");
+    assert!(
+        seen.second_outages().is_empty() && seen.max_down <= 1 && seen.max_out <= 1,
+        "two members down at once: {}\n{}",
+        seen.summary(sampled),
+        cluster.logs()
+    );
+    let swaps = seen.outages.iter().filter(|o| o.process_gone).count();
+    assert_eq!(swaps, 3, "{}\n{}", seen.summary(sampled), cluster.logs());
+    assert!(
+        statuses.iter().any(|s| s.contains("storage version")),
+        "status never showed the downgrade: {statuses:?}"
+    );
+    assert_hash_kv_equal(&cluster, "the downgrade");
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("leader last"),
+        "leader-last not applied\n{logs}"
+    );
+
+    // Back up again by a plain staging of the newer binary.
+    for i in 0..3 {
+        stage(&cluster, i, &from.etcd());
+    }
+    wait_all_on(&cluster, &from.version(), Duration::from_secs(240));
+    wait_cluster_version(&cluster, cluster_from, Duration::from_secs(30));
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+}
+
+#[test]
+fn downgrade_3_7_to_3_6_under_writes_then_upgraded_again() {
+    round_trip(Release::V3_7, Release::V3_6, "3.7.0", "3.6.0");
+}
+
+#[test]
+fn downgrade_3_6_to_3_5_under_writes_then_upgraded_again() {
+    round_trip(Release::V3_6, Release::V3_5Go, "3.6.0", "3.5.0");
+}
+
+#[test]
+fn a_cancel_midway_takes_the_downgraded_members_back() {
+    let cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    let (from, to) = (Release::V3_7.version(), Release::V3_6.version());
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&cluster, &to);
+    let out = supervisor(&cluster, &["downgrade", &to, "--no-wait"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    // Once one member runs the older minor, cancel.
+    wait_for(Duration::from_secs(180), || {
+        (0..3)
+            .any(|i| server_version(&cluster, i).as_deref() == Some(to.as_str()))
+            .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no member was downgraded\n{}", cluster.logs()));
+    let out = supervisor(&cluster, &["downgrade", "--cancel"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("cancelled"), "{}", text(&out));
+    wait_all_on(&cluster, &from, Duration::from_secs(240));
+    wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));
+    let status = supervisor(&cluster, &["status"], 20);
+    eprintln!("after the cancel:\n{}", text(&status));
+    assert_hash_kv_equal(&cluster, "the cancelled downgrade");
+}
+
+#[test]
+fn bad_downgrades_are_refused_and_change_nothing() {
+    let cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    // Two minors down.
+    let out = supervisor(&cluster, &["downgrade", &Release::V3_5Go.version()], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("one minor at a time"), "{}", text(&out));
+    // Not staged anywhere.
+    let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not staged on m1, m2, m3"),
+        "{}",
+        text(&out)
+    );
+    // Staged on one member only.
+    stage(&cluster, 0, &Release::V3_6.etcd());
+    let reason = cluster.members[0].state_dir.join(format!(
+        "staging/rejected/etcd-{}.reason",
+        Release::V3_6.version()
+    ));
+    wait_for(Duration::from_secs(60), || reason.exists().then_some(()))
+        .unwrap_or_else(|_| panic!("m1 did not park\n{}", cluster.logs()));
+    let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not staged on m2, m3"),
+        "{}",
+        text(&out)
+    );
+    // Nothing changed: cluster version, every member's version, no downgrade in etcd.
+    assert_eq!(cluster_version(&cluster).as_deref(), Some("3.7.0"));
+    for i in 0..3 {
+        assert_eq!(server_version(&cluster, i), Some(Release::V3_7.version()));
+    }
+    let status = supervisor(&cluster, &["status"], 20);
+    assert!(!text(&status).contains("downgrade to"), "{}", text(&status));
+}
+
+#[test]
+fn a_target_that_fails_on_the_migrated_data_is_rolled_back_and_the_downgrade_cancelled() {
+    let cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    let to = Release::V3_6.version();
+    // Reports the real target version, but exits instead of serving.
+    let fake = cluster.dir().join("etcd-broken");
+    crate::support::write_script(
+        &fake,
+        &format!("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'etcd Version: {to}'; exit 0; fi\necho 'broken etcd' >&2\nexit 3\n"),
+    );
+    let sampled = Instant::now();
+    let sampler = Sampler::start(&cluster, Default::default());
+    for i in 0..3 {
+        stage(&cluster, i, &fake);
+    }
+    wait_parked(&cluster, &to);
+    let out = supervisor(&cluster, &["downgrade", &to], 400);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        text(&out),
+        cluster.logs()
+    );
+    assert!(
+        text(&out).contains("the downgrade was cancelled") && text(&out).contains("failed on"),
+        "{}",
+        text(&out)
+    );
+    // Every member on the newer binary again, and the cluster version back on 3.7.
+    wait_all_on(&cluster, &Release::V3_7.version(), Duration::from_secs(120));
+    wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));
+    let seen = sampler.finish();
+    eprintln!("outages: {}", seen.summary(sampled));
+    assert_eq!(
+        seen.outages.iter().filter(|o| o.process_gone).count(),
+        1,
+        "one member tried: {}",
+        seen.summary(sampled)
+    );
+    assert!(
+        cluster.logs().contains("cancelling the downgrade"),
+        "{}",
+        cluster.logs()
+    );
+}
