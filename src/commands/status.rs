@@ -46,9 +46,20 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
             }
         }
     } else {
-        print!("{}", render(&view));
-        if let Some(line) = &downgrade {
-            println!("{line}");
+        let table = render(&view);
+        match &downgrade {
+            // During a downgrade the mixed minors are not an upgrade under way: the
+            // upgrade's point-of-no-return note would say the opposite of what happens.
+            Some(line) => {
+                for l in table
+                    .lines()
+                    .filter(|l| !l.starts_with("note: a minor upgrade"))
+                {
+                    println!("{l}");
+                }
+                println!("{line}");
+            }
+            None => print!("{table}"),
         }
         if let Some(why) = &inconsistency {
             println!("INCONSISTENT: {why}; no upgrade turn is taken until `etcd-supervisor acknowledge-inconsistency`");

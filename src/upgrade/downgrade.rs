@@ -270,6 +270,8 @@ pub fn may_start(facts: &Facts, target: &Version) -> Result<(), StartRefusal> {
         InEtcd::Enabled(m) if m != target.minor_version() => {
             return Err(StartRefusal::OtherDowngrade(m))
         }
+        // Following a downgrade under way: members are down in their turns by design.
+        _ if resuming => return Ok(()),
         _ => {}
     }
     let silent: Vec<String> = facts
@@ -295,9 +297,8 @@ pub fn may_start(facts: &Facts, target: &Version) -> Result<(), StartRefusal> {
     if !sick.is_empty() {
         return Err(StartRefusal::Unhealthy(sick));
     }
-    if !resuming {
-        // Before the enable every member runs the cluster's minor; once enabled, members
-        // already on the target are the downgrade's progress, not an upgrade.
+    {
+        // Before the enable every member runs the cluster's minor.
         let off: Vec<(String, Version)> = facts
             .members
             .iter()

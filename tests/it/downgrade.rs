@@ -339,3 +339,84 @@ fn a_target_that_fails_on_the_migrated_data_is_rolled_back_and_the_downgrade_can
         cluster.logs()
     );
 }
+
+/// m1's state as its record says (`status --json`).
+fn record_state(cluster: &Cluster, name: &str) -> Option<String> {
+    let out = supervisor(cluster, &["status", "--json"], 20);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["progress"][name]["state"].as_str().map(str::to_owned)
+}
+
+/// m1's supervisor is held in `state` (the failpoint) during the downgrade's turns,
+/// SIGKILLed there and restarted; the downgrade must finish, never two members down.
+fn killed_in(state: &str) {
+    if !cfg!(feature = "failpoints") {
+        panic!("the crash tests need `--features failpoints` (scripts/test enables it)");
+    }
+    let mut cluster = Cluster::new(
+        Release::V3_7,
+        3,
+        crate::support::Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    cluster.members[0].env.push((
+        "ETCD_SUPERVISOR_FAILPOINT_PAUSE".into(),
+        format!("{state}:5s"),
+    ));
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let to = Release::V3_6.version();
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&cluster, &to);
+    let out = supervisor(&cluster, &["downgrade", &to, "--no-wait"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(Duration::from_secs(120), || {
+        (record_state(&cluster, "m1").as_deref() == Some(state)).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m1 never reached {state}\n{}", cluster.logs()));
+    let on_disk = std::fs::read_to_string(cluster.members[0].state_dir.join("state.json"))
+        .expect("state.json");
+    let on_disk: serde_json::Value = serde_json::from_str(&on_disk).expect("JSON");
+    assert_eq!(
+        on_disk["phase"], state,
+        "killed in another state: {on_disk}"
+    );
+    drop(cluster.members[0].kill());
+    cluster.members[0].env.clear();
+    cluster.members[0].start();
+    // Running the command again follows the downgrade to its end.
+    let out = supervisor(&cluster, &["downgrade", &to], 400);
+    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    wait_all_on(&cluster, &to, Duration::from_secs(60));
+    wait_cluster_version(&cluster, "3.6.0", Duration::from_secs(30));
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    crate::rollout::assert_one_down_at_a_time(&cluster);
+    assert_hash_kv_equal(&cluster, "the downgrade");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_queued() {
+    killed_in("queued");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_stopping() {
+    killed_in("stopping");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_starting() {
+    killed_in("starting");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_verifying() {
+    killed_in("verifying");
+}

@@ -158,6 +158,9 @@ fn running_it_again_resumes_an_enabled_downgrade_but_not_another() {
     f.members[0].server = Some(v("3.6.17"));
     f.members[0].staged = None;
     f.turn_holder = Some("m2".into());
+    // m2 is down in its turn: following goes on all the same.
+    f.members[1].server = None;
+    f.members[1].healthy = false;
     assert_eq!(may_start(&f, &v("3.6.17")), Ok(()));
     let mut f = on_37();
     f.etcd = InEtcd::Enabled((3, 5));
