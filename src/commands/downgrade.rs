@@ -142,8 +142,14 @@ async fn follow(
         let view = gather(client, prefix).await;
         let mut facts = downgrade_live::read(client, prefix, &view).await;
         // The member that sees the end first deletes the record: judge by ours then.
-        if facts.record.is_none() {
+        let vanished = facts.record.is_none();
+        if vanished {
             facts.record = Some(ours.clone());
+        }
+        if vanished && facts.etcd == InEtcd::Off && !downgrade::finished(&facts) {
+            tracing::error!(target = %target, "the downgrade is no longer recorded and etcd has none enabled: it was cancelled and settled; see `etcd-supervisor status` and the members' logs");
+            println!("the downgrade was cancelled (its record is gone; the members' logs say why)");
+            return Outcome::Failed;
         }
         if let Some(line) = downgrade::progress(&facts) {
             if line != said {

@@ -156,6 +156,12 @@ impl Cluster for LiveCluster {
         Some(std::time::Duration::from_secs(2))
     }
 
+    async fn downgrade_recorded(&self) -> bool {
+        let key = Keys::new(&self.turn.key_prefix).downgrade();
+        // Unreadable counts as recorded: the full look then decides.
+        !matches!(self.client.get(key.into_bytes()).await, Ok(None))
+    }
+
     async fn downgrade_facts(&self, view: &ClusterView) -> crate::upgrade::downgrade::Facts {
         crate::upgrade::downgrade_live::read(&self.client, &self.turn.key_prefix, view).await
     }

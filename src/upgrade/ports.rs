@@ -101,6 +101,11 @@ pub trait Cluster: Send + Sync {
     fn downgrade_poll(&self) -> Option<Duration> {
         None
     }
+    /// Whether `<prefix>downgrade` exists: one read, so an idle member that parks nothing
+    /// looks at the whole cluster only while a downgrade runs.
+    fn downgrade_recorded(&self) -> impl Future<Output = bool> + Send {
+        async { false }
+    }
     /// The downgrade's facts over `view`: etcd's downgrade state and `<prefix>downgrade`.
     /// By default neither is known.
     fn downgrade_facts(&self, view: &ClusterView) -> impl Future<Output = DowngradeFacts> + Send {

@@ -15,6 +15,9 @@ use super::*;
 use crate::cluster::view::ClusterView;
 use crate::upgrade::downgrade::{self, Gate};
 
+/// How long a settled cancel's record is kept for `status` before it is deleted.
+const CANCEL_SHOWN: Duration = Duration::from_secs(60);
+
 /// What the driver remembers of a parked older minor.
 #[derive(Debug, Default)]
 pub(super) struct Parked {
@@ -51,6 +54,9 @@ where
     /// One look at the downgrade from `idle`: the version to offer as a candidate now (a
     /// parked target whose gate opened, or the version to go back to after a cancel).
     pub(super) async fn downgrade_wake(&mut self) -> Option<Version> {
+        if self.parked_target().is_none() && !self.client.downgrade_recorded().await {
+            return None;
+        }
         let view = self.client.gather().await;
         if view.error.is_some() {
             return None;
@@ -62,7 +68,15 @@ where
             self.client.end_downgrade().await;
             return None;
         }
-        if downgrade::cancel_settled(&facts) {
+        // A cancel's record stays a while after it settled, so `status` and a following
+        // `downgrade` command still show why it was cancelled.
+        let cancelled_a_while = facts.record.as_ref().is_some_and(|r| {
+            humantime::parse_rfc3339(&r.time)
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age >= CANCEL_SHOWN)
+        });
+        if downgrade::cancel_settled(&facts) && cancelled_a_while {
             tracing::info!(member = %self.cfg.member, "the cancelled downgrade is settled: every member runs the newer minor again");
             self.client.end_downgrade().await;
             return None;

@@ -81,6 +81,10 @@ impl Cluster for DgFake {
         Some(Duration::from_secs(2))
     }
 
+    async fn downgrade_recorded(&self) -> bool {
+        self.dg.lock().unwrap().record.is_some()
+    }
+
     async fn downgrade_facts(&self, view: &ClusterView) -> DowngradeFacts {
         let dg = self.dg.lock().unwrap();
         facts_from(view, dg.etcd.clone(), dg.record.clone())
