@@ -420,3 +420,45 @@ fn downgrade_survives_a_supervisor_killed_while_starting() {
 fn downgrade_survives_a_supervisor_killed_while_verifying() {
     killed_in("verifying");
 }
+
+#[test]
+fn downgrade_with_auth_enabled_runs_as_the_admin_user() {
+    let mut cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    crate::support::pki::enable_auth(&cluster.members[0].client_url());
+    let mut opts: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    opts.extend(["--user".to_owned(), "root".to_owned()]);
+    for m in &mut cluster.members {
+        m.env
+            .push(("ETCD_SUPERVISOR_PASSWORD".into(), "rootpw".into()));
+        m.stop();
+        m.mode = crate::support::Mode::Supervised(opts.clone());
+        m.start();
+        m.wait_healthy();
+    }
+    let to = Release::V3_6.version();
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&cluster, &to);
+    // Without credentials the command cannot even read the cluster: nothing changes.
+    let out = supervisor(&cluster, &["downgrade", &to], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(cluster_version(&cluster).as_deref(), Some("3.7.0"));
+    let out = Command::new("timeout")
+        .args([
+            "400",
+            SUPERVISOR,
+            "downgrade",
+            &to,
+            "--user",
+            "root",
+            "--endpoints",
+        ])
+        .arg(cluster.client_urls().join(","))
+        .env("ETCD_SUPERVISOR_PASSWORD", "rootpw")
+        .output()
+        .expect("run downgrade");
+    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    wait_all_on(&cluster, &to, Duration::from_secs(60));
+    wait_cluster_version(&cluster, "3.6.0", Duration::from_secs(30));
+}
