@@ -462,3 +462,83 @@ fn downgrade_with_auth_enabled_runs_as_the_admin_user() {
     wait_all_on(&cluster, &to, Duration::from_secs(60));
     wait_cluster_version(&cluster, "3.6.0", Duration::from_secs(30));
 }
+
+/// A member cut off from the others (its own network namespace) while the first member
+/// verifies on the older minor: no member stops while it is cut off, it is neither stopped
+/// twice nor left behind, and the downgrade finishes after the heal.
+#[test]
+fn a_member_partitioned_mid_downgrade_is_neither_double_stopped_nor_left_behind() {
+    use crate::support::netns::NsCluster;
+    if !cfg!(feature = "failpoints") {
+        panic!("needs `--features failpoints` (scripts/test enables it)");
+    }
+    let opts: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    let mut ns = NsCluster::new(Release::V3_7, 3, crate::support::Mode::Supervised(opts))
+        .expect("network namespaces need root: run the integration tests as root");
+    ns.cluster.members[0].env.push((
+        "ETCD_SUPERVISOR_FAILPOINT_PAUSE".into(),
+        "verifying:6s".into(),
+    ));
+    ns.start_all();
+    let t0 = Instant::now();
+    let sampler = Sampler::start(&ns.cluster, ns.hosts.partitions.clone());
+    let writer = Writer::start(ns.cluster.client_urls(), "partition");
+    let to = Release::V3_6.version();
+    for i in 0..3 {
+        stage(&ns.cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&ns.cluster, &to);
+    let out = supervisor(&ns.cluster, &["downgrade", &to, "--no-wait"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(Duration::from_secs(120), || {
+        (record_state(&ns.cluster, "m1").as_deref() == Some("verifying")).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m1 never verified\n{}", ns.cluster.logs()));
+    // m3 is cut off while m1 verifies, for longer than the lock's lease.
+    ns.hosts.partition(2);
+    std::thread::sleep(Duration::from_secs(8));
+    ns.hosts.heal(2);
+    let healed = Instant::now();
+    wait_all_on(&ns.cluster, &to, Duration::from_secs(240));
+    wait_cluster_version(&ns.cluster, "3.6.0", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let urls = ns.cluster.client_urls();
+    let writes = writer.finish();
+    let report = sampler.finish();
+    let lost = count_lost(&urls[0], &writes.acked);
+    eprintln!(
+        "partition mid-downgrade: {}; writes acked {}, lost {lost}; done {:?} after the heal",
+        report.summary(t0),
+        writes.acked.len(),
+        healed.elapsed()
+    );
+    assert_eq!(lost, 0);
+    assert!(
+        report.second_outages().is_empty(),
+        "a member went down while another was down: {}\n{}",
+        report.summary(t0),
+        ns.cluster.logs()
+    );
+    let names: Vec<String> = ns
+        .cluster
+        .members
+        .iter()
+        .map(|m| m.spec.name.clone())
+        .collect();
+    assert_eq!(
+        report.stops_without_the_turn(&names),
+        [],
+        "{}",
+        report.summary(t0)
+    );
+    // Each member stopped exactly once: m3 was not stopped twice, nor skipped.
+    for (i, pids) in report.pids.iter().enumerate() {
+        assert_eq!(
+            pids.len(),
+            2,
+            "m{}: {pids:?}\n{}",
+            i + 1,
+            report.summary(t0)
+        );
+    }
+}
