@@ -64,6 +64,9 @@ pub enum Command {
     Pause(PauseArgs),
     /// Resume upgrades paused with `pause`.
     Resume(ResumeArgs),
+    /// Go back one minor (3.7 -> 3.6, 3.6 -> 3.5) through etcd's downgrade API; the
+    /// members take their turns, the leader last. `--cancel` aborts it.
+    Downgrade(DowngradeArgs),
     /// Clear the record of members' stores that differed after a rollout, once checked;
     /// upgrade turns resume.
     AcknowledgeInconsistency(AcknowledgeArgs),
@@ -140,6 +143,35 @@ pub struct PauseArgs {
     /// Why, for whoever looks at `status` next (recorded with the user, host and time).
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+/// Options of `etcd-supervisor downgrade`.
+#[derive(Debug, Args)]
+pub struct DowngradeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
+
+    /// The version to go back to, one minor below the cluster version (e.g. 3.6.17),
+    /// staged on every member first.
+    #[arg(value_name = "VERSION", required_unless_present = "cancel")]
+    pub target: Option<String>,
+
+    /// Cancel the downgrade under way: members already downgraded go back to the version
+    /// they came from.
+    #[arg(long, conflicts_with = "target")]
+    pub cancel: bool,
+
+    /// Return once the downgrade is enabled instead of following the members' turns.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// How long to follow the members' turns before giving up watching (the downgrade
+    /// itself goes on; `status` shows it). Generous: each member's turn includes a backup.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Options of `etcd-supervisor resume`.

@@ -13,6 +13,7 @@
 //! | `rejected/<version>`         | a version rejected for the whole cluster           |
 //! | `pause`                      | upgrades paused cluster-wide (`etcd-supervisor pause`) |
 //! | `consistency/alarm`          | members' stores differed after a rollout; no turn until deleted |
+//! | `downgrade`                  | a downgrade started by `etcd-supervisor downgrade` (target, from, enabled or cancelled) |
 
 use crate::versions::Version;
 
@@ -22,6 +23,7 @@ const LOCK: &str = "lock/upgrade";
 const OWNERS: &str = "lock/owners/";
 const PAUSE: &str = "pause";
 const INCONSISTENCY: &str = "consistency/alarm";
+const DOWNGRADE: &str = "downgrade";
 
 /// The keys under one key prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +112,11 @@ impl Keys {
     /// `pause`: while it exists no member starts a new turn.
     pub fn pause(&self) -> String {
         self.under(PAUSE)
+    }
+
+    /// `downgrade`: the downgrade `etcd-supervisor downgrade` started, while it runs.
+    pub fn downgrade(&self) -> String {
+        self.under(DOWNGRADE)
     }
 
     /// What `key` is, or `None` when it is not one of ours (outside the prefix, unknown,

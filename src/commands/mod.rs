@@ -7,6 +7,7 @@ use crate::config::RunSettings;
 
 pub mod acknowledge;
 pub mod backup;
+pub mod downgrade;
 pub mod pause;
 pub mod plan;
 pub mod reload;
@@ -67,6 +68,7 @@ pub fn dispatch(cli: Cli) -> Outcome {
         Command::Plan(args) => block_on(async move { plan::command(&args).await }),
         Command::Pause(args) => block_on(async move { pause::pause(&args).await }),
         Command::Resume(args) => block_on(async move { pause::resume(&args).await }),
+        Command::Downgrade(args) => block_on(async move { downgrade::command(&args).await }),
         Command::AcknowledgeInconsistency(args) => {
             block_on(async move { acknowledge::command(&args).await })
         }

@@ -80,7 +80,7 @@ pub async fn resume(args: &ResumeArgs) -> Outcome {
     }
 }
 
-fn client(conn: &ConnArgs) -> Option<Client> {
+pub(super) fn client(conn: &ConnArgs) -> Option<Client> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let cfg =
         crate::config::client_config(conn, &[crate::config::DEFAULT_ENDPOINT.to_owned()], &env);
@@ -102,7 +102,7 @@ fn unreachable_cluster(what: &str, client: &Client, e: &crate::etcd::EtcdError) 
 }
 
 /// Who is pausing: the person behind sudo, else the user this runs as.
-fn user() -> String {
+pub(super) fn user() -> String {
     if let Ok(user) = std::env::var("SUDO_USER") {
         if !user.is_empty() {
             return user;
@@ -115,7 +115,7 @@ fn user() -> String {
     }
 }
 
-fn host() -> String {
+pub(super) fn host() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -260,6 +260,11 @@ pub async fn command(args: &PlanArgs) -> Outcome {
     if let Some(paused) = report.paused() {
         let _ = writeln!(out, "upgrades PAUSED: {paused}");
     }
+    if let Some(line) =
+        super::downgrade::progress_line(&client, &args.prefix.key_prefix, &report).await
+    {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some((version, why)) = refused_here {
         let _ = writeln!(out, "decision for {version}: refused here: {why}");
         print!("{out}");

@@ -48,9 +48,11 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
         .await
         .ok()
         .flatten();
+    let downgrade = super::downgrade::progress_line(&client, &args.prefix.key_prefix, &view).await;
     if args.json {
         let json = serde_json::to_value(&view).map(|mut v| {
             v["inconsistency"] = inconsistency.clone().into();
+            v["downgrade"] = downgrade.clone().into();
             v
         });
         match json.and_then(|v| serde_json::to_string_pretty(&v)) {
@@ -61,7 +63,21 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
             }
         }
     } else {
-        print!("{}", render(&view));
+        let table = render(&view);
+        match &downgrade {
+            // During a downgrade the mixed minors are not an upgrade under way: the
+            // upgrade's point-of-no-return note would say the opposite of what happens.
+            Some(line) => {
+                for l in table
+                    .lines()
+                    .filter(|l| !l.starts_with("note: a minor upgrade"))
+                {
+                    println!("{l}");
+                }
+                println!("{line}");
+            }
+            None => print!("{table}"),
+        }
         if let Some(why) = &inconsistency {
             println!("INCONSISTENT: {why}; no upgrade turn is taken until `etcd-supervisor acknowledge-inconsistency`");
         }

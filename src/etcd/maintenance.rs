@@ -1,5 +1,6 @@
-//! Maintenance calls: member status, alarms, leadership transfer, HashKV, and the plain
-//! `/health` and `/version` endpoints of one member.
+//! Maintenance calls: member status, alarms, leadership transfer, HashKV, the downgrade
+//! API (3.6+: validate, enable, cancel), and the plain `/health` and `/version` endpoints
+//! of one member.
 //!
 //! HashKV (`/v3/maintenance/hashkv`) is on the gateway of 3.5.16 and 3.5.30 but not of
 //! 3.4.23 or 3.5.1 (HTTP 404): callers must treat "cannot answer" as "not compared".
@@ -50,6 +51,56 @@ pub struct Status {
     /// version, and it is what a 3.6 downgrade has to move back.
     #[serde(rename = "storageVersion")]
     pub storage_version: String,
+    /// The cluster's downgrade, as this member knows it (3.6+ `downgradeInfo`; `None`
+    /// before 3.6, which does not report it, so a 3.5 member says nothing either way).
+    #[serde(rename = "downgradeInfo")]
+    pub downgrade: Option<DowngradeInfo>,
+}
+
+/// A downgrade in etcd (`StatusResponse.downgradeInfo`, 3.6+).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DowngradeInfo {
+    /// True while a downgrade is enabled (the gateway omits `false`).
+    pub enabled: bool,
+    /// Its target, `X.Y.0` (empty when none).
+    #[serde(rename = "targetVersion")]
+    pub target_version: String,
+}
+
+/// What a downgrade request asks of etcd (`DowngradeRequest.DowngradeAction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DowngradeAction {
+    /// Checks the target without changing anything.
+    Validate,
+    /// Enables the downgrade: the cluster version moves to the target, the storage schema
+    /// is migrated down.
+    Enable,
+    /// Cancels an enabled downgrade.
+    Cancel,
+}
+
+impl DowngradeAction {
+    /// The enum name the gateway reads.
+    fn wire(self) -> &'static str {
+        match self {
+            Self::Validate => "VALIDATE",
+            Self::Enable => "ENABLE",
+            Self::Cancel => "CANCEL",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DowngradeRequest<'a> {
+    action: &'static str,
+    version: &'a str,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DowngradeResponse {
+    version: String,
 }
 
 impl Status {
@@ -284,6 +335,29 @@ impl Client {
         }
     }
 
+    /// Sends a downgrade request (`POST /v3/maintenance/downgrade`, admin role when auth is
+    /// on) and answers the cluster version etcd reports with it. `version` is the target
+    /// (`3.6`, `3.6.17`: etcd keeps `X.Y`); it is ignored for a cancel. Enable and cancel
+    /// change the cluster, so they are not repeated on another endpoint after a timeout.
+    pub async fn downgrade(
+        &self,
+        action: DowngradeAction,
+        version: &str,
+    ) -> Result<String, EtcdError> {
+        let retry = match action {
+            DowngradeAction::Validate => Retry::Idempotent,
+            DowngradeAction::Enable | DowngradeAction::Cancel => Retry::AtMostOnce,
+        };
+        let request = DowngradeRequest {
+            action: action.wire(),
+            version,
+        };
+        let resp: DowngradeResponse = self
+            .call("/v3/maintenance/downgrade", &request, retry)
+            .await?;
+        Ok(resp.version)
+    }
+
     /// HashKV of the local member at `revision` (0: its newest).
     pub async fn hash_kv(&self, revision: i64) -> Result<HashKv, EtcdError> {
         self.hash_kv_of(self.local_endpoint(), revision).await
@@ -322,6 +396,28 @@ impl Client {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn downgrade_info_is_read_when_3_6_reports_it() {
+        let s: Status = serde_json::from_value(json!({
+            "version": "3.7.4", "storageVersion": "3.6.0",
+            "downgradeInfo": {"enabled": true, "targetVersion": "3.6.0"}
+        }))
+        .unwrap();
+        assert_eq!(
+            s.downgrade,
+            Some(DowngradeInfo {
+                enabled: true,
+                target_version: "3.6.0".into()
+            })
+        );
+        // The gateway omits defaults: no downgrade is `{}`; 3.5 has no field at all.
+        let s: Status = serde_json::from_value(json!({"downgradeInfo": {}})).unwrap();
+        assert_eq!(s.downgrade, Some(DowngradeInfo::default()));
+        let s: Status = serde_json::from_value(json!({"version": "3.5.36"})).unwrap();
+        assert_eq!(s.downgrade, None);
+        assert_eq!(DowngradeAction::Enable.wire(), "ENABLE");
+    }
 
     #[test]
     fn storage_versions_of_3_6_are_read_and_absent_before() {

@@ -76,7 +76,7 @@ pub fn last_to_move(view: &ClusterView, member: &str, target: &Version) -> Optio
 fn downgrade_hint(cluster: &Version) -> &'static str {
     if cluster.minor_version() >= (3, 5) {
         "from 3.6 on, going back one minor is etcd's downgrade procedure \
-         (etcdctl downgrade validate / enable, then swap the binaries member by member); \
+         (`etcd-supervisor downgrade X.Y.Z` runs it: validate, enable, the members' turns); \
          before that, only a restore from backup"
     } else {
         "going back means restoring the cluster from a backup taken before the upgrade"

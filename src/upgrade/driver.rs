@@ -37,6 +37,7 @@ use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
 mod config;
+mod downgrade;
 mod fence;
 mod leader_last;
 mod pacing;
@@ -104,6 +105,8 @@ pub struct Driver<
     leader_last: leader_last::LeaderLast,
     /// The last preflight saw this member as the cluster's only voting member.
     sole_voter: bool,
+    /// A staged older minor waiting for etcd's downgrade.
+    parked: downgrade::Parked,
 }
 
 impl Driver {
@@ -182,6 +185,7 @@ where
             since: SystemTime::now(),
             leader_last: Default::default(),
             sole_voter: false,
+            parked: Default::default(),
         }
     }
 
@@ -375,13 +379,23 @@ where
     /// nothing stops for a candidate that fails here.
     async fn idle(&mut self) -> Event {
         loop {
+            // A parked older minor is looked at again quietly: its refusal was said once.
+            let recheck = std::mem::take(&mut self.parked.recheck);
             let target = match self.pending.take() {
                 Some(v) if matches!(self.turn.phase, Phase::Idle | Phase::Failed) => v,
                 _ => {
                     let shutdown = self.shutdown_signal();
+                    let poll = self.downgrade_interval();
                     let candidate = tokio::select! {
                         c = self.candidates.recv() => c,
                         () = shutdown => return Event::Shutdown,
+                        () = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => {
+                            if let Some(v) = self.downgrade_wake().await {
+                                self.parked.recheck = true;
+                                self.pending = Some(v);
+                            }
+                            continue;
+                        }
                     };
                     let Some(candidate) = candidate else {
                         // No more candidates (watcher gone): wait for shutdown only.
@@ -405,6 +419,13 @@ where
                 &target,
                 &self.cfg.policy,
             );
+            // An older minor waits for etcd's downgrade, staged (state.json keeps it).
+            if let Some(why) = self.downgrade_gate(&report, &target).await {
+                if recheck && self.turn.to.as_ref() == Some(&target) {
+                    continue;
+                }
+                return Event::RefusedHere(target, why);
+            }
             if let Verdict::Refuse(why) = verdict {
                 self.note_refusal(&target, &why);
                 continue;
@@ -522,6 +543,10 @@ where
             &self.cfg.policy,
         ) {
             Verdict::Proceed => {
+                // Under the turn, the downgrade's state again (a cancel may have come).
+                if let Some(why) = self.downgrade_gate(&report, &target).await {
+                    return Event::RefusedHere(target, why);
+                }
                 self.sole_voter = report.members.iter().filter(|m| !m.learner).count() <= 1;
                 let now = Some((target.clone(), report.cluster_version.clone()));
                 if self.vetted != now {

@@ -156,6 +156,46 @@ impl Cluster for LiveCluster {
         self.client.put(key, value, lease).await.map(drop)
     }
 
+    fn downgrade_poll(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(2))
+    }
+
+    async fn downgrade_recorded(&self) -> bool {
+        let key = Keys::new(&self.turn.key_prefix).downgrade();
+        // Unreadable counts as recorded: the full look then decides.
+        !matches!(self.client.get(key.into_bytes()).await, Ok(None))
+    }
+
+    async fn downgrade_facts(&self, view: &ClusterView) -> crate::upgrade::downgrade::Facts {
+        crate::upgrade::downgrade_live::read(&self.client, &self.turn.key_prefix, view).await
+    }
+
+    async fn cancel_downgrade(&self, why: String, target: Version, from: Version) {
+        match crate::upgrade::downgrade_live::cancel(
+            &self.client,
+            &self.turn.key_prefix,
+            &why,
+            Some((target, from)),
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::warn!(reason = %why, "downgrade cancelled in etcd; the members already downgraded go back")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, reason = %why, "could not cancel the downgrade; run `etcd-supervisor downgrade --cancel`")
+            }
+        }
+    }
+
+    async fn end_downgrade(&self) {
+        if let Err(e) =
+            crate::upgrade::downgrade_live::delete_record(&self.client, &self.turn.key_prefix).await
+        {
+            tracing::warn!(error = %e, "could not delete the downgrade record");
+        }
+    }
+
     async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
         self.client.health_of(endpoint).await
     }

@@ -21,6 +21,8 @@
 
 pub mod advice;
 pub mod consistency;
+pub mod downgrade;
+pub mod downgrade_live;
 pub mod driver;
 pub mod flags;
 pub mod live;

@@ -18,6 +18,8 @@ use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::EtcdError;
 use crate::process::child::Stopped;
 use crate::supervisor::control::ChildStatus;
+use crate::upgrade::downgrade::{Facts as DowngradeFacts, InEtcd};
+use crate::upgrade::downgrade_live;
 use crate::upgrade::machine::Phase;
 use crate::versions::store::VersionsError;
 use crate::versions::Version;
@@ -96,6 +98,38 @@ pub trait Cluster: Send + Sync {
         &self,
         target_id: u64,
     ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// How often an idle member looks at the downgrade (to take a parked older minor once it
+    /// is enabled, to go back after a cancel, to see it finished); `None`: never (a world
+    /// without downgrades).
+    fn downgrade_poll(&self) -> Option<Duration> {
+        None
+    }
+    /// Whether `<prefix>downgrade` exists: one read, so an idle member that parks nothing
+    /// looks at the whole cluster only while a downgrade runs.
+    fn downgrade_recorded(&self) -> impl Future<Output = bool> + Send {
+        async { false }
+    }
+    /// The downgrade's facts over `view`: etcd's downgrade state and `<prefix>downgrade`.
+    /// By default neither is known.
+    fn downgrade_facts(&self, view: &ClusterView) -> impl Future<Output = DowngradeFacts> + Send {
+        let facts = downgrade_live::facts_from(view, InEtcd::Unknown, None);
+        async move { facts }
+    }
+    /// Cancels the downgrade in etcd and marks it cancelled with `why`, so the members
+    /// already downgraded go back to `from`.
+    fn cancel_downgrade(
+        &self,
+        why: String,
+        target: Version,
+        from: Version,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (why, target, from);
+        async {}
+    }
+    /// Deletes `<prefix>downgrade`: the downgrade, or its cancel, is over.
+    fn end_downgrade(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
     /// HashKV of the member at `endpoint` at `revision`, for the consistency check after a
     /// rollout. Without an implementation the check says it could not be made.
     fn hash_kv_of(

@@ -10,6 +10,7 @@ mod config_file;
 mod consistency;
 mod crash;
 mod demo;
+mod downgrade;
 mod etcd_client;
 mod fast_stop;
 mod faults;

@@ -25,6 +25,7 @@ where
                 tracing::warn!(member = %self.cfg.member, version = %version, reason = why, "etcd {version} failed here, but the turn was lost: not rejecting it for the cluster");
             } else {
                 self.record_rejection(version, why).await;
+                self.downgrade_failed(version, why).await;
             }
         }
         if let Some((version, why)) = &refuse {

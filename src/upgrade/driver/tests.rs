@@ -1168,3 +1168,5 @@ async fn a_member_that_finds_itself_leading_gives_the_turn_back_before_preflight
     let waited = fake.inner.lock().unwrap().acquired_at.unwrap() - start;
     assert!(waited >= Duration::from_secs(60), "{waited:?}");
 }
+
+mod downgrade;

@@ -1,0 +1,544 @@
+//! Going back one minor through etcd's downgrade API, on real 3.7.4, 3.6.17 and 3.5.36:
+//! three supervised members, the older binary staged on all three (parked until
+//! `etcd-supervisor downgrade`), a writer and the outside sampler running throughout.
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::fast_stop::assert_hash_kv_equal;
+use crate::rollout::{count_lost, server_version, stage, wait_all_on, Writer, FAST};
+use crate::support::outage::Sampler;
+use crate::support::{http_get, wait_for, Cluster, Release, SUPERVISOR};
+
+/// The cluster version (`etcdcluster`) the first answering member reports.
+fn cluster_version(cluster: &Cluster) -> Option<String> {
+    (0..cluster.members.len()).find_map(|i| {
+        let (_, body) = http_get(
+            &format!("{}/version", cluster.members[i].client_url()),
+            Duration::from_secs(1),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["etcdcluster"].as_str().map(str::to_owned)
+    })
+}
+
+fn wait_cluster_version(cluster: &Cluster, want: &str, timeout: Duration) {
+    wait_for(timeout, || {
+        (cluster_version(cluster).as_deref() == Some(want)).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("cluster version never reached {want}\n{}", cluster.logs()));
+}
+
+/// Runs `etcd-supervisor ARGS --endpoints URLS`, bounded by `timeout` seconds.
+fn supervisor(cluster: &Cluster, args: &[&str], timeout: u64) -> Output {
+    Command::new("timeout")
+        .arg(timeout.to_string())
+        .arg(SUPERVISOR)
+        .args(args)
+        .arg("--endpoints")
+        .arg(cluster.client_urls().join(","))
+        .output()
+        .expect("run etcd-supervisor")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits until every member's supervisor parked `version` (the reason file says the
+/// command to run), proving the staged older minor is refused before any stop.
+fn wait_parked(cluster: &Cluster, version: &str) {
+    for m in &cluster.members {
+        let reason = m
+            .state_dir
+            .join(format!("staging/rejected/etcd-{version}.reason"));
+        wait_for(Duration::from_secs(60), || reason.exists().then_some(()))
+            .unwrap_or_else(|_| panic!("{} did not park {version}\n{}", m.spec.name, m.log_text()));
+        let why = std::fs::read_to_string(&reason).unwrap();
+        assert!(
+            why.contains(&format!("etcd-supervisor downgrade {version}")),
+            "{why}"
+        );
+    }
+}
+
+/// `status` every second while the downgrade runs; keeps the outputs that show it.
+struct StatusWatch {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StatusWatch {
+    fn start(urls: String) -> StatusWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (flag, out) = (stop.clone(), seen.clone());
+        let handle = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(o) = Command::new("timeout")
+                    .args(["10", SUPERVISOR, "status", "--endpoints", &urls])
+                    .output()
+                {
+                    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+                    if s.contains("downgrade to") {
+                        out.lock().unwrap().push(s);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(700));
+            }
+        });
+        StatusWatch {
+            stop,
+            seen,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Per-member turn times from the supervisors' logs: `stopping` to "healthy and caught up".
+fn turn_times(cluster: &Cluster) -> Vec<(String, Duration)> {
+    cluster
+        .members
+        .iter()
+        .flat_map(|m| {
+            crate::rollout::down_intervals(&m.log_text())
+                .into_iter()
+                .filter_map(|(a, b)| b.duration_since(a).ok())
+                .map(|d| (m.spec.name.clone(), d))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The whole round trip: parked without the command, the downgrade under writes, the
+/// figures, then a plain staging upgrades it again.
+fn round_trip(from: Release, to: Release, cluster_from: &str, cluster_to: &str) {
+    let cluster = Cluster::start_supervised(from, 3, FAST);
+    let urls = cluster.client_urls();
+    let sampled = Instant::now();
+    let sampler = Sampler::start(&cluster, Default::default());
+    let writer = Writer::start(urls.clone(), "downgrade");
+    std::thread::sleep(Duration::from_millis(500));
+
+    for i in 0..3 {
+        stage(&cluster, i, &to.etcd());
+    }
+    wait_parked(&cluster, &to.version());
+    for i in 0..3 {
+        assert_eq!(server_version(&cluster, i), Some(from.version()));
+    }
+
+    let watch = StatusWatch::start(urls.join(","));
+    let t0 = Instant::now();
+    let out = supervisor(&cluster, &["downgrade", &to.version()], 600);
+    let took = t0.elapsed();
+    let statuses = watch.finish();
+    assert!(
+        out.status.success(),
+        "downgrade failed: {}\n{}",
+        text(&out),
+        cluster.logs()
+    );
+    assert!(
+        text(&out).contains("the cluster finished the downgrade"),
+        "{}",
+        text(&out)
+    );
+    wait_all_on(&cluster, &to.version(), Duration::from_secs(30));
+    wait_cluster_version(&cluster, cluster_to, Duration::from_secs(30));
+
+    std::thread::sleep(Duration::from_millis(500));
+    let report = writer.finish();
+    let lost = count_lost(&urls[0], &report.acked);
+    let seen = sampler.finish();
+    eprintln!("downgrade command output:\n{}", text(&out));
+    if let Some(s) = statuses
+        .iter()
+        .find(|s| s.contains("done 1/3"))
+        .or(statuses.first())
+    {
+        eprintln!("status during the downgrade:\n{s}");
+    }
+    eprintln!(
+        "downgrade {} -> {}: {took:?}; per member {:?}; writes acked {}, failed attempts {}, longest stall {:?}, lost {lost}",
+        from.version(),
+        to.version(),
+        turn_times(&cluster),
+        report.acked.len(),
+        report.failures,
+        report.longest_stall
+    );
+    eprintln!("outages: {}", seen.summary(sampled));
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    assert!(report.acked.len() > 50, "writer barely ran: {report:?}");
+    assert!(
+        seen.second_outages().is_empty() && seen.max_down <= 1 && seen.max_out <= 1,
+        "two members down at once: {}\n{}",
+        seen.summary(sampled),
+        cluster.logs()
+    );
+    let swaps = seen.outages.iter().filter(|o| o.process_gone).count();
+    assert_eq!(swaps, 3, "{}\n{}", seen.summary(sampled), cluster.logs());
+    assert!(
+        statuses.iter().any(|s| s.contains("storage version")),
+        "status never showed the downgrade: {statuses:?}"
+    );
+    assert_hash_kv_equal(&cluster, "the downgrade");
+    let logs = cluster.logs();
+    assert!(
+        logs.contains("leader last"),
+        "leader-last not applied\n{logs}"
+    );
+
+    // Back up again by a plain staging of the newer binary.
+    for i in 0..3 {
+        stage(&cluster, i, &from.etcd());
+    }
+    wait_all_on(&cluster, &from.version(), Duration::from_secs(240));
+    wait_cluster_version(&cluster, cluster_from, Duration::from_secs(30));
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+}
+
+#[test]
+fn downgrade_3_7_to_3_6_under_writes_then_upgraded_again() {
+    round_trip(Release::V3_7, Release::V3_6, "3.7.0", "3.6.0");
+}
+
+#[test]
+fn downgrade_3_6_to_3_5_under_writes_then_upgraded_again() {
+    round_trip(Release::V3_6, Release::V3_5Go, "3.6.0", "3.5.0");
+}
+
+#[test]
+fn a_cancel_midway_takes_the_downgraded_members_back() {
+    let cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    let (from, to) = (Release::V3_7.version(), Release::V3_6.version());
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&cluster, &to);
+    let out = supervisor(&cluster, &["downgrade", &to, "--no-wait"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    // Once one member runs the older minor, cancel.
+    wait_for(Duration::from_secs(180), || {
+        (0..3)
+            .any(|i| server_version(&cluster, i).as_deref() == Some(to.as_str()))
+            .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no member was downgraded\n{}", cluster.logs()));
+    let out = supervisor(&cluster, &["downgrade", "--cancel"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("cancelled"), "{}", text(&out));
+    wait_all_on(&cluster, &from, Duration::from_secs(240));
+    wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));
+    let status = supervisor(&cluster, &["status"], 20);
+    eprintln!("after the cancel:\n{}", text(&status));
+    assert_hash_kv_equal(&cluster, "the cancelled downgrade");
+}
+
+#[test]
+fn bad_downgrades_are_refused_and_change_nothing() {
+    let cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    // Two minors down.
+    let out = supervisor(&cluster, &["downgrade", &Release::V3_5Go.version()], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("one minor at a time"), "{}", text(&out));
+    // Not staged anywhere.
+    let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not staged on m1, m2, m3"),
+        "{}",
+        text(&out)
+    );
+    // Staged on one member only.
+    stage(&cluster, 0, &Release::V3_6.etcd());
+    let reason = cluster.members[0].state_dir.join(format!(
+        "staging/rejected/etcd-{}.reason",
+        Release::V3_6.version()
+    ));
+    wait_for(Duration::from_secs(60), || reason.exists().then_some(()))
+        .unwrap_or_else(|_| panic!("m1 did not park\n{}", cluster.logs()));
+    let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not staged on m2, m3"),
+        "{}",
+        text(&out)
+    );
+    // Nothing changed: cluster version, every member's version, no downgrade in etcd.
+    assert_eq!(cluster_version(&cluster).as_deref(), Some("3.7.0"));
+    for i in 0..3 {
+        assert_eq!(server_version(&cluster, i), Some(Release::V3_7.version()));
+    }
+    let status = supervisor(&cluster, &["status"], 20);
+    assert!(!text(&status).contains("downgrade to"), "{}", text(&status));
+}
+
+#[test]
+fn a_target_that_fails_on_the_migrated_data_is_rolled_back_and_the_downgrade_cancelled() {
+    let cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    let to = Release::V3_6.version();
+    // Reports the real target version, but exits instead of serving.
+    let fake = cluster.dir().join("etcd-broken");
+    crate::support::write_script(
+        &fake,
+        &format!("#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo 'etcd Version: {to}'; exit 0; fi\necho 'broken etcd' >&2\nexit 3\n"),
+    );
+    let sampled = Instant::now();
+    let sampler = Sampler::start(&cluster, Default::default());
+    for i in 0..3 {
+        stage(&cluster, i, &fake);
+    }
+    wait_parked(&cluster, &to);
+    let out = supervisor(&cluster, &["downgrade", &to], 400);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}\n{}",
+        text(&out),
+        cluster.logs()
+    );
+    assert!(
+        text(&out).contains("the downgrade was cancelled") && text(&out).contains("failed on"),
+        "{}",
+        text(&out)
+    );
+    // Every member on the newer binary again, and the cluster version back on 3.7.
+    wait_all_on(&cluster, &Release::V3_7.version(), Duration::from_secs(120));
+    wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));
+    let seen = sampler.finish();
+    eprintln!("outages: {}", seen.summary(sampled));
+    assert_eq!(
+        seen.outages.iter().filter(|o| o.process_gone).count(),
+        1,
+        "one member tried: {}",
+        seen.summary(sampled)
+    );
+    assert!(
+        cluster.logs().contains("cancelling the downgrade"),
+        "{}",
+        cluster.logs()
+    );
+}
+
+/// m1's state as its record says (`status --json`).
+fn record_state(cluster: &Cluster, name: &str) -> Option<String> {
+    let out = supervisor(cluster, &["status", "--json"], 20);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["progress"][name]["state"].as_str().map(str::to_owned)
+}
+
+/// m1's supervisor is held in `state` (the failpoint) during the downgrade's turns,
+/// SIGKILLed there and restarted; the downgrade must finish, never two members down.
+fn killed_in(state: &str) {
+    if !cfg!(feature = "failpoints") {
+        panic!("the crash tests need `--features failpoints` (scripts/test enables it)");
+    }
+    let mut cluster = Cluster::new(
+        Release::V3_7,
+        3,
+        crate::support::Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    cluster.members[0].env.push((
+        "ETCD_SUPERVISOR_FAILPOINT_PAUSE".into(),
+        format!("{state}:5s"),
+    ));
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let to = Release::V3_6.version();
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&cluster, &to);
+    let out = supervisor(&cluster, &["downgrade", &to, "--no-wait"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(Duration::from_secs(120), || {
+        (record_state(&cluster, "m1").as_deref() == Some(state)).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m1 never reached {state}\n{}", cluster.logs()));
+    let on_disk = std::fs::read_to_string(cluster.members[0].state_dir.join("state.json"))
+        .expect("state.json");
+    let on_disk: serde_json::Value = serde_json::from_str(&on_disk).expect("JSON");
+    assert_eq!(
+        on_disk["phase"], state,
+        "killed in another state: {on_disk}"
+    );
+    drop(cluster.members[0].kill());
+    cluster.members[0].env.clear();
+    cluster.members[0].start();
+    // Running the command again follows the downgrade to its end.
+    let out = supervisor(&cluster, &["downgrade", &to], 400);
+    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    wait_all_on(&cluster, &to, Duration::from_secs(60));
+    wait_cluster_version(&cluster, "3.6.0", Duration::from_secs(30));
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    crate::rollout::assert_one_down_at_a_time(&cluster);
+    assert_hash_kv_equal(&cluster, "the downgrade");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_queued() {
+    killed_in("queued");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_stopping() {
+    killed_in("stopping");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_starting() {
+    killed_in("starting");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_verifying() {
+    killed_in("verifying");
+}
+
+#[test]
+fn downgrade_with_auth_enabled_runs_as_the_admin_user() {
+    let mut cluster = Cluster::start_supervised(Release::V3_7, 3, FAST);
+    crate::support::pki::enable_auth(&cluster.members[0].client_url());
+    let mut opts: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    opts.extend(["--user".to_owned(), "root".to_owned()]);
+    for m in &mut cluster.members {
+        m.env
+            .push(("ETCD_SUPERVISOR_PASSWORD".into(), "rootpw".into()));
+        m.stop();
+        m.mode = crate::support::Mode::Supervised(opts.clone());
+        m.start();
+        m.wait_healthy();
+    }
+    let to = Release::V3_6.version();
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&cluster, &to);
+    // Without credentials the command cannot even read the cluster: nothing changes.
+    let out = supervisor(&cluster, &["downgrade", &to], 60);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(cluster_version(&cluster).as_deref(), Some("3.7.0"));
+    let out = Command::new("timeout")
+        .args([
+            "400",
+            SUPERVISOR,
+            "downgrade",
+            &to,
+            "--user",
+            "root",
+            "--endpoints",
+        ])
+        .arg(cluster.client_urls().join(","))
+        .env("ETCD_SUPERVISOR_PASSWORD", "rootpw")
+        .output()
+        .expect("run downgrade");
+    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    wait_all_on(&cluster, &to, Duration::from_secs(60));
+    wait_cluster_version(&cluster, "3.6.0", Duration::from_secs(30));
+}
+
+/// A member cut off from the others (its own network namespace) while the first member
+/// verifies on the older minor: no member stops while it is cut off, it is neither stopped
+/// twice nor left behind, and the downgrade finishes after the heal.
+#[test]
+fn a_member_partitioned_mid_downgrade_is_neither_double_stopped_nor_left_behind() {
+    use crate::support::netns::NsCluster;
+    if !cfg!(feature = "failpoints") {
+        panic!("needs `--features failpoints` (scripts/test enables it)");
+    }
+    let opts: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    let mut ns = NsCluster::new(Release::V3_7, 3, crate::support::Mode::Supervised(opts))
+        .expect("network namespaces need root: run the integration tests as root");
+    ns.cluster.members[0].env.push((
+        "ETCD_SUPERVISOR_FAILPOINT_PAUSE".into(),
+        "verifying:6s".into(),
+    ));
+    ns.start_all();
+    let t0 = Instant::now();
+    let sampler = Sampler::start(&ns.cluster, ns.hosts.partitions.clone());
+    let writer = Writer::start(ns.cluster.client_urls(), "partition");
+    let to = Release::V3_6.version();
+    for i in 0..3 {
+        stage(&ns.cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&ns.cluster, &to);
+    let out = supervisor(&ns.cluster, &["downgrade", &to, "--no-wait"], 60);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for(Duration::from_secs(120), || {
+        (record_state(&ns.cluster, "m1").as_deref() == Some("verifying")).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m1 never verified\n{}", ns.cluster.logs()));
+    // m3 is cut off while m1 verifies, for longer than the lock's lease.
+    ns.hosts.partition(2);
+    std::thread::sleep(Duration::from_secs(8));
+    ns.hosts.heal(2);
+    let healed = Instant::now();
+    wait_all_on(&ns.cluster, &to, Duration::from_secs(240));
+    wait_cluster_version(&ns.cluster, "3.6.0", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    let urls = ns.cluster.client_urls();
+    let writes = writer.finish();
+    let report = sampler.finish();
+    let lost = count_lost(&urls[0], &writes.acked);
+    eprintln!(
+        "partition mid-downgrade: {}; writes acked {}, lost {lost}; done {:?} after the heal",
+        report.summary(t0),
+        writes.acked.len(),
+        healed.elapsed()
+    );
+    assert_eq!(lost, 0);
+    assert!(
+        report.second_outages().is_empty(),
+        "a member went down while another was down: {}\n{}",
+        report.summary(t0),
+        ns.cluster.logs()
+    );
+    let names: Vec<String> = ns
+        .cluster
+        .members
+        .iter()
+        .map(|m| m.spec.name.clone())
+        .collect();
+    assert_eq!(
+        report.stops_without_the_turn(&names),
+        [],
+        "{}",
+        report.summary(t0)
+    );
+    // Each member stopped exactly once: m3 was not stopped twice, nor skipped.
+    for (i, pids) in report.pids.iter().enumerate() {
+        assert_eq!(
+            pids.len(),
+            2,
+            "m{}: {pids:?}\n{}",
+            i + 1,
+            report.summary(t0)
+        );
+    }
+}
