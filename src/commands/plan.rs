@@ -261,7 +261,7 @@ pub async fn command(args: &PlanArgs) -> Outcome {
         let _ = writeln!(out, "upgrades PAUSED: {paused}");
     }
     if let Some(line) =
-        super::downgrade::progress_line(&client, &args.prefix.key_prefix, &report).await
+        super::downgrade::progress_line(&client, &key_prefix.value, &report).await
     {
         let _ = writeln!(out, "{line}");
     }
