@@ -754,3 +754,55 @@ fn path_one_cluster_3_4_to_3_5_to_3_6_to_3_7() {
     assert_eq!(value, "since 3.4");
     assert_eq!(attached, Some(lease.to_string()));
 }
+
+/// The same 3.4-era WAL when no etcdutl was staged to check it before the stop: 3.6.17
+/// panics on it at the first member's start; that member rolls back to 3.5, the version
+/// stays staged and is not rejected for the cluster (the member's data, not the version, is
+/// at fault), and the reason names the remedy. Never two members down meanwhile.
+#[test]
+fn a_3_6_panic_on_the_3_4_eras_wal_rolls_back_without_rejecting_the_version() {
+    let cluster = Cluster::start_supervised(Release::V3_4, 3, FAST);
+    let urls = cluster.client_urls();
+    roll(&cluster, Release::V3_5Go);
+    let (sampled, sampler) = (Instant::now(), Sampler::start(&cluster, Default::default()));
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    let (member, line) = wait_for(Duration::from_secs(120), || {
+        cluster.members.iter().find_map(|m| {
+            m.log_text()
+                .lines()
+                .find(|l| l.contains("panicked replaying v2 requests"))
+                .map(|l| (m.spec.name.clone(), l.to_owned()))
+        })
+    })
+    .unwrap_or_else(|_| panic!("no member rolled back on the v2 WAL\n{}", cluster.logs()));
+    eprintln!("{member}: {line}");
+    assert!(line.contains("--snapshot-count=1"), "{line}");
+    // Back on 3.5 everywhere, nothing rejected for the cluster.
+    wait_all_on(
+        &cluster,
+        &Release::V3_5Go.version(),
+        Duration::from_secs(60),
+    );
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let seen = sampler.finish();
+    eprintln!("outages: {}", seen.summary(sampled));
+    assert!(
+        seen.second_outages().is_empty() && seen.max_out <= 1,
+        "{}",
+        seen.summary(sampled)
+    );
+    let key = b64("/etcd-supervisor/rejected/3.6.17");
+    let (_, body) = http_post(
+        &format!("{}/v3/kv/range", urls[0]),
+        &format!(r#"{{"key":"{key}"}}"#),
+        Duration::from_secs(5),
+    )
+    .expect("range");
+    assert!(!body.contains("\"kvs\""), "3.6.17 was rejected: {body}");
+    let logs = cluster.logs();
+    assert!(!logs.contains("rejected for the whole cluster"), "{logs}");
+}
