@@ -1,7 +1,8 @@
-//! Backup benchmark: a verified backup (snapshot over gRPC, meta.json, SHA256SUMS, every
-//! file re-read from disk, rename) against `etcdctl snapshot save` + `sha256sum` (the
-//! 3.5.30 etcdctl) on the same member, interleaved, at about 16 MB and 256 MB of database;
-//! the old gateway path for reference; then the cold data-dir copy (etcd stopped) against
+//! Backup benchmark, for 3.5.30, the newest 3.6 and the newest 3.7: a verified backup
+//! (snapshot over gRPC, meta.json, SHA256SUMS, every file re-read from disk, rename)
+//! against `etcdctl snapshot save` + `sha256sum` (the same release's etcdctl) on the same
+//! member, interleaved, at about 16 MB and 256 MB of database; the old gateway path for
+//! reference; then, on 3.5.30 only, the cold data-dir copy (etcd stopped) against
 //! `cp -a` + `sync -f`, at both sizes.
 
 use std::path::Path;
@@ -78,9 +79,19 @@ fn etcdctl_save_and_sum(etcdctl: &Path, url: &str, file: &Path) -> Duration {
     took
 }
 
-/// The backup benchmark (see the module header).
+/// The backup benchmark (see the module header), for the newest Debian 3.5, the newest 3.6
+/// and the newest 3.7; the cold copy (etcd stopped, no etcd code involved) on the first only.
 pub fn bench_backup() {
-    let release = Release::V3_5Newest;
+    for (n, release) in [Release::V3_5Newest, Release::V3_6, Release::V3_7]
+        .into_iter()
+        .enumerate()
+    {
+        println!("\n### etcd {}", release.version());
+        bench_backup_of(release, n == 0);
+    }
+}
+
+fn bench_backup_of(release: Release, cold: bool) {
     let etcdctl = release.etcdctl();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -136,7 +147,7 @@ pub fn bench_backup() {
         }
         let base = median(theirs.clone());
         println!(
-            "\n### db {:.0} MB (snapshot file {:.1} MB), {runs} runs each, interleaved",
+            "\n#### db {:.0} MB (snapshot file {:.1} MB), {runs} runs each, interleaved",
             db_size as f64 / 1e6,
             snapshot_size as f64 / 1e6
         );
@@ -163,6 +174,9 @@ pub fn bench_backup() {
             Some(base),
         );
 
+        if !cold {
+            continue;
+        }
         // Cold data-dir copy: etcd stopped, page cache warm from the running member.
         let (mut copy, mut cp) = (Vec::new(), Vec::new());
         let mut data_bytes = 0;

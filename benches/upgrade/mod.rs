@@ -1,6 +1,7 @@
 //! Upgrade benchmarks: the swap window of one member (supervised vs a bare stop/start of the
-//! same binaries, both timed from outside), rollout wall time for 3 and 5 members with a
-//! writer running (bare by hand beside it, the supervisors' per-phase breakdown, leader
+//! same binaries, both timed from outside; a 3.5 and a 3.6 patch, and the swap into 3.7),
+//! rollout wall time for 3 members (patch and minor on 3.5, 3.6 and into 3.7) and 5 members
+//! with a writer running (bare by hand beside it, the supervisors' per-phase breakdown, leader
 //! changes), a loop of rollouts checking safety each time, the turn's acquire and
 //! hand-over latency. (Staging detection is measured by the test
 //! `staging::detection_latency_is_well_under_a_second_plus_verification`, which prints it.)
@@ -88,39 +89,60 @@ fn median(v: &[Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// The swap cases, one per minor: a patch where two releases of it exist, else the swap
+/// into it from the minor before (only one 3.7 release is fetched).
+const SWAPS: &[(&str, Release, Release)] = &[
+    ("3.5 patch", Release::V3_5, Release::V3_5Newest),
+    ("3.6 patch", Release::V3_6_10, Release::V3_6),
+    ("3.6 -> 3.7 minor", Release::V3_6, Release::V3_7),
+];
+
 /// Per-member swap window, bare vs supervised, timed from outside the same way; two rounds
-/// of three members each, interleaved.
+/// of three members each, interleaved; for each case of [`SWAPS`].
 pub fn bench_swap() {
-    let (from, to) = (Release::V3_5, Release::V3_5Newest);
     println!(
-        "etcd {} -> {}, 3-member cluster, each member in turn, 2 rounds; from outside: stop sent (bare: our SIGTERM; supervised: its record says stopping) -> new version healthy and caught up, polled every {} ms",
-        from.version(),
-        to.version(),
+        "3-member cluster, each member in turn, 2 rounds per case; from outside: stop sent (bare: our SIGTERM; supervised: its record says stopping) -> new version healthy and caught up, polled every {} ms",
         POLL.as_millis()
     );
     println!("| case | swaps | median | min | max |\n|---|---|---|---|---|");
-    let (mut bare, mut sup, mut own) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..2 {
-        let mut c = Cluster::start(from, 3);
-        for i in 0..3 {
-            bare.push(bare_swap(&mut c, i, to));
+    let mut ratios = Vec::new();
+    for (label, from, to) in SWAPS {
+        let (mut bare, mut sup, mut own) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..2 {
+            let mut c = Cluster::start(*from, 3);
+            for i in 0..3 {
+                bare.push(bare_swap(&mut c, i, *to));
+            }
+            drop(c);
+            let c = Cluster::start_supervised(*from, 3, FAST);
+            for i in 0..3 {
+                let (outside, inside) = supervised_swap(&c, i, *to);
+                sup.push(outside);
+                own.push(inside);
+            }
         }
-        drop(c);
-        let c = Cluster::start_supervised(from, 3, FAST);
-        for i in 0..3 {
-            let (outside, inside) = supervised_swap(&c, i, to);
-            sup.push(outside);
-            own.push(inside);
-        }
+        let (mb, ms) = (median(&bare), median(&sup));
+        let versions = format!("{} -> {}", from.version(), to.version());
+        summary(
+            &format!("{label} {versions}, bare: SIGTERM -> new healthy and caught up"),
+            bare,
+        );
+        summary(
+            &format!("{label} {versions}, supervised, from outside (same poller)"),
+            sup,
+        );
+        summary(
+            &format!("{label} {versions}, supervised, its own swap_window_ms"),
+            own,
+        );
+        ratios.push((
+            format!("{label} {versions}"),
+            ms.as_secs_f64() / mb.as_secs_f64(),
+        ));
     }
-    let (mb, ms) = (median(&bare), median(&sup));
-    summary("bare: SIGTERM -> new healthy and caught up", bare);
-    summary("supervised, from outside (same poller)", sup);
-    summary("supervised, its own swap_window_ms", own);
-    println!(
-        "supervised / bare (medians, both from outside): {:.3}",
-        ms.as_secs_f64() / mb.as_secs_f64()
-    );
+    for (label, ratio) in ratios {
+        println!("{label}: supervised / bare (medians, both from outside): {ratio:.3}");
+    }
 }
 
 fn all_idle(urls: &[String]) -> bool {
@@ -267,27 +289,36 @@ pub fn bench_rollout() {
     println!("| rollout | members | wall time (staged on all -> all idle on the target) | bare by hand | writes acked | failed attempts | longest stall | lost | leader changes | stops by ending |\n|---|---|---|---|---|---|---|---|---|---|");
     let mut breakdown = Vec::new();
     for n in [3, 5] {
-        let cases: &[(&str, Release, Release)] = if n == 3 {
+        // Each chain runs on one supervised cluster, rollout after rollout.
+        let chains: &[&[(&str, Release, Release)]] = if n == 3 {
             &[
-                ("3.4 -> 3.5 (minor)", Release::V3_4, Release::V3_5),
-                (
-                    "3.5 -> newer 3.5 (patch)",
-                    Release::V3_5,
-                    Release::V3_5Newest,
-                ),
+                &[
+                    ("3.4 -> 3.5 minor", Release::V3_4, Release::V3_5),
+                    ("3.5 patch", Release::V3_5, Release::V3_5Newest),
+                ],
+                &[
+                    (
+                        "3.5 patch (to the newest)",
+                        Release::V3_5Newest,
+                        Release::V3_5Go,
+                    ),
+                    ("3.5 -> 3.6 minor", Release::V3_5Go, Release::V3_6),
+                ],
+                &[
+                    ("3.6 patch", Release::V3_6_10, Release::V3_6),
+                    ("3.6 -> 3.7 minor", Release::V3_6, Release::V3_7),
+                ],
             ]
         } else {
-            &[(
-                "3.5 -> newer 3.5 (patch)",
-                Release::V3_5,
-                Release::V3_5Newest,
-            )]
+            &[&[("3.5 patch", Release::V3_5, Release::V3_5Newest)]]
         };
-        let o = Observed::start(cases[0].1, n, FAST);
-        for (label, from, to) in cases {
-            let f = supervised_rollout(&o, *to, label, false);
-            let (bare, bare_lost) = bare_rollout(n, *from, *to);
-            println!(
+        for cases in chains {
+            let o = Observed::start(cases[0].1, n, FAST);
+            for (label, from, to) in cases.iter() {
+                let label = &format!("{label}, {} -> {}", from.version(), to.version());
+                let f = supervised_rollout(&o, *to, label, false);
+                let (bare, bare_lost) = bare_rollout(n, *from, *to);
+                println!(
                 "| {label} | {n} | {:.2} s | {:.2} s (lost {bare_lost}) | {} | {} | {} ms | {} | {} | {} |",
                 f.wall.as_secs_f64(),
                 bare.as_secs_f64(),
@@ -298,7 +329,8 @@ pub fn bench_rollout() {
                 f.leader_changes,
                 fmt_map(&f.stops, &["data_closed", "exited", "escalated"]),
             );
-            breakdown.push((format!("{label}, {n} members"), f.phases));
+                breakdown.push((format!("{label}, {n} members"), f.phases));
+            }
         }
     }
     println!("\nper-phase time, seconds summed over the members (from etcd_supervisor_upgrade_phase_seconds_total)");

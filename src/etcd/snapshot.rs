@@ -151,6 +151,7 @@ impl Client {
             size: digest.size,
             sha256: digest.sha256,
             via: SnapshotVia::Gateway,
+            storage_version: None,
         })
     }
 

@@ -22,6 +22,9 @@ pub struct SnapshotInfo {
     pub sha256: [u8; 32],
     /// Which API it came through.
     pub via: SnapshotVia,
+    /// The storage version the member sent with every chunk (3.6 on, over gRPC; `None`
+    /// before 3.6 and through the gateway, whose stream is not read for it).
+    pub storage_version: Option<String>,
 }
 
 /// The API a snapshot came through.

@@ -9,8 +9,11 @@
 //! 2. **The v2 store, before 3.6.** When the target is 3.6 or later and this member runs (or
 //!    ever ran, under this supervisor) with `--enable-v2`, `etcdutl check v2store` runs on a
 //!    copy of the member's `snap/` and `wal/` (the live data dir is in use), with the
-//!    running version's pinned `etcdutl`, else the target's. Custom v2 data refuses the
-//!    upgrade with the remedies of etcd's 3.6 upgrade guide.
+//!    running version's pinned `etcdutl`, else the target's. Without v2 it runs too when the
+//!    running version is 3.5.32+ with its etcdutl pinned, whose check also reads the WAL:
+//!    v2 requests left there since the last v2 snapshot (3.4's `/health` writes them) make
+//!    3.6 panic at replay. Custom v2 data refuses the upgrade with the remedies of etcd's 3.6
+//!    upgrade guide; v2 requests only in the WAL, with the snapshot that clears them.
 //! 3. **The dress rehearsal** ([`crate::rehearsal`]): the target serves a restored copy of
 //!    this member's data on loopback. Its outcome says whose fault a failure is: the
 //!    version's rejects it for the whole cluster, the member's is a local refusal, and one
@@ -263,18 +266,17 @@ impl LiveVetter {
 
     /// `etcdutl check v2store` on a copy of the member's snap/ and wal/.
     async fn v2store(&self, running: &Version, target: &Version) -> Option<Vetted> {
-        if target.minor_version() < (3, 6) {
-            return None;
-        }
         let seen = self.member.v2_enabled || self.state_dir.join(V2_MARKER).exists();
-        if !seen {
-            return None;
-        }
-        let Some(etcdutl) = [running, target]
-            .iter()
-            .map(|v| self.binary(v, "etcdutl"))
-            .find(|p| p.exists())
-        else {
+        let running_etcdutl = self.binary(running, "etcdutl");
+        let etcdutl = match v2store_check(running, target, seen, running_etcdutl.exists()) {
+            V2StoreCheck::None => return None,
+            V2StoreCheck::WithRunning => Some(running_etcdutl),
+            V2StoreCheck::WithAny => [running, target]
+                .iter()
+                .map(|v| self.binary(v, "etcdutl"))
+                .find(|p| p.exists()),
+        };
+        let Some(etcdutl) = etcdutl else {
             return Some(Vetted::MemberFault(format!(
                 "this member has run with the v2 API enabled, so its v2 store must be checked \
                  before {target} (etcd's 3.6 upgrade guide), and no etcdutl is pinned to check \
@@ -388,6 +390,42 @@ impl LiveVetter {
     }
 }
 
+/// Whether, and with which `etcdutl`, the v2 store is checked before `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V2StoreCheck {
+    /// Not needed (a target before 3.6), or nothing able to read the WAL is pinned for a
+    /// member that never enabled v2.
+    None,
+    /// With the running version's etcdutl: 3.5.32 or later also reads the WAL.
+    WithRunning,
+    /// With the running version's etcdutl, else the target's; none pinned is a refusal.
+    WithAny,
+}
+
+/// The v2 store is checked before any 3.6+ target of a member that ran with `--enable-v2`
+/// (`v2_seen`), as before. A member that never did is checked too when the running 3.5.32+
+/// etcdutl is pinned (`running_etcdutl`): its WAL may still hold v2 requests since the last
+/// v2 snapshot (3.4 writes a QGET for every `/health`), on which 3.6 panics at replay
+/// ("detected disallowed v2 WAL"; seen on 3.4.23 → 3.5.36 → 3.6.17). Only 3.5.32+ reads
+/// the WAL, and 3.6's etcdutl has no `check` at all.
+pub fn v2store_check(
+    running: &Version,
+    target: &Version,
+    v2_seen: bool,
+    running_etcdutl: bool,
+) -> V2StoreCheck {
+    let reads_wal = running.minor_version() == (3, 5) && running.patch >= 32;
+    if target.minor_version() < (3, 6) {
+        V2StoreCheck::None
+    } else if v2_seen {
+        V2StoreCheck::WithAny
+    } else if running_etcdutl && reads_wal {
+        V2StoreCheck::WithRunning
+    } else {
+        V2StoreCheck::None
+    }
+}
+
 /// What `etcdutl check v2store` said, as a verdict with etcd's remedies.
 pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted {
     let custom = output
@@ -399,6 +437,18 @@ pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted 
             warnings: Vec::new(),
             summary: "v2store clean".into(),
         },
+        // Only in the WAL (no custom v2 data in the store): v2 requests since the last v2
+        // snapshot, which the next snapshot leaves behind.
+        (_, Some(found)) if found.ends_with("content in WAL records") => {
+            Vetted::MemberFault(format!(
+                "etcdutl check v2store: {found}; etcd {target} panics replaying v2 requests still \
+             in this member's WAL since its last v2 snapshot (a 3.4 member writes one for \
+             every /health). Per etcd's 3.6 upgrade guide, let 3.5 take a snapshot first: \
+             restart this member once with --snapshot-count=1 until it logs \"triggering \
+             snapshot\", then as before; the version stays staged and is checked again when \
+             the supervisor restarts"
+            ))
+        }
         (_, Some(found)) => Vetted::MemberFault(format!(
             "etcdutl check v2store: {found}; etcd {target} cannot start on custom v2 data. \
              Per etcd's 3.6 upgrade guide: migrate the v2 data or remove it (or run 3.5.32+ \
@@ -462,6 +512,32 @@ mod tests {
     }
 
     #[test]
+    fn the_v2store_check_runs_before_3_6_also_without_v2_when_the_running_etcdutl_reads_the_wal() {
+        let v = |s: &str| s.parse::<Version>().unwrap();
+        use V2StoreCheck::*;
+        let cases = [
+            // (running, target, v2 seen, running etcdutl pinned) -> check
+            ("3.5.36", "3.6.17", false, true, WithRunning),
+            ("3.5.32", "3.6.17", false, true, WithRunning),
+            ("3.5.31", "3.6.17", false, true, None),
+            ("3.5.36", "3.6.17", false, false, None),
+            ("3.5.36", "3.6.17", true, false, WithAny),
+            ("3.5.16", "3.6.17", true, true, WithAny),
+            ("3.5.36", "3.5.40", true, true, None),
+            ("3.4.23", "3.5.36", false, true, None),
+            ("3.6.17", "3.7.4", false, true, None),
+            ("3.6.17", "3.7.4", true, true, WithAny),
+        ];
+        for (running, target, seen, pinned, want) in cases {
+            assert_eq!(
+                v2store_check(&v(running), &v(target), seen, pinned),
+                want,
+                "{running} -> {target}, v2 seen {seen}, etcdutl {pinned}"
+            );
+        }
+    }
+
+    #[test]
     fn v2store_output_is_judged_with_the_guides_remedies() {
         let t = Version::new(3, 6, 1);
         assert_eq!(
@@ -485,6 +561,24 @@ mod tests {
         assert!(why.contains("detected custom content in v2store"), "{why}");
         assert!(why.contains("--enable-v2"), "{why}");
         assert!(why.contains("write-only-skip-check"), "{why}");
+        // Only in the WAL: the remedy is a snapshot, not --enable-v2.
+        let Vetted::MemberFault(why) = judge_v2store(
+            &t,
+            ChildExit::Code(1),
+            "Error: detected custom v2 content in WAL records\n",
+        ) else {
+            panic!("v2 requests in the WAL must refuse");
+        };
+        assert!(why.contains("--snapshot-count=1"), "{why}");
+        assert!(!why.contains("--enable-v2"), "{why}");
+        let Vetted::MemberFault(why) = judge_v2store(
+            &t,
+            ChildExit::Code(1),
+            "Error: detected custom v2 content in both v2store and WAL records\n",
+        ) else {
+            panic!("custom data must refuse");
+        };
+        assert!(why.contains("--enable-v2"), "{why}");
         assert!(matches!(
             judge_v2store(&t, ChildExit::Code(2), "unknown command"),
             Vetted::MemberFault(w) if w.contains("unknown command")

@@ -1,8 +1,10 @@
-//! The etcd client against real 3-member clusters (3.4.23, 3.5.16 and the newest 3.5.x):
-//! effects of every call (etcd ignores misspelt fields, so effects are what is checked),
+//! The etcd client against real 3-member clusters (3.4.23, 3.5.16, 3.5.30, the newest 3.6
+//! and the newest 3.7), through its public methods (set-up such as raising an alarm goes
+//! around it), so the tests hold whatever carries the calls: effects of every call (etcd ignores misspelt fields, so effects are what is checked),
 //! failover when members die or hang, and snapshots byte-identical to `etcdctl`'s.
 //!
-//! Every test runs once per release (`v3_4::`, `v3_5::`, `v3_5_newest::`).
+//! Every test runs once per release (`v3_4::`, `v3_5::`, `v3_5_newest::`, `v3_6::`,
+//! `v3_7::`); HashKV and the storage version from 3.5.30 on (`newer::`).
 
 use std::future::Future;
 use std::path::Path;
@@ -1031,6 +1033,89 @@ async fn tls_with_client_certificates(release: Release) {
     assert!(err.to_string().contains("no-such-key.pem"), "{err}");
 }
 
+/// HashKV of every member at one revision, a compacted revision told apart whatever the
+/// version's error body (3.6 dropped its `error` field), and the storage version 3.6 added
+/// to status and `/version` (empty before).
+async fn hash_kv_compaction_and_storage_versions(release: Release) {
+    let cluster = Cluster::start(release, 3);
+    let urls = cluster.client_urls();
+    let c = client(urls.clone());
+    for i in 0..20 {
+        c.put(format!("h/{i}"), "v", None).await.expect("put");
+    }
+    let rev = c
+        .put("h/last", "v", None)
+        .await
+        .expect("put")
+        .header
+        .revision;
+    let mut hashes = Vec::new();
+    for url in &urls {
+        let h = eventually(
+            "HashKV at the put's revision",
+            Duration::from_secs(10),
+            || async { c.hash_kv_of(url, rev).await.ok() },
+        )
+        .await;
+        assert!(h.header.revision >= rev, "{h:?}");
+        hashes.push((h.hash, h.compact_revision));
+    }
+    assert!(hashes.windows(2).all(|w| w[0] == w[1]), "{hashes:?}");
+    assert_ne!(hashes[0].0, 0);
+    let local = c.hash_kv(rev).await.expect("local HashKV");
+    assert_eq!((local.hash, local.compact_revision), hashes[0]);
+
+    let compacted = http_post(
+        &format!("{}/v3/kv/compaction", urls[0]),
+        &format!(r#"{{"revision":"{}","physical":true}}"#, rev - 5),
+        Duration::from_secs(5),
+    );
+    assert!(matches!(compacted, Some((200, _))), "{compacted:?}");
+    let err = c.hash_kv_of(&urls[0], rev - 10).await.unwrap_err();
+    assert!(err.is_compacted(), "{err}");
+    assert_eq!(err.code(), Some(11), "{err}");
+    let after = c
+        .hash_kv_of(&urls[0], rev)
+        .await
+        .expect("HashKV after compaction");
+    assert_eq!(after.compact_revision, rev - 5);
+
+    let version = release.version();
+    let minor = version.rsplit_once('.').unwrap().0;
+    let want = if matches!(minor, "3.4" | "3.5") {
+        String::new()
+    } else {
+        format!("{minor}.0")
+    };
+    for url in &urls {
+        let status = eventually("the storage version", Duration::from_secs(15), || async {
+            let s = c.status_of(url).await.ok()?;
+            (s.storage_version == want).then_some(s)
+        })
+        .await;
+        assert_eq!(status.version, version);
+        assert_eq!(c.version_of(url).await.expect("version").storage, want);
+    }
+}
+
+mod newer {
+    //! Calls that need etcd 3.5.30 or later on the gateway (HashKV).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hash_kv_compaction_and_storage_versions_3_5_newest() {
+        super::hash_kv_compaction_and_storage_versions(crate::support::Release::V3_5Newest).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hash_kv_compaction_and_storage_versions_3_6() {
+        super::hash_kv_compaction_and_storage_versions(crate::support::Release::V3_6).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hash_kv_compaction_and_storage_versions_3_7() {
+        super::hash_kv_compaction_and_storage_versions(crate::support::Release::V3_7).await;
+    }
+}
+
 macro_rules! per_release {
     ($($test:ident),* $(,)?) => {
         mod v3_4 {
@@ -1054,6 +1139,22 @@ macro_rules! per_release {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     super::$test(crate::support::Release::V3_5Newest).await;
+                }
+            )*
+        }
+        mod v3_6 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Release::V3_6).await;
+                }
+            )*
+        }
+        mod v3_7 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Release::V3_7).await;
                 }
             )*
         }

@@ -1,7 +1,7 @@
-//! Snapshots over gRPC (`Maintenance/Snapshot`) from real etcd 3.4.23 and 3.5.x: the same
+//! Snapshots over gRPC (`Maintenance/Snapshot`) from real etcd 3.4.23 to 3.7.x: the same
 //! database as the gateway's snapshot (byte for byte on 3.4; by `snapshot status` on 3.5,
-//! whose snapshots differ in bolt's page layout every time), a backup taken with it
-//! verifies, and TLS with client certificates plus etcd auth (the token as `token`
+//! whose snapshots differ in bolt's page layout every time), the storage version 3.6 and
+//! 3.7 send with every message, a backup taken with it verifies, and TLS with client certificates plus etcd auth (the token as `token`
 //! metadata) works as for the gateway.
 
 use std::path::Path;
@@ -44,6 +44,19 @@ async fn grpc_matches_gateway_and_backup_verifies(release: Release) {
     let c = Client::new(ClientConfig::new(vec![url.clone()])).unwrap();
     load(&c).await;
     let dir = tempfile::tempdir().unwrap();
+    let storage = match release {
+        Release::V3_6 | Release::V3_6_10 | Release::V3_7 => {
+            let version = release.version();
+            let want = format!("{}.0", version.rsplit_once('.').unwrap().0);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.status_of(&url).await.unwrap().storage_version != want {
+                assert!(Instant::now() < deadline, "no storage version {want}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Some(want)
+        }
+        _ => None,
+    };
 
     let grpc = c
         .snapshot_grpc_from(&url, &dir.path().join("grpc.db"), SNAPSHOT_TIMEOUT)
@@ -55,6 +68,9 @@ async fn grpc_matches_gateway_and_backup_verifies(release: Release) {
         .expect("gateway snapshot");
     assert_eq!(grpc.via, SnapshotVia::Grpc);
     assert_eq!(gateway.via, SnapshotVia::Gateway);
+    // From 3.6 on every message carries the member's storage version (once etcd has
+    // written it, a few seconds after a new cluster's version is decided); none before.
+    assert_eq!(grpc.storage_version, storage);
     assert!(grpc.size > 1_000_000, "{}", grpc.size);
     assert_whole(&grpc);
     assert_whole(&gateway);
@@ -267,7 +283,7 @@ macro_rules! per_release {
 }
 
 per_release!(
-    grpc_matches_gateway_and_backup_verifies: [V3_4, V3_5, V3_5Newest],
-    grpc_over_tls_with_client_certificates: [V3_4, V3_5Newest],
-    grpc_over_tls_with_auth: [V3_4, V3_5Newest],
+    grpc_matches_gateway_and_backup_verifies: [V3_4, V3_5, V3_5Newest, V3_6, V3_7],
+    grpc_over_tls_with_client_certificates: [V3_4, V3_5Newest, V3_6, V3_7],
+    grpc_over_tls_with_auth: [V3_4, V3_5Newest, V3_6, V3_7],
 );

@@ -354,6 +354,7 @@ impl Client {
             size: digest.size,
             sha256: digest.sha256,
             via: SnapshotVia::Grpc,
+            storage_version: version,
         })
     }
 }

@@ -998,6 +998,41 @@ async fn a_panic_exiting_with_code_2_is_still_the_versions_fault() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_3_6_panic_on_v2_requests_in_this_members_wal_rolls_back_without_rejecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| {
+        // What 3.6.17 printed on the WAL of a cluster that ran 3.4 (no etcdutl pinned to
+        // check it first): the member's data, which one snapshot clears, not the version.
+        w.refuse_flags = vec![v("3.5.16")];
+        w.log_tail = "{\"level\":\"panic\",\"msg\":\"detected disallowed v2 WAL for stage \
+                      --v2-deprecation=write-only\",\"method\":\"QGET\"}\n\
+                      panic: detected disallowed v2 WAL for stage --v2-deprecation=write-only \
+                      [recovered]\ngoroutine 1 [running]:"
+            .into();
+    });
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(
+        count(&calls, |c| matches!(c, Call::Reject(_))),
+        0,
+        "{calls:?}"
+    );
+    assert_eq!(turn.phase, Phase::Idle);
+    assert_eq!(turn.from, v("3.5.15"));
+    assert_eq!(
+        turn.to,
+        Some(v("3.5.16")),
+        "kept staged for after the remedy"
+    );
+    let why = turn.last_error.unwrap_or_default();
+    assert!(why.contains("--snapshot-count=1"), "{why}");
+    assert!(why.contains("disallowed v2 WAL"), "{why}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_version_that_stays_unhealthy_is_rejected_when_the_old_one_comes_back_healthy() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new(dir.path(), &v("3.5.15"));

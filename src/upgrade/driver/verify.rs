@@ -5,6 +5,9 @@
 use super::*;
 use crate::upgrade::consistency;
 
+/// What 3.6+ says when its WAL holds a v2 request it no longer applies.
+const V2_WAL_PANIC: &str = "detected disallowed v2 WAL";
+
 /// How often a started etcd is asked whether it is healthy and caught up: it is part of
 /// every swap window, and each round is a few small local requests.
 const VERIFY_POLL: Duration = Duration::from_millis(10);
@@ -48,6 +51,20 @@ where
                         "etcd {target} refused this member's command line (exit code 2, a usage \
                          error): fix the flags and restart the supervisor; the version stays \
                          staged here. etcd said: {last}"
+                    ));
+                }
+                // 3.6+ replaying v2 requests left in this member's WAL (a cluster that ran
+                // 3.4 has one per /health until 3.5 snapshots): this member's data, which a
+                // snapshot clears, not the version (the vetting catches it first when the
+                // running 3.5's etcdutl is pinned).
+                if tail.contains(V2_WAL_PANIC) && !self.turn.rollback {
+                    return Event::Misconfigured(format!(
+                        "etcd {target} panicked replaying v2 requests still in this member's \
+                         WAL (\"{V2_WAL_PANIC}\"): let 3.5 take a snapshot first (etcd's 3.6 \
+                         upgrade guide): restart this member once with --snapshot-count=1 until \
+                         it logs \"triggering snapshot\", then as before; the version stays \
+                         staged here. Stage etcdutl with the running 3.5 to have this checked \
+                         before the stop"
                     ));
                 }
                 let exit = exit.map_or_else(|| "not running".into(), |e| e.to_string());
