@@ -258,27 +258,55 @@ impl LiveVetter {
         ))
     }
 
-    /// `etcdutl check v2store` on a copy of the member's snap/ and wal/.
+    /// With auth on, whether the `--user` holds etcd's `root` role: a turn needs it (the
+    /// snapshot backup, HashKV and the leader hand-off are admin-only in etcd, and the lock
+    /// and records sit under the key prefix). Without this check such a user queues and then
+    /// waits for ever on a "permission denied" the log shows as a pause.
+    async fn access(&self) -> Option<Vetted> {
+        let user = &self.rehearsal.credentials.as_ref()?.user;
+        let client = &self.rehearsal.client;
+        let roles = match client.auth_enabled().await {
+            Ok(false) => return None,
+            Ok(true) => client.user_roles(user).await,
+            Err(e) => Err(e),
+        };
+        Some(judge_roles(user, roles.map_err(|e| e.to_string())))
+    }
+
+    /// `etcdutl check v2store` on a copy of the member's snap/ and wal/, when this member
+    /// moves from before 3.6 to 3.6 or later.
+    ///
+    /// Only the running 3.5 release's `etcdutl` has `check v2store` (3.6's and 3.7's do not:
+    /// "unknown command"), and the 3.5.32 floor makes it one that also reads the WAL. v2
+    /// data can predate the supervisor (written while `--enable-v2` was on, then the flag
+    /// dropped), so the check runs whenever that etcdutl is pinned; without it, a member
+    /// seen with v2 enabled is refused and any other passes with a warning.
     async fn v2store(&self, running: &Version, target: &Version) -> Option<Vetted> {
-        if target.minor_version() < (3, 6) {
+        if target.minor_version() < (3, 6) || running.minor_version() >= (3, 6) {
             return None;
         }
         let seen = self.member.v2_enabled || self.state_dir.join(V2_MARKER).exists();
-        if !seen {
-            return None;
-        }
-        let Some(etcdutl) = [running, target]
-            .iter()
-            .map(|v| self.binary(v, "etcdutl"))
-            .find(|p| p.exists())
-        else {
+        let etcdutl = self.binary(running, "etcdutl");
+        if !etcdutl.exists() {
+            let stage = format!(
+                "stage etcdutl {running} beside the running version (etcd-supervisor stage \
+                 <etcd {running}> --with <etcdutl {running}>)"
+            );
+            if !seen {
+                return Some(Vetted::Pass {
+                    warnings: vec![format!(
+                        "the v2 store was not checked before {target} (etcd's 3.6 upgrade \
+                         guide asks for `etcdutl check v2store`): {stage}"
+                    )],
+                    summary: "v2store not checked (no etcdutl pinned)".into(),
+                });
+            }
             return Some(Vetted::MemberFault(format!(
                 "this member has run with the v2 API enabled, so its v2 store must be checked \
-                 before {target} (etcd's 3.6 upgrade guide), and no etcdutl is pinned to check \
-                 it with: stage etcdutl with the version (etcd-supervisor stage --with \
-                 etcdutl ...), then restart the supervisor"
+                 before {target} (etcd's 3.6 upgrade guide), and only etcdutl {running} can \
+                 check it: {stage}, then restart the supervisor"
             )));
-        };
+        }
         let scratch = match tempfile::Builder::new()
             .prefix("v2store-check.")
             .tempdir_in(&self.state_dir)
@@ -363,6 +391,11 @@ impl LiveVetter {
             }
             refusal => Some(refusal),
         };
+        if let Some(check) = self.access().await {
+            if let Some(refusal) = absorb(check) {
+                return refusal;
+            }
+        }
         if let Some(refusal) = absorb(self.command_line(running, target).await) {
             return refusal;
         }
@@ -378,6 +411,34 @@ impl LiveVetter {
             warnings,
             summary: summary.join("; "),
         }
+    }
+}
+
+/// Whether `user`, with these roles (or the error reading them), may take a turn.
+pub fn judge_roles(user: &str, roles: Result<Vec<String>, String>) -> Vetted {
+    match roles {
+        Ok(roles) if roles.iter().any(|r| r == "root") => Vetted::Pass {
+            warnings: Vec::new(),
+            summary: format!("user {user} has the root role"),
+        },
+        Ok(roles) => Vetted::MemberFault(format!(
+            "etcd user {user} lacks the root role (its roles: {}): an upgrade turn needs it \
+             for the snapshot backup, HashKV and the leader hand-off (admin-only in etcd) and \
+             for the lock and records under the supervisor's key prefix. Grant it (etcdctl \
+             user grant-role {user} root) or give --user a user that has it, then restart the \
+             supervisor",
+            if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles.join(", ")
+            }
+        )),
+        Err(e) => Vetted::Pass {
+            warnings: vec![format!(
+                "the roles of etcd user {user} could not be read: {e}"
+            )],
+            summary: "roles not checked".into(),
+        },
     }
 }
 
@@ -432,6 +493,28 @@ fn copy_v2_files(data_dir: &Path, to: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_without_the_root_role_is_refused_here_naming_the_grant() {
+        assert!(matches!(
+            judge_roles("root", Ok(vec!["root".into()])),
+            Vetted::Pass { .. }
+        ));
+        let Vetted::MemberFault(why) = judge_roles("viewer", Ok(vec!["reader".into()])) else {
+            panic!("a user without root must be refused");
+        };
+        assert!(why.contains("etcd user viewer lacks the root role (its roles: reader)"));
+        assert!(why.contains("etcdctl user grant-role viewer root"), "{why}");
+        let Vetted::MemberFault(why) = judge_roles("viewer", Ok(Vec::new())) else {
+            panic!("a user without roles must be refused");
+        };
+        assert!(why.contains("(its roles: none)"), "{why}");
+        // Not knowing is not a refusal: the turn's own calls will say what is wrong.
+        assert!(matches!(
+            judge_roles("x", Err("timeout".into())),
+            Vetted::Pass { warnings, .. } if warnings[0].contains("timeout")
+        ));
+    }
 
     #[test]
     fn v2store_output_is_judged_with_the_guides_remedies() {
