@@ -30,3 +30,4 @@ mod staging;
 mod status;
 mod status_watch;
 mod turn;
+mod v3_6_refusals;
