@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_supervisor::etcd::{Client, ClientConfig, Credentials};
@@ -335,6 +337,90 @@ fn v3_6_refused_on_a_3_5_36_member_whose_wal_holds_custom_v2_data() {
     );
 }
 
+// ---- a writer through the supervisor's own client (auth, TLS) ----
+
+/// Puts `<tag>/<n>` in a loop from a thread of its own through the crate's client (so with
+/// credentials or client certificates), keeping the keys etcd acknowledged.
+struct ClientWriter {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl ClientWriter {
+    fn start(config: ClientConfig, tag: &'static str) -> ClientWriter {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let client = Client::new(config).expect("writer client");
+                let mut acked = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(600);
+                let mut n = 0u32;
+                while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let key = format!("{tag}/{n:06}");
+                    let put = client.put(key.clone(), "v", None);
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), put).await {
+                        acked.push(key);
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked
+            })
+        });
+        ClientWriter {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+/// Reads every acknowledged key back and compares every member's HashKV at one revision;
+/// returns how many acknowledged writes are missing.
+fn lost_and_hashes(config: ClientConfig, urls: &[String], acked: &[String]) -> usize {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = Client::new(config).expect("client");
+        let mut lost = 0;
+        for key in acked {
+            if client.get(key.as_str()).await.expect("read back").is_none() {
+                lost += 1;
+            }
+        }
+        let rev = client.status().await.expect("status").header.revision;
+        let mut hashes = Vec::new();
+        for url in urls {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let hash = loop {
+                match client.hash_kv_of(url, rev).await {
+                    Ok(h) => break h,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("hashkv {url} at {rev}: {e}; again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("hashkv {url} at {rev}: {e}"),
+                }
+            };
+            hashes.push((hash.hash, hash.compact_revision));
+        }
+        eprintln!(
+            "HashKV at {rev}: {hashes:?}; {} writes acknowledged",
+            acked.len()
+        );
+        assert!(
+            hashes.windows(2).all(|w| w[0] == w[1]),
+            "members differ at {rev}: {hashes:?}"
+        );
+        lost
+    })
+}
+
 // ---- 6. auth on 3.6 and 3.7 ----
 
 /// `POST` of an auth admin call as root (token from `/v3/auth/authenticate`).
@@ -403,13 +489,24 @@ fn auth_on_a_3_6_17_to_3_7_4_rollout_the_lease_keepalive_member_list_and_snapsho
             "{path} without a user: {answer:?}"
         );
     }
+    let root = || ClientConfig {
+        credentials: Some(Credentials {
+            user: "root".into(),
+            password: "rootpw".into(),
+        }),
+        ..ClientConfig::new(cluster.client_urls())
+    };
     let sampled = Instant::now();
     let outside = Sampler::start(&cluster, Default::default());
+    let writer = ClientWriter::start(root(), "auth");
     for i in 0..3 {
         stage(&cluster, i, &Release::V3_7.etcd());
     }
     wait_all_on(&cluster, &Release::V3_7.version(), Duration::from_secs(180));
+    let acked = writer.finish();
     let seen = outside.finish();
+    assert!(acked.len() > 20, "the writer barely wrote: {}", acked.len());
+    assert_eq!(lost_and_hashes(root(), &cluster.client_urls(), &acked), 0);
     eprintln!("outages: {}", seen.summary(sampled));
     assert!(
         seen.second_outages().is_empty() && seen.max_out <= 1,
@@ -518,11 +615,21 @@ fn tls_with_client_certificates_rolls_3_6_17_to_3_7_4_and_serves_status_and_back
         tls_version(Release::V3_6, &dir, &https).filter(|v| v == &Release::V3_6.version())
     })
     .unwrap_or_else(|_| panic!("3.6.17 over TLS not up\n{}", cluster.logs()));
+    let tls_client = || ClientConfig {
+        cacert: Some(dir.join("ca.pem")),
+        cert: Some(dir.join("client.pem")),
+        key: Some(dir.join("client-key.pem")),
+        ..ClientConfig::new(vec![https.clone()])
+    };
+    let writer = ClientWriter::start(tls_client(), "tls");
     stage(&cluster, 0, &Release::V3_7.etcd());
     wait_for(Duration::from_secs(120), || {
         tls_version(Release::V3_7, &dir, &https).filter(|v| v == &Release::V3_7.version())
     })
     .unwrap_or_else(|_| panic!("not on 3.7.4 over TLS\n{}", cluster.logs()));
+    let acked = writer.finish();
+    assert!(acked.len() > 5, "the writer barely wrote: {}", acked.len());
+    assert_eq!(lost_and_hashes(tls_client(), &[https.clone()], &acked), 0);
     // The supervisor verified it and went idle (its record says so).
     let state = cluster.members[0].state_dir.join("state.json");
     wait_for(Duration::from_secs(60), || {
