@@ -629,7 +629,10 @@ fn tls_with_client_certificates_rolls_3_6_17_to_3_7_4_and_serves_status_and_back
     .unwrap_or_else(|_| panic!("not on 3.7.4 over TLS\n{}", cluster.logs()));
     let acked = writer.finish();
     assert!(acked.len() > 5, "the writer barely wrote: {}", acked.len());
-    assert_eq!(lost_and_hashes(tls_client(), &[https.clone()], &acked), 0);
+    assert_eq!(
+        lost_and_hashes(tls_client(), std::slice::from_ref(&https), &acked),
+        0
+    );
     // The supervisor verified it and went idle (its record says so).
     let state = cluster.members[0].state_dir.join("state.json");
     wait_for(Duration::from_secs(60), || {
