@@ -1,16 +1,19 @@
 //! Vetting a staged version against this member before it queues, while nothing has
 //! stopped (the live [`Vetter`]): the side effects at the edge of pure checks.
 //!
+//! 0. **The user.** With auth on, `--user` must hold etcd's `root` role (a turn's snapshot,
+//!    HashKV and leader hand-off are admin-only); otherwise a local refusal naming the grant.
 //! 1. **The command line.** The flag lists of the running and the target binary come from
 //!    their own `--help` (as etcd's guides tell operators to diff them); this member's
 //!    flags, `ETCD_*` environment and `--config-file` are judged by [`flags::check`]. A
 //!    refusal is this member's fault: the version stays staged and is taken once the flags
 //!    are fixed and the supervisor restarted.
-//! 2. **The v2 store, before 3.6.** When the target is 3.6 or later and this member runs (or
-//!    ever ran, under this supervisor) with `--enable-v2`, `etcdutl check v2store` runs on a
-//!    copy of the member's `snap/` and `wal/` (the live data dir is in use), with the
-//!    running version's pinned `etcdutl`, else the target's. Custom v2 data refuses the
-//!    upgrade with the remedies of etcd's 3.6 upgrade guide.
+//! 2. **The v2 store, before 3.6.** When this member moves from 3.5 to 3.6 or later,
+//!    `etcdutl check v2store` of the running version (3.6's and 3.7's etcdutl have no
+//!    `check`) runs on a copy of the member's `snap/` and `wal/` (the live data dir is in
+//!    use). Custom v2 data refuses the upgrade with the remedies of etcd's 3.6 upgrade guide.
+//!    Without that etcdutl pinned, a member that runs (or ever ran, under this supervisor)
+//!    with `--enable-v2` is refused; any other passes with a warning.
 //! 3. **The dress rehearsal** ([`crate::rehearsal`]): the target serves a restored copy of
 //!    this member's data on loopback. Its outcome says whose fault a failure is: the
 //!    version's rejects it for the whole cluster, the member's is a local refusal, and one
