@@ -456,13 +456,34 @@ pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted 
             warnings: Vec::new(),
             summary: "v2store clean".into(),
         },
-        (_, Some(found)) => Vetted::MemberFault(format!(
-            "etcdutl check v2store: {found}; etcd {target} cannot start on custom v2 data. \
-             Per etcd's 3.6 upgrade guide: migrate the v2 data or remove it (or run 3.5.32+ \
-             with --v2-deprecation=write-only-skip-check at your own risk); custom data only in \
-             the WAL goes with the next v2 snapshot (--snapshot-count=1 forces one). Then \
-             remove --enable-v2 / ETCD_ENABLE_V2 and restart the supervisor"
-        )),
+        (_, Some(found)) => {
+            // The guide's remedies by where the check found the data: "content in v2store"
+            // (the v2 snapshot), "content in WAL records", or "in both v2store and WAL records".
+            let in_snapshot = found.contains("in v2store") || found.contains("both");
+            let in_wal = found.contains("WAL");
+            let mut remedies = Vec::new();
+            if in_snapshot {
+                remedies.push(
+                    "in the v2 snapshot: migrate it to v3 if you need it (etcd's v2 migration \
+                     guide), otherwise remove it, or start etcd (3.5.32+) with \
+                     --v2-deprecation=write-only-skip-check at your own risk",
+                );
+            }
+            if in_wal || !in_snapshot {
+                remedies.push(
+                    "in the WAL: it goes with the next v2 snapshot; to force one, add \
+                     --snapshot-count=1 to this member's etcd flags and restart the supervisor, \
+                     then, once a snapshot is taken, remove the flag and restart again",
+                );
+            }
+            Vetted::MemberFault(format!(
+                "etcdutl check v2store: {found}; etcd {target} cannot start on custom v2 data. \
+                 Per etcd's 3.6 upgrade guide ('V2 Store'): {}. The supervisor checks again \
+                 when it restarts; once clean, remove --enable-v2 / ETCD_ENABLE_V2 from every \
+                 member",
+                remedies.join("; ")
+            ))
+        }
         (other, None) => Vetted::MemberFault(format!(
             "etcdutl check v2store failed ({other}): {}",
             output.trim().lines().last().unwrap_or("no output")
@@ -542,6 +563,25 @@ mod tests {
         };
         assert!(why.contains("detected custom content in v2store"), "{why}");
         assert!(why.contains("--enable-v2"), "{why}");
+        assert!(why.contains("write-only-skip-check"), "{why}");
+        assert!(!why.contains("--snapshot-count=1"), "{why}");
+        let Vetted::MemberFault(why) = judge_v2store(
+            &t,
+            ChildExit::Code(1),
+            "Error: detected custom v2 content in WAL records\n",
+        ) else {
+            panic!("custom data must refuse");
+        };
+        assert!(why.contains("--snapshot-count=1"), "{why}");
+        assert!(!why.contains("write-only-skip-check"), "{why}");
+        let Vetted::MemberFault(why) = judge_v2store(
+            &t,
+            ChildExit::Code(1),
+            "Error: detected custom v2 content in both v2store and WAL records\n",
+        ) else {
+            panic!("custom data must refuse");
+        };
+        assert!(why.contains("--snapshot-count=1"), "{why}");
         assert!(why.contains("write-only-skip-check"), "{why}");
         assert!(matches!(
             judge_v2store(&t, ChildExit::Code(2), "unknown command"),

@@ -332,9 +332,9 @@ fn v3_6_refused_on_a_3_5_36_member_whose_wal_holds_custom_v2_data() {
         &[
             "etcdutl check v2store: detected custom v2 content in WAL records",
             "etcd 3.6.17 cannot start on custom v2 data",
-            "migrate the v2 data or remove it",
-            "--v2-deprecation=write-only-skip-check",
-            "--snapshot-count=1",
+            "in the WAL: it goes with the next v2 snapshot",
+            "add --snapshot-count=1 to this member's etcd flags",
+            "remove --enable-v2 / ETCD_ENABLE_V2",
         ],
     );
 }
