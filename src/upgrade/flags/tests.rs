@@ -571,6 +571,17 @@ fn env_and_config_renamed_in_3_6_warn() {
         "{}",
         c.refusals[0]
     );
+    let c = run(
+        &[],
+        &[("ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", "3m")],
+        None,
+        ("3.6.14", HELP_3_6),
+        ("3.7.1", HELP_3_7),
+    );
+    assert_eq!(
+        messages(&c.refusals),
+        ["ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME is no longer read by etcd 3.7.1 (removed in 3.7), which would start without this setting: write `ETCD_CORRUPT_CHECK_TIME=3m` instead; change it in this member's environment and restart the supervisor"]
+    );
 }
 
 #[test]
