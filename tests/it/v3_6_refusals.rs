@@ -385,7 +385,7 @@ impl ClientWriter {
 
 /// Reads every acknowledged key back and compares every member's HashKV at one revision;
 /// returns how many acknowledged writes are missing.
-fn lost_and_hashes(config: ClientConfig, urls: &[String], acked: &[String]) -> usize {
+pub fn lost_and_hashes(config: ClientConfig, urls: &[String], acked: &[String]) -> usize {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = Client::new(config).expect("client");
