@@ -459,13 +459,12 @@ fn with_user(m: &mut Member, user: &str, password: &str) {
         .push(("ETCD_SUPERVISOR_PASSWORD".into(), password.into()));
 }
 
-/// Since 3.6.9 a lease and the member list need a logged-in user. A 3-member 3.6.17 -> 3.7.4
-/// rollout with auth on: the lock's lease and its keepalive, the member list (how each
-/// supervisor finds the others) and the snapshot backup (admin only) all go through
-/// `--user root`; judged from outside: one member down at a time, all on 3.7.4, auth on.
-#[test]
-fn auth_on_a_3_6_17_to_3_7_4_rollout_the_lease_keepalive_member_list_and_snapshot_work() {
-    let mut cluster = Cluster::start(Release::V3_6, 3);
+/// Since 3.6.9 a lease and the member list need a logged-in user. A 3-member rollout with
+/// auth on: the lock's lease and its keepalive, the member list (how each supervisor finds
+/// the others) and the snapshot backup (admin only) all go through `--user root`; judged
+/// from outside: one member down at a time, all on the target, auth still on, under a writer.
+fn auth_rollout(from: Release, to: Release) {
+    let mut cluster = Cluster::start(from, 3);
     pki::enable_auth(&cluster.members[0].client_url());
     for m in &mut cluster.members {
         m.stop();
@@ -477,7 +476,7 @@ fn auth_on_a_3_6_17_to_3_7_4_rollout_the_lease_keepalive_member_list_and_snapsho
     for m in &cluster.members {
         m.wait_healthy();
     }
-    // Unauthenticated, 3.6.17 refuses the member list and leases (CVE-2026-33413).
+    // Unauthenticated, 3.6.9+ refuses the member list and leases (CVE-2026-33413).
     let url = cluster.members[0].client_url();
     for path in ["/v3/cluster/member/list", "/v3/lease/grant"] {
         let body = if path.ends_with("grant") {
@@ -502,9 +501,9 @@ fn auth_on_a_3_6_17_to_3_7_4_rollout_the_lease_keepalive_member_list_and_snapsho
     let outside = Sampler::start(&cluster, Default::default());
     let writer = ClientWriter::start(root(), "auth");
     for i in 0..3 {
-        stage(&cluster, i, &Release::V3_7.etcd());
+        stage(&cluster, i, &to.etcd());
     }
-    wait_all_on(&cluster, &Release::V3_7.version(), Duration::from_secs(180));
+    wait_all_on(&cluster, &to.version(), Duration::from_secs(180));
     let acked = writer.finish();
     let seen = outside.finish();
     assert!(acked.len() > 20, "the writer barely wrote: {}", acked.len());
@@ -533,6 +532,16 @@ fn auth_on_a_3_6_17_to_3_7_4_rollout_the_lease_keepalive_member_list_and_snapsho
         !matches!(answer, Some((200, _))),
         "auth is off after the upgrade: {answer:?}"
     );
+}
+
+#[test]
+fn auth_on_a_3_6_17_to_3_7_4_rollout_the_lease_keepalive_member_list_and_snapshot_work() {
+    auth_rollout(Release::V3_6, Release::V3_7);
+}
+
+#[test]
+fn auth_on_a_3_6_10_to_3_6_17_rollout_the_lease_keepalive_member_list_and_snapshot_work() {
+    auth_rollout(Release::V3_6_10, Release::V3_6);
 }
 
 /// A user who may log in but holds no role: a lease and the member list work for it on
