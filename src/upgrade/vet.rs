@@ -399,8 +399,26 @@ impl LiveVetter {
                 return refusal;
             }
         }
-        if let Some(refusal) = absorb(self.command_line(running, target).await) {
-            return refusal;
+        match self.command_line(running, target).await {
+            // `--enable-v2` is refused by 3.6; the v2store check says whether removing it
+            // is all there is to do, so the operator does not have to run it by hand.
+            Vetted::MemberFault(why) if self.member.v2_enabled => {
+                let also = match self.v2store(running, target).await {
+                    Some(Vetted::Pass { summary, .. }) if summary == "v2store clean" => {
+                        " (etcdutl check v2store found no custom v2 data here)".to_owned()
+                    }
+                    Some(Vetted::MemberFault(more) | Vetted::VersionFault(more)) => {
+                        format!(". Also: {more}")
+                    }
+                    Some(Vetted::Pass { .. }) | None => String::new(),
+                };
+                return Vetted::MemberFault(format!("{why}{also}"));
+            }
+            other => {
+                if let Some(refusal) = absorb(other) {
+                    return refusal;
+                }
+            }
         }
         if let Some(check) = self.v2store(running, target).await {
             if let Some(refusal) = absorb(check) {

@@ -191,6 +191,18 @@ fn v3_6_refused_on_a_3_5_36_member_with_enable_v2_naming_the_v2store_check() {
     let mut cluster = start_supervised_with(Release::V3_5Go, 1, FAST, |c| {
         c.members[0].etcd_extra = vec!["--enable-v2".into()];
     });
+    // With the running version's etcdutl pinned, the reason also says what the v2store
+    // check found. Nothing was written through the v2 API, yet the WAL holds v2 requests:
+    // with --enable-v2, 3.5 serves GET /health by proposing a v2 QGET through raft
+    // (etcdhttp.HandleHealthForV2), so every health poll (the supervisor's own included)
+    // leaves one, and 3.6.17 panics on them ("detected disallowed v2 WAL"; seen on a bare
+    // 3.5.36 polled three times). The remedy is the WAL one.
+    stage_with_tools(&cluster, 0, Release::V3_5Go);
+    let etcdutl = cluster.members[0]
+        .state_dir
+        .join(format!("versions/{}/etcdutl", Release::V3_5Go.version()));
+    wait_for(Duration::from_secs(30), || etcdutl.exists().then_some(()))
+        .unwrap_or_else(|_| panic!("etcdutl not pinned\n{}", cluster.logs()));
     let reasons = refused_everywhere(&mut cluster, Release::V3_6, Release::V3_5Go);
     names_all(
         &reasons[0],
@@ -198,6 +210,8 @@ fn v3_6_refused_on_a_3_5_36_member_with_enable_v2_naming_the_v2store_check() {
             "--enable-v2 is not a flag of etcd 3.6.17",
             "etcdutl check v2store",
             "remove it from this member's etcd flags",
+            "Also: etcdutl check v2store: detected custom v2 content in WAL records",
+            "add --snapshot-count=1 to this member's etcd flags",
         ],
     );
 }
