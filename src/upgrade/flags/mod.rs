@@ -12,7 +12,9 @@
 //! but not defined"); an unknown `ETCD_*` variable is only logged ("unrecognized environment
 //! variable"); unknown config-file keys are ignored (sigs.k8s.io/yaml then encoding/json);
 //! a removed *value* fails wherever etcd reads it. When a config file is in use, etcd ignores
-//! other flags' values and the environment entirely, though it still parses the flags.
+//! other flags' values and the environment entirely, though it still parses the flags. A
+//! renamed `experimental-*` key or variable the target no longer reads is refused all the
+//! same: etcd would start, silently without the setting (3.7 with 3.6's names).
 
 use std::fmt;
 
