@@ -260,9 +260,7 @@ pub async fn command(args: &PlanArgs) -> Outcome {
     if let Some(paused) = report.paused() {
         let _ = writeln!(out, "upgrades PAUSED: {paused}");
     }
-    if let Some(line) =
-        super::downgrade::progress_line(&client, &key_prefix.value, &report).await
-    {
+    if let Some(line) = super::downgrade::progress_line(&client, &key_prefix.value, &report).await {
         let _ = writeln!(out, "{line}");
     }
     if let Some((version, why)) = refused_here {

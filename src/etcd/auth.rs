@@ -1,5 +1,6 @@
 //! Whether the cluster has auth enabled: a rolling upgrade from 3.4 to 3.5 with auth on is
-//! not supported by etcd, so preflight has to know before anything stops.
+//! not supported by etcd, so preflight has to know before anything stops. And the roles of
+//! the user the supervisor logs in as (etcd lets a user read its own record).
 //!
 //! Not `/v3/auth/status`: 3.4 does not have it, and 3.5 proposes it through raft, so in a
 //! mixed 3.4/3.5 cluster the 3.4 members apply an entry they do not know and crash
@@ -7,7 +8,7 @@
 //! without credentials is answered locally by every version: served while auth is off,
 //! refused with "user name is empty" once it is on.
 
-use super::client::{decode_body, Shape};
+use super::client::{decode_body, Retry, Shape};
 use super::error::EtcdError;
 use super::Client;
 
@@ -49,5 +50,27 @@ impl Client {
             };
         }
         Err(last.unwrap_or_else(|| EtcdError::InvalidRequest("no endpoint to ask".into())))
+    }
+}
+
+/// The answer of `/v3/auth/user/get`: only the roles are read.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct UserGet {
+    roles: Vec<String>,
+}
+
+impl Client {
+    /// The roles of etcd user `name` (etcd answers a user about itself without the admin
+    /// role: `authApplierV3.UserGet`, 3.4-3.7).
+    pub async fn user_roles(&self, name: &str) -> Result<Vec<String>, EtcdError> {
+        let answer: UserGet = self
+            .call(
+                "/v3/auth/user/get",
+                &serde_json::json!({ "name": name }),
+                Retry::Idempotent,
+            )
+            .await?;
+        Ok(answer.roles)
     }
 }

@@ -590,6 +590,10 @@ pub(crate) fn decode_body(
 /// Decides whether a failed attempt moves on to the next endpoint.
 fn classify(failure: Failure, retry: Retry, path: &str, timeout: Duration) -> Next {
     let Failure { err, sent } = failure;
+    // Refused before it was executed, whatever it was: a voter can serve it.
+    if err.is_learner_refusal() {
+        return Next::Failover("a learner serves no such request".to_owned());
+    }
     if !sent {
         // Fetching the token failed: the request never left, so any call may move on when
         // the member is unreachable or unavailable.

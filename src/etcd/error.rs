@@ -254,6 +254,15 @@ impl EtcdError {
         self.api_is(None, "session is expired")
     }
 
+    /// "rpc not supported for learner": a learner's interceptor refused the request before
+    /// executing anything (code 9 from 3.4 to 3.7); another member can serve it.
+    pub fn is_learner_refusal(&self) -> bool {
+        self.api_is(
+            Some(code::FAILED_PRECONDITION),
+            "rpc not supported for learner",
+        )
+    }
+
     /// Code 14: the member cannot serve right now (no leader, stopping, timed out).
     pub fn is_unavailable(&self) -> bool {
         self.code() == Some(code::UNAVAILABLE)

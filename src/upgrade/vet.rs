@@ -1,19 +1,22 @@
 //! Vetting a staged version against this member before it queues, while nothing has
 //! stopped (the live [`Vetter`]): the side effects at the edge of pure checks.
 //!
+//! 0. **The user.** With auth on, `--user` must hold etcd's `root` role (a turn's snapshot,
+//!    HashKV and leader hand-off are admin-only); otherwise a local refusal naming the grant.
 //! 1. **The command line.** The flag lists of the running and the target binary come from
 //!    their own `--help` (as etcd's guides tell operators to diff them); this member's
 //!    flags, `ETCD_*` environment and `--config-file` are judged by [`flags::check`]. A
 //!    refusal is this member's fault: the version stays staged and is taken once the flags
 //!    are fixed and the supervisor restarted.
-//! 2. **The v2 store, before 3.6.** When the target is 3.6 or later and this member runs (or
-//!    ever ran, under this supervisor) with `--enable-v2`, `etcdutl check v2store` runs on a
-//!    copy of the member's `snap/` and `wal/` (the live data dir is in use), with the
-//!    running version's pinned `etcdutl`, else the target's. Without v2 it runs too when the
-//!    running version is 3.5.32+ with its etcdutl pinned, whose check also reads the WAL:
-//!    v2 requests left there since the last v2 snapshot (3.4's `/health` writes them) make
-//!    3.6 panic at replay. Custom v2 data refuses the upgrade with the remedies of etcd's 3.6
-//!    upgrade guide; v2 requests only in the WAL, with the snapshot that clears them.
+//! 2. **The v2 store, before 3.6.** When this member moves from 3.5 to 3.6 or later,
+//!    `etcdutl check v2store` of the running version (3.6's and 3.7's etcdutl have no
+//!    `check`) runs on a copy of the member's `snap/` and `wal/` (the live data dir is in
+//!    use), whether or not v2 was ever enabled: v2 data can predate the supervisor, and v2
+//!    requests left in the WAL since the last v2 snapshot (3.4's `/health` writes them) make
+//!    3.6 panic at replay; 3.5.32+ reads the WAL too. Custom v2 data refuses the upgrade with
+//!    the remedies of etcd's 3.6 upgrade guide, by where it was found. Without that etcdutl
+//!    pinned, a member that runs (or ever ran, under this supervisor) with `--enable-v2` is
+//!    refused; any other passes with a warning ([`v2store_check`]).
 //! 3. **The dress rehearsal** ([`crate::rehearsal`]): the target serves a restored copy of
 //!    this member's data on loopback. Its outcome says whose fault a failure is: the
 //!    version's rejects it for the whole cluster, the member's is a local refusal, and one
@@ -264,26 +267,60 @@ impl LiveVetter {
         ))
     }
 
-    /// `etcdutl check v2store` on a copy of the member's snap/ and wal/.
+    /// With auth on, whether the `--user` holds etcd's `root` role: a turn needs it (the
+    /// snapshot backup, HashKV and the leader hand-off are admin-only in etcd, and the lock
+    /// and records sit under the key prefix). Without this check such a user queues and then
+    /// waits for ever on a "permission denied" the log shows as a pause.
+    async fn access(&self) -> Option<Vetted> {
+        let user = &self.rehearsal.credentials.as_ref()?.user;
+        let client = &self.rehearsal.client;
+        let roles = match client.auth_enabled().await {
+            Ok(false) => return None,
+            Ok(true) => client.user_roles(user).await,
+            Err(e) => Err(e),
+        };
+        Some(judge_roles(user, roles.map_err(|e| e.to_string())))
+    }
+
+    /// `etcdutl check v2store` on a copy of the member's snap/ and wal/, when this member
+    /// moves from before 3.6 to 3.6 or later.
+    ///
+    /// Only the running 3.5 release's `etcdutl` has `check v2store` (3.6's and 3.7's do not:
+    /// "unknown command"), and the 3.5.32 floor makes it one that also reads the WAL. v2
+    /// data can predate the supervisor (written while `--enable-v2` was on, then the flag
+    /// dropped), so the check runs whenever that etcdutl is pinned; without it, a member
+    /// seen with v2 enabled is refused and any other passes with a warning.
     async fn v2store(&self, running: &Version, target: &Version) -> Option<Vetted> {
         let seen = self.member.v2_enabled || self.state_dir.join(V2_MARKER).exists();
-        let running_etcdutl = self.binary(running, "etcdutl");
-        let etcdutl = match v2store_check(running, target, seen, running_etcdutl.exists()) {
+        let etcdutl = self.binary(running, "etcdutl");
+        let stage = || {
+            format!(
+                "stage etcdutl {running} beside the running version (etcd-supervisor stage \
+                 <etcd {running}> --with <etcdutl {running}>)"
+            )
+        };
+        match v2store_check(running, target, seen, etcdutl.exists()) {
             V2StoreCheck::None => return None,
-            V2StoreCheck::WithRunning => Some(running_etcdutl),
-            V2StoreCheck::WithAny => [running, target]
-                .iter()
-                .map(|v| self.binary(v, "etcdutl"))
-                .find(|p| p.exists()),
-        };
-        let Some(etcdutl) = etcdutl else {
-            return Some(Vetted::MemberFault(format!(
-                "this member has run with the v2 API enabled, so its v2 store must be checked \
-                 before {target} (etcd's 3.6 upgrade guide), and no etcdutl is pinned to check \
-                 it with: stage etcdutl with the version (etcd-supervisor stage --with \
-                 etcdutl ...), then restart the supervisor"
-            )));
-        };
+            V2StoreCheck::WithRunning => {}
+            V2StoreCheck::WarnUnchecked => {
+                return Some(Vetted::Pass {
+                    warnings: vec![format!(
+                        "the v2 store was not checked before {target} (etcd's 3.6 upgrade \
+                         guide asks for `etcdutl check v2store`): {}",
+                        stage()
+                    )],
+                    summary: "v2store not checked (no etcdutl pinned)".into(),
+                });
+            }
+            V2StoreCheck::RefuseUnchecked => {
+                let stage = stage();
+                return Some(Vetted::MemberFault(format!(
+                    "this member has run with the v2 API enabled, so its v2 store must be checked \
+                 before {target} (etcd's 3.6 upgrade guide), and only etcdutl {running} can \
+                 check it: {stage}, then restart the supervisor"
+                )));
+            }
+        }
         let scratch = match tempfile::Builder::new()
             .prefix("v2store-check.")
             .tempdir_in(&self.state_dir)
@@ -372,8 +409,31 @@ impl LiveVetter {
             }
             refusal => Some(refusal),
         };
-        if let Some(refusal) = absorb(self.command_line(running, target).await) {
-            return refusal;
+        if let Some(check) = self.access().await {
+            if let Some(refusal) = absorb(check) {
+                return refusal;
+            }
+        }
+        match self.command_line(running, target).await {
+            // `--enable-v2` is refused by 3.6; the v2store check says whether removing it
+            // is all there is to do, so the operator does not have to run it by hand.
+            Vetted::MemberFault(why) if self.member.v2_enabled => {
+                let also = match self.v2store(running, target).await {
+                    Some(Vetted::Pass { summary, .. }) if summary == "v2store clean" => {
+                        " (etcdutl check v2store found no custom v2 data here)".to_owned()
+                    }
+                    Some(Vetted::MemberFault(more) | Vetted::VersionFault(more)) => {
+                        format!(". Also: {more}")
+                    }
+                    Some(Vetted::Pass { .. }) | None => String::new(),
+                };
+                return Vetted::MemberFault(format!("{why}{also}"));
+            }
+            other => {
+                if let Some(refusal) = absorb(other) {
+                    return refusal;
+                }
+            }
         }
         if let Some(check) = self.v2store(running, target).await {
             if let Some(refusal) = absorb(check) {
@@ -390,39 +450,67 @@ impl LiveVetter {
     }
 }
 
-/// Whether, and with which `etcdutl`, the v2 store is checked before `target`.
+/// Whether the v2 store is checked before `target`, and what happens when it cannot be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum V2StoreCheck {
-    /// Not needed (a target before 3.6), or nothing able to read the WAL is pinned for a
-    /// member that never enabled v2.
+    /// Not needed: the move does not cross from before 3.6 to 3.6 or later.
     None,
-    /// With the running version's etcdutl: 3.5.32 or later also reads the WAL.
+    /// With the running version's etcdutl (3.5.32+ also reads the WAL).
     WithRunning,
-    /// With the running version's etcdutl, else the target's; none pinned is a refusal.
-    WithAny,
+    /// No etcdutl of the running version is pinned and this member ran with v2: refused.
+    RefuseUnchecked,
+    /// No etcdutl of the running version is pinned and v2 was never seen: a warning.
+    WarnUnchecked,
 }
 
-/// The v2 store is checked before any 3.6+ target of a member that ran with `--enable-v2`
-/// (`v2_seen`), as before. A member that never did is checked too when the running 3.5.32+
-/// etcdutl is pinned (`running_etcdutl`): its WAL may still hold v2 requests since the last
-/// v2 snapshot (3.4 writes a QGET for every `/health`), on which 3.6 panics at replay
-/// ("detected disallowed v2 WAL"; seen on 3.4.23 → 3.5.36 → 3.6.17). Only 3.5.32+ reads
-/// the WAL, and 3.6's etcdutl has no `check` at all.
+/// The v2 store is checked on every move from before 3.6 to 3.6 or later, with the running
+/// version's `etcdutl` only: 3.6's and 3.7's etcdutl have no `check` ("unknown command").
+/// v2 data can predate the supervisor (written while `--enable-v2` was on, then the flag
+/// dropped), and a member that never enabled v2 can still hold v2 requests in its WAL since
+/// the last v2 snapshot (3.4 writes a QGET for every `/health`), on which 3.6 panics at
+/// replay ("detected disallowed v2 WAL"; seen on 3.4.23 → 3.5.36 → 3.6.17).
 pub fn v2store_check(
     running: &Version,
     target: &Version,
     v2_seen: bool,
     running_etcdutl: bool,
 ) -> V2StoreCheck {
-    let reads_wal = running.minor_version() == (3, 5) && running.patch >= 32;
-    if target.minor_version() < (3, 6) {
+    if target.minor_version() < (3, 6) || running.minor_version() >= (3, 6) {
         V2StoreCheck::None
-    } else if v2_seen {
-        V2StoreCheck::WithAny
-    } else if running_etcdutl && reads_wal {
+    } else if running_etcdutl {
         V2StoreCheck::WithRunning
+    } else if v2_seen {
+        V2StoreCheck::RefuseUnchecked
     } else {
-        V2StoreCheck::None
+        V2StoreCheck::WarnUnchecked
+    }
+}
+
+/// Whether `user`, with these roles (or the error reading them), may take a turn.
+pub fn judge_roles(user: &str, roles: Result<Vec<String>, String>) -> Vetted {
+    match roles {
+        Ok(roles) if roles.iter().any(|r| r == "root") => Vetted::Pass {
+            warnings: Vec::new(),
+            summary: format!("user {user} has the root role"),
+        },
+        Ok(roles) => Vetted::MemberFault(format!(
+            "etcd user {user} lacks the root role (its roles: {}): an upgrade turn needs it \
+             for the snapshot backup, HashKV and the leader hand-off (admin-only in etcd) and \
+             for the lock and records under the supervisor's key prefix. Grant it (etcdctl \
+             user grant-role {user} root) or give --user a user that has it, then restart the \
+             supervisor",
+            if roles.is_empty() {
+                "none".to_owned()
+            } else {
+                roles.join(", ")
+            }
+        )),
+        Err(e) => Vetted::Pass {
+            warnings: vec![format!(
+                "the roles of etcd user {user} could not be read: {e}"
+            )],
+            summary: "roles not checked".into(),
+        },
     }
 }
 
@@ -437,25 +525,34 @@ pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted 
             warnings: Vec::new(),
             summary: "v2store clean".into(),
         },
-        // Only in the WAL (no custom v2 data in the store): v2 requests since the last v2
-        // snapshot, which the next snapshot leaves behind.
-        (_, Some(found)) if found.ends_with("content in WAL records") => {
+        (_, Some(found)) => {
+            // The guide's remedies by where the check found the data: "content in v2store"
+            // (the v2 snapshot), "content in WAL records", or "in both v2store and WAL records".
+            let in_snapshot = found.contains("in v2store") || found.contains("both");
+            let in_wal = found.contains("WAL");
+            let mut remedies = Vec::new();
+            if in_snapshot {
+                remedies.push(
+                    "in the v2 snapshot: migrate it to v3 if you need it (etcd's v2 migration \
+                     guide), otherwise remove it, or start etcd (3.5.32+) with \
+                     --v2-deprecation=write-only-skip-check at your own risk",
+                );
+            }
+            if in_wal || !in_snapshot {
+                remedies.push(
+                    "in the WAL: it goes with the next v2 snapshot; to force one, add \
+                     --snapshot-count=1 to this member's etcd flags and restart the supervisor, \
+                     then, once a snapshot is taken, remove the flag and restart again",
+                );
+            }
             Vetted::MemberFault(format!(
-                "etcdutl check v2store: {found}; etcd {target} panics replaying v2 requests still \
-             in this member's WAL since its last v2 snapshot (a 3.4 member writes one for \
-             every /health). Per etcd's 3.6 upgrade guide, let 3.5 take a snapshot first: \
-             restart this member once with --snapshot-count=1 until it logs \"triggering \
-             snapshot\", then as before; the version stays staged and is checked again when \
-             the supervisor restarts"
+                "etcdutl check v2store: {found}; etcd {target} cannot start on custom v2 data. \
+                 Per etcd's 3.6 upgrade guide ('V2 Store'): {}. The supervisor checks again \
+                 when it restarts; once clean, remove --enable-v2 / ETCD_ENABLE_V2 from every \
+                 member",
+                remedies.join("; ")
             ))
         }
-        (_, Some(found)) => Vetted::MemberFault(format!(
-            "etcdutl check v2store: {found}; etcd {target} cannot start on custom v2 data. \
-             Per etcd's 3.6 upgrade guide: migrate the v2 data or remove it (or run 3.5.32+ \
-             with --v2-deprecation=write-only-skip-check at your own risk); custom data only in \
-             the WAL goes with the next v2 snapshot (--snapshot-count=1 forces one). Then \
-             remove --enable-v2 / ETCD_ENABLE_V2 and restart the supervisor"
-        )),
         (other, None) => Vetted::MemberFault(format!(
             "etcdutl check v2store failed ({other}): {}",
             output.trim().lines().last().unwrap_or("no output")
@@ -519,14 +616,13 @@ mod tests {
             // (running, target, v2 seen, running etcdutl pinned) -> check
             ("3.5.36", "3.6.17", false, true, WithRunning),
             ("3.5.32", "3.6.17", false, true, WithRunning),
-            ("3.5.31", "3.6.17", false, true, None),
-            ("3.5.36", "3.6.17", false, false, None),
-            ("3.5.36", "3.6.17", true, false, WithAny),
-            ("3.5.16", "3.6.17", true, true, WithAny),
+            ("3.5.16", "3.6.17", true, true, WithRunning),
+            ("3.5.36", "3.6.17", false, false, WarnUnchecked),
+            ("3.5.36", "3.6.17", true, false, RefuseUnchecked),
             ("3.5.36", "3.5.40", true, true, None),
             ("3.4.23", "3.5.36", false, true, None),
             ("3.6.17", "3.7.4", false, true, None),
-            ("3.6.17", "3.7.4", true, true, WithAny),
+            ("3.6.17", "3.7.4", true, true, None),
         ];
         for (running, target, seen, pinned, want) in cases {
             assert_eq!(
@@ -535,6 +631,28 @@ mod tests {
                 "{running} -> {target}, v2 seen {seen}, etcdutl {pinned}"
             );
         }
+    }
+
+    #[test]
+    fn a_user_without_the_root_role_is_refused_here_naming_the_grant() {
+        assert!(matches!(
+            judge_roles("root", Ok(vec!["root".into()])),
+            Vetted::Pass { .. }
+        ));
+        let Vetted::MemberFault(why) = judge_roles("viewer", Ok(vec!["reader".into()])) else {
+            panic!("a user without root must be refused");
+        };
+        assert!(why.contains("etcd user viewer lacks the root role (its roles: reader)"));
+        assert!(why.contains("etcdctl user grant-role viewer root"), "{why}");
+        let Vetted::MemberFault(why) = judge_roles("viewer", Ok(Vec::new())) else {
+            panic!("a user without roles must be refused");
+        };
+        assert!(why.contains("(its roles: none)"), "{why}");
+        // Not knowing is not a refusal: the turn's own calls will say what is wrong.
+        assert!(matches!(
+            judge_roles("x", Err("timeout".into())),
+            Vetted::Pass { warnings, .. } if warnings[0].contains("timeout")
+        ));
     }
 
     #[test]
@@ -561,16 +679,16 @@ mod tests {
         assert!(why.contains("detected custom content in v2store"), "{why}");
         assert!(why.contains("--enable-v2"), "{why}");
         assert!(why.contains("write-only-skip-check"), "{why}");
-        // Only in the WAL: the remedy is a snapshot, not --enable-v2.
+        assert!(!why.contains("--snapshot-count=1"), "{why}");
         let Vetted::MemberFault(why) = judge_v2store(
             &t,
             ChildExit::Code(1),
             "Error: detected custom v2 content in WAL records\n",
         ) else {
-            panic!("v2 requests in the WAL must refuse");
+            panic!("custom data must refuse");
         };
         assert!(why.contains("--snapshot-count=1"), "{why}");
-        assert!(!why.contains("--enable-v2"), "{why}");
+        assert!(!why.contains("write-only-skip-check"), "{why}");
         let Vetted::MemberFault(why) = judge_v2store(
             &t,
             ChildExit::Code(1),
@@ -578,7 +696,8 @@ mod tests {
         ) else {
             panic!("custom data must refuse");
         };
-        assert!(why.contains("--enable-v2"), "{why}");
+        assert!(why.contains("--snapshot-count=1"), "{why}");
+        assert!(why.contains("write-only-skip-check"), "{why}");
         assert!(matches!(
             judge_v2store(&t, ChildExit::Code(2), "unknown command"),
             Vetted::MemberFault(w) if w.contains("unknown command")

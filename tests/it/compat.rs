@@ -595,9 +595,16 @@ fn a_learner_given_the_endpoints_rolls_with_at_most_one_voter_down() {
 }
 
 fn learner_rollout(learner_gets_endpoints: bool) {
-    let target = Release::V3_5Newest.version();
+    learner_rollout_between(Release::V3_5, Release::V3_5Newest, learner_gets_endpoints);
+}
+
+/// Three voters and a learner on `from`, `to` staged on all four, under a writer: each swaps
+/// once, never two voters down at once, the learner stays a learner, no acknowledged write is
+/// lost and the voters' HashKV agree (a learner serves no HashKV).
+pub fn learner_rollout_between(from: Release, to: Release, learner_gets_endpoints: bool) {
+    let target = to.version();
     let mode = Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect());
-    let mut cluster = Cluster::new(Release::V3_5, 4, mode);
+    let mut cluster = Cluster::new(from, 4, mode);
     let all = cluster.members[0].spec.initial_cluster.clone();
     let voters = all.split(',').take(3).collect::<Vec<_>>().join(",");
     for m in &mut cluster.members[..3] {
@@ -671,11 +678,26 @@ fn learner_rollout(learner_gets_endpoints: bool) {
     let sampled = std::time::Instant::now();
     let outside = Sampler::start(&cluster, Default::default());
     let sampler = DownSampler::start(urls[..3].to_vec());
+    let writer = crate::rollout::Writer::start(urls[..3].to_vec(), "learner");
     for i in 0..4 {
-        stage(&cluster, i, &Release::V3_5Newest.etcd());
+        stage(&cluster, i, &to.etcd());
     }
-    wait_all_on(&cluster, &target, Duration::from_secs(60));
+    wait_all_on(&cluster, &target, Duration::from_secs(120));
+    let written = writer.finish();
     let seen = sampler.finish();
+    assert!(
+        written.acked.len() > 20,
+        "the writer barely wrote: {written:?}"
+    );
+    assert_eq!(
+        crate::v3_6_refusals::lost_and_hashes(
+            ClientConfig::new(urls[..3].to_vec()),
+            &urls[..3],
+            &written.acked
+        ),
+        0,
+        "acknowledged writes lost"
+    );
     eprintln!("voters sampled: {seen:?}");
     assert!(seen.rounds > 50, "the sampler barely ran: {seen:?}");
     assert!(

@@ -33,3 +33,4 @@ mod status;
 mod status_watch;
 mod turn;
 mod v3_6_paths;
+mod v3_6_refusals;

@@ -188,6 +188,29 @@ fn unavailable_moves_on_unless_a_transaction_was_sent() {
     ));
 }
 
+/// A learner's etcd refuses every request but status and serializable reads in its gRPC
+/// interceptor, before anything is executed: the supervisor of a stopped voter that fails
+/// over to the learner must move on to a voter, even for a transaction (seen on 3.6.10 ->
+/// 3.6.17 with a learner: the turn's keepalive and read-back went to the learner, and the
+/// turn was lost at every try).
+#[test]
+fn a_learners_refusal_moves_on_whatever_was_sent() {
+    let learner = || EtcdError::Api {
+        endpoint: "http://e:1".into(),
+        code: code::FAILED_PRECONDITION,
+        message: "etcdserver: rpc not supported for learner".into(),
+    };
+    let t = Duration::from_secs(1);
+    for retry in [Retry::Idempotent, Retry::Blocking, Retry::AtMostOnce] {
+        for failure in [Failure::sent(learner()), Failure::not_sent(learner())] {
+            assert!(matches!(
+                classify(failure, retry, "/v3/kv/txn", t),
+                Next::Failover(reason) if reason.contains("learner")
+            ));
+        }
+    }
+}
+
 #[test]
 fn credentials_are_not_printed() {
     let c = Credentials {

@@ -12,7 +12,9 @@
 //! but not defined"); an unknown `ETCD_*` variable is only logged ("unrecognized environment
 //! variable"); unknown config-file keys are ignored (sigs.k8s.io/yaml then encoding/json);
 //! a removed *value* fails wherever etcd reads it. When a config file is in use, etcd ignores
-//! other flags' values and the environment entirely, though it still parses the flags.
+//! other flags' values and the environment entirely, though it still parses the flags. A
+//! renamed `experimental-*` key or variable the target no longer reads is refused all the
+//! same: etcd would start, silently without the setting (3.7 with 3.6's names).
 
 use std::fmt;
 
@@ -45,6 +47,29 @@ impl Origin {
     }
 }
 
+impl Replacement {
+    /// The replacement as it is written where the old setting was found: a flag, a
+    /// config-file line (`feature-gates: Name=true`), or an `ETCD_*` variable.
+    pub fn suggest_in(&self, origin: &Origin, value: Option<&str>) -> String {
+        let env_name = |flag: &str| format!("ETCD_{}", flag.to_ascii_uppercase().replace('-', "_"));
+        match (origin, self) {
+            (Origin::Flag, _) => self.suggest(value),
+            (Origin::ConfigFile, Self::Flag(flag)) => {
+                format!("{}: {}", bare(flag), value.unwrap_or("true"))
+            }
+            (Origin::ConfigFile, Self::FeatureGate(gate)) => {
+                format!("feature-gates: {gate}={}", value.unwrap_or("true"))
+            }
+            (Origin::Env(_), Self::Flag(flag)) => {
+                format!("{}={}", env_name(bare(flag)), value.unwrap_or("true"))
+            }
+            (Origin::Env(_), Self::FeatureGate(gate)) => {
+                format!("ETCD_FEATURE_GATES={gate}={}", value.unwrap_or("true"))
+            }
+        }
+    }
+}
+
 /// What kind of incompatibility was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProblemKind {
@@ -58,6 +83,9 @@ pub enum ProblemKind {
     UnknownEnv,
     /// A config-file key the target does not know: etcd ignores it.
     UnknownConfigKey,
+    /// A renamed setting the target no longer reads from the config file or the
+    /// environment: etcd starts without it, silently, so it is refused like a flag.
+    Dropped,
     /// Still accepted by the target, but deprecated.
     Deprecated,
     /// The config file is not a YAML mapping: etcd would not start.
@@ -120,6 +148,12 @@ impl fmt::Display for Problem {
             ProblemKind::UnknownConfigKey => write!(
                 f,
                 "config-file key {subject} is unknown to etcd {target}{}, which ignores it{hint}; remove it from {place}",
+                since("removed")
+            ),
+            ProblemKind::Dropped => write!(
+                f,
+                "{}{subject} is no longer read by etcd {target}{}, which would start without this setting{hint}; change it in {place} and restart the supervisor",
+                if self.origin == Origin::ConfigFile { "config-file key " } else { "" },
                 since("removed")
             ),
             ProblemKind::Deprecated => write!(
@@ -194,6 +228,27 @@ impl Target<'_> {
             return (Some(row.removed_in), Some(hint), Some(row.source));
         }
         (None, None, None)
+    }
+
+    /// The renamed setting `name` if the target removed its old name: read from the config
+    /// file or the environment, it would be dropped without a word.
+    fn dropped(&self, name: &str, value: Option<&str>, origin: Origin) -> Option<Problem> {
+        let row = RENAMED
+            .iter()
+            .find(|row| bare(row.old) == bare(name) && row.removed_in <= self.minor)?;
+        let subject = match &origin {
+            Origin::Env(var) => var.clone(),
+            _ => bare(name).to_owned(),
+        };
+        Some(Problem {
+            since: Some(row.removed_in),
+            hint: Some(format!(
+                "write `{}` instead",
+                row.new.suggest_in(&origin, value)
+            )),
+            source: Some(row.source),
+            ..self.problem(ProblemKind::Dropped, origin, subject)
+        })
     }
 
     /// A deprecation warning for an accepted flag or key, if the target deprecates it.
@@ -346,7 +401,12 @@ fn check_env(t: &Target<'_>, env: &[(String, String)], out: &mut Compatibility) 
             continue;
         };
         let origin = Origin::Env(var.clone());
-        if !t.accepts(&name) {
+        if let Some(problem) = (!t.accepts(&name))
+            .then(|| t.dropped(&name, Some(value), origin.clone()))
+            .flatten()
+        {
+            out.refusals.push(problem);
+        } else if !t.accepts(&name) {
             let (since, hint, source) = t.removal(&name, Some(value));
             out.warnings.push(Problem {
                 since,
@@ -409,6 +469,13 @@ fn check_config(t: &Target<'_>, yaml: &str, out: &mut Compatibility) {
         let name = key.to_ascii_lowercase();
         let value = scalar(value);
         let known = t.accepts(&name) || in_range_table(CONFIG_ONLY_KEYS, &name, t.version);
+        if let Some(problem) = (!known)
+            .then(|| t.dropped(&name, value.as_deref(), Origin::ConfigFile))
+            .flatten()
+        {
+            out.refusals.push(problem);
+            continue;
+        }
         if !known {
             let (since, hint, source) = t.removal(&name, value.as_deref());
             out.warnings.push(Problem {

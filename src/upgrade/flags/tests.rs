@@ -534,17 +534,54 @@ fn env_and_config_renamed_in_3_6_warn() {
     assert!(c.warnings[0]
         .to_string()
         .contains("--feature-gates=InitialCorruptCheck=false"));
-    // In 3.7 the config key is unknown (ignored): a warning, with the replacement.
+    // In 3.7 the config key is no longer read: etcd would start without the setting (seen
+    // on 3.7.4: `initial-corrupt-check: false` in its startup line), so it is refused with
+    // the replacement written as a config-file line.
     let c = run(
         &[],
         &[],
-        Some("experimental-initial-corrupt-check: true\n"),
+        Some("experimental-initial-corrupt-check: true\nexperimental-corrupt-check-time: 3m\nnot-a-key: 1\n"),
         ("3.6.14", HELP_3_6),
         ("3.7.1", HELP_3_7),
     );
+    assert_eq!(c.refusals.len(), 2, "{:?}", messages(&c.refusals));
+    assert!(c.refusals.iter().all(|p| p.kind == ProblemKind::Dropped));
+    let msgs = messages(&c.refusals);
+    assert_eq!(
+        msgs[0],
+        "config-file key experimental-initial-corrupt-check is no longer read by etcd 3.7.1 (removed in 3.7), which would start without this setting: write `feature-gates: InitialCorruptCheck=true` instead; change it in this member's etcd config file and restart the supervisor"
+    );
+    assert!(msgs[1].contains("`corrupt-check-time: 3m`"), "{}", msgs[1]);
+    // A key that never was etcd's stays a warning.
     assert_eq!(c.warnings.len(), 1);
     assert_eq!(c.warnings[0].kind, ProblemKind::UnknownConfigKey);
-    assert!(c.refusals.is_empty());
+    // The same through the environment: etcd 3.7 only warns about the variable and ignores it.
+    let c = run(
+        &[],
+        &[("ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", "true")],
+        None,
+        ("3.6.14", HELP_3_6),
+        ("3.7.1", HELP_3_7),
+    );
+    assert_eq!(c.refusals.len(), 1, "{:?}", messages(&c.warnings));
+    assert!(
+        c.refusals[0]
+            .to_string()
+            .contains("`ETCD_FEATURE_GATES=InitialCorruptCheck=true`"),
+        "{}",
+        c.refusals[0]
+    );
+    let c = run(
+        &[],
+        &[("ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", "3m")],
+        None,
+        ("3.6.14", HELP_3_6),
+        ("3.7.1", HELP_3_7),
+    );
+    assert_eq!(
+        messages(&c.refusals),
+        ["ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME is no longer read by etcd 3.7.1 (removed in 3.7), which would start without this setting: write `ETCD_CORRUPT_CHECK_TIME=3m` instead; change it in this member's environment and restart the supervisor"]
+    );
 }
 
 #[test]
