@@ -229,6 +229,8 @@ impl RunLoop {
     fn begin_stop(&mut self) {
         if let Some(child) = &self.child {
             child.signal(Signal::SIGTERM);
+            // Test builds only: a crash test's kill after SIGTERM, before etcd exits.
+            crate::failpoint::kill_at(crate::failpoint::ETCD_SIGNALLED);
             if self.stop_deadline.is_none() {
                 self.stop_deadline = Some(Instant::now() + self.settings.stop_timeout);
             }

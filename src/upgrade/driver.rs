@@ -219,9 +219,14 @@ where
     /// Points `current` at `v` (symlink, rename, fsync) on the blocking pool.
     async fn switch_current(&self, v: &Version) -> Result<(), String> {
         let (store, v) = (self.store.clone(), v.clone());
-        tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+        let switched =
+            tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        if switched.is_ok() {
+            crate::failpoint::kill_at(crate::failpoint::SWITCHED);
+        }
+        switched
     }
 
     /// Persists, logs and publishes a new state.

@@ -709,9 +709,13 @@ fn learner_rollout(learner_gets_endpoints: bool) {
         let settled = ["m1", "m2", "m3", "m4"].iter().all(|n| {
             s["progress"][n]["running"] == target.as_str() && s["progress"][n]["state"] == "idle"
         });
-        if settled || Instant::now() > deadline {
+        if settled {
             break s;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the records never said every member is idle on {target}: {s}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(learner_flags(&after), flags, "{after}");
