@@ -474,6 +474,10 @@ where
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
                     self.held = Some(held);
+                    // The endpoints may be this member's alone when the queueing began (a
+                    // restart while etcd was down): the fence after this member's own stop
+                    // must reach the others, or it finds the turn unconfirmable and restores.
+                    self.client.refresh_endpoints().await;
                     if self.gate_closed_after_acquire().await {
                         continue;
                     }

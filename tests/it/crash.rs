@@ -128,12 +128,23 @@ fn judge(cluster: &Cluster, sampler: Sampler, t0: Instant, pids: [&[usize]; 3]) 
     for (i, allowed) in pids.iter().enumerate() {
         assert!(
             allowed.contains(&report.pids[i].len()),
-            "m{} ran {:?}, expected {allowed:?} processes\n{}",
+            "m{} ran {:?}, expected {allowed:?} processes\n{}\n{}",
             i + 1,
             report.pids[i],
-            report.summary(t0)
+            report.summary(t0),
+            supervisor_lines(cluster, i)
         );
     }
+}
+
+/// Member `i`'s supervisor's own log lines (etcd's JSON lines left out).
+fn supervisor_lines(cluster: &Cluster, i: usize) -> String {
+    cluster.members[i]
+        .log_text()
+        .lines()
+        .filter(|l| !l.starts_with('{'))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// SIGKILLs member `i`'s supervisor (its etcd dies with it), restarts it without
