@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::rollout::{server_version, stage, wait_all_on, FAST};
-use crate::support::outage::Sampler;
+use crate::support::outage::{etcd_pid_of, Sampler};
 use crate::support::{http_post, wait_for, Cluster, Release, SUPERVISOR};
 
 const PAUSE_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_PAUSE";
@@ -148,17 +148,19 @@ fn supervisor_lines(cluster: &Cluster, i: usize) -> String {
 }
 
 /// SIGKILLs member `i`'s supervisor (its etcd dies with it), restarts it without
-/// failpoints as systemd would, and records the kill as a window of the test's making.
+/// failpoints as systemd would, and records the etcd that dies as the test's doing.
 fn kill_and_restart(cluster: &mut Cluster, sampler: &Sampler, i: usize) {
-    let from = Instant::now();
+    record_kill(cluster, sampler, i);
     drop(cluster.members[i].kill());
     cluster.members[i].env.clear();
     cluster.members[i].start();
-    sampler
-        .kills()
-        .lock()
-        .unwrap()
-        .push((i, from, Some(Instant::now())));
+}
+
+/// Records member `i`'s etcd process (if one runs) as about to die of the test's doing.
+fn record_kill(cluster: &Cluster, sampler: &Sampler, i: usize) {
+    if let Some(pid) = etcd_pid_of(&cluster.members[i].spec.data_dir) {
+        sampler.kills().lock().unwrap().push((i, pid));
+    }
 }
 
 /// A 3.4 cluster under supervisors, 3.5 staged on all three, with m1's supervisor held in
@@ -325,9 +327,10 @@ fn supervisor_killed_while_verifying() {
 #[test]
 fn sigterm_mid_turn_exits_cleanly_and_frees_the_turn() {
     let (mut cluster, sampler, t0) = paused_in("verifying");
+    // The stop of m1's etcd by the test's SIGTERM is the test's.
+    record_kill(&cluster, &sampler, 0);
     let asked = Instant::now();
     let status = cluster.members[0].stop();
-    let stopped = Instant::now();
     assert_eq!(status.code(), Some(0), "{}", cluster.members[0].log_text());
     eprintln!(
         "supervisor stopped {:?} after SIGTERM mid-turn",
@@ -341,12 +344,6 @@ fn sigterm_mid_turn_exits_cleanly_and_frees_the_turn() {
         .contains("upgrade turn released"));
     cluster.members[0].env.clear();
     cluster.members[0].start();
-    // The stop of m1's etcd by the test's SIGTERM is the test's.
-    sampler
-        .kills()
-        .lock()
-        .unwrap()
-        .push((0, asked, Some(stopped)));
     assert_settled(&cluster, &Release::V3_5.version());
     // m1: 3.4, 3.5 (stopped by the test's SIGTERM), 3.5 again after the restart.
     judge(&cluster, sampler, t0, [&[3], &[2], &[2]]);
@@ -426,7 +423,6 @@ fn killed_inside(
         .proc()
         .wait_timeout(Duration::from_secs(120))
         .unwrap_or_else(|| panic!("m1 never reached {point}\n{}", cluster.logs()));
-    let seen_dead = Instant::now();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         status.signal(),
@@ -448,18 +444,12 @@ fn killed_inside(
     );
     assert_ne!(on_disk["rollback"], true, "killed rolling back: {on_disk}");
     at_kill(&cluster);
-    // Whatever of m1 is left (its etcd, dying of its parent's death) goes with the group.
+    // An etcd still running (it dies of its parent's death) is the kill's doing; a stop
+    // before the kill (after SIGTERM) was m1's own and is judged with its turn.
+    record_kill(&cluster, &sampler, 0);
     drop(cluster.members[0].take_proc());
     cluster.members[0].env.clear();
     cluster.members[0].start();
-    // From when the test saw it dead to the restart: the etcd that dies of the kill (if
-    // any still ran) is the test's doing. Every stop before that, the one after SIGTERM
-    // included, was m1's own and is judged with its turn.
-    sampler
-        .kills()
-        .lock()
-        .unwrap()
-        .push((0, seen_dead, Some(Instant::now())));
     assert_settled(&cluster, &Release::V3_5.version());
     // m1: 3.4; killed before its etcd was up on 3.5: 3.4 or 3.5 after the restart, and
     // 3.5 at the end (2 or 3). m2, m3: 3.4, 3.5.

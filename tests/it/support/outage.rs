@@ -20,12 +20,14 @@
 //! the supervisors and the test did). What the supervisors must never do is a stop that
 //! begins while another member is down for any reason ([`Report::second_outages`]), or a
 //! stop by a member not holding the turn ([`Report::stops_without_the_turn`]). Only the
-//! test's own kills ([`Sampler::kills`], windows the test records) are excused from these.
+//! test's own kills ([`Sampler::kills`]: the etcd processes the test killed, or had die
+//! with a supervisor it killed) are excused from these, and only the stop of exactly that
+//! process.
 
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -101,7 +103,7 @@ pub struct Outage {
     pub stop: bool,
     /// Began while the test had the member cut off.
     pub partitioned: bool,
-    /// Began inside a window where the test itself killed the member's supervisor.
+    /// A stop of an etcd process the test killed (or had die with a supervisor it killed).
     pub killed: bool,
 }
 
@@ -143,7 +145,15 @@ pub struct Sampler {
     members: Vec<JoinHandle<Vec<Sample>>>,
     turn: JoinHandle<Vec<TurnSample>>,
     partitions: Partitions,
-    kills: Partitions,
+    kills: Kills,
+}
+
+/// The etcd processes the test killed: `(member, pid)`.
+pub type Kills = Arc<Mutex<Vec<(usize, i32)>>>;
+
+/// The live etcd process serving `data_dir`, if any: what a test records before a kill.
+pub fn etcd_pid_of(data_dir: &std::path::Path) -> Option<i32> {
+    etcd_pid(&data_dir.display().to_string(), None)
 }
 
 /// The live etcd process serving `data_dir`, if any (not a zombie, not the rehearsal's).
@@ -293,14 +303,14 @@ impl Sampler {
             members,
             turn,
             partitions,
-            kills: Partitions::default(),
+            kills: Kills::default(),
         }
     }
 
-    /// Where the test records its own kills: `(member, from, until)`, from right before
-    /// the kill to the restart of the member's supervisor. A stop beginning in one is the
-    /// test's doing, not a supervisor's.
-    pub fn kills(&self) -> Partitions {
+    /// Where the test records its own kills: `(member, pid)` of each etcd process it
+    /// killed, or had die with a supervisor it killed. That process's stop is the test's
+    /// doing, not a supervisor's; every other stop is judged.
+    pub fn kills(&self) -> Kills {
         self.kills.clone()
     }
 
@@ -329,7 +339,7 @@ fn summarize(
     per_member: &[Vec<Sample>],
     turn: Vec<TurnSample>,
     partitions: &Windows,
-    kills: &Windows,
+    kills: &[(usize, i32)],
     end: Instant,
 ) -> Report {
     {
@@ -337,11 +347,6 @@ fn summarize(
             partitions.iter().any(|&(m, from, until)| {
                 m == i && from <= t + CUT_SLACK && until.is_none_or(|u| t <= u)
             })
-        };
-        let killed = |i: usize, t: Instant| {
-            kills
-                .iter()
-                .any(|&(m, from, until)| m == i && from <= t && until.is_none_or(|u| t <= u))
         };
         let mut outages = Vec::new();
         let mut blips = (0usize, Duration::ZERO);
@@ -365,6 +370,7 @@ fn summarize(
                     }
                 }
                 let stopped = live.is_some() && x.pid != live;
+                let by_test = live.is_some_and(|p| kills.contains(&(i, p)));
                 live = x.pid;
                 if stopped {
                     // A down spell of the same process shorter than a blip is the stop's
@@ -375,6 +381,7 @@ fn summarize(
                         Some(mut o) if merge => {
                             o.gone = true;
                             o.stop = true;
+                            o.killed = by_test;
                             open = Some(o);
                         }
                         other => {
@@ -386,7 +393,7 @@ fn summarize(
                                 gone: true,
                                 stop: true,
                                 partitioned: cut_off(i, x.at),
-                                killed: killed(i, x.at),
+                                killed: by_test,
                             });
                         }
                     }
@@ -409,7 +416,7 @@ fn summarize(
                             gone: x.pid.is_none(),
                             stop: false,
                             partitioned: cut_off(i, x.at),
-                            killed: killed(i, x.at),
+                            killed: false,
                         });
                     }
                     (Some(o), false) => o.gone |= x.pid.is_none(),
@@ -641,8 +648,8 @@ mod tests {
             [("m1".to_owned(), Some("m2".to_owned()))]
         );
         assert_eq!(report.pids[0], [10, 11]);
-        // The same stop inside a kill window of the test is the test's doing.
-        let kill = [(0, t0 + PERIOD * 39, Some(t0 + PERIOD * 55))];
+        // The same stop of a process the test killed is the test's doing.
+        let kill = [(0, 10)];
         let report = summarize(&per_member, holder(t0, "m2"), &cut, &kill, end);
         assert_eq!(report.stops_without_the_turn(&names), []);
     }
