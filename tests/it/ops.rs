@@ -9,9 +9,7 @@ use nix::unistd::Pid;
 
 use crate::rollout::{server_version, stage, wait_all_on};
 use crate::support::outage::Sampler;
-use crate::support::{
-    self, http_get, wait_for_every, Cluster, Mode, Release, SUPERVISOR,
-};
+use crate::support::{self, http_get, wait_for_every, Cluster, Mode, Release, SUPERVISOR};
 
 /// Three supervised 3.4 members with fast options (but a 10 s turn lease) plus `extra`, and
 /// no dress rehearsal:
