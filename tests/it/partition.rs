@@ -325,10 +325,12 @@ fn partition_of_the_leader_during_another_members_turn_stops_nobody_else() {
     run.ns.hosts.heal(lead);
     let healed = Instant::now();
     eprintln!("leader cut off: m{}", lead + 1);
-    // m1: 3.4, then 3.5; or, when its verify ran out while the leader was cut off, 3.5
-    // rolled back to 3.4 and 3.5 again in a later turn (4). Never 3 (a stop that put
-    // nothing back) and nothing beyond.
-    run.completes(healed, 2, [&[2, 4], ONCE, ONCE]);
+    // m1: 3.4, then 3.5 (2). With m1 stopped and the leader cut off, m2 alone has no
+    // quorum, so m1's lease may lapse during its pause: its fence before the start then
+    // finds the turn gone and it restarts 3.4, taking 3.5 in a later turn (3); or its verify
+    // runs out while the leader is cut off and 3.5 is rolled back, then taken again (4).
+    // Nothing beyond; the sampler's checks say each stop was made with the turn.
+    run.completes(healed, 2, [&[2, 3, 4], ONCE, ONCE]);
 }
 
 #[test]
