@@ -24,6 +24,7 @@ pub mod commands;
 pub mod config;
 pub mod durable;
 pub mod etcd;
+pub mod failpoint;
 pub mod logging;
 pub mod metrics;
 pub mod process;

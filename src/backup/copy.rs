@@ -147,6 +147,9 @@ pub(crate) fn copy_tree(
         let (out, sha) = copy_file(&from, to, file, &mut buf, &mut progress)?;
         copied.sums.insert(format!("{prefix}/{}", file.rel), sha);
         copied.files += 1;
+        if copied.files == 1 {
+            crate::failpoint::kill_at(crate::failpoint::COLD_COPY_HALF_DONE);
+        }
         unsynced.push((out, to));
         if unsynced.len() >= MAX_UNSYNCED {
             sync_files(&mut unsynced)?;

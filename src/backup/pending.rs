@@ -179,6 +179,7 @@ impl PendingBackup {
         let meta_path = self.temp.join(META);
         sums::write_new_synced(&meta_path, &json, 0o600)?;
         self.sums.insert(META.to_owned(), sums::sha256_hex(&json));
+        crate::failpoint::kill_at(crate::failpoint::BACKUP_HALF_WRITTEN);
         // Last: inside the directory, the checksum list is the commit marker.
         let sums_path = self.temp.join(SUMS);
         sums::write_new_synced(&sums_path, sums::render(&self.sums).as_bytes(), 0o600)?;

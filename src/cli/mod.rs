@@ -303,9 +303,13 @@ pub struct StatusArgs {
     pub conn: ConnArgs,
 
     /// The daemon's state dir: its recorded endpoints, TLS, user and key prefix are used
-    /// where none are given here (default: `/var/lib/etcd-supervisor` when it has a record).
-    #[arg(long, env = "ETCD_SUPERVISOR_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
+    /// where none are given here (a state dir without a record adds nothing).
+    #[arg(
+        long,
+        env = "ETCD_SUPERVISOR_STATE_DIR",
+        default_value = "/var/lib/etcd-supervisor"
+    )]
+    pub state_dir: PathBuf,
 
     #[command(flatten)]
     pub prefix: KeyPrefixArg,

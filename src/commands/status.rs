@@ -1,7 +1,5 @@
 //! `etcd-supervisor status`: the cluster view, as a table or stable JSON.
 
-use std::path::Path;
-
 use super::Outcome;
 use crate::cluster::records::{Record, Stored};
 use crate::cluster::view::{gather, ClusterView};
@@ -15,11 +13,7 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
     let env = std::env::vars().collect();
     // From an operator's shell: the daemon's recorded endpoints, TLS and prefix fill in
     // what is not given (see `config::inspect`).
-    let daemon = Daemon::look(
-        args.state_dir
-            .as_deref()
-            .unwrap_or(Path::new(crate::config::DEFAULT_STATE_DIR)),
-    );
+    let daemon = Daemon::look(&args.state_dir);
     let (conn, _) = daemon.conn(&args.conn);
     let given_prefix = (args.prefix.key_prefix != crate::config::DEFAULT_KEY_PREFIX)
         .then(|| args.prefix.key_prefix.clone());

@@ -156,7 +156,16 @@ impl DaemonRecord {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
                 .map_err(|e| format!("{} is not a daemon record: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // No state dir yet, or a path through a file: no record; the state dir's own
+            // check then says what is wrong with it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
     }

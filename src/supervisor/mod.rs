@@ -137,6 +137,10 @@ impl<H: Host> RunLoop<H> {
             Effect::Signal(sig) => {
                 if let Some(child) = &self.child {
                     child.signal(sig);
+                    if sig == nix::sys::signal::Signal::SIGTERM {
+                        // Test builds only: a crash test's kill after SIGTERM, before etcd exits.
+                        crate::failpoint::kill_at(crate::failpoint::ETCD_SIGNALLED);
+                    }
                 }
             }
             Effect::WatchData(until) => {

@@ -223,9 +223,14 @@ where
     /// Points `current` at `v` (symlink, rename, fsync) on the blocking pool.
     async fn switch_current(&self, v: &Version) -> Result<(), String> {
         let (store, v) = (self.store.clone(), v.clone());
-        tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+        let switched =
+            tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        if switched.is_ok() {
+            crate::failpoint::kill_at(crate::failpoint::SWITCHED);
+        }
+        switched
     }
 
     /// Persists, logs and publishes a new state.
@@ -491,6 +496,10 @@ where
                     tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
                     self.metrics.turn_acquired(waited.elapsed());
                     self.held = Some(held);
+                    // The endpoints may be this member's alone when the queueing began (a
+                    // restart while etcd was down): the fence after this member's own stop
+                    // must reach the others, or it finds the turn unconfirmable and restores.
+                    self.client.refresh_endpoints().await;
                     if self.gate_closed_after_acquire().await {
                         continue;
                     }

@@ -457,6 +457,15 @@ pub fn step(turn: &Turn, event: Event) -> Step {
         // Found lost right before a rollback's stop, the new version still running (the
         // driver says so only then): no stop without the turn.
         (P::Stopping, V::TurnLost) => turn.hold(),
+        // Lost during the soak: the new version verified but is not proven yet, and another
+        // member may start its turn now, so the soak no longer holds the others back. No
+        // stop without the turn: the new version keeps running, and the member queues to
+        // verify and soak it again (or roll it back) in a turn of its own.
+        (P::Soaking, V::TurnLost) => Turn {
+            last_error: Some("the soak was cut short".into()),
+            ..turn.clone()
+        }
+        .hold(),
         (_, V::TurnLost) => stay(),
         (P::Holding, V::Released) => go(
             turn.clone(),

@@ -208,6 +208,14 @@ mod tests {
         assert_eq!(friday_8am(), at("2027-01-15T08:00:00Z"));
     }
 
+    /// A window names itself as the operator wrote it (the hold reason, `plan`, the logs);
+    /// the mutant that printed nothing went unseen before this test.
+    #[test]
+    fn a_window_displays_its_spec() {
+        let w: Window = "0 2 * * SAT 4h".parse().unwrap();
+        assert_eq!(w.to_string(), "0 2 * * SAT 4h");
+    }
+
     #[test]
     fn no_window_means_any_time() {
         assert_eq!(state_at(&[], friday_8am()), WindowState::Always);

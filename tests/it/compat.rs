@@ -732,9 +732,13 @@ pub fn learner_rollout_between(from: Release, to: Release, learner_gets_endpoint
         let settled = ["m1", "m2", "m3", "m4"].iter().all(|n| {
             s["progress"][n]["running"] == target.as_str() && s["progress"][n]["state"] == "idle"
         });
-        if settled || Instant::now() > deadline {
+        if settled {
             break s;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the records never said every member is idle on {target}: {s}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(learner_flags(&after), flags, "{after}");

@@ -1,7 +1,9 @@
 //! The consistency check after a rollout: it runs once the last member verified and
 //! compares every member's HashKV; a recorded inconsistency stops every upgrade turn until
-//! `acknowledge-inconsistency` deletes it. (The mismatch verdict itself is unit-tested with
-//! the pure comparison: real members that diverge cannot be made on purpose.)
+//! `acknowledge-inconsistency` deletes it. The test reads every member's HashKV itself, at
+//! the revision the check names, and holds the check's verdict to it. (The mismatch
+//! verdict itself is unit-tested with the pure comparison: real members that diverge
+//! cannot be made on purpose.)
 
 use std::process::Command;
 use std::time::Duration;
@@ -15,6 +17,27 @@ fn b64(s: &str) -> String {
 }
 
 const ALARM_KEY: &str = "/etcd-supervisor/consistency/alarm";
+
+/// The member at `url`'s HashKV at `revision`, read by the test.
+fn hash_kv(url: &str, revision: u64) -> Option<u64> {
+    let (code, body) = http_post(
+        &format!("{url}/v3/maintenance/hashkv"),
+        &format!(r#"{{"revision":"{revision}"}}"#),
+        Duration::from_secs(5),
+    )?;
+    (code == 200).then_some(())?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["hash"].as_u64()
+}
+
+/// The value of `field=` in a log line.
+fn field(line: &str, name: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{name}=")))?
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
 
 #[test]
 fn consistency_check_compares_every_member_after_a_rollout() {
@@ -49,8 +72,20 @@ fn consistency_check_compares_every_member_after_a_rollout() {
     })
     .unwrap_or_else(|_| panic!("no consistency check ran\n{}", cluster.logs()));
     assert!(passed.contains("members=3"), "{passed}");
-    assert!(passed.contains("hash="), "{passed}");
     assert!(passed.contains(&format!("version={target}")), "{passed}");
+    // From outside: every member's HashKV at the check's revision, read by the test, is
+    // the one hash the check reported.
+    let revision = field(&passed, "revision").unwrap_or_else(|| panic!("{passed}"));
+    let hash = field(&passed, "hash").unwrap_or_else(|| panic!("{passed}"));
+    let hashes: Vec<u64> = cluster
+        .client_urls()
+        .iter()
+        .map(|u| {
+            wait_for(Duration::from_secs(20), || hash_kv(u, revision))
+                .unwrap_or_else(|_| panic!("no HashKV from {u} at {revision}"))
+        })
+        .collect();
+    assert_eq!(hashes, [hash; 3], "{passed}");
     // Exactly one check (by the last member), none failed, nothing recorded.
     let checks: usize = cluster
         .members

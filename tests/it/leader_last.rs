@@ -6,11 +6,12 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::rollout::{down_intervals, server_version, stage, wait_all_on, FAST};
+use crate::rollout::{server_version, stage, wait_all_on, FAST};
+use crate::support::outage::{Report, Sampler};
 use crate::support::{http_post, wait_for, Cluster, Proc, Release, SUPERVISOR};
 
 /// One member's `/v3/maintenance/status`: (raft term, leader id, its own id).
@@ -145,11 +146,19 @@ fn options(bound: &str) -> Vec<&str> {
     o
 }
 
-/// When member `i` went down for its swap and came back, from its log.
-fn swap_of(cluster: &Cluster, i: usize) -> (SystemTime, SystemTime) {
-    let swaps = down_intervals(&cluster.members[i].log_text());
-    assert_eq!(swaps.len(), 1, "m{} swapped {} times", i + 1, swaps.len());
-    swaps[0]
+/// When member `i` went down for its swap and came back healthy, seen from outside (its
+/// etcd process gone, then a new one healthy): exactly one swap.
+fn swap_of(report: &Report, i: usize) -> (Instant, Instant) {
+    let swaps = report.stops_of(i);
+    assert_eq!(
+        swaps.len(),
+        1,
+        "m{} stopped {} times: {swaps:?}",
+        i + 1,
+        swaps.len()
+    );
+    assert_eq!(report.pids[i].len(), 2, "m{}: {:?}", i + 1, report.pids[i]);
+    (swaps[0].from, swaps[0].until)
 }
 
 #[test]
@@ -157,6 +166,7 @@ fn the_leader_goes_last_and_a_patch_rollout_changes_leader_once() {
     let cluster = Cluster::start_supervised(Release::V3_5, 3, &options("20s"));
     let leader = leader_index(&cluster);
     let sampler = LeaderSampler::start(cluster.client_urls());
+    let outside = Sampler::start(&cluster, Default::default());
     // The leader is staged first, so the queue alone would give it the first turn.
     stage(&cluster, leader, &Release::V3_5Newest.etcd());
     std::thread::scope(|s| {
@@ -172,12 +182,14 @@ fn the_leader_goes_last_and_a_patch_rollout_changes_leader_once() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let leaders = sampler.finish();
+    let report = outside.finish();
     print_leader_last_lines(&cluster);
     eprintln!("leader changes: {} ({leaders:?})", leaders.changes());
+    assert!(report.second_outages().is_empty(), "{report:?}");
 
-    let (leader_down, _) = swap_of(&cluster, leader);
+    let (leader_down, _) = swap_of(&report, leader);
     for i in (0..3).filter(|i| *i != leader) {
-        let (_, back) = swap_of(&cluster, i);
+        let (_, back) = swap_of(&report, i);
         assert!(
             back <= leader_down,
             "m{} was back after the leader m{} went down\n{}",

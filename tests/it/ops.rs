@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::rollout::{down_intervals, server_version, stage, wait_all_on};
+use crate::rollout::{server_version, stage, wait_all_on};
+use crate::support::outage::Sampler;
 use crate::support::{self, http_get, wait_for_every, Cluster, Mode, Release, SUPERVISOR};
 
 /// Three supervised 3.4 members with fast options (but a 10 s turn lease) plus `extra`, and
@@ -317,11 +318,23 @@ fn window_at(at: SystemTime) -> String {
     format!("{s} {m} {h} * * * 1h")
 }
 
+/// How long the test watches the whole cluster held by the closed window before it opens:
+/// a hold seen for less would prove little (30+ looks at the versions, 300 ms apart, and
+/// the sampler's 200 looks at every member's etcd).
+const HELD_BEFORE_OPEN: Duration = Duration::from_secs(10);
+
+/// How long after the test starts the window opens: the start of three members, three
+/// stagings and every member reporting itself held (about 20 s on a loaded 2-core
+/// machine), plus [`HELD_BEFORE_OPEN`], with room to spare. A run slower than that fails,
+/// saying so, rather than proving less.
+const WINDOW_LEAD: Duration = Duration::from_secs(50);
+
 #[test]
 fn a_closed_window_holds_a_staged_cluster_until_it_opens() {
-    let opens = SystemTime::now() + Duration::from_secs(25);
+    let opens = SystemTime::now() + WINDOW_LEAD;
     let spec = window_at(opens);
     let cluster = start(&["--window", &spec]);
+    let sampler = Sampler::start(&cluster, Default::default());
     let old = Release::V3_4.version();
     let new = Release::V3_5.version();
     for i in 0..3 {
@@ -330,6 +343,13 @@ fn a_closed_window_holds_a_staged_cluster_until_it_opens() {
     wait_all_held(
         &cluster,
         "outside the maintenance windows; the next opens at",
+    );
+    let held_at = SystemTime::now();
+    assert!(
+        held_at + HELD_BEFORE_OPEN <= opens,
+        "the cluster was held only {:?} before the window opened (the setup took too long): \
+         the test cannot show the hold; raise WINDOW_LEAD",
+        opens.duration_since(held_at).unwrap_or_default()
     );
     assert_eq!(
         m1_metric(&cluster, "etcd_supervisor_held{by=\"window\"}"),
@@ -353,12 +373,25 @@ fn a_closed_window_holds_a_staged_cluster_until_it_opens() {
         std::thread::sleep(Duration::from_millis(300));
     }
     wait_all_on(&cluster, &new, Duration::from_secs(90));
-    // Nobody stopped before the window opened.
-    for m in &cluster.members {
-        let downs = down_intervals(&m.log_text());
-        assert_eq!(downs.len(), 1, "{}", m.log_text());
-        assert!(downs[0].0 >= opens - Duration::from_secs(1), "{downs:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let report = sampler.finish();
+    // `opens` on the sampler's clock.
+    let opens_at = Instant::now()
+        - SystemTime::now()
+            .duration_since(opens)
+            .expect("the window is open");
+    // Seen from outside: nobody stopped before the window opened, each member once.
+    for i in 0..3 {
+        let stops = report.stops_of(i);
+        assert_eq!(stops.len(), 1, "m{}: {}", i + 1, report.summary(opens_at));
+        assert!(stops[0].from >= opens_at, "{}", report.summary(opens_at));
+        assert_eq!(report.pids[i].len(), 2, "{}", report.summary(opens_at));
     }
+    assert!(
+        report.second_outages().is_empty(),
+        "{}",
+        report.summary(opens_at)
+    );
 }
 
 /// The pid of member `i`'s etcd child (the supervisor's process group, minus itself).
@@ -377,6 +410,8 @@ fn etcd_child(cluster: &mut Cluster, i: usize) -> i32 {
 #[test]
 fn a_member_killed_during_its_canary_soak_is_rolled_back_and_the_version_rejected() {
     let mut cluster = start(&["--canary-soak", "30s"]);
+    let sampler = Sampler::start(&cluster, Default::default());
+    let t0 = Instant::now();
     let old = Release::V3_4.version();
     let new = Release::V3_5.version();
     for i in 0..3 {
@@ -385,6 +420,8 @@ fn a_member_killed_during_its_canary_soak_is_rolled_back_and_the_version_rejecte
     let first = wait_member_in(&cluster, "soaking", Duration::from_secs(60));
     assert_eq!(server_version(&cluster, first), Some(new.clone()));
     let pid = etcd_child(&mut cluster, first);
+    // That process's end is the test's doing.
+    sampler.kills().lock().unwrap().push((first, pid));
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let rejected = poll(Duration::from_secs(60), || {
         let status = status_json(&cluster);
@@ -408,12 +445,33 @@ fn a_member_killed_during_its_canary_soak_is_rolled_back_and_the_version_rejecte
     cluster.members[first].wait_healthy();
     let log = cluster.members[first].log_text();
     assert!(log.contains("soak failed"), "{log}");
-    // The others never stopped.
-    for (i, m) in cluster.members.iter().enumerate() {
-        if i != first {
-            assert!(down_intervals(&m.log_text()).is_empty(), "{}", m.log_text());
-        }
+    let report = sampler.finish();
+    eprintln!("figures: {}", report.summary(t0));
+    // Seen from outside: the others never stopped (one etcd process each, the first
+    // one); the canary ran 3.4, 3.5 (killed by the test), 3.4 again; every stop but the
+    // test's was made with the turn, and none while another member was down.
+    for i in (0..3).filter(|i| *i != first) {
+        assert_eq!(report.pids[i].len(), 1, "{}", report.summary(t0));
+        assert!(report.stops_of(i).is_empty(), "{}", report.summary(t0));
     }
+    // (4 when its run loop restarted the killed 3.5 before the rollback stopped it.)
+    assert!(
+        [3, 4].contains(&report.pids[first].len()),
+        "{}",
+        report.summary(t0)
+    );
+    let names: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.spec.name.clone())
+        .collect();
+    assert_eq!(
+        report.stops_without_the_turn(&names),
+        [],
+        "{}",
+        report.summary(t0)
+    );
+    assert!(report.second_outages().is_empty(), "{}", report.summary(t0));
 }
 
 #[test]

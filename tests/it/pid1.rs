@@ -22,6 +22,19 @@ fn as_pid1(inner: &Command) -> Command {
     cmd
 }
 
+/// Gives the stand-in etcd's supervisor client URLs of the test's own allocation instead
+/// of etcd's default `localhost:2379`, where a stray etcd on the machine would answer its
+/// health checks (the stand-in ignores them; the supervisor reads them).
+fn own_client_urls(inner: &mut Command) {
+    let net = support::Net::allocate();
+    let url = format!("http://{}:{}", net.ip, net.port(0));
+    inner.args([
+        "--".to_owned(),
+        format!("--listen-client-urls={url}"),
+        format!("--advertise-client-urls={url}"),
+    ]);
+}
+
 /// The host pid of the namespace's PID 1: the child of the `unshare` process.
 fn inner_pid1(unshare: &Proc) -> i32 {
     let path = format!("/proc/{0}/task/{0}/children", unshare.pid());
@@ -68,6 +81,7 @@ exit 42
         .arg(dir.path().join("state"))
         .arg("--etcd-binary")
         .arg(&fake);
+    own_client_urls(&mut inner);
     let out = Command::new("timeout")
         .arg("60")
         .args([as_pid1(&inner).get_program()])
@@ -134,6 +148,7 @@ while :; do sleep 0.05; done
         .arg(dir.path().join("state"))
         .arg("--etcd-binary")
         .arg(&fake);
+    own_client_urls(&mut inner);
     let log = dir.path().join("pid1.log");
     let mut unshare = Proc::spawn(&mut as_pid1(&inner), &log);
     let pid1 = nix::unistd::Pid::from_raw(inner_pid1(&unshare));

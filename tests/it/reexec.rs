@@ -1,6 +1,9 @@
 //! `systemctl reload` (SIGHUP): the supervisor re-executes its binary in place, and etcd
 //! keeps running as its child throughout: idle, queued behind another holder of the turn,
-//! with a new binary that fails its check, and with etcd dying in the exec window.
+//! holding this member's own turn (the exec waits for the turn to end), `holding` a new
+//! version after a lost turn (no turn held: the exec goes ahead, etcd and the turn's
+//! holder stay), with a new binary that fails its check, and with etcd dying in the exec
+//! window.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
@@ -12,6 +15,7 @@ use etcd_supervisor::cluster::lock::{self, LockConfig};
 use etcd_supervisor::etcd::{Client, ClientConfig};
 
 use crate::rollout::{server_version, stage, FAST};
+use crate::support::outage::{turn_holder, Sampler};
 use crate::support::{process_gone, wait_for, Cluster, Member, Mode, Proc, Release, SUPERVISOR};
 
 /// The log line of a re-executed supervisor that adopted etcd.
@@ -346,4 +350,199 @@ fn reload_tells_systemd_reloading_then_ready() {
     println!("systemd was told: {reloading:?}, then {ready:?}");
     assert!(m.log_text().contains(ADOPTED), "{}", m.log_text());
     assert_eq!(m.stop().code(), Some(0));
+}
+
+/// `members/<name>`'s state, from `status --json`.
+fn state_of(cluster: &Cluster, name: &str) -> Option<String> {
+    let out = Command::new(SUPERVISOR)
+        .args([
+            "status",
+            "--json",
+            "--endpoints",
+            &cluster.client_urls().join(","),
+        ])
+        .output()
+        .ok()?;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    s["progress"][name]["state"].as_str().map(str::to_owned)
+}
+
+/// Waits until `name` reports `state`.
+fn wait_state(cluster: &Cluster, name: &str, state: &str, timeout: Duration) {
+    wait_for(timeout, || {
+        (state_of(cluster, name).as_deref() == Some(state)).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: {name} never {state}\n{}", cluster.logs()));
+}
+
+/// The turn's holder now, read from outside.
+fn holder(cluster: &Cluster) -> Option<String> {
+    turn_holder(&cluster.client_urls()).and_then(|(h, _)| h)
+}
+
+#[test]
+fn reload_while_this_member_holds_the_turn_waits_for_the_turn_to_end() {
+    let mut cluster = supervised(3);
+    // m1 holds its turn in `verifying` for a while (the test-only failpoint).
+    cluster.members[0].env.push((
+        "ETCD_SUPERVISOR_FAILPOINT_PAUSE".into(),
+        "verifying:8s".into(),
+    ));
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    stage(&cluster, 0, &Release::V3_5Newest.etcd());
+    wait_state(&cluster, "m1", "verifying", Duration::from_secs(90));
+    let m1 = cluster.member(0);
+    let sup = m1.proc().pid().as_raw();
+    let before = etcd_child(sup).expect("the new version runs under m1's supervisor");
+    m1.proc().signal(Signal::SIGHUP);
+    wait_for_line(
+        m1,
+        "reload waits until no upgrade turn is held",
+        1,
+        Duration::from_secs(30),
+    );
+    // While the turn lasts: no exec, the same etcd, m1 still holds the turn.
+    let mut looks = 0;
+    while state_of(&cluster, "m1").as_deref() == Some("verifying") {
+        let m1 = cluster.member(0);
+        assert!(!m1.log_text().contains(ADOPTED), "{}", m1.log_text());
+        assert_eq!(etcd_child(sup), Some(before), "etcd changed mid-turn");
+        assert_eq!(holder(&cluster).as_deref(), Some("m1"));
+        looks += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        looks >= 3,
+        "the turn ended before the test could look ({looks})"
+    );
+    let m1 = cluster.member(0);
+    wait_for_line(m1, ADOPTED, 1, Duration::from_secs(60));
+    let log = m1.log_text();
+    let released = log
+        .find("upgrade turn released")
+        .expect("the turn was released");
+    assert!(
+        released < log.find(ADOPTED).unwrap(),
+        "exec before the turn ended\n{log}"
+    );
+    assert_eq!(
+        etcd_child(sup),
+        Some(before),
+        "etcd was restarted by the reload"
+    );
+    assert_eq!(
+        server_version(&cluster, 0).as_deref(),
+        Some(Release::V3_5Newest.version().as_str())
+    );
+}
+
+/// m1's turn is lost while it soaks (the test revokes its lease and takes the turn
+/// itself): m1 holds the new version (no stop), and a reload while `holding` keeps that
+/// etcd and leaves the turn where it is; once the test gives the turn back, m1 verifies
+/// and soaks the held version again and ends idle on it, having stopped etcd once.
+#[test]
+fn reload_while_holding_keeps_etcd_and_the_turn_holder() {
+    let mut opts: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    opts.extend(["--rehearsal", "never", "--soak", "20s"].map(String::from));
+    let mut cluster = Cluster::new(Release::V3_5, 3, Mode::Supervised(opts));
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let t0 = std::time::Instant::now();
+    let sampler = Sampler::start(&cluster, Default::default());
+    stage(&cluster, 0, &Release::V3_5Newest.etcd());
+    wait_state(&cluster, "m1", "soaking", Duration::from_secs(90));
+    // The turn lost mid-soak: its lease revoked, and the turn taken by the test at once.
+    let urls = cluster.client_urls();
+    let lease = lock_lease(&urls[1]).expect("m1's lock key and its lease");
+    let revoked = crate::support::http_post(
+        &format!("{}/v3/lease/revoke", urls[1]),
+        &format!(r#"{{"ID":"{lease}"}}"#),
+        Duration::from_secs(5),
+    );
+    assert!(matches!(revoked, Some((200, _))), "{revoked:?}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(ClientConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ClientConfig::new(urls.clone())
+    })
+    .unwrap();
+    let cfg = LockConfig {
+        key_prefix: "/etcd-supervisor/".into(),
+        ttl: Duration::from_secs(5),
+        member: "operator".into(),
+    };
+    let held = rt
+        .block_on(lock::acquire(&client, &cfg, std::future::pending()))
+        .expect("the test takes the turn");
+    wait_state(&cluster, "m1", "holding", Duration::from_secs(30));
+    assert_eq!(holder(&cluster).as_deref(), Some("operator"));
+    let m1 = &mut cluster.members[0];
+    assert!(
+        m1.log_text()
+            .contains("lost the upgrade turn during the soak"),
+        "{}",
+        m1.log_text()
+    );
+    let sup = m1.proc().pid().as_raw();
+    let before = etcd_child(sup).expect("the held version runs");
+    m1.proc().signal(Signal::SIGHUP);
+    wait_for_line(m1, ADOPTED, 1, Duration::from_secs(60));
+    assert_eq!(
+        etcd_child(sup),
+        Some(before),
+        "etcd was restarted by the reload"
+    );
+    assert_eq!(holder(&cluster).as_deref(), Some("operator"));
+    // The new image holds the version again, queued behind the test.
+    wait_state(&cluster, "m1", "holding", Duration::from_secs(30));
+    assert_eq!(etcd_child(sup), Some(before));
+    rt.block_on(held.release())
+        .expect("the test gives the turn back");
+    let newest = Release::V3_5Newest.version();
+    wait_for(Duration::from_secs(120), || {
+        (state_of(&cluster, "m1").as_deref() == Some("idle")).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}: m1 never idle again\n{}", cluster.logs()));
+    assert_eq!(
+        server_version(&cluster, 0).as_deref(),
+        Some(newest.as_str())
+    );
+    let report = sampler.finish();
+    eprintln!("figures: {}", report.summary(t0));
+    // m1 stopped once (3.5.16 -> newest); the held etcd ran on to the end.
+    assert_eq!(report.stops_of(0).len(), 1, "{}", report.summary(t0));
+    assert_eq!(report.pids[0].len(), 2, "{}", report.summary(t0));
+    assert_eq!(report.pids[0][1], before, "{}", report.summary(t0));
+    for i in 1..3 {
+        assert_eq!(report.pids[i].len(), 1, "{}", report.summary(t0));
+    }
+}
+
+/// The lease of the lowest upgrade lock key (the holder's), read through `url`.
+fn lock_lease(url: &str) -> Option<String> {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let body = format!(
+        r#"{{"key":"{}","range_end":"{}","sort_target":"CREATE","sort_order":"ASCEND"}}"#,
+        b64("/etcd-supervisor/lock/upgrade/"),
+        b64("/etcd-supervisor/lock/upgrade0")
+    );
+    let (status, answer) =
+        crate::support::http_post(&format!("{url}/v3/kv/range"), &body, Duration::from_secs(5))?;
+    (status == 200).then_some(())?;
+    let v: serde_json::Value = serde_json::from_str(&answer).ok()?;
+    v["kvs"][0]["lease"].as_str().map(str::to_owned)
 }

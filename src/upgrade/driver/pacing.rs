@@ -141,16 +141,13 @@ where
         let to = to.as_deref().unwrap_or("-");
         tracing::info!(member = %self.cfg.member, to, soak_ms = length.as_millis() as u64, "soaking: keeping the turn, watching health, alarms and the applied index");
         let mut watch = SoakWatch::new();
-        let mut turn_lost = false;
         loop {
-            // Past the stop a lost turn changes nothing here (the swap is finished), but
-            // another member may start meanwhile: the operator should know the soak no
-            // longer holds the others back.
-            if let (false, Some(reason)) =
-                (turn_lost, self.held.as_ref().and_then(|h| h.lost_reason()))
-            {
-                turn_lost = true;
-                tracing::warn!(member = %self.cfg.member, to, reason, "lost the upgrade turn during the soak; the soak goes on, but another member may start its turn");
+            // Another member may start its turn once this one is lost: the soak no longer
+            // holds the others back, so it ends here. The new version keeps running (no stop
+            // without the turn); the machine holds it and queues to verify and soak it again.
+            if let Some(reason) = self.held.as_ref().and_then(|h| h.lost_reason()) {
+                tracing::warn!(member = %self.cfg.member, to, reason, "lost the upgrade turn during the soak; holding the new version, to verify and soak it again in a new turn");
+                return Event::TurnLost;
             }
             let status = self.control.status();
             if status.pid.is_none() || status.pid != pid {

@@ -60,6 +60,8 @@ enum LoseLock {
     AtStop,
     /// As etcd starts.
     AtStart,
+    /// While the new version soaks (at the soak's first look at the cluster).
+    DuringSoak,
 }
 
 #[derive(Debug)]
@@ -96,6 +98,10 @@ struct Inner {
     m3_on: Option<Version>,
     m2_queued_for: Option<Version>,
     acquired_at: Option<tokio::time::Instant>,
+    /// `etcd-supervisor pause` is in effect (the cluster view carries a pause record).
+    paused: bool,
+    /// The pause arrives as the backup is taken: after preflight, before the stop.
+    pause_during_backup: bool,
 }
 
 /// The call at which the test ends the run (SIGTERM to the supervisor, as it were).
@@ -140,6 +146,8 @@ impl Fake {
                 m3_on: None,
                 m2_queued_for: None,
                 acquired_at: None,
+                paused: false,
+                pause_during_backup: false,
             })),
             state: StateFile::new(state_dir),
             shutdown: watch::channel(false).0,
@@ -291,6 +299,9 @@ impl Cluster for Fake {
     async fn refresh_endpoints(&self) {}
 
     async fn gather(&self) -> ClusterView {
+        if self.state.load().ok().flatten().map(|t| t.phase) == Some(Phase::Soaking) {
+            self.lose_lock_if(LoseLock::DuringSoak);
+        }
         let w = self.inner.lock().unwrap();
         let m2_up = w.m2_down_in_turn != Some(w.acquired);
         let running = w.running.clone().unwrap_or_else(|| w.current.clone());
@@ -318,7 +329,14 @@ impl Cluster for Fake {
             auth_enabled: Some(false),
             rejections_read: true,
             error: None,
-            pause: None,
+            pause: w.paused.then(|| {
+                Stored::Read(crate::cluster::records::PauseRecord::new(
+                    "ops",
+                    "h1",
+                    SystemTime::now(),
+                    Some("change freeze"),
+                ))
+            }),
         }
     }
 
@@ -411,6 +429,7 @@ impl Backups for Fake {
     async fn begin(&self, _turn: BackupTurn) -> Result<BackupStage<()>, BackupError> {
         self.log(Call::Backup(self.seen()));
         self.lose_lock_if(LoseLock::DuringBackup);
+        self.with(|w| w.paused |= w.pause_during_backup);
         let (fails, cold) = {
             let w = self.inner.lock().unwrap();
             (w.backup_fails, w.cold)
@@ -1202,6 +1221,113 @@ async fn a_member_that_finds_itself_leading_gives_the_turn_back_before_preflight
     );
     let waited = fake.inner.lock().unwrap().acquired_at.unwrap() - start;
     assert!(waited >= Duration::from_secs(60), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pause_arriving_between_preflight_and_the_stop_stops_nothing_and_gives_the_turn_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.pause_during_backup = true);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    // Preflight passed (the backup was taken), the pause came, and nothing was stopped.
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn.phase, Phase::Queued);
+    assert_eq!(turn.to, Some(v("3.5.16")));
+    assert!(
+        turn.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("change freeze")),
+        "the pause is the reason given: {turn:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_cluster_starts_no_turn_until_the_pause_is_lifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.pause_during_backup = true);
+    let lifted = fake.clone();
+    // Lift the pause ten minutes (of the paused clock) after the first turn was given back.
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if lifted.calls().contains(&Call::ReleaseLock) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        lifted.with(|w| {
+            w.paused = false;
+            w.pause_during_backup = false;
+        });
+    });
+    let began = tokio::time::Instant::now();
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        matches!(c, Call::Stop(_))
+    })
+    .await;
+    // No second turn while paused; then the swap, one stop.
+    assert!(began.elapsed() >= Duration::from_secs(600), "{calls:?}");
+    assert_eq!(count(&calls, |c| *c == Call::Acquire), 2, "{calls:?}");
+    assert_eq!(
+        count(&calls, |c| matches!(c, Call::Stop(_))),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(turn.to, Some(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_lost_during_the_soak_holds_the_new_version_without_a_stop_and_soaks_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.lose_lock = Some(LoseLock::DuringSoak));
+    let mut cfg = config(dir.path(), BackupMode::Snapshot);
+    cfg.pacing.soak = Duration::from_secs(30);
+    let (tx, rx) = mpsc::channel(4);
+    let driver = Driver::with_world(
+        cfg,
+        world(&fake),
+        Turn::idle(v("3.5.15")),
+        rx,
+        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+    );
+    tx.send(candidate(&v("3.5.16"))).await.unwrap();
+    let mut releases = 0;
+    let (calls, turn) = run_until(&fake, driver, Effect::Nothing, move |c| {
+        releases += usize::from(*c == Call::ReleaseLock);
+        releases == 2 && *c == Call::ReleaseLock
+    })
+    .await;
+    // The first turn ends at the lost turn, mid-soak, without stopping the new version;
+    // the second verifies and soaks it again, and stops nothing either.
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+            Call::Acquire,
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
 }
 
 mod downgrade;

@@ -69,9 +69,13 @@ struct World {
     /// A verified backup was taken while holding this turn.
     backup: bool,
     /// The supervisor stopped etcd forward in this swap, holding the turn with a backup:
-    /// the only licence for the rollback's stop (which may come after the turn was lost,
-    /// or after a restart: the swap is finished or rolled back first, by design).
+    /// half of the licence for the rollback's stop (which may come after the turn was
+    /// lost, or after a restart: the swap is finished or rolled back first, by design).
     swap_licensed: bool,
+    /// This world answered a switch, start, verify or soak with a failure since that
+    /// forward stop: the other half. Set only here, from the answers the model gave, never
+    /// from the machine's `rollback` flag.
+    failed_since_stop: bool,
     /// Versions that ran healthily here (verified), the first one included.
     known_good: BTreeSet<Version>,
     /// The new version can never verify (a bad binary).
@@ -126,12 +130,18 @@ impl World {
                     Event::Verified,
                     Event::Verified,
                     Event::SoakFailed("exited".into()),
+                    Event::TurnLost,
                 ]);
                 match &ev {
                     Event::Verified => {
                         self.known_good.insert(self.current.clone());
                     }
-                    _ => self.running = Run::Unknown,
+                    // The soak ends; the new version keeps running, verified but unproven.
+                    Event::TurnLost => self.held = false,
+                    _ => {
+                        self.running = Run::Unknown;
+                        self.failed_since_stop = true;
+                    }
                 }
                 ev
             }
@@ -178,9 +188,11 @@ impl World {
                     return Err(format!("StopEtcd while etcd is already stopped: {turn:?}"));
                 }
                 if turn.rollback {
-                    if !self.swap_licensed {
+                    if !(self.swap_licensed && self.failed_since_stop) {
                         return Err(format!(
-                            "rollback stop without a licensed forward stop: {turn:?}"
+                            "rollback stop without a forward stop and a failure seen since \
+                             (forward stop {}, failure {}): {turn:?}",
+                            self.swap_licensed, self.failed_since_stop
                         ));
                     }
                     // The fence before a rollback's stop finds the turn gone (a partition):
@@ -210,6 +222,7 @@ impl World {
                     Event::Stopped => {
                         self.running = Run::Stopped;
                         self.swap_licensed = true;
+                        self.failed_since_stop = false;
                     }
                     Event::ColdCopyFailed(_) => {
                         self.running = Run::Stopped;
@@ -239,8 +252,11 @@ impl World {
                     self.held = false;
                 } else if ev == Event::Switched {
                     self.current = to.clone();
-                } else if self.known_good.contains(to) {
-                    self.old_failed = true;
+                } else {
+                    self.failed_since_stop = true;
+                    if self.known_good.contains(to) {
+                        self.old_failed = true;
+                    }
                 }
                 ev
             }
@@ -263,8 +279,11 @@ impl World {
                     self.held = false;
                 } else if ev == Event::Started {
                     self.running = Run::Running;
-                } else if self.known_good.contains(&self.current) {
-                    self.old_failed = true;
+                } else {
+                    self.failed_since_stop = true;
+                    if self.known_good.contains(&self.current) {
+                        self.old_failed = true;
+                    }
                 }
                 ev
             }
@@ -305,12 +324,14 @@ impl World {
                     Event::SoakFor(_) => {}
                     Event::StayedUnhealthy(_) => {
                         self.running = Run::Running;
+                        self.failed_since_stop = true;
                         if self.known_good.contains(want) {
                             self.old_failed = true;
                         }
                     }
                     _ => {
                         self.running = Run::Unknown;
+                        self.failed_since_stop = true;
                         if self.known_good.contains(want) {
                             self.old_failed = true;
                         }
@@ -325,6 +346,7 @@ impl World {
                 self.backup = false;
                 // A held swap (the new version runs unverified) stays open for its next turn.
                 self.swap_licensed = self.swap_licensed && turn.phase == Phase::Holding;
+                self.failed_since_stop &= self.swap_licensed;
                 Event::Released
             }
         })
@@ -350,10 +372,24 @@ impl World {
     }
 }
 
+/// What one run of the model went through, for the coverage check.
+#[derive(Debug, Default)]
+struct Played {
+    /// Phases the machine was in when an effect was answered.
+    phases: Vec<Phase>,
+    /// Phases the supervisor crashed in (the persisted turn's).
+    crashed_in: Vec<Phase>,
+    /// A rollback's stop was answered (the licence check ran).
+    rollback_stops: usize,
+    /// The known-good version itself failed: the strict end-state checks were skipped.
+    old_failed: bool,
+}
+
 /// Runs the script, then lets the world answer with first outcomes (success) and no
 /// outside events until the machine rests; checks the invariants at every effect and the
-/// end state. Returns the number of steps taken.
-fn play(target_bad: bool, script: &[Choice]) -> Result<usize, Broken> {
+/// end state. Returns what the run went through.
+fn play(target_bad: bool, script: &[Choice]) -> Result<Played, Broken> {
+    let mut played = Played::default();
     let from = v("3.5.16");
     let mut world = World {
         running: Run::Running,
@@ -361,6 +397,7 @@ fn play(target_bad: bool, script: &[Choice]) -> Result<usize, Broken> {
         held: false,
         backup: false,
         swap_licensed: false,
+        failed_since_stop: false,
         known_good: BTreeSet::from([from.clone()]),
         target_bad,
         old_failed: false,
@@ -383,6 +420,9 @@ fn play(target_bad: bool, script: &[Choice]) -> Result<usize, Broken> {
                     if let Effect::Switch(to) = &effect {
                         world.current = to.clone();
                     }
+                }
+                if !played.crashed_in.contains(&turn.phase) {
+                    played.crashed_in.push(turn.phase);
                 }
                 let step = world.crash_and_recover(&turn)?;
                 if std::env::var_os("PROP_TRACE").is_some() {
@@ -422,6 +462,12 @@ fn play(target_bad: bool, script: &[Choice]) -> Result<usize, Broken> {
             }
             (None, e) => world.perform(&turn, e, 0)?,
         };
+        if !played.phases.contains(&turn.phase) {
+            played.phases.push(turn.phase);
+        }
+        if turn.rollback && effect == Effect::StopEtcd {
+            played.rollback_stops += 1;
+        }
         let step = step(&turn, event.clone());
         if std::env::var_os("PROP_TRACE").is_some() {
             eprintln!(
@@ -472,7 +518,8 @@ fn play(target_bad: bool, script: &[Choice]) -> Result<usize, Broken> {
             ))
         }
     }
-    Ok(steps)
+    played.old_failed = world.old_failed;
+    Ok(played)
 }
 
 proptest! {
@@ -534,6 +581,7 @@ fn prop_model_catches_a_stop_without_backup() {
         held: true,
         backup: false,
         swap_licensed: false,
+        failed_since_stop: false,
         known_good: BTreeSet::from([v("3.5.16")]),
         target_bad: false,
         old_failed: false,
@@ -543,4 +591,76 @@ fn prop_model_catches_a_stop_without_backup() {
     world.backup = true;
     world.running = Run::Stopped;
     assert!(world.perform(&turn, &Effect::StopEtcd, 0).is_err());
+}
+
+/// The generator is not vacuous: runs reach every phase, crash in every phase a turn
+/// passes through, roll back (so the rollback-stop licence is checked), and most end
+/// without the old version failing (so the strict end-state checks run in most cases).
+#[test]
+fn prop_machine_generator_reaches_every_phase_and_crash_point() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = (any::<bool>(), proptest::collection::vec(choice(), 0..120));
+    let (mut phases, mut crashed_in) = (Vec::new(), Vec::new());
+    let (mut runs, mut strict, mut rollback_stops) = (0usize, 0usize, 0usize);
+    for _ in 0..2000 {
+        let (target_bad, script) = strategy.new_tree(&mut runner).unwrap().current();
+        let played = play(target_bad, &script).unwrap_or_else(|e| panic!("{e}"));
+        runs += 1;
+        strict += usize::from(!played.old_failed);
+        rollback_stops += played.rollback_stops;
+        for p in played.phases {
+            if !phases.contains(&p) {
+                phases.push(p);
+            }
+        }
+        for p in played.crashed_in {
+            if !crashed_in.contains(&p) {
+                crashed_in.push(p);
+            }
+        }
+    }
+    eprintln!(
+        "runs {runs}, strict end checks {strict}, rollback stops {rollback_stops}, \
+         phases {phases:?}, crashed in {crashed_in:?}"
+    );
+    for p in Phase::ALL {
+        assert!(phases.contains(&p), "never in {p:?}: {phases:?}");
+        assert!(
+            crashed_in.contains(&p),
+            "never crashed in {p:?}: {crashed_in:?}"
+        );
+    }
+    assert!(rollback_stops >= 50, "rollback stops {rollback_stops}");
+    // Half the runs at least keep every end-state check.
+    assert!(strict * 2 >= runs, "strict {strict} of {runs}");
+}
+
+/// The model itself can fail: a rollback stop after a forward stop, with no failure the
+/// world answered since, is caught whatever the machine's `rollback` flag says.
+#[test]
+fn prop_model_catches_a_rollback_stop_without_a_failure() {
+    let mut world = World {
+        running: Run::Running,
+        current: v("3.6.0"),
+        held: true,
+        backup: true,
+        swap_licensed: true,
+        failed_since_stop: false,
+        known_good: BTreeSet::from([v("3.5.16")]),
+        target_bad: false,
+        old_failed: false,
+    };
+    let turn = Turn {
+        phase: Phase::Stopping,
+        from: v("3.5.16"),
+        to: Some(v("3.6.0")),
+        rollback: true,
+        last_error: None,
+        retries: 0,
+        fault: Fault::Version,
+    };
+    assert!(world.perform(&turn, &Effect::StopEtcd, 0).is_err());
+    world.failed_since_stop = true;
+    assert!(world.perform(&turn, &Effect::StopEtcd, 0).is_ok());
 }

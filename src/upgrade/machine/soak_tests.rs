@@ -118,9 +118,8 @@ fn no_soak_while_rolling_back_or_outside_verifying() {
 }
 
 #[test]
-fn soaking_keeps_its_turn_through_a_lost_lease_and_exits_on_shutdown() {
+fn soaking_exits_on_shutdown_and_keeps_its_state_for_recovery() {
     let t = soaking();
-    assert_eq!(step(&t, Event::TurnLost).turn, t);
     let s = step(&t, Event::Shutdown);
     assert_eq!((s.turn, s.effect), (t, Effect::Exit));
 }
@@ -170,4 +169,38 @@ fn a_soak_failure_the_old_version_shares_rejects_nothing() {
         "{effects:?}"
     );
     assert_eq!(t.to, Some(v("3.5.16")), "{t:?}");
+}
+
+/// A lost turn ends the soak without a stop: the verified new version keeps running
+/// (holding), the turn is given back, and the next turn verifies it again, which soaks it
+/// again, before anything else.
+#[test]
+fn a_turn_lost_during_the_soak_holds_the_new_version_and_verifies_it_again_next_turn() {
+    let s = step(&soaking(), Event::TurnLost);
+    assert_eq!(s.turn.phase, Phase::Holding);
+    assert_eq!(s.turn.to, Some(v("3.5.16")));
+    assert!(!s.turn.rollback);
+    assert_eq!(
+        s.effect,
+        Effect::Release {
+            reject: None,
+            refuse: None
+        }
+    );
+    assert!(
+        s.turn
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("soak was cut short")),
+        "{:?}",
+        s.turn
+    );
+    let queued = step(&s.turn, Event::Released);
+    assert!(matches!(queued.effect, Effect::AcquireTurn { .. }));
+    let next = step(&queued.turn, Event::TurnAcquired);
+    assert_eq!(next.effect, Effect::Verify(v("3.5.16")));
+    assert_eq!(next.turn.phase, Phase::Verifying);
+    // The verify hands a soak again (the driver does so for a forward verify).
+    let again = step(&next.turn, Event::SoakFor(Duration::from_secs(30)));
+    assert_eq!(again.effect, Effect::Soak(Duration::from_secs(30)));
 }

@@ -390,6 +390,11 @@ impl Member {
         self.proc = Some(Proc::spawn(&mut cmd, &self.log));
     }
 
+    /// The process, taken (to drop it: its group is killed), whether running or not.
+    pub fn take_proc(&mut self) -> Option<Proc> {
+        self.proc.take()
+    }
+
     /// The running process (etcd or the supervisor).
     pub fn proc(&mut self) -> &mut Proc {
         self.proc.as_mut().expect("member is not running")

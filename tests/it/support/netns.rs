@@ -11,8 +11,9 @@
 //! test's [`Net`] allocation, so parallel tests never share one; all of them are deleted,
 //! and the test thread put back in its own namespace, on drop (after the processes died).
 //!
-//! Namespaces need root. Not root: the fixture says so and the test skips. Root but a
-//! namespace cannot be made: the test fails (CI runs as root and must run these).
+//! Namespaces need root. Not root: the test fails, saying so (a partition test that cannot
+//! run must not pass; CI runs as root and must run these). Root but a namespace cannot be
+//! made: the test fails too.
 
 use std::fs::File;
 use std::io;
@@ -68,13 +69,18 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
-/// True as root; otherwise says that the test is skipped, and why.
-fn root() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    if !root {
-        eprintln!("skipped: network namespaces need root (ip netns); this test runs in CI as root");
-    }
-    root
+/// Fails the test, with the reason, unless running as root.
+fn require_root() {
+    require_root_as(nix::unistd::geteuid().is_root());
+}
+
+/// The guard of [`require_root`], given whether this is root (unit-checked without root).
+pub fn require_root_as(root: bool) {
+    assert!(
+        root,
+        "network namespaces need root (ip netns): this partition test cannot run, so it \
+         fails; run the suite as root (CI does)"
+    );
 }
 
 fn setns(fd: RawFd) -> io::Result<()> {
@@ -116,11 +122,9 @@ fn loopback_only_for_itself(ns: &str) {
 
 impl Hosts {
     /// Makes the hub and `n` member namespaces for the test that owns `tag`, and moves the
-    /// calling thread into the hub. `None` (with a message) when not root.
-    pub fn make(tag: &str, n: usize) -> Option<Hosts> {
-        if !root() {
-            return None;
-        }
+    /// calling thread into the hub. Fails the test when not root.
+    pub fn make(tag: &str, n: usize) -> Hosts {
+        require_root();
         let hub = format!("es{tag}h");
         let names: Vec<String> = (1..=n).map(|i| format!("es{tag}m{i}")).collect();
         for ns in std::iter::once(&hub).chain(&names) {
@@ -173,7 +177,7 @@ impl Hosts {
         let hub_fd = File::open(format!("/run/netns/{hub}")).expect("open the hub namespace");
         setns(hub_fd.as_raw_fd()).expect("enter the hub namespace");
         hosts.home = Some(home);
-        Some(hosts)
+        hosts
     }
 
     /// Member `i`'s address (0-based).
@@ -240,12 +244,10 @@ impl Drop for Hosts {
 }
 
 impl NsCluster {
-    /// Describes `n` members, each in its own namespace (not started). `None` when
-    /// namespaces cannot be made without root (the test then returns early).
-    pub fn new(release: Release, n: usize, mode: Mode) -> Option<NsCluster> {
-        if !root() {
-            return None;
-        }
+    /// Describes `n` members, each in its own namespace (not started). Fails the test when
+    /// not root: namespaces cannot be made, and a partition test that cannot run must fail.
+    pub fn new(release: Release, n: usize, mode: Mode) -> NsCluster {
+        require_root();
         let mut cluster = Cluster::new(release, n, mode);
         // The allocation's second and third octets name this test's namespaces.
         let tag: String = cluster
@@ -256,7 +258,7 @@ impl NsCluster {
             .take(2)
             .collect::<Vec<_>>()
             .join("-");
-        let hosts = Hosts::make(&tag, n)?;
+        let hosts = Hosts::make(&tag, n);
         for (i, m) in cluster.members.iter_mut().enumerate() {
             m.spec.ip = Hosts::member_ip(i);
         }
@@ -269,7 +271,7 @@ impl NsCluster {
         for m in &mut cluster.members {
             m.spec.initial_cluster = initial.clone();
         }
-        Some(NsCluster { cluster, hosts })
+        NsCluster { cluster, hosts }
     }
 
     /// Starts member `i` in its namespace (no wait).

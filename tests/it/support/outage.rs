@@ -9,16 +9,25 @@
 //! health-only dip shorter than [`BLIP`] with the same etcd process throughout (a leader
 //! election while another member stops) is counted as a blip, not an outage, and reported.
 //!
+//! Every stop starts an outage of its own: a live etcd process that disappears (or is
+//! replaced by another between two samples) begins a new outage at that sample, even when
+//! the member was already down (cut off, unhealthy), so a stop that a cut-off member makes
+//! is seen and judged like any other. A start (no process, then one) does not.
+//!
 //! Two figures: every member down at once ([`Report::max_down`], elections included: a
 //! 3.4 member rejoining after a partition, with its raised term and no pre-vote, costs the
 //! others an election), and members stopped or cut off at once ([`Report::max_out`]: what
 //! the supervisors and the test did). What the supervisors must never do is a stop that
-//! begins while another member is down for any reason ([`Report::second_outages`]).
+//! begins while another member is down for any reason ([`Report::second_outages`]), or a
+//! stop by a member not holding the turn ([`Report::stops_without_the_turn`]). Only the
+//! test's own kills ([`Sampler::kills`]: the etcd processes the test killed, or had die
+//! with a supervisor it killed) are excused from these, and only the stop of exactly that
+//! process.
 
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -40,6 +49,16 @@ const CONNECT: Duration = Duration::from_millis(200);
 
 /// A probe's answer bound: a busy but healthy etcd may take a while to answer.
 const ANSWER: Duration = Duration::from_secs(1);
+
+/// The longest gap between two samples of one member that still leaves the sampler
+/// seeing: one sample's longest legitimate duration (a connect at [`CONNECT`], then an
+/// answer at [`ANSWER`]: a single slow probe), the period, and 1 s of scheduling delay on
+/// a loaded 2-core machine. A gap past this is the sampler itself stalled, and a short
+/// outage could hide in it (stops cannot: a changed pid is seen whenever it is sampled).
+pub const MAX_GAP: Duration = CONNECT
+    .saturating_add(ANSWER)
+    .saturating_add(PERIOD)
+    .saturating_add(Duration::from_secs(1));
 
 /// How long before the test's cut an outage may have begun and still be the cut's doing (a
 /// probe under way when the port went down is timed from its start).
@@ -63,7 +82,7 @@ fn healthy(addr: SocketAddr) -> bool {
 
 /// One sample of one member.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
+pub(crate) struct Sample {
     at: Instant,
     pid: Option<i32>,
     healthy: bool,
@@ -80,8 +99,12 @@ pub struct Outage {
     pub until: Instant,
     /// The etcd process was gone at some point (not only unhealthy).
     pub process_gone: bool,
+    /// Began with a stop: a live etcd process disappeared (or was replaced).
+    pub stop: bool,
     /// Began while the test had the member cut off.
     pub partitioned: bool,
+    /// A stop of an etcd process the test killed (or had die with a supervisor it killed).
+    pub killed: bool,
 }
 
 /// The turn's holder at one time.
@@ -122,7 +145,15 @@ pub struct Sampler {
     members: Vec<JoinHandle<Vec<Sample>>>,
     turn: JoinHandle<Vec<TurnSample>>,
     partitions: Partitions,
-    names: Vec<String>,
+    kills: Kills,
+}
+
+/// The etcd processes the test killed: `(member, pid)`.
+pub type Kills = Arc<Mutex<Vec<(usize, i32)>>>;
+
+/// The live etcd process serving `data_dir`, if any: what a test records before a kill.
+pub fn etcd_pid_of(data_dir: &std::path::Path) -> Option<i32> {
+    etcd_pid(&data_dir.display().to_string(), None)
 }
 
 /// The live etcd process serving `data_dir`, if any (not a zombie, not the rehearsal's).
@@ -272,12 +303,15 @@ impl Sampler {
             members,
             turn,
             partitions,
-            names: cluster
-                .members
-                .iter()
-                .map(|m| m.spec.name.clone())
-                .collect(),
+            kills: Kills::default(),
         }
+    }
+
+    /// Where the test records its own kills: `(member, pid)` of each etcd process it
+    /// killed, or had die with a supervisor it killed. That process's stop is the test's
+    /// doing, not a supervisor's; every other stop is judged.
+    pub fn kills(&self) -> Kills {
+        self.kills.clone()
     }
 
     /// Stops sampling and sums up.
@@ -291,6 +325,24 @@ impl Sampler {
             .collect();
         let turn = self.turn.join().expect("turn sampler");
         let partitions = self.partitions.lock().unwrap().clone();
+        let kills = self.kills.lock().unwrap().clone();
+        summarize(&per_member, turn, &partitions, &kills, end)
+    }
+}
+
+/// Test windows: `(member, from, until)`.
+type Windows = [(usize, Instant, Option<Instant>)];
+
+/// Sums up the samples of each member (a pure function of what was sampled, so its
+/// rules are unit-checked on made-up samples).
+fn summarize(
+    per_member: &[Vec<Sample>],
+    turn: Vec<TurnSample>,
+    partitions: &Windows,
+    kills: &[(usize, i32)],
+    end: Instant,
+) -> Report {
+    {
         let cut_off = |i: usize, t: Instant| {
             partitions.iter().any(|&(m, from, until)| {
                 m == i && from <= t + CUT_SLACK && until.is_none_or(|u| t <= u)
@@ -307,33 +359,77 @@ impl Sampler {
             for w in s.windows(2) {
                 longest_gap = longest_gap.max(w[1].at - w[0].at);
             }
-            let mut open: Option<(Instant, bool, Option<i32>, bool)> = None;
+            let mut open: Option<Open> = None;
+            // The etcd process last seen alive: its disappearance is a stop.
+            let mut live: Option<i32> = None;
+            let mut before: Option<Instant> = None;
             for x in s {
                 if let Some(p) = x.pid {
                     if seen.last() != Some(&p) {
                         seen.push(p);
                     }
                 }
-                let up = x.healthy;
-                match (&mut open, up) {
+                let stopped = live.is_some() && x.pid != live;
+                let by_test = live.is_some_and(|p| kills.contains(&(i, p)));
+                live = x.pid;
+                if stopped {
+                    // A down spell of the same process shorter than a blip is the stop's
+                    // own beginning (SIGTERM, then the process goes); a longer one (cut
+                    // off, unhealthy) is an outage of its own, and the stop starts anew.
+                    let merge = open.as_ref().is_some_and(|o| x.at - o.from < BLIP);
+                    match open.take() {
+                        Some(mut o) if merge => {
+                            o.gone = true;
+                            o.stop = true;
+                            o.killed = by_test;
+                            open = Some(o);
+                        }
+                        other => {
+                            if let Some(o) = other {
+                                o.close(&mut outages, &mut blips, i, x.at);
+                            }
+                            open = Some(Open {
+                                from: x.at,
+                                gone: true,
+                                stop: true,
+                                partitioned: cut_off(i, x.at),
+                                killed: by_test,
+                            });
+                        }
+                    }
+                    if x.healthy {
+                        // Replaced and healthy within one period: a stop all the same.
+                        let from = before.unwrap_or(x.at);
+                        if let Some(mut o) = open.take() {
+                            o.from = o.from.min(from);
+                            o.close(&mut outages, &mut blips, i, x.at);
+                        }
+                    }
+                    before = Some(x.at);
+                    continue;
+                }
+                before = Some(x.at);
+                match (&mut open, x.healthy) {
                     (None, false) => {
-                        let pid_first = x.pid;
-                        open = Some((x.at, x.pid.is_none(), pid_first, cut_off(i, x.at)));
+                        open = Some(Open {
+                            from: x.at,
+                            gone: x.pid.is_none(),
+                            stop: false,
+                            partitioned: cut_off(i, x.at),
+                            killed: false,
+                        });
                     }
-                    (Some(o), false) => {
-                        o.1 |= x.pid.is_none() || x.pid != o.2;
-                    }
-                    (Some(o), true) => {
-                        let (from, gone, _, partitioned) = *o;
-                        let gone = gone || Some(x.pid) != Some(o.2);
-                        close(&mut outages, &mut blips, i, from, x.at, gone, partitioned);
-                        open = None;
+                    (Some(o), false) => o.gone |= x.pid.is_none(),
+                    (Some(_), true) => {
+                        if let Some(o) = open.take() {
+                            o.close(&mut outages, &mut blips, i, x.at);
+                        }
                     }
                     (None, true) => {}
                 }
             }
-            if let Some((from, gone, _, partitioned)) = open {
-                close(&mut outages, &mut blips, i, from, end, gone, partitioned);
+            if let Some(o) = open {
+                o.close(&mut outages, &mut blips, i, end);
             }
             pids.push(seen);
         }
@@ -353,7 +449,6 @@ impl Sampler {
         };
         let max_down = at_once(&|_| true);
         let max_out = at_once(&|o| o.process_gone || o.partitioned);
-        let _ = &self.names;
         Report {
             outages,
             blips,
@@ -367,42 +462,56 @@ impl Sampler {
     }
 }
 
-fn close(
-    outages: &mut Vec<Outage>,
-    blips: &mut (usize, Duration),
-    member: usize,
+/// An outage under way while summing up.
+struct Open {
     from: Instant,
-    until: Instant,
-    process_gone: bool,
+    gone: bool,
+    stop: bool,
     partitioned: bool,
-) {
-    if !process_gone && !partitioned && until - from < BLIP {
-        blips.0 += 1;
-        blips.1 = blips.1.max(until - from);
-        return;
+    killed: bool,
+}
+
+impl Open {
+    /// Ends the outage at `until`: an outage, or a blip when it is a short health-only dip.
+    fn close(
+        self,
+        outages: &mut Vec<Outage>,
+        blips: &mut (usize, Duration),
+        member: usize,
+        until: Instant,
+    ) {
+        if !self.gone && !self.partitioned && until - self.from < BLIP {
+            blips.0 += 1;
+            blips.1 = blips.1.max(until - self.from);
+            return;
+        }
+        outages.push(Outage {
+            member,
+            from: self.from,
+            until,
+            process_gone: self.gone,
+            stop: self.stop,
+            partitioned: self.partitioned,
+            killed: self.killed,
+        });
     }
-    outages.push(Outage {
-        member,
-        from,
-        until,
-        process_gone,
-        partitioned,
-    });
 }
 
 /// How long before a stop is seen another member's health drop counts as caused by it.
 const STOP_LEAD: Duration = Duration::from_millis(300);
 
 impl Report {
-    /// Stops (etcd gone, not the test's cut) that began while another member was already
-    /// down for any reason: what the supervisors must never do.
+    /// The supervisors' stops: every stop but the test's own kills (a cut-off member's
+    /// stops included).
+    pub fn supervisor_stops(&self) -> impl Iterator<Item = &Outage> {
+        self.outages.iter().filter(|o| o.stop && !o.killed)
+    }
+
+    /// Stops (not the test's kills) that began while another member was already down for
+    /// any reason: what the supervisors must never do.
     pub fn second_outages(&self) -> Vec<(Outage, Outage)> {
         let mut out = Vec::new();
-        for o in self
-            .outages
-            .iter()
-            .filter(|o| o.process_gone && !o.partitioned)
-        {
+        for o in self.supervisor_stops() {
             if let Some(other) = self.outages.iter().find(|p| {
                 // A member that turned unhealthy just before the stop was seen is the
                 // stop's own doing: a stopping leader leaves the others without one
@@ -418,6 +527,14 @@ impl Report {
         out
     }
 
+    /// Member `i`'s stops (the supervisors' and the test's), in order.
+    pub fn stops_of(&self, i: usize) -> Vec<&Outage> {
+        self.outages
+            .iter()
+            .filter(|o| o.member == i && o.stop)
+            .collect()
+    }
+
     /// Member names that held the turn, in order (consecutive repeats collapsed).
     pub fn holders(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
@@ -431,15 +548,11 @@ impl Report {
         out
     }
 
-    /// Each etcd process exit (a stop) whose member did not hold the turn at the last
-    /// sample before it: `(member, holder then)`.
+    /// Each stop (not the test's kills; a cut-off member's included) whose member did not
+    /// hold the turn at the last sample before it: `(member, holder then)`.
     pub fn stops_without_the_turn(&self, names: &[String]) -> Vec<(String, Option<String>)> {
         let mut out = Vec::new();
-        for o in self
-            .outages
-            .iter()
-            .filter(|o| o.process_gone && !o.partitioned)
-        {
+        for o in self.supervisor_stops() {
             let before = self.turn.iter().rev().find(|s| s.at <= o.from);
             let holder = before.and_then(|s| s.holder.clone());
             if holder.as_deref() != Some(names[o.member].as_str()) {
@@ -460,12 +573,16 @@ impl Report {
                     o.member + 1,
                     (o.from - start).as_secs_f64(),
                     (o.until - start).as_secs_f64(),
-                    if o.process_gone {
-                        "stopped"
-                    } else {
-                        "unhealthy"
+                    match (o.stop, o.process_gone) {
+                        (true, _) => "stopped",
+                        (false, true) => "down",
+                        (false, false) => "unhealthy",
                     },
-                    if o.partitioned { ", cut off" } else { "" }
+                    match (o.partitioned, o.killed) {
+                        (true, _) => ", cut off",
+                        (false, true) => ", killed by the test",
+                        (false, false) => "",
+                    }
                 )
             })
             .collect();
@@ -480,5 +597,80 @@ impl Report {
             self.longest_gap,
             self.holders()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Samples of one member every period from `t0`: `(pid, healthy)` each.
+    fn member(t0: Instant, seq: &[(Option<i32>, bool)]) -> Vec<Sample> {
+        seq.iter()
+            .enumerate()
+            .map(|(k, &(pid, healthy))| Sample {
+                at: t0 + PERIOD * k as u32,
+                pid,
+                healthy,
+            })
+            .collect()
+    }
+
+    fn holder(t0: Instant, name: &str) -> Vec<TurnSample> {
+        vec![TurnSample {
+            at: t0,
+            holder: Some(name.into()),
+            keys: 1,
+        }]
+    }
+
+    /// m1 cut off for 2 s (its etcd unhealthy), and stopped 1.5 s into the cut while m2
+    /// holds the turn: the stop is an outage of its own, judged against the holder.
+    #[test]
+    fn sampler_judges_a_cut_off_members_stop_against_the_turn() {
+        let t0 = Instant::now();
+        let mut m1 = vec![(Some(10), true); 10];
+        m1.extend(vec![(Some(10), false); 30]);
+        m1.extend(vec![(None, false); 10]);
+        m1.extend(vec![(Some(11), true); 10]);
+        let up = vec![(Some(20), true); 60];
+        let per_member = vec![member(t0, &m1), member(t0, &up), member(t0, &up)];
+        let cut = [(0, t0 + PERIOD * 10, Some(t0 + PERIOD * 50))];
+        let end = t0 + PERIOD * 60;
+        let report = summarize(&per_member, holder(t0, "m2"), &cut, &[], end);
+        let names: Vec<String> = ["m1", "m2", "m3"].map(String::from).to_vec();
+        let stops: Vec<&Outage> = report.supervisor_stops().collect();
+        assert_eq!(stops.len(), 1, "{:?}", report.outages);
+        assert_eq!(stops[0].from, t0 + PERIOD * 40);
+        assert!(stops[0].partitioned);
+        assert_eq!(
+            report.stops_without_the_turn(&names),
+            [("m1".to_owned(), Some("m2".to_owned()))]
+        );
+        assert_eq!(report.pids[0], [10, 11]);
+        // The same stop of a process the test killed is the test's doing.
+        let kill = [(0, 10)];
+        let report = summarize(&per_member, holder(t0, "m2"), &cut, &kill, end);
+        assert_eq!(report.stops_without_the_turn(&names), []);
+    }
+
+    /// A stop while another member is cut off is a second outage, and a process replaced
+    /// between two samples (no gap seen) is a stop all the same.
+    #[test]
+    fn sampler_sees_every_pid_change_as_a_stop() {
+        let t0 = Instant::now();
+        let mut m1 = vec![(Some(10), true); 20];
+        m1.extend(vec![(Some(12), true); 20]);
+        let mut m2 = vec![(Some(20), true); 10];
+        m2.extend(vec![(Some(20), false); 25]);
+        m2.extend(vec![(Some(20), true); 5]);
+        let up = vec![(Some(30), true); 40];
+        let per_member = vec![member(t0, &m1), member(t0, &m2), member(t0, &up)];
+        let cut = [(1, t0 + PERIOD * 10, Some(t0 + PERIOD * 35))];
+        let report = summarize(&per_member, holder(t0, "m1"), &cut, &[], t0 + PERIOD * 40);
+        assert_eq!(report.supervisor_stops().count(), 1, "{:?}", report.outages);
+        let second = report.second_outages();
+        assert_eq!(second.len(), 1, "{:?}", report.outages);
+        assert_eq!((second[0].0.member, second[0].1.member), (0, 1));
     }
 }
