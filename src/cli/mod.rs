@@ -119,10 +119,10 @@ pub struct PlanArgs {
     #[arg(long)]
     pub target: Option<String>,
 
-    /// Prefix of the supervisor's keys in etcd. Default: the running daemon's, else
-    /// `/etcd-supervisor/`.
-    #[arg(long, env = "ETCD_SUPERVISOR_KEY_PREFIX")]
-    pub key_prefix: Option<String>,
+    /// Prefix of the supervisor's keys in etcd; left at its default, the running daemon's
+    /// own is used.
+    #[command(flatten)]
+    pub prefix: KeyPrefixArg,
 
     #[command(flatten)]
     pub policy: PolicyArgs,

@@ -62,8 +62,12 @@ pub async fn command(args: &PlanArgs) -> Outcome {
         |r| Some(r.member.clone()),
         "default".to_owned(),
     );
+    // One default per option (packaging's default config lists it): a prefix left at the
+    // default counts as not given, as in `status`.
+    let given_prefix = (args.prefix.key_prefix != crate::config::DEFAULT_KEY_PREFIX)
+        .then(|| args.prefix.key_prefix.clone());
     let key_prefix = daemon.pick(
-        args.key_prefix.clone(),
+        given_prefix,
         |r| Some(r.key_prefix.clone()),
         crate::config::DEFAULT_KEY_PREFIX.to_owned(),
     );
