@@ -294,7 +294,7 @@ fn time_one_stop(cluster: &mut Cluster, i: usize) -> StopTimes {
 }
 
 /// The index of the leader, by the members' own status.
-fn leader(cluster: &Cluster) -> usize {
+pub fn leader(cluster: &Cluster) -> usize {
     wait_for(Duration::from_secs(20), || {
         cluster.client_urls().iter().position(|u| {
             status(u).is_some_and(|s| {
