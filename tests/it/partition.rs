@@ -138,7 +138,9 @@ fn paused_in(state: &str, pause: &str) -> Run {
     let sampler = Sampler::start(&ns.cluster, ns.hosts.partitions.clone());
     let writer = Writer::start(ns.cluster.client_urls(), "partition");
     stage(&ns.cluster, 0, &Release::V3_5.etcd());
-    wait_for(Duration::from_secs(60), || {
+    // Staging includes the vetting and the dress rehearsal (on by default with the
+    // companions beside the binaries): generous on a loaded 2-core machine.
+    wait_for(Duration::from_secs(180), || {
         (progress_state(&ns, "m1").as_deref() == Some(state)).then_some(())
     })
     .unwrap_or_else(|_| panic!("m1 never reached {state}\n{}", ns.cluster.logs()));
