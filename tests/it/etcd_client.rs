@@ -1057,6 +1057,22 @@ macro_rules! per_release {
                 }
             )*
         }
+        mod v3_6 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Release::V3_6).await;
+                }
+            )*
+        }
+        mod v3_7 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::Release::V3_7).await;
+                }
+            )*
+        }
     };
 }
 
