@@ -117,9 +117,11 @@ impl Client {
         let (tx, rx) = mpsc::channel::<(u64, Vec<u8>, String)>(CHANNEL);
         let writer = tokio::task::spawn_blocking(move || write(temp, rx));
         let received = async {
+            let mut any = false;
             loop {
                 match stream.message().await {
                     Ok(Some(chunk)) => {
+                        any = true;
                         let item = (
                             chunk.remaining_bytes(),
                             chunk.blob().to_vec(),
@@ -133,6 +135,8 @@ impl Client {
                     Ok(None) => return Ok(()),
                     Err(err) => {
                         return Err(match convert(endpoint, err) {
+                            // etcd refused the call (auth) before sending anything: its answer.
+                            Fail::Answer(err) if !any => err,
                             // etcd ended the stream with an error status.
                             Fail::Answer(EtcdError::Api { code, message, .. }) => {
                                 EtcdError::Snapshot {
