@@ -309,7 +309,7 @@ impl Client {
         let left = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, op(rpc)).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(convert(endpoint, err)),
+            Ok(Err(err)) => Err(tls_hint(convert(endpoint, err))),
             Err(_) => Err(Fail::TimedOut),
         }
     }
@@ -485,6 +485,35 @@ pub(crate) fn convert(endpoint: &str, err: etcd_client::Error) -> Fail {
             message: "etcd returned a token that is not valid metadata".to_owned(),
         }),
         other => Fail::Broken(grpc(other.to_string())),
+    }
+}
+
+/// A TLS member that drops the connection right after the handshake (TLS 1.3 sends the
+/// refusal of a missing client certificate only then, and HTTP/2 sees a broken pipe first):
+/// says so, so that the message points at the certificate.
+fn tls_hint(fail: Fail) -> Fail {
+    let hint = |err: EtcdError| {
+        match err {
+        EtcdError::Grpc { endpoint, reason }
+            if endpoint.starts_with("https://")
+                && ["broken pipe", "connection reset", "stream closed"]
+                    .iter()
+                    .any(|n| reason.contains(n)) =>
+        {
+            EtcdError::Grpc {
+                endpoint,
+                reason: format!(
+                    "{reason} (the member closed the TLS connection: does it require a client certificate, --cert and --key?)"
+                ),
+            }
+        }
+        other => other,
+    }
+    };
+    match fail {
+        Fail::NotSent(err) => Fail::NotSent(hint(err)),
+        Fail::Broken(err) => Fail::Broken(hint(err)),
+        other => other,
     }
 }
 

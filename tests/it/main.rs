@@ -12,6 +12,7 @@ mod demo;
 mod etcd_client;
 mod fast_stop;
 mod faults;
+mod gateway_off;
 mod grpc_snapshot;
 mod leader_last;
 mod metrics;
