@@ -9,7 +9,8 @@
 //!   messages into this module's plain types: `kv` (range, put, delete, txn), `lease`
 //!   (with the keepalive stream), `lock` (raw lock/unlock), `cluster` (member list, endpoint
 //!   discovery), `maintenance` (status, alarms, leader, transfer-leadership, HashKV,
-//!   downgrade; /health and /version over plain HTTP), `auth` (is auth on?),
+//!   downgrade; /health and /version over plain HTTP), `watch` (changes under a prefix,
+//!   resumed across members), `auth` (is auth on?),
 //!   `snapshot` (streamed to a verified file; `snapshot_check` checks the chunks).
 //!
 //! Only `/health`, `/version` (and the supervisor's own `/metrics`) use HTTP: etcd serves
@@ -44,6 +45,7 @@ pub mod maintenance;
 pub mod snapshot;
 pub mod snapshot_check;
 pub mod transport;
+pub mod watch;
 
 pub use client::{Client, ClientConfig, Credentials};
 pub use cluster::{Member, MemberList};
@@ -60,3 +62,4 @@ pub use maintenance::{
 };
 pub use snapshot::SnapshotInfo;
 pub use snapshot_check::{SnapshotDigest, SnapshotError};
+pub use watch::{Watch, WatchEvent, WatchEventKind};
