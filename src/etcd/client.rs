@@ -28,7 +28,6 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::error::{code, describe_transport, EtcdError};
-use super::lease::KeepAlive;
 use super::transport::{build_http, grpc_channel, grpc_tls, normalize_endpoint};
 pub use super::transport::{ClientConfig, Credentials};
 
@@ -88,6 +87,32 @@ struct Inner {
     rpcs: Mutex<HashMap<(String, bool), Rpc>>,
     /// The open keepalive stream of each lease kept alive through this client.
     keepalives: tokio::sync::Mutex<HashMap<i64, KeepAlive>>,
+}
+
+/// An open keepalive stream of one lease.
+pub(crate) struct KeepAlive {
+    keeper: etcd_client::LeaseKeeper,
+    stream: etcd_client::LeaseKeepAliveStream,
+}
+
+impl KeepAlive {
+    pub(crate) fn new(
+        keeper: etcd_client::LeaseKeeper,
+        stream: etcd_client::LeaseKeepAliveStream,
+    ) -> Self {
+        Self { keeper, stream }
+    }
+
+    /// One renewal on the stream: `Some(ttl)`, `None` when the lease is gone.
+    pub(crate) async fn renew(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+        self.keeper.keep_alive().await?;
+        match self.stream.message().await? {
+            Some(resp) => Ok((resp.ttl() > 0).then_some(resp.ttl())),
+            None => Err(etcd_client::Error::LeaseKeepAliveError(
+                "etcd closed the keepalive stream".to_owned(),
+            )),
+        }
+    }
 }
 
 /// An attempt on one endpoint that failed, and what that allows.

@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
-use etcd_client::{LeaseGrantOptions, LeaseKeepAliveStream, LeaseKeeper, LeaseTimeToLiveOptions};
+use etcd_client::{LeaseGrantOptions, LeaseTimeToLiveOptions};
 
-use super::client::{Client, Retry};
+use super::client::{Client, KeepAlive, Retry};
 use super::error::EtcdError;
 use super::kv::{header, ResponseHeader};
 
@@ -38,25 +38,6 @@ pub struct LeaseTimeToLive {
     pub granted_ttl: i64,
     /// Keys attached to it (when asked for).
     pub keys: Vec<Vec<u8>>,
-}
-
-/// An open keepalive stream of one lease.
-pub(crate) struct KeepAlive {
-    keeper: LeaseKeeper,
-    stream: LeaseKeepAliveStream,
-}
-
-impl KeepAlive {
-    /// One renewal on the stream: `Some(ttl)`, `None` when the lease is gone.
-    async fn renew(&mut self) -> Result<Option<i64>, etcd_client::Error> {
-        self.keeper.keep_alive().await?;
-        match self.stream.message().await? {
-            Some(resp) => Ok((resp.ttl() > 0).then_some(resp.ttl())),
-            None => Err(etcd_client::Error::LeaseKeepAliveError(
-                "etcd closed the keepalive stream".to_owned(),
-            )),
-        }
-    }
 }
 
 impl Client {
@@ -136,7 +117,7 @@ impl Client {
                         Err(err) => return Err(err),
                     };
                     // Opening consumed the first answer; one more renewal says the TTL.
-                    let mut open = KeepAlive { keeper, stream };
+                    let mut open = KeepAlive::new(keeper, stream);
                     let ttl = open.renew().await?;
                     Ok(ttl.map(|ttl| (open, ttl)))
                 },
