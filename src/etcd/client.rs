@@ -521,9 +521,9 @@ fn tls_hint(fail: Fail) -> Fail {
         match err {
         EtcdError::Grpc { endpoint, reason }
             if endpoint.starts_with("https://")
-                && ["broken pipe", "connection reset", "stream closed"]
+                && ["broken pipe", "connection reset", "closed", "eof"]
                     .iter()
-                    .any(|n| reason.contains(n)) =>
+                    .any(|n| reason.to_lowercase().contains(n)) =>
         {
             EtcdError::Grpc {
                 endpoint,
