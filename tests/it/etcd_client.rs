@@ -1162,3 +1162,27 @@ per_release!(
     auth_tokens_are_fetched_and_refreshed,
     tls_with_client_certificates,
 );
+
+/// Downgrade over gRPC on a real 3.6 member: `validate` answers the cluster version and
+/// changes nothing; status carries the downgrade info from 3.6 on and none before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_validate_and_downgrade_info() {
+    use etcd_supervisor::etcd::DowngradeAction;
+    let cluster = Cluster::start(Release::V3_6, 1);
+    let c = client(cluster.client_urls());
+    let version = c
+        .downgrade(DowngradeAction::Validate, "3.5")
+        .await
+        .expect("validate");
+    assert!(version.starts_with("3.6"), "{version}");
+    let status = c.status().await.expect("status");
+    let info = status
+        .downgrade
+        .clone()
+        .expect("3.6 reports downgrade info");
+    assert!(!info.enabled, "{info:?}");
+    assert!(!status.storage_version.is_empty(), "{status:?}");
+    let old = Cluster::start(Release::V3_5Newest, 1);
+    let status = client(old.client_urls()).status().await.expect("status");
+    assert_eq!(status.downgrade, None);
+}
