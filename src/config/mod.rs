@@ -12,7 +12,7 @@ pub mod member;
 pub mod record;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::backup::BackupMode;
@@ -105,6 +105,26 @@ pub enum ConfigError {
     /// The state dir's daemon record cannot be read.
     #[error("{0}; move the file aside (the daemon writes it again when it starts)")]
     BadRecord(String),
+    /// A cold data-dir copy would leave out a WAL kept outside the data dir.
+    #[error("--backup {mode} copies the data dir {data_dir} while etcd is stopped, but this member keeps its WAL outside it, in {wal_dir} (wal-dir): such a copy could not be restored. Use --backup snapshot (the snapshot holds everything a restore needs), or keep the WAL inside the data dir")]
+    ColdCopyWithoutWal {
+        /// The backup mode asked for.
+        mode: BackupMode,
+        /// The member's data dir.
+        data_dir: PathBuf,
+        /// Its WAL dir, outside the data dir.
+        wal_dir: PathBuf,
+    },
+}
+
+/// The WAL dir a cold copy of `data_dir` would leave out: `wal_dir` when `mode` copies the
+/// data dir and the WAL is kept outside it.
+pub fn wal_outside_cold_copy<'a>(
+    mode: BackupMode,
+    data_dir: &Path,
+    wal_dir: Option<&'a Path>,
+) -> Option<&'a Path> {
+    wal_dir.filter(|w| crate::backup::meta::has_data_dir(mode) && !w.starts_with(data_dir))
 }
 
 /// Settings of `etcd-supervisor run`, validated.
@@ -213,6 +233,15 @@ impl RunSettings {
             record::DaemonRecord::load(&args.state.state_dir).map_err(ConfigError::BadRecord)?
         {
             record::check_agrees(&previous, &member, &args.state.state_dir)?;
+        }
+        if let Some(wal_dir) =
+            wal_outside_cold_copy(args.backup, &member.data_dir, member.wal_dir.as_deref())
+        {
+            return Err(ConfigError::ColdCopyWithoutWal {
+                mode: args.backup,
+                data_dir: member.data_dir.clone(),
+                wal_dir: wal_dir.to_path_buf(),
+            });
         }
         let mut etcd_args = args.etcd_args.clone();
         if member.data_dir_added {
@@ -341,6 +370,31 @@ impl EtcdFlags {
             }
         }
         Self { values }
+    }
+}
+
+#[cfg(test)]
+mod wal_tests {
+    use super::*;
+
+    #[test]
+    fn a_cold_copy_refuses_a_wal_outside_the_data_dir() {
+        let data = Path::new("/var/lib/etcd/m1");
+        let outside = Path::new("/srv/wal");
+        let inside = Path::new("/var/lib/etcd/m1/wal2");
+        for mode in [BackupMode::DataDir, BackupMode::Both] {
+            assert_eq!(
+                wal_outside_cold_copy(mode, data, Some(outside)),
+                Some(outside)
+            );
+            assert_eq!(wal_outside_cold_copy(mode, data, Some(inside)), None);
+            assert_eq!(wal_outside_cold_copy(mode, data, None), None);
+        }
+        // A snapshot holds everything: where the WAL lives does not matter.
+        assert_eq!(
+            wal_outside_cold_copy(BackupMode::Snapshot, data, Some(outside)),
+            None
+        );
     }
 }
 

@@ -36,7 +36,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use tokio::sync::oneshot;
@@ -361,8 +361,10 @@ fn kill_in_exec_window(etcd: Option<&HandedEtcd>) {
     );
     let pid = nix::unistd::Pid::from_raw(etcd.pid as i32);
     let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && handover::proc_stat(etcd.pid).is_ok_and(|s| s.state != 'Z') {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline
+        && handover::proc_stat(etcd.pid).is_ok_and(|s| s.state != 'Z')
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
 }

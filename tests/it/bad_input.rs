@@ -160,3 +160,32 @@ fn etcd_that_fails_at_startup_fails_the_supervisor_with_its_code() {
         .unwrap();
     assert_fails(&out, 2, "exited before it ever became healthy");
 }
+
+#[test]
+fn a_cold_copy_with_the_wal_outside_the_data_dir_is_refused_before_etcd_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let data = dir.path().join("m1.etcd");
+    let wal = dir.path().join("wal");
+    let out = run_supervisor(&[
+        "run",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--etcd-binary",
+        Release::V3_5.etcd().to_str().unwrap(),
+        "--backup",
+        "both",
+        "--",
+        "--name=m1",
+        &format!("--data-dir={}", data.display()),
+        &format!("--wal-dir={}", wal.display()),
+    ]);
+    assert_fails(&out, 2, "such a copy could not be restored");
+    assert!(
+        stderr(&out).contains("--backup snapshot"),
+        "{}",
+        stderr(&out)
+    );
+    no_versions(&state);
+    assert!(!data.exists(), "etcd was started");
+}
