@@ -5,17 +5,17 @@
 //! into place only when the stream checked out; on any error, timeout or cancellation, the
 //! temporary file is removed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
 use super::client::{decode_body, Client, Shape};
 use super::error::EtcdError;
-use super::grpc::snapshot::log_fallback;
 pub use super::snapshot_check::{SnapshotInfo, SnapshotVia};
 use super::snapshot_decode::SnapshotStream;
 use super::wire;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 impl Client {
     /// Streams a snapshot from the first endpoint that answers (the one that answered last
@@ -109,7 +109,7 @@ impl Client {
 
         let mut response = self.open_snapshot(endpoint, path, timeout).await?;
 
-        let (dir, temp) = super::grpc::snapshot::temp_file(dest)?;
+        let (dir, temp) = temp_file(dest)?;
         let (std_file, temp_path) = temp.into_parts();
         let mut file = tokio::fs::File::from_std(std_file);
         let transport = |source| EtcdError::Transport {
@@ -207,6 +207,53 @@ fn moves_on(err: &EtcdError) -> bool {
         EtcdError::Grpc { source, .. } => source.is_connect(),
         other => other.is_unavailable(),
     }
+}
+
+/// Set once the fallback was logged at warn; later ones go to debug.
+static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Logs that a snapshot takes the gateway because gRPC is not reachable: once per process
+/// at warn (the setting will not change by itself), at debug after that.
+pub(crate) fn log_fallback(endpoint: &str, reason: &str) {
+    if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            endpoint,
+            reason,
+            "snapshot: gRPC not reachable, taking the HTTP/JSON gateway (about 2x slower); logged once"
+        );
+    } else {
+        tracing::debug!(
+            endpoint,
+            reason,
+            "snapshot: gRPC not reachable, taking the gateway"
+        );
+    }
+}
+
+/// A new temporary file beside `dest`, and `dest`'s directory.
+pub(crate) fn temp_file(dest: &Path) -> Result<(PathBuf, tempfile::NamedTempFile), EtcdError> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| EtcdError::Io {
+            action: "write a snapshot to",
+            path: dest.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
+        })?;
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".part")
+        .tempfile_in(&dir)
+        .map_err(|source| EtcdError::Io {
+            action: "create a temporary file in",
+            path: dir.clone(),
+            source,
+        })?;
+    Ok((dir, temp))
 }
 
 #[cfg(test)]

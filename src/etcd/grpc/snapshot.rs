@@ -14,8 +14,7 @@
 //! file is removed (the writer owns it, and dropping its result removes it).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -171,26 +170,7 @@ impl From<EtcdError> for Failure {
     }
 }
 
-/// Set once the fallback was logged at warn; later ones go to debug.
-static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
-
-/// Logs that a snapshot takes the gateway because gRPC is not reachable: once per process
-/// at warn (the setting will not change by itself), at debug after that.
-pub(crate) fn log_fallback(endpoint: &str, reason: &str) {
-    if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            endpoint,
-            reason,
-            "snapshot: gRPC not reachable, taking the HTTP/JSON gateway (about 2x slower); logged once"
-        );
-    } else {
-        tracing::debug!(
-            endpoint,
-            reason,
-            "snapshot: gRPC not reachable, taking the gateway"
-        );
-    }
-}
+use super::super::snapshot::temp_file;
 
 impl Client {
     /// Streams a snapshot of the member at `endpoint` into `dest` over gRPC only (no
@@ -387,32 +367,6 @@ fn write(
     let digest = stream.finish().map_err(WriteError::Stream)?;
     file.sync_all().map_err(WriteError::Io)?;
     Ok((path, digest, version))
-}
-
-/// A new temporary file beside `dest`, and `dest`'s directory.
-pub(crate) fn temp_file(dest: &Path) -> Result<(PathBuf, tempfile::NamedTempFile), EtcdError> {
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| EtcdError::Io {
-            action: "write a snapshot to",
-            path: dest.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
-        })?;
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|source| EtcdError::Io {
-            action: "create a temporary file in",
-            path: dir.clone(),
-            source,
-        })?;
-    Ok((dir, temp))
 }
 
 /// Renames the finished file over `dest` and makes the rename durable.
