@@ -331,7 +331,12 @@ const WINDOW_LEAD: Duration = Duration::from_secs(50);
 
 #[test]
 fn a_closed_window_holds_a_staged_cluster_until_it_opens() {
-    let opens = SystemTime::now() + WINDOW_LEAD;
+    // A whole second: the window's cron spec has no finer grain, so a fractional `opens`
+    // would open the window up to a second before the test's idea of it.
+    let lead = (SystemTime::now() + WINDOW_LEAD)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let opens = SystemTime::UNIX_EPOCH + Duration::from_secs(lead.as_secs() + 1);
     let spec = window_at(opens);
     let cluster = start(&["--window", &spec]);
     let sampler = Sampler::start(&cluster, Default::default());

@@ -92,7 +92,14 @@ where
             "{} {why}\n",
             humantime::format_rfc3339_seconds(SystemTime::now())
         );
-        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, text)) {
+        // Whole or absent: an operator (or a test) reading it mid-write sees no half reason.
+        let written = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::durable::replace_atomically(&path, text.as_bytes())
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "could not write the reason file");
         }
     }
