@@ -42,7 +42,7 @@ pub async fn command(args: &crate::cli::StatusArgs) -> Outcome {
         .await
         .ok()
         .flatten();
-    let downgrade = super::downgrade::progress_line(&client, &args.prefix.key_prefix, &view).await;
+    let downgrade = super::downgrade::progress_line(&client, &key_prefix, &view).await;
     if args.json {
         let json = serde_json::to_value(&view).map(|mut v| {
             v["inconsistency"] = inconsistency.clone().into();

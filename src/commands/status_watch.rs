@@ -7,7 +7,8 @@
 //!
 //! A frame: the cluster line, one row per member (version, health, role, its supervisor's
 //! phase and how long it has been in it, the staged version, applied index), the upgrade
-//! turn's holder and queue, rejected versions, the members' last problems and alarms.
+//! turn's holder and queue, rejected versions, the members' last problems and alarms, and
+//! a downgrade under way (the same line `status` prints).
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
@@ -55,24 +56,28 @@ pub async fn run(client: &Client, key_prefix: &str, interval: Duration) -> Outco
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_key: Option<String> = None;
     let outcome = loop {
-        let view = tokio::select! {
+        let (view, downgrade) = tokio::select! {
             _ = &mut stop => break Outcome::Success,
-            view = async {
+            seen = async {
                 ticker.tick().await;
-                gather(client, key_prefix).await
-            } => view,
+                let view = gather(client, key_prefix).await;
+                let downgrade = super::downgrade::progress_line(client, key_prefix, &view).await;
+                (view, downgrade)
+            } => seen,
         };
         let now = SystemTime::now();
+        let downgrade = downgrade.as_deref();
         let written = if tty {
-            let frame = render_frame(&view, now, interval).replace('\n', &format!("{CLEAR_EOL}\n"));
+            let frame = render_frame(&view, downgrade, now, interval)
+                .replace('\n', &format!("{CLEAR_EOL}\n"));
             write!(out, "{HOME}{frame}{CLEAR_BELOW}")
         } else {
-            let key = render_table(&view, None);
+            let key = with_downgrade(render_table(&view, None), downgrade);
             if last_key.as_ref() == Some(&key) {
                 Ok(())
             } else {
                 last_key = Some(key);
-                writeln!(out, "{}", render_frame(&view, now, interval))
+                writeln!(out, "{}", render_frame(&view, downgrade, now, interval))
             }
         };
         if written.and_then(|()| out.flush()).is_err() {
@@ -87,14 +92,29 @@ pub async fn run(client: &Client, key_prefix: &str, interval: Duration) -> Outco
     outcome
 }
 
-/// A whole frame: a header with the time, then [`render_table`] with ages.
-pub fn render_frame(view: &ClusterView, now: SystemTime, interval: Duration) -> String {
+/// A whole frame: a header with the time, then [`render_table`] with ages, then the
+/// downgrade line when one is under way.
+pub fn render_frame(
+    view: &ClusterView,
+    downgrade: Option<&str>,
+    now: SystemTime,
+    interval: Duration,
+) -> String {
     format!(
         "etcd-supervisor status --watch  {}  (every {}; Ctrl-C to stop)\n{}",
         humantime::format_rfc3339_seconds(now),
         humantime::format_duration(interval),
-        render_table(view, Some(now))
+        with_downgrade(render_table(view, Some(now)), downgrade)
     )
+}
+
+/// `table` followed by the downgrade line, if any.
+fn with_downgrade(mut table: String, downgrade: Option<&str>) -> String {
+    if let Some(line) = downgrade {
+        table.push_str(line);
+        table.push('\n');
+    }
+    table
 }
 
 /// How long ago `since` (RFC 3339) was, shortly: `42s`, `3m05s`, `2h10m`.

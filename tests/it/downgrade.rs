@@ -111,6 +111,44 @@ impl StatusWatch {
     }
 }
 
+/// `status --watch` running beside the test, its stdout (not a terminal) in a file; killed
+/// on drop.
+struct LiveWatch(std::process::Child);
+
+impl LiveWatch {
+    fn start(urls: &str, out: &std::path::Path) -> LiveWatch {
+        let file = std::fs::File::create(out).expect("watch output file");
+        let child = Command::new("timeout")
+            .args([
+                "600",
+                SUPERVISOR,
+                "status",
+                "--watch",
+                "--interval",
+                "500ms",
+            ])
+            .args(["--endpoints", urls])
+            .stdout(file)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start status --watch");
+        LiveWatch(child)
+    }
+}
+
+impl Drop for LiveWatch {
+    fn drop(&mut self) {
+        // SIGTERM: the watch exits by itself, flushing what it printed.
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// When a member was down for a swap, from its supervisor's log: from the move to `stopping`
 /// to "healthy and caught up". A figure only; "never two down" is judged by the sampler.
 fn swap_intervals(log: &str) -> Vec<(std::time::SystemTime, std::time::SystemTime)> {
@@ -168,10 +206,20 @@ fn round_trip(from: Release, to: Release, cluster_from: &str, cluster_to: &str) 
 
     let leader_before = crate::fast_stop::leader(&cluster);
     let watch = StatusWatch::start(urls.join(","));
+    let watching = cluster.dir().join("status-watch.out");
+    let live = LiveWatch::start(&urls.join(","), &watching);
     let t0 = Instant::now();
     let out = supervisor(&cluster, &["downgrade", &to.version()], 600);
     let took = t0.elapsed();
     let statuses = watch.finish();
+    drop(live);
+    // `status --watch` (off a terminal: a block per change) showed the downgrade too.
+    let watched = std::fs::read_to_string(&watching).unwrap_or_default();
+    assert!(
+        watched.contains(&format!("downgrade to {}", to.version()))
+            && watched.contains("storage version"),
+        "status --watch never showed the downgrade:\n{watched}"
+    );
     assert!(
         out.status.success(),
         "downgrade failed: {}\n{}",
@@ -483,6 +531,104 @@ fn downgrade_survives_a_supervisor_killed_while_starting() {
 #[test]
 fn downgrade_survives_a_supervisor_killed_while_verifying() {
     killed_in("verifying");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_in_preflight() {
+    killed_in("preflight");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_during_backup() {
+    killed_in("backup");
+}
+
+#[test]
+fn downgrade_survives_a_supervisor_killed_while_swapping() {
+    killed_in("swapping");
+}
+
+/// A 3-member 3.7.4 cluster serving clients only over mutual TLS (`--client-cert-auth`):
+/// `downgrade 3.6.17` given `--cacert/--cert/--key` validates, enables, follows every
+/// supervisor's turn (each over the same TLS) and confirms the end; a writer holding the
+/// client certificate loses nothing, and HashKV, read over TLS, is equal.
+#[test]
+fn downgrade_over_mutual_tls_3_7_to_3_6_loses_nothing() {
+    use crate::support::{pki, Mode};
+    use crate::v3_6_refusals::{lost_and_hashes, tls_version, ClientWriter};
+    use etcd_supervisor::etcd::ClientConfig;
+
+    let mut cluster = Cluster::new(Release::V3_7, 3, Mode::Bare);
+    let dir = cluster.dir().to_path_buf();
+    let ip = cluster.members[0].spec.ip.clone();
+    assert!(
+        cluster.members.iter().all(|m| m.spec.ip == ip),
+        "one certificate covers one address"
+    );
+    pki::make_pki(&dir, &ip);
+    let tls_opts: Vec<String> = vec![
+        format!("--cacert={}", dir.join("ca.pem").display()),
+        format!("--cert={}", dir.join("client.pem").display()),
+        format!("--key={}", dir.join("client-key.pem").display()),
+    ];
+    let mut opts: Vec<String> = FAST.iter().map(|s| s.to_string()).collect();
+    opts.extend(tls_opts.iter().cloned());
+    let https: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| format!("https://{}:{}", m.spec.ip, m.spec.client_port))
+        .collect();
+    for (m, url) in cluster.members.iter_mut().zip(&https) {
+        m.mode = Mode::Supervised(opts.clone());
+        m.etcd_extra = vec![
+            format!("--listen-client-urls={url}"),
+            format!("--advertise-client-urls={url}"),
+            format!("--cert-file={}", dir.join("server.pem").display()),
+            format!("--key-file={}", dir.join("server-key.pem").display()),
+            format!("--trusted-ca-file={}", dir.join("ca.pem").display()),
+            "--client-cert-auth".to_owned(),
+        ];
+        m.start();
+    }
+    let (from, to) = (Release::V3_7.version(), Release::V3_6.version());
+    for url in &https {
+        wait_for(Duration::from_secs(60), || {
+            tls_version(Release::V3_7, &dir, url).filter(|v| v == &from)
+        })
+        .unwrap_or_else(|_| panic!("{url} not on {from} over TLS\n{}", cluster.logs()));
+    }
+    let tls_client = || ClientConfig {
+        cacert: Some(dir.join("ca.pem")),
+        cert: Some(dir.join("client.pem")),
+        key: Some(dir.join("client-key.pem")),
+        ..ClientConfig::new(https.clone())
+    };
+    let writer = ClientWriter::start(tls_client(), "tls-downgrade");
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_6.etcd());
+    }
+    wait_parked(&cluster, &to);
+    let out = Command::new("timeout")
+        .args(["400", SUPERVISOR, "downgrade", &to, "--endpoints"])
+        .arg(https.join(","))
+        .args(&tls_opts)
+        .output()
+        .expect("run downgrade");
+    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    assert!(
+        text(&out).contains("the cluster finished the downgrade"),
+        "{}",
+        text(&out)
+    );
+    for url in &https {
+        wait_for(Duration::from_secs(60), || {
+            tls_version(Release::V3_6, &dir, url).filter(|v| v == &to)
+        })
+        .unwrap_or_else(|_| panic!("{url} not on {to} over TLS\n{}", cluster.logs()));
+    }
+    let acked = writer.finish();
+    assert!(acked.len() > 20, "the writer barely wrote: {}", acked.len());
+    assert_eq!(lost_and_hashes(tls_client(), &https, &acked), 0);
 }
 
 #[test]

@@ -357,13 +357,13 @@ fn v3_6_refused_on_a_3_5_36_member_whose_wal_holds_custom_v2_data() {
 
 /// Puts `<tag>/<n>` in a loop from a thread of its own through the crate's client (so with
 /// credentials or client certificates), keeping the keys etcd acknowledged.
-struct ClientWriter {
+pub struct ClientWriter {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
 impl ClientWriter {
-    fn start(config: ClientConfig, tag: &'static str) -> ClientWriter {
+    pub fn start(config: ClientConfig, tag: &'static str) -> ClientWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
@@ -391,7 +391,7 @@ impl ClientWriter {
         }
     }
 
-    fn finish(mut self) -> Vec<String> {
+    pub fn finish(mut self) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.take().unwrap().join().unwrap()
     }
@@ -592,7 +592,7 @@ fn auth_a_user_without_the_needed_role_is_refused_clearly_and_nothing_stops() {
 // ---- 7. TLS with client certificates on 3.7.4; a learner on 3.6.17 ----
 
 /// `etcdctl endpoint status` over TLS with the client certificate: the server version.
-fn tls_version(release: Release, dir: &Path, https: &str) -> Option<String> {
+pub fn tls_version(release: Release, dir: &Path, https: &str) -> Option<String> {
     let out = Command::new("timeout")
         .arg("10")
         .arg(release.etcdctl())

@@ -76,7 +76,7 @@ fn ages_are_short() {
 #[test]
 fn a_frame_shows_members_versions_phases_ages_and_the_turn() {
     let now = at("2026-11-29T10:00:12Z");
-    let frame = render_frame(&view(7), now, Duration::from_secs(1));
+    let frame = render_frame(&view(7), None, now, Duration::from_secs(1));
     let lines: Vec<&str> = frame.lines().collect();
     assert!(lines[0].contains("2026-11-29T10:00:12Z"), "{frame}");
     assert!(lines[0].contains("every 1s"), "{frame}");
@@ -154,5 +154,20 @@ fn a_pause_and_a_held_member_are_shown() {
     assert!(
         table.contains("m3 held: outside the maintenance windows\n"),
         "{table}"
+    );
+}
+
+#[test]
+fn a_frame_ends_with_the_downgrade_line_when_one_is_under_way() {
+    let now = at("2026-11-29T10:00:12Z");
+    let line = "downgrade to 3.6.17: enabled in etcd; done 1/3 (m1); storage version: m1 3.6, m2 3.6, m3 3.6";
+    let frame = render_frame(&view(7), Some(line), now, Duration::from_secs(1));
+    assert!(frame.ends_with(&format!("{line}\n")), "{frame}");
+    let without = render_frame(&view(7), None, now, Duration::from_secs(1));
+    assert!(!without.contains("downgrade"), "{without}");
+    // A changed downgrade line alone is a change worth a new block off a terminal.
+    assert_ne!(
+        with_downgrade(render_table(&view(7), None), Some(line)),
+        with_downgrade(render_table(&view(7), None), None)
     );
 }
