@@ -11,12 +11,12 @@ use crate::config::inspect::{Daemon, From, Sourced};
 use crate::etcd::Client;
 use crate::rehearsal::{Request, ToolKind};
 use crate::staging;
-use crate::upgrade::advice;
-use crate::upgrade::machine::Phase;
-use crate::upgrade::path::Policy;
-use crate::upgrade::preflight::{self, Verdict};
-use crate::upgrade::state_file::StateFile;
-use crate::upgrade::vet::VettingRecord;
+use crate::upgrade::rules::advice;
+use crate::upgrade::rules::path::Policy;
+use crate::upgrade::rules::preflight::{self, Verdict};
+use crate::upgrade::turn::machine::Phase;
+use crate::upgrade::turn::state_file::StateFile;
+use crate::upgrade::turn::vet::VettingRecord;
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
@@ -208,8 +208,10 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             v.version, v.result, v.time, v.took_ms, v.detail
         );
     }
-    let windows =
-        crate::upgrade::window::state_at(&windows_set.value, std::time::SystemTime::now());
+    let windows = crate::upgrade::rules::pacing::window::state_at(
+        &windows_set.value,
+        std::time::SystemTime::now(),
+    );
     let _ = writeln!(out, "windows: {windows}");
     let staging_dir = staging.value;
     match staging::scan(&staging_dir) {

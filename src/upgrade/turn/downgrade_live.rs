@@ -1,17 +1,17 @@
 //! The downgrade's facts read from a live cluster, and its record written: the I/O edge of
-//! [`super::downgrade`]. The typed [`ClusterView`] (the same one `status` shows) gives the
+//! [`crate::upgrade::rules::downgrade`]. The typed [`ClusterView`] (the same one `status` shows) gives the
 //! members, their versions and storage versions and their records; etcd's own downgrade
 //! state is asked of the members' status (3.6+ `downgradeInfo`; 3.5 does not report it);
 //! the record is `<prefix>downgrade`.
 
 use std::time::SystemTime;
 
-use super::downgrade::{DowngradeRecord, Facts, InEtcd, MemberFacts, RecordState};
 use crate::cluster::keys::Keys;
 use crate::cluster::records::Stored;
 use crate::cluster::view::ClusterView;
 use crate::etcd::maintenance::DowngradeInfo;
 use crate::etcd::{Client, EtcdError};
+use crate::upgrade::rules::downgrade::{DowngradeRecord, Facts, InEtcd, MemberFacts, RecordState};
 use crate::versions::Version;
 
 /// The rules' facts from `view`, etcd's downgrade state and the record (pure).

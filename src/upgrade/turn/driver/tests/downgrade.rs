@@ -2,8 +2,10 @@
 //! so the cluster reports a 3.7 (or downgrading) cluster and etcd's downgrade state.
 
 use super::*;
-use crate::upgrade::downgrade::{DowngradeRecord, Facts as DowngradeFacts, InEtcd, RecordState};
-use crate::upgrade::downgrade_live::facts_from;
+use crate::upgrade::rules::downgrade::{
+    DowngradeRecord, Facts as DowngradeFacts, InEtcd, RecordState,
+};
+use crate::upgrade::turn::downgrade_live::facts_from;
 
 /// What the wrapped cluster says about the downgrade; shared with the test.
 #[derive(Debug)]
@@ -151,7 +153,7 @@ fn driver_on(
         world,
         turn,
         rx,
-        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+        Metrics::new(crate::upgrade::turn::machine::STATE_NAMES),
     );
     (tx, driver)
 }

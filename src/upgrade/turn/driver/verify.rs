@@ -3,7 +3,7 @@
 //! minor upgrade, seeing the cluster version move.
 
 use super::*;
-use crate::upgrade::consistency;
+use crate::upgrade::turn::consistency;
 
 /// What 3.6+ says when its WAL holds a v2 request it no longer applies.
 const V2_WAL_PANIC: &str = "detected disallowed v2 WAL";

@@ -3,8 +3,8 @@
 //! [`SoakWatch`]); this file only feeds them and waits.
 
 use super::*;
-use crate::upgrade::soak::{first_on_target, sample_of, SoakWatch};
-use crate::upgrade::window;
+use crate::upgrade::rules::pacing::soak::{first_on_target, sample_of, SoakWatch};
+use crate::upgrade::rules::pacing::window;
 
 /// How often a member held by the pause looks again.
 const PAUSE_POLL: Duration = Duration::from_secs(2);

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::{minor, next, MemberVersion, Minor, Runs};
 use crate::cluster::keys::Keys;
-use crate::upgrade::release_facts::{Floor, KnownBad};
+use crate::upgrade::rules::release_facts::{Floor, KnownBad};
 use crate::versions::Version;
 
 /// Why the switch has to wait. Each one can end without the operator touching this host.

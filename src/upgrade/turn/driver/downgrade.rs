@@ -1,4 +1,4 @@
-//! The downgrade, as the driver carries it out (the rules are [`crate::upgrade::downgrade`]):
+//! The downgrade, as the driver carries it out (the rules are [`crate::upgrade::rules::downgrade`]):
 //! a staged older minor is parked (idle, staged, with the reason and the command to run)
 //! until etcd's downgrade is enabled and the storage migrated, then it queues as any
 //! candidate and takes the same turn (lock, leader last, backup, stop, swap, start,
@@ -13,7 +13,7 @@
 
 use super::*;
 use crate::cluster::view::ClusterView;
-use crate::upgrade::downgrade::{self, Gate};
+use crate::upgrade::rules::downgrade::{self, Gate};
 
 /// How long a settled cancel's record is kept for `status` before it is deleted.
 const CANCEL_SHOWN: Duration = Duration::from_secs(60);

@@ -2,7 +2,7 @@
 //! renamed between 3.4 and 3.7, flags its `--help` does not show (or shows but refuses),
 //! boolean flags, and the `ETCD_*` variables that are not flags. Each line names its source.
 
-use crate::upgrade::release_facts::VersionRange;
+use crate::upgrade::rules::release_facts::VersionRange;
 use crate::versions::Version;
 
 /// A `(major, minor)` pair, the granularity at which etcd removes things.

@@ -18,9 +18,10 @@ use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::EtcdError;
 use crate::process::child::Stopped;
 use crate::supervisor::control::ChildStatus;
-use crate::upgrade::downgrade::{Facts as DowngradeFacts, InEtcd};
-use crate::upgrade::downgrade_live;
-use crate::upgrade::machine::Phase;
+use crate::upgrade::rules::downgrade::{Facts as DowngradeFacts, InEtcd};
+use crate::upgrade::rules::vet::Vetted;
+use crate::upgrade::turn::downgrade_live;
+use crate::upgrade::turn::machine::Phase;
 use crate::versions::store::VersionsError;
 use crate::versions::Version;
 
@@ -209,23 +210,6 @@ pub trait Backups: Send + Sync {
 pub trait VersionSwitch: Send + Sync + Clone + 'static {
     /// Points `current` at `version`, atomically.
     fn set_current(&self, version: &Version) -> Result<(), VersionsError>;
-}
-
-/// What vetting a staged version against this member found, before it queues.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Vetted {
-    /// Nothing against it; the warnings are logged.
-    Pass {
-        /// Things worth an operator's look that do not stop the upgrade.
-        warnings: Vec<String>,
-        /// What was checked, one line (shown by `status` and `plan`).
-        summary: String,
-    },
-    /// This member cannot take it as it is configured (flags, disk, missing tool): the
-    /// reason says what to fix. Nothing is rejected for the cluster.
-    MemberFault(String),
-    /// The version itself failed (the dress rehearsal): reject it for the whole cluster.
-    VersionFault(String),
 }
 
 /// Checks a staged version against this member before it queues, while nothing has

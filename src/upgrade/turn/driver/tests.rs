@@ -545,7 +545,7 @@ fn driver_at(
         world(fake),
         turn,
         rx,
-        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+        Metrics::new(crate::upgrade::turn::machine::STATE_NAMES),
     );
     (tx, driver)
 }
@@ -1301,7 +1301,7 @@ async fn a_turn_lost_during_the_soak_holds_the_new_version_without_a_stop_and_so
         world(&fake),
         Turn::idle(v("3.5.15")),
         rx,
-        Metrics::new(crate::upgrade::machine::STATE_NAMES),
+        Metrics::new(crate::upgrade::turn::machine::STATE_NAMES),
     );
     tx.send(candidate(&v("3.5.16"))).await.unwrap();
     let mut releases = 0;

@@ -1,4 +1,4 @@
-//! Leader last, as the driver carries it out (the decision is [`crate::upgrade::order`]):
+//! Leader last, as the driver carries it out (the decision is [`crate::upgrade::rules::leader_last`]):
 //! before queueing, a leading member waits while others staged for the same target still
 //! have to take their turns; a member that finds itself leading once it holds the turn
 //! gives it back at once, before preflight changes anything; and a leader about to stop
@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::cluster::view::ClusterView;
-use crate::upgrade::order::{self, Assessment, Decision, Facts, Go, Stall};
+use crate::upgrade::rules::leader_last::{self as rule, Assessment, Decision, Facts, Go, Stall};
 
 /// How often a waiting leader looks at the cluster again.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
@@ -160,7 +160,7 @@ where
         if report.leader.as_deref() != Some(self.cfg.member.as_str()) {
             return;
         }
-        let Some(to) = order::transferee(report, &self.cfg.member, target) else {
+        let Some(to) = rule::transferee(report, &self.cfg.member, target) else {
             tracing::info!(member = %self.cfg.member, to = %target, "this member leads and no other member runs the target yet; etcd hands leadership over by itself on SIGTERM");
             return;
         };
@@ -199,7 +199,7 @@ where
                 .map_or(Duration::MAX, |s| s.elapsed()),
             ..facts.clone()
         };
-        order::assess(
+        rule::assess(
             &facts,
             &self.leader_last.given_up,
             stalled,

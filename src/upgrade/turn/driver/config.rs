@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::backup::BackupMode;
 use crate::config::RunSettings;
-use crate::upgrade::path::Policy;
-use crate::upgrade::soak::Pacing;
+use crate::upgrade::rules::pacing::soak::Pacing;
+use crate::upgrade::rules::path::Policy;
 
 /// What the driver needs to know.
 #[derive(Debug, Clone)]

@@ -166,12 +166,12 @@ impl Cluster for LiveCluster {
         !matches!(self.client.get(key.into_bytes()).await, Ok(None))
     }
 
-    async fn downgrade_facts(&self, view: &ClusterView) -> crate::upgrade::downgrade::Facts {
-        crate::upgrade::downgrade_live::read(&self.client, &self.turn.key_prefix, view).await
+    async fn downgrade_facts(&self, view: &ClusterView) -> crate::upgrade::rules::downgrade::Facts {
+        crate::upgrade::turn::downgrade_live::read(&self.client, &self.turn.key_prefix, view).await
     }
 
     async fn cancel_downgrade(&self, why: String, target: Version, from: Version) {
-        match crate::upgrade::downgrade_live::cancel(
+        match crate::upgrade::turn::downgrade_live::cancel(
             &self.client,
             &self.turn.key_prefix,
             &why,
@@ -190,7 +190,8 @@ impl Cluster for LiveCluster {
 
     async fn end_downgrade(&self) {
         if let Err(e) =
-            crate::upgrade::downgrade_live::delete_record(&self.client, &self.turn.key_prefix).await
+            crate::upgrade::turn::downgrade_live::delete_record(&self.client, &self.turn.key_prefix)
+                .await
         {
             tracing::warn!(error = %e, "could not delete the downgrade record");
         }

@@ -1,7 +1,7 @@
 use super::*;
 
-const HELP_3_4_23: &str = include_str!("../../../tests/fixtures/etcd-3.4.23-help.txt");
-const HELP_3_5_16: &str = include_str!("../../../tests/fixtures/etcd-3.5.16-help.txt");
+const HELP_3_4_23: &str = include_str!("../../../../tests/fixtures/etcd-3.4.23-help.txt");
+const HELP_3_5_16: &str = include_str!("../../../../tests/fixtures/etcd-3.5.16-help.txt");
 
 // Same layout as the real help (see fixtures), trimmed to what the tests need.
 const HELP_3_6: &str = "Usage:\n\n  etcd [flags]\n    Start an etcd server.\n\n  etcd --config-file\n    Path.\n\nMember:\n  --name 'default'\n    Name.\n  --log-level 'info'\n    Level.\n  --logger 'zap'\n    Logger.\n  --max-snapshots '5'\n    Deprecated in v3.6.\n  --feature-gates ''\n    Gates.\n  --experimental-initial-corrupt-check 'false'\n    Deprecated in v3.6.\n  --experimental-corrupt-check-time '0s'\n    Deprecated in v3.6.\n  --corrupt-check-time '0s'\n    Period.\n  --v2-deprecation 'write-only'\n    Phase.\n  --discovery-fallback 'exit'\n    Fallback.\n";

@@ -20,7 +20,7 @@
 //! (and says so); leadership moving elsewhere ends the wait at once.
 //!
 //! Everything here is plain data in, decision out; the driver gathers the
-//! [`ClusterView`], waits and logs (`driver/leader_last.rs`).
+//! [`ClusterView`], waits and logs ([`crate::upgrade::turn::driver`]'s `leader_last`).
 
 use std::collections::BTreeSet;
 use std::fmt;

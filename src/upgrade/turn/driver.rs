@@ -16,15 +16,12 @@ use tokio::time::Instant;
 
 pub use config::DriverConfig;
 
-use super::advice;
-use super::flags;
 use super::live::{LiveBackups, LiveCluster};
 use super::machine::{self, Effect, Event, Phase, Turn};
 use super::ports::{
     BackupStage, BackupTurn, Backups, Cluster, EtcdChild, TakenBackup, TurnLock, VersionSwitch,
-    Vetted, Vetter,
+    Vetter,
 };
-use super::preflight::{self, Verdict};
 use super::state_file::StateFile;
 use super::vet::LiveVetter;
 use crate::cluster::lock::{LockConfig, LockError};
@@ -33,6 +30,9 @@ use crate::metrics::Metrics;
 use crate::staging::Candidate;
 use crate::supervisor::systemd::Notifier;
 use crate::supervisor::ChildControl;
+use crate::upgrade::rules::preflight::{self, Verdict};
+use crate::upgrade::rules::vet::Vetted;
+use crate::upgrade::rules::{advice, flags};
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
