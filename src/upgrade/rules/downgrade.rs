@@ -1,5 +1,5 @@
 //! Going back one minor (3.7 → 3.6, 3.6 → 3.5) through etcd's downgrade API: the rules, as
-//! plain functions over plain data ([`Facts`]), so every one is unit-tested without a
+//! plain functions over plain data ([`DowngradeFacts`]), so every one is unit-tested without a
 //! cluster. `etcd-supervisor downgrade` asks [`may_start`]; each member's driver asks
 //! [`gate`] before a staged older minor may queue, [`go_back`] after a cancel, and
 //! [`finished`] to see the cluster done; `status` and `plan` render [`progress`].
@@ -115,7 +115,7 @@ impl DowngradeRecord {
 
 /// Everything the rules look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facts {
+pub struct DowngradeFacts {
     /// The cluster version (`X.Y.0`), `None` when no member reported it.
     pub cluster_version: Option<Version>,
     /// Every member.
@@ -254,7 +254,7 @@ fn one_below(cluster: &Version) -> (u64, u64) {
 
 /// May `etcd-supervisor downgrade target` start now? `Ok` also when etcd already has this
 /// very downgrade enabled (a command run again resumes it).
-pub fn may_start(facts: &Facts, target: &Version) -> Result<(), StartRefusal> {
+pub fn may_start(facts: &DowngradeFacts, target: &Version) -> Result<(), StartRefusal> {
     let Some(cluster) = &facts.cluster_version else {
         return Err(StartRefusal::Unknown(
             "no member reported the cluster version".into(),
@@ -374,7 +374,7 @@ pub enum Gate {
 }
 
 /// The gate for a member running `running` with `target` staged.
-pub fn gate(facts: &Facts, running: &Version, target: &Version) -> Gate {
+pub fn gate(facts: &DowngradeFacts, running: &Version, target: &Version) -> Gate {
     let t = target.minor_version();
     if t >= running.minor_version() {
         return Gate::NotADowngrade;
@@ -453,7 +453,7 @@ pub fn go_back(record: Option<&DowngradeRecord>, running: &Version) -> Option<Ve
 /// The cluster finished the recorded downgrade: every member serves the target's minor,
 /// the cluster version is on it, and etcd no longer has it enabled (3.5 does not say, so
 /// there a moment is given to the leader by the caller).
-pub fn finished(facts: &Facts) -> bool {
+pub fn finished(facts: &DowngradeFacts) -> bool {
     let Some(r) = facts
         .record
         .as_ref()
@@ -475,7 +475,7 @@ pub fn finished(facts: &Facts) -> bool {
 }
 
 /// A cancelled downgrade is over once every member serves `from`'s minor again.
-pub fn cancel_settled(facts: &Facts) -> bool {
+pub fn cancel_settled(facts: &DowngradeFacts) -> bool {
     let Some(r) = facts
         .record
         .as_ref()
@@ -492,7 +492,7 @@ pub fn cancel_settled(facts: &Facts) -> bool {
 }
 
 /// One line for `status` and `plan`: the target, who is done, the storage versions.
-pub fn progress(facts: &Facts) -> Option<String> {
+pub fn progress(facts: &DowngradeFacts) -> Option<String> {
     let etcd_target = match facts.etcd {
         InEtcd::Enabled(m) => Some(m),
         _ => None,

@@ -85,7 +85,7 @@ impl From<&MemberRecord> for PeerRecord {
 
 /// Everything the decision looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Facts {
+pub struct LeaderLastFacts {
     /// This member's name.
     pub me: String,
     /// The leader's name, if there is one.
@@ -102,7 +102,7 @@ pub struct Facts {
     pub peers: Vec<Peer>,
 }
 
-impl Facts {
+impl LeaderLastFacts {
     /// The facts in a gathered view, for `me` heading to `target`.
     pub fn from_view(view: &ClusterView, me: &str, target: &Version) -> Self {
         let in_queue = |name: &str| {
@@ -186,7 +186,7 @@ pub enum Go {
 
 /// Take the turn, or leave it to the followers first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum TurnOrder {
     /// Take the turn.
     Go(Go),
     /// Leave it to these members first (names in member-list order).
@@ -197,7 +197,7 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assessment {
     /// What to do.
-    pub decision: Decision,
+    pub decision: TurnOrder,
     /// Members that do not hold the leader back, and why (when it leads).
     pub skipped: Vec<(String, Skip)>,
     /// The turn is held by a member that is waited for (the wait is making progress).
@@ -208,13 +208,13 @@ pub struct Assessment {
 /// until the bound for this target; `stalled` is how long the wait has gone without
 /// progress (from [`Stall`]), and at `bound` the leader stops waiting.
 pub fn assess(
-    facts: &Facts,
+    facts: &LeaderLastFacts,
     given_up: &BTreeSet<String>,
     stalled: Duration,
     bound: Duration,
 ) -> Assessment {
     let go = |why| Assessment {
-        decision: Decision::Go(why),
+        decision: TurnOrder::Go(why),
         skipped: Vec::new(),
         holder_waited: false,
     };
@@ -252,11 +252,11 @@ pub fn assess(
     }
     let holder_waited = facts.holder.as_ref().is_some_and(|h| waiting.contains(h));
     let decision = if waiting.is_empty() {
-        Decision::Go(Go::NoneWaiting)
+        TurnOrder::Go(Go::NoneWaiting)
     } else if stalled >= bound && !holder_waited {
-        Decision::Go(Go::GaveUp(waiting))
+        TurnOrder::Go(Go::GaveUp(waiting))
     } else {
-        Decision::Wait(waiting)
+        TurnOrder::Wait(waiting)
     };
     Assessment {
         decision,

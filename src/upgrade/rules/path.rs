@@ -1,7 +1,7 @@
 //! Upgrade-path rules: may this member switch from the etcd version it runs to the staged
 //! one, given what the cluster reports? A pure function over plain data ([`decide`] on a
 //! [`PathInput`]), so every rule is unit-tested in milliseconds; preflight gathers the input
-//! and acts on the [`Decision`].
+//! and acts on the [`PathDecision`].
 //!
 //! The facts the rules rest on (etcd's upgrade guides, and `etcd-api.md`): members run the
 //! cluster version's minor or the next one; the cluster version (always `X.Y.0`) moves up
@@ -10,12 +10,12 @@
 //! not change, so patch versions go up and down freely.
 //!
 //! # Outcomes
-//! - [`Decision::Proceed`]: take the turn; the [`Step`] says what kind of change it is.
-//! - [`Decision::AlreadyRunning`]: the target is what runs. Nothing to do, and not an error
+//! - [`PathDecision::Proceed`]: take the turn; the [`PathStep`] says what kind of change it is.
+//! - [`PathDecision::AlreadyRunning`]: the target is what runs. Nothing to do, and not an error
 //!   (a re-staged file, or a supervisor restarted right after its swap).
-//! - [`Decision::Wait`]: not now, but it may become possible without the operator touching
+//! - [`PathDecision::Wait`]: not now, but it may become possible without the operator touching
 //!   this host: information is missing, or other members have to move first.
-//! - [`Decision::Refuse`]: not possible as things stand; the operator has to change
+//! - [`PathDecision::Refuse`]: not possible as things stand; the operator has to change
 //!   something (stage another version, delete a rejected key, pass `--allow-known-bad`, or
 //!   repair the cluster).
 //!
@@ -89,7 +89,7 @@ pub struct Policy {
 
 /// Another member of the cluster, as preflight saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
+pub struct PeerVersion {
     /// The member's name.
     pub name: String,
     /// Its server version, or `None` when it did not answer.
@@ -123,7 +123,7 @@ pub struct PathInput {
     /// member reported it.
     pub cluster_version: Option<Version>,
     /// Every other member of the cluster; this member is described by `running`.
-    pub peers: Vec<Peer>,
+    pub peers: Vec<PeerVersion>,
     /// The version this member runs now.
     pub running: Version,
     /// The staged version this member would switch to.
@@ -162,9 +162,9 @@ impl PathInput {
 
 /// What this member should do with its staged version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum PathDecision {
     /// Take the turn.
-    Proceed(Step),
+    Proceed(PathStep),
     /// The target is the running version: nothing to do, and not an error.
     AlreadyRunning,
     /// Not now; retry later. The caller must release the upgrade lock while it waits:
@@ -174,9 +174,9 @@ pub enum Decision {
     Refuse(RefuseReason),
 }
 
-/// The kind of change a [`Decision::Proceed`] makes, for logs and status.
+/// The kind of change a [`PathDecision::Proceed`] makes, for logs and status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub enum PathStep {
     /// A later version within the same minor (including pre-release to release).
     PatchUpgrade,
     /// An earlier version within the same minor (including release to pre-release).
@@ -187,7 +187,7 @@ pub enum Step {
     Rollback,
 }
 
-impl fmt::Display for Step {
+impl fmt::Display for PathStep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::PatchUpgrade => "patch upgrade",
@@ -199,17 +199,17 @@ impl fmt::Display for Step {
 }
 
 /// Applies the rules in the order of the module's table.
-pub fn decide(input: &PathInput) -> Decision {
+pub fn decide(input: &PathInput) -> PathDecision {
     if input.target == input.running {
-        return Decision::AlreadyRunning;
+        return PathDecision::AlreadyRunning;
     }
     if let Some(reason) = refusal(input) {
-        return Decision::Refuse(reason);
+        return PathDecision::Refuse(reason);
     }
     if let Some(reason) = wait(input) {
-        return Decision::Wait(reason);
+        return PathDecision::Wait(reason);
     }
-    Decision::Proceed(step(&input.running, &input.target))
+    PathDecision::Proceed(step(&input.running, &input.target))
 }
 
 /// Rules 2-8.
@@ -360,18 +360,18 @@ fn wait(input: &PathInput) -> Option<WaitReason> {
 }
 
 /// Classifies a switch that passed every rule; `running != target`.
-fn step(running: &Version, target: &Version) -> Step {
+fn step(running: &Version, target: &Version) -> PathStep {
     let (r, t) = (running.minor_version(), target.minor_version());
     if t == r {
         if target > running {
-            Step::PatchUpgrade
+            PathStep::PatchUpgrade
         } else {
-            Step::PatchDowngrade
+            PathStep::PatchDowngrade
         }
     } else if t > r {
-        Step::MinorUpgrade
+        PathStep::MinorUpgrade
     } else {
-        Step::Rollback
+        PathStep::Rollback
     }
 }
 
@@ -410,17 +410,17 @@ pub(super) fn next((major, minor): (u64, u64)) -> (u64, u64) {
 }
 
 /// `X.Y`, the way etcd names a cluster version.
-pub(super) struct Minor((u64, u64));
+pub(super) struct MinorLabel((u64, u64));
 
-impl fmt::Display for Minor {
+impl fmt::Display for MinorLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (major, minor) = self.0;
         write!(f, "{major}.{minor}")
     }
 }
 
-pub(super) fn minor(version: &Version) -> Minor {
-    Minor(version.minor_version())
+pub(super) fn minor(version: &Version) -> MinorLabel {
+    MinorLabel(version.minor_version())
 }
 
 /// `m2 runs 3.4.23, m3 runs 3.4.22`.

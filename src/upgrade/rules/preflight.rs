@@ -7,14 +7,14 @@
 //! cluster loses quorum with either member down and waits, saying so.
 
 pub use super::path::Policy;
-use super::path::{self, Decision, PathInput, Peer, Rejection};
+use super::path::{self, PathDecision, PathInput, PeerVersion, Rejection};
 use crate::cluster::records::{RejectionRecord, Stored};
 use crate::cluster::view::ClusterView;
 use crate::versions::Version;
 
 /// What preflight concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum PreflightVerdict {
     /// Go ahead.
     Proceed,
     /// Not now (with the reason to log and show).
@@ -31,13 +31,13 @@ pub fn path_only(
     running: &Version,
     target: &Version,
     policy: &Policy,
-) -> Verdict {
+) -> PreflightVerdict {
     let input = path_input(report, member, running, target, policy);
     let decision = path::decide(&input);
     // What the rules could not judge for lack of facts waits until the facts are in.
-    if matches!(decision, Decision::Proceed(_)) {
+    if matches!(decision, PathDecision::Proceed(_)) {
         if !report.rejections_read {
-            return Verdict::Wait(
+            return PreflightVerdict::Wait(
                 "the rejected/ records could not be read; a rejected version must not slip \
                  through: retrying"
                     .into(),
@@ -45,7 +45,7 @@ pub fn path_only(
         }
         let from_34_to_35 = running.minor_version() == (3, 4) && target.minor_version() == (3, 5);
         if from_34_to_35 && report.auth_enabled.is_none() && !policy.allow_auth_upgrade_from_34 {
-            return Verdict::Wait(
+            return PreflightVerdict::Wait(
                 "cannot tell whether auth is enabled (3.4 -> 3.5 with auth on is not \
                  supported by etcd): retrying"
                     .into(),
@@ -53,10 +53,12 @@ pub fn path_only(
         }
     }
     match decision {
-        Decision::Proceed(_) => Verdict::Proceed,
-        Decision::AlreadyRunning => Verdict::Wait(format!("{target} is already running")),
-        Decision::Wait(why) => Verdict::Wait(why.to_string()),
-        Decision::Refuse(why) => Verdict::Refuse(why.to_string()),
+        PathDecision::Proceed(_) => PreflightVerdict::Proceed,
+        PathDecision::AlreadyRunning => {
+            PreflightVerdict::Wait(format!("{target} is already running"))
+        }
+        PathDecision::Wait(why) => PreflightVerdict::Wait(why.to_string()),
+        PathDecision::Refuse(why) => PreflightVerdict::Refuse(why.to_string()),
     }
 }
 
@@ -67,12 +69,12 @@ pub fn assess(
     running: &Version,
     target: &Version,
     policy: &Policy,
-) -> Verdict {
+) -> PreflightVerdict {
     if let Some(err) = &report.error {
-        return Verdict::Wait(format!("the cluster cannot be reached: {err}"));
+        return PreflightVerdict::Wait(format!("the cluster cannot be reached: {err}"));
     }
     if !report.members.iter().any(|m| m.name == member) {
-        return Verdict::Wait(format!(
+        return PreflightVerdict::Wait(format!(
             "member {member} is not in the cluster's member list yet"
         ));
     }
@@ -81,13 +83,13 @@ pub fn assess(
             .error
             .clone()
             .unwrap_or_else(|| "/health is false".into());
-        return Verdict::Wait(format!("member {} is not healthy ({why})", sick.name));
+        return PreflightVerdict::Wait(format!("member {} is not healthy ({why})", sick.name));
     }
     if report.leader.is_none() {
-        return Verdict::Wait("the cluster has no leader".into());
+        return PreflightVerdict::Wait("the cluster has no leader".into());
     }
     if let Some(alarm) = report.alarms.first() {
-        return Verdict::Wait(format!(
+        return PreflightVerdict::Wait(format!(
             "alarm {} is raised on {}; resolve it and disarm it (etcdctl alarm disarm) first",
             alarm.alarm, alarm.member
         ));
@@ -100,7 +102,7 @@ pub fn assess(
         .iter()
         .any(|m| m.name == member && !m.learner);
     if me_voting && voters > 1 && voters - 1 < quorum {
-        return Verdict::Wait(format!(
+        return PreflightVerdict::Wait(format!(
             "stopping one of {voters} voting members would lose quorum ({quorum} needed); add a member first"
         ));
     }
@@ -120,7 +122,7 @@ fn path_input(
         .members
         .iter()
         .filter(|m| m.name != member)
-        .map(|m| Peer {
+        .map(|m| PeerVersion {
             name: m.name.clone(),
             version: m.server_version.clone(),
         })
@@ -213,7 +215,7 @@ mod tests {
         let r = three("3.4.0", ["3.4.23"; 3]);
         assert_eq!(
             assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()),
-            Verdict::Proceed
+            PreflightVerdict::Proceed
         );
     }
 
@@ -224,7 +226,7 @@ mod tests {
         r.members[2].error = Some("connection refused".into());
         let verdict = assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default());
         assert!(
-            matches!(&verdict, Verdict::Wait(w) if w.contains("m3") && w.contains("connection refused")),
+            matches!(&verdict, PreflightVerdict::Wait(w) if w.contains("m3") && w.contains("connection refused")),
             "{verdict:?}"
         );
     }
@@ -234,7 +236,7 @@ mod tests {
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.leader = None;
         assert!(
-            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Wait(w) if w.contains("no leader"))
+            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), PreflightVerdict::Wait(w) if w.contains("no leader"))
         );
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.alarms.push(AlarmView {
@@ -242,20 +244,20 @@ mod tests {
             alarm: "NOSPACE".into(),
         });
         assert!(
-            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Wait(w) if w.contains("NOSPACE"))
+            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), PreflightVerdict::Wait(w) if w.contains("NOSPACE"))
         );
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.error = Some("no endpoint answered".into());
         assert!(matches!(
             assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()),
-            Verdict::Wait(_)
+            PreflightVerdict::Wait(_)
         ));
         let r = report(
             vec![member("m1", "3.4.23", true), member("m2", "3.4.23", true)],
             "3.4.0",
         );
         assert!(
-            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Wait(w) if w.contains("quorum"))
+            matches!(assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), PreflightVerdict::Wait(w) if w.contains("quorum"))
         );
     }
 
@@ -264,7 +266,7 @@ mod tests {
         let r = report(vec![member("m1", "3.4.23", true)], "3.4.0");
         assert_eq!(
             assess(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()),
-            Verdict::Proceed
+            PreflightVerdict::Proceed
         );
     }
 
@@ -273,7 +275,7 @@ mod tests {
         let mut r = three("3.4.0", ["3.4.23"; 3]);
         r.members[1].healthy = false;
         assert!(
-            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.1"), &Policy::default()), Verdict::Refuse(w) if w.contains("3.5.1"))
+            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.1"), &Policy::default()), PreflightVerdict::Refuse(w) if w.contains("3.5.1"))
         );
         assert_eq!(
             path_only(
@@ -286,7 +288,7 @@ mod tests {
                     ..Policy::default()
                 }
             ),
-            Verdict::Proceed
+            PreflightVerdict::Proceed
         );
         r.rejected.insert(
             v("3.5.16"),
@@ -297,7 +299,7 @@ mod tests {
             )),
         );
         assert!(
-            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), Verdict::Refuse(w) if w.contains("m2") && w.contains("did not come up"))
+            matches!(path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default()), PreflightVerdict::Refuse(w) if w.contains("m2") && w.contains("did not come up"))
         );
     }
 
@@ -308,7 +310,7 @@ mod tests {
             .insert(v("3.5.16"), Stored::decode(b"\x00 written by hand"));
         let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.16"), &Policy::default());
         assert!(
-            matches!(&verdict, Verdict::Refuse(w) if w.contains("3.5.16") && w.contains("unreadable record")),
+            matches!(&verdict, PreflightVerdict::Refuse(w) if w.contains("3.5.16") && w.contains("unreadable record")),
             "{verdict:?}"
         );
         r.rejected.insert(
@@ -317,13 +319,13 @@ mod tests {
         );
         let verdict = path_only(&r, "m1", &v("3.4.23"), &v("3.5.17"), &Policy::default());
         assert!(
-            matches!(&verdict, Verdict::Refuse(w) if w.contains("m3") && w.contains("corrupt")),
+            matches!(&verdict, PreflightVerdict::Refuse(w) if w.contains("m3") && w.contains("corrupt")),
             "{verdict:?}"
         );
         // Other versions are not affected.
         assert_eq!(
             path_only(&r, "m1", &v("3.4.23"), &v("3.5.15"), &Policy::default()),
-            Verdict::Proceed
+            PreflightVerdict::Proceed
         );
     }
 
@@ -332,7 +334,7 @@ mod tests {
         let r = three("3.5.0", ["3.5.16"; 3]);
         assert!(matches!(
             assess(&r, "m1", &v("3.5.16"), &v("3.4.23"), &Policy::default()),
-            Verdict::Refuse(_)
+            PreflightVerdict::Refuse(_)
         ));
     }
 }

@@ -38,7 +38,7 @@ pub struct MemberHash {
 
 /// What the comparison found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum ConsistencyVerdict {
     /// Every member has the same hash at `revision`.
     Consistent {
         /// The common revision.
@@ -77,9 +77,9 @@ pub enum CheckError {
 }
 
 /// The verdict on hashes taken at `revision`; two members or more are needed to disagree.
-pub fn compare(revision: i64, hashes: &[MemberHash]) -> Verdict {
+pub fn compare(revision: i64, hashes: &[MemberHash]) -> ConsistencyVerdict {
     let Some(first) = hashes.first() else {
-        return Verdict::Consistent {
+        return ConsistencyVerdict::Consistent {
             revision,
             hash: 0,
             members: 0,
@@ -89,16 +89,16 @@ pub fn compare(revision: i64, hashes: &[MemberHash]) -> Verdict {
         .iter()
         .any(|h| h.compact_revision != first.compact_revision)
     {
-        return Verdict::NotComparable;
+        return ConsistencyVerdict::NotComparable;
     }
     if hashes.iter().all(|h| h.hash == first.hash) {
-        Verdict::Consistent {
+        ConsistencyVerdict::Consistent {
             revision,
             hash: first.hash,
             members: hashes.len(),
         }
     } else {
-        Verdict::Mismatch {
+        ConsistencyVerdict::Mismatch {
             revision,
             hashes: hashes.to_vec(),
         }
@@ -113,7 +113,10 @@ pub fn common_revision(current: &[i64]) -> Option<i64> {
 }
 
 /// HashKV of every member of `view` at one common revision, with the verdict.
-pub async fn fetch<K: Cluster>(cluster: &K, view: &ClusterView) -> Result<Verdict, CheckError> {
+pub async fn fetch<K: Cluster>(
+    cluster: &K,
+    view: &ClusterView,
+) -> Result<ConsistencyVerdict, CheckError> {
     let mut members = Vec::new();
     for m in &view.members {
         let url = m.client_url.clone().ok_or_else(|| CheckError::Member {
@@ -151,7 +154,7 @@ pub async fn fetch<K: Cluster>(cluster: &K, view: &ClusterView) -> Result<Verdic
             }
         }
         match compare(revision, &hashes) {
-            Verdict::NotComparable => {
+            ConsistencyVerdict::NotComparable => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             verdict => return Ok(verdict),
@@ -230,16 +233,16 @@ pub async fn after_rollout<K: Cluster>(
             return;
         }
     };
-    metrics.consistency_checked(matches!(verdict, Verdict::Mismatch { .. }));
+    metrics.consistency_checked(matches!(verdict, ConsistencyVerdict::Mismatch { .. }));
     match verdict {
-        Verdict::Consistent {
+        ConsistencyVerdict::Consistent {
             revision,
             hash,
             members,
         } => {
             tracing::info!(member, version = %target, revision, hash, members, "consistency check after the rollout passed: every member's HashKV agrees");
         }
-        Verdict::Mismatch { revision, hashes } => {
+        ConsistencyVerdict::Mismatch { revision, hashes } => {
             let record = InconsistencyRecord {
                 found_by: member.to_owned(),
                 version: target.to_string(),
@@ -254,7 +257,7 @@ pub async fn after_rollout<K: Cluster>(
                 tracing::error!(member, error = %e, "could not record the inconsistency in etcd");
             }
         }
-        Verdict::NotComparable => {
+        ConsistencyVerdict::NotComparable => {
             tracing::warn!(member, version = %target, "consistency check after the rollout could not compare: a compaction was in flight");
         }
     }

@@ -11,11 +11,17 @@ use crate::cluster::records::Stored;
 use crate::cluster::view::ClusterView;
 use crate::etcd::maintenance::DowngradeInfo;
 use crate::etcd::{Client, EtcdError};
-use crate::upgrade::rules::downgrade::{DowngradeRecord, Facts, InEtcd, MemberFacts, RecordState};
+use crate::upgrade::rules::downgrade::{
+    DowngradeFacts, DowngradeRecord, InEtcd, MemberFacts, RecordState,
+};
 use crate::versions::Version;
 
 /// The rules' facts from `view`, etcd's downgrade state and the record (pure).
-pub fn facts_from(view: &ClusterView, etcd: InEtcd, record: Option<DowngradeRecord>) -> Facts {
+pub fn facts_from(
+    view: &ClusterView,
+    etcd: InEtcd,
+    record: Option<DowngradeRecord>,
+) -> DowngradeFacts {
     let members = view
         .members
         .iter()
@@ -34,7 +40,7 @@ pub fn facts_from(view: &ClusterView, etcd: InEtcd, record: Option<DowngradeReco
             },
         })
         .collect();
-    Facts {
+    DowngradeFacts {
         cluster_version: view.cluster_version.clone(),
         members,
         etcd,
@@ -87,7 +93,7 @@ pub async fn read_record(
 }
 
 /// Everything the rules look at, from the live cluster.
-pub async fn read(client: &Client, key_prefix: &str, view: &ClusterView) -> Facts {
+pub async fn read(client: &Client, key_prefix: &str, view: &ClusterView) -> DowngradeFacts {
     let etcd = read_etcd(client, view).await;
     let record = read_record(client, key_prefix).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "downgrade record not readable; treated as absent");

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::staging::Candidate;
 use crate::supervisor::systemd::Notifier;
 use crate::supervisor::ChildControl;
-use crate::upgrade::rules::preflight::{self, Verdict};
+use crate::upgrade::rules::preflight::{self, PreflightVerdict};
 use crate::upgrade::rules::vet::Vetted;
 use crate::upgrade::rules::{advice, flags};
 use crate::versions::store::VersionStore;
@@ -431,7 +431,7 @@ where
                 }
                 return Event::RefusedHere(target, why);
             }
-            if let Verdict::Refuse(why) = verdict {
+            if let PreflightVerdict::Refuse(why) = verdict {
                 self.note_refusal(&target, &why);
                 continue;
             }
@@ -551,7 +551,7 @@ where
             &target,
             &self.cfg.policy,
         ) {
-            Verdict::Proceed => {
+            PreflightVerdict::Proceed => {
                 // Under the turn, the downgrade's state again (a cancel may have come).
                 if let Some(why) = self.downgrade_gate(&report, &target).await {
                     return Event::RefusedHere(target, why);
@@ -576,11 +576,11 @@ where
                 }
                 Event::PreflightPassed
             }
-            Verdict::Wait(why) => {
+            PreflightVerdict::Wait(why) => {
                 tracing::info!(member = %self.cfg.member, to = %target, reason = %why, "preflight: waiting");
                 Event::PreflightWait(why)
             }
-            Verdict::Refuse(why) => Event::PreflightRefused(why),
+            PreflightVerdict::Refuse(why) => Event::PreflightRefused(why),
         }
     }
 

@@ -166,7 +166,10 @@ impl Cluster for LiveCluster {
         !matches!(self.client.get(key.into_bytes()).await, Ok(None))
     }
 
-    async fn downgrade_facts(&self, view: &ClusterView) -> crate::upgrade::rules::downgrade::Facts {
+    async fn downgrade_facts(
+        &self,
+        view: &ClusterView,
+    ) -> crate::upgrade::rules::downgrade::DowngradeFacts {
         crate::upgrade::turn::downgrade_live::read(&self.client, &self.turn.key_prefix, view).await
     }
 

@@ -18,7 +18,7 @@ use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::EtcdError;
 use crate::process::child::Stopped;
 use crate::supervisor::control::ChildStatus;
-use crate::upgrade::rules::downgrade::{Facts as DowngradeFacts, InEtcd};
+use crate::upgrade::rules::downgrade::{DowngradeFacts, InEtcd};
 use crate::upgrade::rules::vet::Vetted;
 use crate::upgrade::turn::downgrade_live;
 use crate::upgrade::turn::machine::Phase;

@@ -19,8 +19,8 @@ fn m(name: &str, server: &str, storage: Option<(u64, u64)>, staged: Option<&str>
 }
 
 /// A healthy 3.7.4 cluster with 3.6.17 staged everywhere, nothing enabled.
-fn on_37() -> Facts {
-    Facts {
+fn on_37() -> DowngradeFacts {
+    DowngradeFacts {
         cluster_version: Some(v("3.7.0")),
         members: ["m1", "m2", "m3"]
             .iter()
@@ -45,7 +45,7 @@ fn record(state: RecordState) -> DowngradeRecord {
 }
 
 /// Enabled in etcd, cluster version moved, storage migrated.
-fn enabled() -> Facts {
+fn enabled() -> DowngradeFacts {
     let mut f = on_37();
     f.cluster_version = Some(v("3.6.0"));
     f.etcd = InEtcd::Enabled((3, 6));

@@ -33,8 +33,8 @@ fn peer(name: &str, record: Option<PeerRecord>) -> Peer {
     }
 }
 
-fn facts(leader: &str, peers: Vec<Peer>) -> Facts {
-    Facts {
+fn facts(leader: &str, peers: Vec<Peer>) -> LeaderLastFacts {
+    LeaderLastFacts {
         me: "m1".into(),
         leader: Some(leader.into()),
         target: v(NEW),
@@ -45,7 +45,7 @@ fn facts(leader: &str, peers: Vec<Peer>) -> Facts {
     }
 }
 
-fn decide(f: &Facts) -> Assessment {
+fn decide(f: &LeaderLastFacts) -> Assessment {
     assess(f, &BTreeSet::new(), Duration::ZERO, BOUND)
 }
 
@@ -56,17 +56,17 @@ fn queued_follower(name: &str) -> Peer {
 #[test]
 fn a_follower_takes_its_turn_in_queue_order() {
     let f = facts("m2", vec![queued_follower("m2"), queued_follower("m3")]);
-    assert_eq!(decide(&f).decision, Decision::Go(Go::NotLeader));
+    assert_eq!(decide(&f).decision, TurnOrder::Go(Go::NotLeader));
     let mut f = f;
     f.leader = None;
-    assert_eq!(decide(&f).decision, Decision::Go(Go::NoLeader));
+    assert_eq!(decide(&f).decision, TurnOrder::Go(Go::NoLeader));
 }
 
 #[test]
 fn the_leader_leaves_the_turn_to_followers_waiting_for_the_same_target() {
     let f = facts("m1", vec![queued_follower("m2"), queued_follower("m3")]);
     let a = decide(&f);
-    assert_eq!(a.decision, Decision::Wait(vec!["m2".into(), "m3".into()]));
+    assert_eq!(a.decision, TurnOrder::Wait(vec!["m2".into(), "m3".into()]));
     assert!(a.skipped.is_empty());
     assert!(!a.holder_waited);
 }
@@ -86,7 +86,7 @@ fn every_state_of_a_turn_under_way_holds_the_leader_back() {
         let f = facts("m1", vec![peer("m2", Some(record(state, Some(NEW))))]);
         assert_eq!(
             decide(&f).decision,
-            Decision::Wait(vec!["m2".into()]),
+            TurnOrder::Wait(vec!["m2".into()]),
             "{state}"
         );
     }
@@ -97,17 +97,17 @@ fn a_follower_still_vetting_the_same_target_is_waited_for() {
     let mut vetting = record("idle", None);
     vetting.candidate = Some(v(NEW));
     let f = facts("m1", vec![peer("m2", Some(vetting.clone()))]);
-    assert_eq!(decide(&f).decision, Decision::Wait(vec!["m2".into()]));
+    assert_eq!(decide(&f).decision, TurnOrder::Wait(vec!["m2".into()]));
     // After a failed swap, a new candidate is vetted too.
     vetting.state = "failed".into();
     let f = facts("m1", vec![peer("m2", Some(vetting))]);
-    assert_eq!(decide(&f).decision, Decision::Wait(vec!["m2".into()]));
+    assert_eq!(decide(&f).decision, TurnOrder::Wait(vec!["m2".into()]));
 
     let mut other = record("idle", None);
     other.candidate = Some(v("3.5.29"));
     let f = facts("m1", vec![peer("m2", Some(other))]);
     let a = decide(&f);
-    assert_eq!(a.decision, Decision::Go(Go::NoneWaiting));
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
     assert_eq!(a.skipped, [("m2".into(), Skip::OtherTarget(v("3.5.29")))]);
 }
 
@@ -130,7 +130,7 @@ fn followers_that_cannot_move_do_not_hold_the_leader_back_and_say_why() {
         ],
     );
     let a = decide(&f);
-    assert_eq!(a.decision, Decision::Go(Go::NoneWaiting));
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
     assert_eq!(
         a.skipped,
         [
@@ -155,7 +155,7 @@ fn a_follower_down_in_its_own_swap_is_still_waited_for() {
     swapping.healthy = false;
     swapping.version = None;
     let f = facts("m1", vec![swapping]);
-    assert_eq!(decide(&f).decision, Decision::Wait(vec!["m2".into()]));
+    assert_eq!(decide(&f).decision, TurnOrder::Wait(vec!["m2".into()]));
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn the_supervisors_record_says_on_target_when_etcd_does_not_answer() {
     p.version = None;
     p.healthy = false;
     let a = decide(&facts("m1", vec![p]));
-    assert_eq!(a.decision, Decision::Go(Go::NoneWaiting));
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
     assert_eq!(a.skipped, [("m2".into(), Skip::OnTarget)]);
 }
 
@@ -175,12 +175,12 @@ fn an_unknown_state_counts_only_while_the_member_is_in_the_lock_queue() {
     let mut newer = peer("m2", Some(record("draining", Some(NEW))));
     assert_eq!(
         decide(&facts("m1", vec![newer.clone()])).decision,
-        Decision::Go(Go::NoneWaiting)
+        TurnOrder::Go(Go::NoneWaiting)
     );
     newer.queued = true;
     assert_eq!(
         decide(&facts("m1", vec![newer])).decision,
-        Decision::Wait(vec!["m2".into()])
+        TurnOrder::Wait(vec!["m2".into()])
     );
 }
 
@@ -188,7 +188,7 @@ fn an_unknown_state_counts_only_while_the_member_is_in_the_lock_queue() {
 fn a_rejected_target_is_nothing_to_wait_for() {
     let mut f = facts("m1", vec![queued_follower("m2")]);
     f.target_rejected = true;
-    assert_eq!(decide(&f).decision, Decision::Go(Go::Rejected));
+    assert_eq!(decide(&f).decision, TurnOrder::Go(Go::Rejected));
 }
 
 #[test]
@@ -200,23 +200,23 @@ fn the_bound_ends_the_wait_unless_a_waited_for_member_holds_the_turn() {
         BOUND - Duration::from_millis(1),
         BOUND,
     );
-    assert!(matches!(a.decision, Decision::Wait(_)));
+    assert!(matches!(a.decision, TurnOrder::Wait(_)));
     let a = assess(&f, &BTreeSet::new(), BOUND, BOUND);
     assert_eq!(
         a.decision,
-        Decision::Go(Go::GaveUp(vec!["m2".into(), "m3".into()]))
+        TurnOrder::Go(Go::GaveUp(vec!["m2".into(), "m3".into()]))
     );
 
     let mut held = f.clone();
     held.holder = Some("m3".into());
     let a = assess(&held, &BTreeSet::new(), BOUND * 2, BOUND);
     assert!(a.holder_waited);
-    assert_eq!(a.decision, Decision::Wait(vec!["m2".into(), "m3".into()]));
+    assert_eq!(a.decision, TurnOrder::Wait(vec!["m2".into(), "m3".into()]));
 
     // Once given up on, a member no longer counts for this target.
     let given_up: BTreeSet<String> = ["m2".to_owned()].into();
     let a = assess(&f, &given_up, Duration::ZERO, BOUND);
-    assert_eq!(a.decision, Decision::Wait(vec!["m3".into()]));
+    assert_eq!(a.decision, TurnOrder::Wait(vec!["m3".into()]));
     assert_eq!(a.skipped, [("m2".into(), Skip::GaveUp)]);
 }
 
@@ -353,7 +353,7 @@ fn facts_come_from_the_view_records_and_queue() {
         .insert("m3".into(), Stored::<MemberRecord>::decode(b"junk"));
     vw.rejected
         .insert(v(NEW), Stored::decode(br#"{"member":"m9","reason":"r"}"#));
-    let f = Facts::from_view(&vw, "m1", &v(NEW));
+    let f = LeaderLastFacts::from_view(&vw, "m1", &v(NEW));
     assert_eq!(f.leader.as_deref(), Some("m1"));
     assert_eq!(f.holder.as_deref(), Some("m3"));
     assert!(f.target_rejected);
@@ -374,14 +374,14 @@ fn members_not_staged_yet_are_expected_for_a_few_seconds_after_the_leaders_own_s
     f.staged_for = SETTLE - Duration::from_millis(1);
     assert_eq!(
         decide(&f).decision,
-        Decision::Wait(vec!["m2".into(), "m3".into()])
+        TurnOrder::Wait(vec!["m2".into(), "m3".into()])
     );
     // Never longer than the bound.
     let a = assess(&f, &BTreeSet::new(), Duration::ZERO, Duration::from_secs(1));
-    assert_eq!(a.decision, Decision::Go(Go::NoneWaiting));
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
     f.staged_for = SETTLE;
     let a = decide(&f);
-    assert_eq!(a.decision, Decision::Go(Go::NoneWaiting));
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
     assert_eq!(
         a.skipped,
         [
@@ -392,7 +392,7 @@ fn members_not_staged_yet_are_expected_for_a_few_seconds_after_the_leaders_own_s
     // Other reasons are believed at once.
     let mut f = facts("m1", vec![peer("m2", Some(record("failed", Some(NEW))))]);
     f.staged_for = Duration::ZERO;
-    assert_eq!(decide(&f).decision, Decision::Go(Go::NoneWaiting));
+    assert_eq!(decide(&f).decision, TurnOrder::Go(Go::NoneWaiting));
 }
 
 #[test]
@@ -403,10 +403,10 @@ fn a_member_down_outside_its_swap_ends_the_wait_for_preflight_to_judge() {
     let f = facts("m1", vec![queued_follower("m2"), down.clone()]);
     assert_eq!(
         decide(&f).decision,
-        Decision::Go(Go::MemberDown("m3".into()))
+        TurnOrder::Go(Go::MemberDown("m3".into()))
     );
     // Down while holding the turn (stopped for its swap) is no reason to go.
     let mut held = f.clone();
     held.holder = Some("m3".into());
-    assert_eq!(decide(&held).decision, Decision::Wait(vec!["m2".into()]));
+    assert_eq!(decide(&held).decision, TurnOrder::Wait(vec!["m2".into()]));
 }

@@ -68,7 +68,7 @@ fn input() -> impl Strategy<Value = PathInput> {
                 peers: peers
                     .into_iter()
                     .enumerate()
-                    .map(|(i, version)| Peer {
+                    .map(|(i, version)| PeerVersion {
                         name: format!("m{i}"),
                         version,
                     })
@@ -92,12 +92,12 @@ fn input() -> impl Strategy<Value = PathInput> {
 }
 
 /// A decision with its member lists sorted, so two orders of the same cluster compare.
-fn normalized(d: Decision) -> Decision {
+fn normalized(d: PathDecision) -> PathDecision {
     fn sort(members: &mut [MemberVersion]) {
         members.sort_by_key(|m| (m.name.clone(), m.version.to_string()));
     }
     match d {
-        Decision::Wait(mut w) => {
+        PathDecision::Wait(mut w) => {
             match &mut w {
                 WaitReason::MemberVersionsUnknown { members } => members.sort(),
                 WaitReason::MembersBelowClusterVersion { members, .. } => sort(members),
@@ -105,15 +105,15 @@ fn normalized(d: Decision) -> Decision {
                 WaitReason::UpgradeInProgress { ahead, .. } => sort(ahead),
                 WaitReason::ClusterVersionUnknown => {}
             }
-            Decision::Wait(w)
+            PathDecision::Wait(w)
         }
-        Decision::Refuse(mut r) => {
+        PathDecision::Refuse(mut r) => {
             match &mut r {
                 RefuseReason::MembersTooFarAhead { members, .. }
                 | RefuseReason::BelowFloor { members, .. } => sort(members),
                 _ => {}
             }
-            Decision::Refuse(r)
+            PathDecision::Refuse(r)
         }
         other => other,
     }
@@ -129,11 +129,11 @@ proptest! {
     fn prop_path_never_below_cluster_nor_skipping_a_minor(input in input()) {
         let decision = decide(&input);
         prop_assert_eq!(
-            decision == Decision::AlreadyRunning,
+            decision == PathDecision::AlreadyRunning,
             input.target == input.running,
             "{:?}", decision
         );
-        if let Decision::Proceed(_) = decision {
+        if let PathDecision::Proceed(_) = decision {
             let (t, r) = (input.target.minor_version(), input.running.minor_version());
             let Some(cluster) = &input.cluster_version else {
                 return Err(TestCaseError::fail("proceeded with no cluster version"));
@@ -171,10 +171,10 @@ fn prop_path_generator_reaches_every_outcome() {
     for _ in 0..2000 {
         let input = input().new_tree(&mut runner).unwrap().current();
         match decide(&input) {
-            Decision::Proceed(_) => proceed += 1,
-            Decision::Wait(_) => wait += 1,
-            Decision::Refuse(_) => refuse += 1,
-            Decision::AlreadyRunning => running += 1,
+            PathDecision::Proceed(_) => proceed += 1,
+            PathDecision::Wait(_) => wait += 1,
+            PathDecision::Refuse(_) => refuse += 1,
+            PathDecision::AlreadyRunning => running += 1,
         }
     }
     eprintln!("proceed {proceed}, wait {wait}, refuse {refuse}, already running {running}");

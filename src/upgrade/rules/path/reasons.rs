@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{minor, next, MemberVersion, Minor, Runs};
+use super::{minor, next, MemberVersion, MinorLabel, Runs};
 use crate::cluster::keys::Keys;
 use crate::upgrade::rules::release_facts::{Floor, KnownBad};
 use crate::versions::Version;
@@ -70,7 +70,7 @@ impl fmt::Display for WaitReason {
                 target,
                 lagging,
             } => {
-                let needed = Minor(next(cluster.minor_version()));
+                let needed = MinorLabel(next(cluster.minor_version()));
                 write!(
                     f,
                     "{target} needs the cluster version at {needed}, and it is still {}; ",
@@ -92,7 +92,7 @@ impl fmt::Display for WaitReason {
                 }
             }
             Self::UpgradeInProgress { target, ahead } => {
-                let next_minor = Minor(next(target.minor_version()));
+                let next_minor = MinorLabel(next(target.minor_version()));
                 write!(
                     f,
                     "{} already, so the cluster is being upgraded to {next_minor}, and {target} \
@@ -193,7 +193,7 @@ impl fmt::Display for RefuseReason {
             Self::SkipsMinor { from, to } => write!(
                 f,
                 "{from} -> {to} skips a minor version; upgrade every member to {} first",
-                Minor(next(from.minor_version()))
+                MinorLabel(next(from.minor_version()))
             ),
             Self::DowngradeBelowCluster { cluster, to } => write!(
                 f,

@@ -21,7 +21,7 @@ struct Case {
     allow: &'static [&'static str],
     /// (version, member, reason)
     rejected: &'static [(&'static str, &'static str, &'static str)],
-    expect: Decision,
+    expect: PathDecision,
 }
 
 /// A steady 3.5 cluster with this member on 3.5.16; rows override what they test.
@@ -34,7 +34,7 @@ fn base() -> Case {
         peers: ON_35,
         allow: &[],
         rejected: &[],
-        expect: Decision::AlreadyRunning,
+        expect: PathDecision::AlreadyRunning,
     }
 }
 
@@ -52,7 +52,7 @@ impl Case {
         input.peers = self
             .peers
             .iter()
-            .map(|(name, version)| Peer {
+            .map(|(name, version)| PeerVersion {
                 name: (*name).to_owned(),
                 version: version.map(v),
             })
@@ -71,26 +71,26 @@ impl Case {
     }
 }
 
-fn proceed(step: Step) -> Decision {
-    Decision::Proceed(step)
+fn proceed(step: PathStep) -> PathDecision {
+    PathDecision::Proceed(step)
 }
 
-fn refuse(reason: RefuseReason) -> Decision {
-    Decision::Refuse(reason)
+fn refuse(reason: RefuseReason) -> PathDecision {
+    PathDecision::Refuse(reason)
 }
 
-fn wait(reason: WaitReason) -> Decision {
-    Decision::Wait(reason)
+fn wait(reason: WaitReason) -> PathDecision {
+    PathDecision::Wait(reason)
 }
 
-fn refused_as_known_bad(version: &str) -> Decision {
+fn refused_as_known_bad(version: &str) -> PathDecision {
     refuse(RefuseReason::KnownBad {
         version: v(version),
         bad: release_facts::known_bad(&v(version)).unwrap(),
     })
 }
 
-fn rejected(version: &str) -> Decision {
+fn rejected(version: &str) -> PathDecision {
     refuse(RefuseReason::Rejected {
         version: v(version),
         member: "m2".to_owned(),
@@ -104,14 +104,14 @@ fn cases() -> Vec<Case> {
         Case {
             name: "patch up",
             target: "3.5.17",
-            expect: proceed(Step::PatchUpgrade),
+            expect: proceed(PathStep::PatchUpgrade),
             ..base()
         },
         Case {
             name: "patch down",
             running: "3.5.17",
             target: "3.5.16",
-            expect: proceed(Step::PatchDowngrade),
+            expect: proceed(PathStep::PatchDowngrade),
             ..base()
         },
         Case {
@@ -119,7 +119,7 @@ fn cases() -> Vec<Case> {
             running: "3.5.16",
             target: "3.5.10",
             peers: &[("m2", Some("3.5.30")), ("m3", Some("3.5.30"))],
-            expect: proceed(Step::PatchDowngrade),
+            expect: proceed(PathStep::PatchDowngrade),
             ..base()
         },
         Case {
@@ -128,7 +128,7 @@ fn cases() -> Vec<Case> {
             target: "3.5.16",
             cluster: Some("3.4.0"),
             peers: ON_34,
-            expect: proceed(Step::MinorUpgrade),
+            expect: proceed(PathStep::MinorUpgrade),
             ..base()
         },
         Case {
@@ -137,7 +137,7 @@ fn cases() -> Vec<Case> {
             target: "3.5.16",
             cluster: Some("3.4.0"),
             peers: MIXED,
-            expect: proceed(Step::MinorUpgrade),
+            expect: proceed(PathStep::MinorUpgrade),
             ..base()
         },
         Case {
@@ -146,7 +146,7 @@ fn cases() -> Vec<Case> {
             target: "3.5.16",
             cluster: Some("3.4.0"),
             peers: ON_35,
-            expect: proceed(Step::MinorUpgrade),
+            expect: proceed(PathStep::MinorUpgrade),
             ..base()
         },
         Case {
@@ -155,7 +155,7 @@ fn cases() -> Vec<Case> {
             target: "3.5.17",
             cluster: Some("3.4.0"),
             peers: MIXED,
-            expect: proceed(Step::PatchUpgrade),
+            expect: proceed(PathStep::PatchUpgrade),
             ..base()
         },
         Case {
@@ -164,7 +164,7 @@ fn cases() -> Vec<Case> {
             target: "3.4.23",
             cluster: Some("3.4.0"),
             peers: MIXED,
-            expect: proceed(Step::Rollback),
+            expect: proceed(PathStep::Rollback),
             ..base()
         },
         Case {
@@ -173,7 +173,7 @@ fn cases() -> Vec<Case> {
             target: "3.4.22",
             cluster: Some("3.4.0"),
             peers: ON_34,
-            expect: proceed(Step::Rollback),
+            expect: proceed(PathStep::Rollback),
             ..base()
         },
         Case {
@@ -181,21 +181,21 @@ fn cases() -> Vec<Case> {
             running: "3.5.32",
             target: "3.6.0-rc.1",
             peers: ON_35_FLOOR,
-            expect: proceed(Step::MinorUpgrade),
+            expect: proceed(PathStep::MinorUpgrade),
             ..base()
         },
         Case {
             name: "pre-release to its release",
             running: "3.6.0-rc.1",
             target: "3.6.0",
-            expect: proceed(Step::PatchUpgrade),
+            expect: proceed(PathStep::PatchUpgrade),
             ..base()
         },
         Case {
             name: "release back to its pre-release",
             running: "3.6.0",
             target: "3.6.0-rc.1",
-            expect: proceed(Step::PatchDowngrade),
+            expect: proceed(PathStep::PatchDowngrade),
             ..base()
         },
         Case {
@@ -205,7 +205,7 @@ fn cases() -> Vec<Case> {
             cluster: Some("3.4.0"),
             peers: ON_34,
             allow: &["3.5.1"],
-            expect: proceed(Step::MinorUpgrade),
+            expect: proceed(PathStep::MinorUpgrade),
             ..base()
         },
         Case {
@@ -215,14 +215,14 @@ fn cases() -> Vec<Case> {
             cluster: Some("3.4.0"),
             peers: ON_34,
             allow: &["3.5.0-rc.1"],
-            expect: proceed(Step::MinorUpgrade),
+            expect: proceed(PathStep::MinorUpgrade),
             ..base()
         },
         Case {
             name: "known-bad running version does not matter",
             running: "3.5.1",
             target: "3.5.16",
-            expect: proceed(Step::PatchUpgrade),
+            expect: proceed(PathStep::PatchUpgrade),
             ..base()
         },
         Case {
@@ -231,27 +231,27 @@ fn cases() -> Vec<Case> {
             target: "3.6.0",
             peers: ON_35_FLOOR,
             rejected: &[("3.6.0-rc.1", "m2", BROKEN_RELEASE)],
-            expect: proceed(Step::MinorUpgrade),
+            expect: proceed(PathStep::MinorUpgrade),
             ..base()
         },
         Case {
             name: "a single-member cluster",
             target: "3.5.17",
             peers: &[],
-            expect: proceed(Step::PatchUpgrade),
+            expect: proceed(PathStep::PatchUpgrade),
             ..base()
         },
         // --- AlreadyRunning ---
         Case {
             name: "equal version",
-            expect: Decision::AlreadyRunning,
+            expect: PathDecision::AlreadyRunning,
             ..base()
         },
         Case {
             name: "equal version needs no cluster information",
             cluster: None,
             peers: &[("m2", None), ("m3", None)],
-            expect: Decision::AlreadyRunning,
+            expect: PathDecision::AlreadyRunning,
             ..base()
         },
         Case {
@@ -259,7 +259,7 @@ fn cases() -> Vec<Case> {
             running: "3.5.1",
             target: "3.5.1",
             rejected: &[("3.5.1", "m2", BROKEN_RELEASE)],
-            expect: Decision::AlreadyRunning,
+            expect: PathDecision::AlreadyRunning,
             ..base()
         },
         // --- Refuse: version arithmetic ---
@@ -618,10 +618,10 @@ fn case_names_are_unique() {
 fn reasons_read_as_one_line() {
     for case in cases() {
         let text = match &case.expect {
-            Decision::Wait(reason) => reason.to_string(),
-            Decision::Refuse(reason) => reason.to_string(),
-            Decision::Proceed(step) => step.to_string(),
-            Decision::AlreadyRunning => continue,
+            PathDecision::Wait(reason) => reason.to_string(),
+            PathDecision::Refuse(reason) => reason.to_string(),
+            PathDecision::Proceed(step) => step.to_string(),
+            PathDecision::AlreadyRunning => continue,
         };
         assert!(
             !text.is_empty() && !text.contains('\n') && !text.contains("  "),
@@ -775,7 +775,7 @@ fn builtin_known_bad_list_refuses_up_to_the_production_minimum() {
         }
         let refused = matches!(
             decide(&input),
-            Decision::Refuse(RefuseReason::KnownBad { .. })
+            PathDecision::Refuse(RefuseReason::KnownBad { .. })
         );
         assert_eq!(refused, bad != "3.5.6-rc.1", "{bad}");
     }
@@ -789,16 +789,16 @@ fn minor_upgrade_to_3_6_needs_every_member_on_3_5_32() {
     let mut input = PathInput::new(v("3.5.30"), v("3.6.1"));
     input.cluster_version = Some(v("3.5.0"));
     input.peers = vec![
-        Peer {
+        PeerVersion {
             name: "m2".into(),
             version: Some(v("3.5.32")),
         },
-        Peer {
+        PeerVersion {
             name: "m3".into(),
             version: Some(v("3.5.16")),
         },
     ];
-    let Decision::Refuse(reason @ RefuseReason::BelowFloor { .. }) = decide(&input) else {
+    let PathDecision::Refuse(reason @ RefuseReason::BelowFloor { .. }) = decide(&input) else {
         panic!("expected a floor refusal: {:?}", decide(&input));
     };
     let text = reason.to_string();
@@ -809,11 +809,11 @@ fn minor_upgrade_to_3_6_needs_every_member_on_3_5_32() {
     // Once everyone is on the floor, the same upgrade proceeds.
     input.running = v("3.5.32");
     input.peers[1].version = Some(v("3.5.33"));
-    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+    assert_eq!(decide(&input), proceed(PathStep::MinorUpgrade));
     // Patch upgrades within 3.5 have no floor.
     let mut patch = PathInput::new(v("3.5.16"), v("3.5.30"));
     patch.cluster_version = Some(v("3.5.0"));
-    assert_eq!(decide(&patch), proceed(Step::PatchUpgrade));
+    assert_eq!(decide(&patch), proceed(PathStep::PatchUpgrade));
 }
 
 #[test]
@@ -822,10 +822,10 @@ fn minor_upgrade_to_3_7_needs_every_member_on_3_6_11() {
     input.cluster_version = Some(v("3.6.0"));
     assert!(matches!(
         decide(&input),
-        Decision::Refuse(RefuseReason::BelowFloor { .. })
+        PathDecision::Refuse(RefuseReason::BelowFloor { .. })
     ));
     input.running = v("3.6.11");
-    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+    assert_eq!(decide(&input), proceed(PathStep::MinorUpgrade));
 }
 
 #[test]
@@ -833,24 +833,27 @@ fn auth_enabled_3_4_to_3_5_is_refused_unless_allowed() {
     let mut input = PathInput::new(v("3.4.23"), v("3.5.30"));
     input.cluster_version = Some(v("3.4.0"));
     input.auth_enabled = Some(false);
-    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+    assert_eq!(decide(&input), proceed(PathStep::MinorUpgrade));
     input.auth_enabled = Some(true);
-    let Decision::Refuse(reason @ RefuseReason::AuthFrom34 { .. }) = decide(&input) else {
+    let PathDecision::Refuse(reason @ RefuseReason::AuthFrom34 { .. }) = decide(&input) else {
         panic!("expected the auth refusal");
     };
     assert!(reason.to_string().contains("--allow-auth-upgrade-from-3.4"));
     input.allow_auth_upgrade_from_34 = true;
-    assert_eq!(decide(&input), proceed(Step::MinorUpgrade));
+    assert_eq!(decide(&input), proceed(PathStep::MinorUpgrade));
     // 3.5 patch upgrades with auth on are fine.
     let mut patch = PathInput::new(v("3.5.16"), v("3.5.30"));
     patch.cluster_version = Some(v("3.5.0"));
     patch.auth_enabled = Some(true);
-    assert_eq!(decide(&patch), proceed(Step::PatchUpgrade));
+    assert_eq!(decide(&patch), proceed(PathStep::PatchUpgrade));
 }
 
 #[test]
 fn absurd_minor_numbers_do_not_overflow() {
     let mut input = PathInput::new(v("3.18446744073709551615.0"), v("3.18446744073709551615.1"));
     input.cluster_version = Some(v("3.18446744073709551615.0"));
-    assert_eq!(decide(&input), Decision::Proceed(Step::PatchUpgrade));
+    assert_eq!(
+        decide(&input),
+        PathDecision::Proceed(PathStep::PatchUpgrade)
+    );
 }

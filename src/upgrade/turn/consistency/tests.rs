@@ -13,7 +13,7 @@ fn equal_hashes_agree_and_one_differing_member_is_a_mismatch() {
     let same = [h("m1", 7, 3), h("m2", 7, 3), h("m3", 7, 3)];
     assert_eq!(
         compare(40, &same),
-        Verdict::Consistent {
+        ConsistencyVerdict::Consistent {
             revision: 40,
             hash: 7,
             members: 3
@@ -22,7 +22,7 @@ fn equal_hashes_agree_and_one_differing_member_is_a_mismatch() {
     let diverged = [h("m1", 7, 3), h("m2", 7, 3), h("m3", 8, 3)];
     assert_eq!(
         compare(40, &diverged),
-        Verdict::Mismatch {
+        ConsistencyVerdict::Mismatch {
             revision: 40,
             hashes: diverged.to_vec()
         }
@@ -30,7 +30,7 @@ fn equal_hashes_agree_and_one_differing_member_is_a_mismatch() {
     // Hashes over different compaction points say nothing either way.
     assert_eq!(
         compare(40, &[h("m1", 7, 3), h("m2", 9, 5)]),
-        Verdict::NotComparable
+        ConsistencyVerdict::NotComparable
     );
 }
 

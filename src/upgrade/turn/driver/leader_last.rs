@@ -12,7 +12,9 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::cluster::view::ClusterView;
-use crate::upgrade::rules::leader_last::{self as rule, Assessment, Decision, Facts, Go, Stall};
+use crate::upgrade::rules::leader_last::{
+    self as rule, Assessment, Go, LeaderLastFacts, Stall, TurnOrder,
+};
 
 /// How often a waiting leader looks at the cluster again.
 const LOOK_EVERY: Duration = Duration::from_millis(500);
@@ -88,16 +90,18 @@ where
         let mut waited = false;
         loop {
             let view = self.client.gather().await;
-            let facts = Facts::from_view(&view, &self.cfg.member, &target);
+            let facts = LeaderLastFacts::from_view(&view, &self.cfg.member, &target);
             let first = self.assess(&facts, Duration::ZERO);
             let stalled = match &first.decision {
-                Decision::Wait(names) => stall.observe(start.elapsed(), names, first.holder_waited),
-                Decision::Go(_) => Duration::ZERO,
+                TurnOrder::Wait(names) => {
+                    stall.observe(start.elapsed(), names, first.holder_waited)
+                }
+                TurnOrder::Go(_) => Duration::ZERO,
             };
             let assessment = self.assess(&facts, stalled);
             self.say_skipped(&assessment, &target);
             match assessment.decision {
-                Decision::Wait(names) => {
+                TurnOrder::Wait(names) => {
                     // A pause or a closed window holds the whole queue: that gate speaks
                     // (and is published) first.
                     if self.hold_reason().await.is_some() {
@@ -113,7 +117,7 @@ where
                         () = self.shutdown_signal() => return false,
                     }
                 }
-                Decision::Go(go) => {
+                TurnOrder::Go(go) => {
                     self.say_go(&go, &target, waited, start.elapsed());
                     return true;
                 }
@@ -133,8 +137,8 @@ where
         }
         self.leader_last.for_target(&target);
         let view = self.client.gather().await;
-        let facts = Facts::from_view(&view, &self.cfg.member, &target);
-        let Decision::Wait(names) = self.assess(&facts, Duration::ZERO).decision else {
+        let facts = LeaderLastFacts::from_view(&view, &self.cfg.member, &target);
+        let TurnOrder::Wait(names) = self.assess(&facts, Duration::ZERO).decision else {
             return Some(held);
         };
         tracing::info!(member = %self.cfg.member, to = %target, waiting_for = %names.join(","), "leader last: this member leads and others staged for the same version are waiting; giving the turn back before preflight");
@@ -191,8 +195,8 @@ where
         }
     }
 
-    fn assess(&self, facts: &Facts, stalled: Duration) -> Assessment {
-        let facts = Facts {
+    fn assess(&self, facts: &LeaderLastFacts, stalled: Duration) -> Assessment {
+        let facts = LeaderLastFacts {
             staged_for: self
                 .leader_last
                 .since

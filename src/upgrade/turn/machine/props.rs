@@ -57,9 +57,9 @@ enum Run {
     Unknown,
 }
 
-/// The world as the executor and the run loop keep it.
+/// The simulated world as the executor and the run loop keep it.
 #[derive(Debug, Clone)]
-struct World {
+struct SimWorld {
     /// Whether etcd runs (the run loop restarts it unless a swap holds it).
     running: Run,
     /// Where `current` points.
@@ -117,7 +117,7 @@ const CANDIDATES: [&str; 4] = ["3.5.17", "3.6.0", "3.5.15", "3.5.16"];
 /// Why a run of the model failed, for the property's message.
 type Broken = String;
 
-impl World {
+impl SimWorld {
     /// Answers `effect` (already returned by a step whose turn is `turn`) with the outcome
     /// `pick` selects, updating the facts; checks the effect is allowed first.
     fn perform(&mut self, turn: &Turn, effect: &Effect, pick: u8) -> Result<Event, Broken> {
@@ -391,7 +391,7 @@ struct Played {
 fn play(target_bad: bool, script: &[Choice]) -> Result<Played, Broken> {
     let mut played = Played::default();
     let from = v("3.5.16");
-    let mut world = World {
+    let mut world = SimWorld {
         running: Run::Running,
         current: from.clone(),
         held: false,
@@ -575,7 +575,7 @@ proptest! {
 /// The model itself can fail: a machine that stopped etcd without a backup would be caught.
 #[test]
 fn prop_model_catches_a_stop_without_backup() {
-    let mut world = World {
+    let mut world = SimWorld {
         running: Run::Running,
         current: v("3.5.16"),
         held: true,
@@ -640,7 +640,7 @@ fn prop_machine_generator_reaches_every_phase_and_crash_point() {
 /// world answered since, is caught whatever the machine's `rollback` flag says.
 #[test]
 fn prop_model_catches_a_rollback_stop_without_a_failure() {
-    let mut world = World {
+    let mut world = SimWorld {
         running: Run::Running,
         current: v("3.6.0"),
         held: true,

@@ -2,9 +2,7 @@
 //! so the cluster reports a 3.7 (or downgrading) cluster and etcd's downgrade state.
 
 use super::*;
-use crate::upgrade::rules::downgrade::{
-    DowngradeRecord, Facts as DowngradeFacts, InEtcd, RecordState,
-};
+use crate::upgrade::rules::downgrade::{DowngradeFacts, DowngradeRecord, InEtcd, RecordState};
 use crate::upgrade::turn::downgrade_live::facts_from;
 
 /// What the wrapped cluster says about the downgrade; shared with the test.
