@@ -6,8 +6,18 @@
 //! announces it is on disk, so [`recover`](super::machine::recover) knows what may be half
 //! done after a crash.
 //!
-//! The world is reached only through [`super::ports`] ([`World`]); [`Driver::new`] wires
-//! the real one ([`super::live`]).
+//! What it does to etcd, its child and the versions store goes through [`super::ports`]
+//! ([`World`]: the etcd child, the cluster, the backups, the `current` switch, the vetter);
+//! [`Driver::new`] wires the real ones ([`super::live`]), the tests a fake world. Beside the
+//! ports the driver acts directly on what is its own: `state.json` ([`StateFile`], on the
+//! blocking pool), the `.reason` note beside a refused staged file, the metrics, systemd's
+//! `STATUS=` ([`Notifier`]) and the failpoints; staged candidates arrive on a channel from
+//! the staging watcher.
+//!
+//! One file per stage of the turn: `candidate` (waiting and vetting before the queue),
+//! `queue` (the lock and preflight), `swap` (backup, stop, switch), `verify`, `pacing`
+//! (the gates before the queue, the soak), `release` (the verdict and the turn given
+//! back); `leader_last`, `downgrade` and `fence` hook into them.
 
 use std::time::{Duration, SystemTime};
 
@@ -36,12 +46,15 @@ use crate::upgrade::rules::{advice, flags};
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
+mod candidate;
 mod config;
 mod downgrade;
 mod fence;
 mod leader_last;
 mod pacing;
+mod queue;
 mod release;
+mod swap;
 mod verify;
 
 /// How long a lost-in-the-wind etcd call may hold up the end of a turn.
@@ -220,19 +233,6 @@ where
         }
     }
 
-    /// Points `current` at `v` (symlink, rename, fsync) on the blocking pool.
-    async fn switch_current(&self, v: &Version) -> Result<(), String> {
-        let (store, v) = (self.store.clone(), v.clone());
-        let switched =
-            tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
-        if switched.is_ok() {
-            crate::failpoint::kill_at(crate::failpoint::SWITCHED);
-        }
-        switched
-    }
-
     /// Persists, logs and publishes a new state.
     async fn transition(&mut self, next: Turn, event: &Event) {
         let changed = next.phase != self.turn.phase || next.rollback != self.turn.rollback;
@@ -379,144 +379,6 @@ where
         }
     }
 
-    /// Waits for a staged candidate (or shutdown) and vets it before it may queue: the path
-    /// rules, then this member's configuration (and the rehearsal). Nothing is held and
-    /// nothing stops for a candidate that fails here.
-    async fn idle(&mut self) -> Event {
-        loop {
-            // A parked older minor is looked at again quietly: its refusal was said once.
-            let recheck = std::mem::take(&mut self.parked.recheck);
-            let target = match self.pending.take() {
-                Some(v) if matches!(self.turn.phase, Phase::Idle | Phase::Failed) => v,
-                _ => {
-                    let shutdown = self.shutdown_signal();
-                    let poll = self.downgrade_interval();
-                    let candidate = tokio::select! {
-                        c = self.candidates.recv() => c,
-                        () = shutdown => return Event::Shutdown,
-                        () = tokio::time::sleep(poll.unwrap_or_default()), if poll.is_some() => {
-                            if let Some(v) = self.downgrade_wake().await {
-                                self.parked.recheck = true;
-                                self.pending = Some(v);
-                            }
-                            continue;
-                        }
-                    };
-                    let Some(candidate) = candidate else {
-                        // No more candidates (watcher gone): wait for shutdown only.
-                        self.shutdown_signal().await;
-                        return Event::Shutdown;
-                    };
-                    candidate.version
-                }
-            };
-            if target == self.turn.from {
-                tracing::info!(member = %self.cfg.member, version = %target, "staged version is already running; nothing to do");
-                continue;
-            }
-            self.client.refresh_endpoints().await;
-            // Refuse an impossible target at once, without waiting in the queue.
-            let report = self.client.gather().await;
-            let verdict = preflight::path_only(
-                &report,
-                &self.cfg.member,
-                &self.turn.from,
-                &target,
-                &self.cfg.policy,
-            );
-            // An older minor waits for etcd's downgrade, staged (state.json keeps it).
-            if let Some(why) = self.downgrade_gate(&report, &target).await {
-                if recheck && self.turn.to.as_ref() == Some(&target) {
-                    continue;
-                }
-                return Event::RefusedHere(target, why);
-            }
-            if let PreflightVerdict::Refuse(why) = verdict {
-                self.note_refusal(&target, &why);
-                continue;
-            }
-            let vetting = Instant::now();
-            self.announce_candidate(Some(&target), false).await;
-            // A SIGTERM mid-vetting drops it: the rehearsal's private etcd dies with it.
-            let shutdown = self.shutdown_signal();
-            let vetted = tokio::select! {
-                v = self.vetter.vet(&self.turn.from, &target) => v,
-                () = shutdown => return Event::Shutdown,
-            };
-            self.announce_candidate(None, matches!(vetted, Vetted::Pass { .. }))
-                .await;
-            let took_ms = vetting.elapsed().as_millis() as u64;
-            match vetted {
-                Vetted::Pass { warnings, summary } => {
-                    for w in &warnings {
-                        tracing::warn!(member = %self.cfg.member, to = %target, warning = %w, "staged version: {w}");
-                    }
-                    tracing::info!(member = %self.cfg.member, from = %self.turn.from, to = %target, took_ms, vetting = %summary, "staged version vetted against this member");
-                    self.vetting = Some(format!("{target}: {summary}"));
-                    self.vetted = Some((target.clone(), report.cluster_version.clone()));
-                    return Event::Staged(target);
-                }
-                Vetted::MemberFault(why) => {
-                    self.vetting = Some(format!("{target}: refused here"));
-                    return Event::RefusedHere(target, why);
-                }
-                Vetted::VersionFault(why) => {
-                    self.vetting = Some(format!("{target}: failed, rejected"));
-                    return Event::FailedBeforeTurn(target, why);
-                }
-            }
-        }
-    }
-
-    /// Queues for the turn after `after`.
-    async fn acquire(&mut self, after: Duration) -> Event {
-        tokio::select! {
-            () = tokio::time::sleep(after) => {}
-            () = self.shutdown_signal() => return Event::Shutdown,
-        }
-        self.client.refresh_endpoints().await;
-        let waited = Instant::now();
-        tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
-        loop {
-            if let Some(shutdown) = self.wait_for_gate().await {
-                return shutdown;
-            }
-            if !self.leader_last_wait().await {
-                return Event::Shutdown;
-            }
-            if self.hold_reason().await.is_some() {
-                continue;
-            }
-            let shutdown = self.shutdown_signal();
-            match self.client.acquire(shutdown).await {
-                Ok(held) => {
-                    let Some(held) = self.keep_turn(held).await else {
-                        continue;
-                    };
-                    tracing::info!(member = %self.cfg.member, waited_ms = waited.elapsed().as_millis() as u64, "upgrade turn acquired");
-                    self.metrics.turn_acquired(waited.elapsed());
-                    self.held = Some(held);
-                    // The endpoints may be this member's alone when the queueing began (a
-                    // restart while etcd was down): the fence after this member's own stop
-                    // must reach the others, or it finds the turn unconfirmable and restores.
-                    self.client.refresh_endpoints().await;
-                    if self.gate_closed_after_acquire().await {
-                        continue;
-                    }
-                    return Event::TurnAcquired;
-                }
-                Err(LockError::Cancelled) => return Event::Shutdown,
-                Err(e) => {
-                    tracing::warn!(member = %self.cfg.member, error = %e, "could not queue for the upgrade turn; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        () = self.shutdown_signal() => return Event::Shutdown,
-                    }
-                }
-            }
-        }
-    }
-
     /// Runs a step that needs the turn, turning a loss of the turn or a shutdown into events.
     async fn guarded<'a, F, Fut>(&'a mut self, step: F) -> Event
     where
@@ -536,156 +398,6 @@ where
                 Event::TurnLost
             }
             () = shutdown => Event::Shutdown,
-        }
-    }
-
-    async fn preflight(&mut self) -> Event {
-        let Some(target) = self.turn.to.clone() else {
-            return Event::PreflightRefused("nothing staged".into());
-        };
-        let report = self.client.gather().await;
-        match preflight::assess(
-            &report,
-            &self.cfg.member,
-            &self.turn.from,
-            &target,
-            &self.cfg.policy,
-        ) {
-            PreflightVerdict::Proceed => {
-                // Under the turn, the downgrade's state again (a cancel may have come).
-                if let Some(why) = self.downgrade_gate(&report, &target).await {
-                    return Event::RefusedHere(target, why);
-                }
-                self.sole_voter = report.members.iter().filter(|m| !m.learner).count() <= 1;
-                let now = Some((target.clone(), report.cluster_version.clone()));
-                if self.vetted != now {
-                    // Not vetted by this process (a restart while queued), or the cluster
-                    // version moved since: vet again before anything stops.
-                    tracing::info!(member = %self.cfg.member, to = %target, cluster_version = ?report.cluster_version.as_ref().map(ToString::to_string), "vetting the staged version again before the stop");
-                    match self.vetter.vet(&self.turn.from, &target).await {
-                        Vetted::Pass { summary, .. } => {
-                            self.vetting = Some(format!("{target}: {summary}"));
-                            self.vetted = now;
-                        }
-                        Vetted::MemberFault(why) => return Event::RefusedHere(target, why),
-                        Vetted::VersionFault(why) => return Event::FailedBeforeTurn(target, why),
-                    }
-                }
-                if let Some(note) = advice::last_to_move(&report, &self.cfg.member, &target) {
-                    tracing::warn!(member = %self.cfg.member, from = %self.turn.from, to = %target, "{note}");
-                }
-                Event::PreflightPassed
-            }
-            PreflightVerdict::Wait(why) => {
-                tracing::info!(member = %self.cfg.member, to = %target, reason = %why, "preflight: waiting");
-                Event::PreflightWait(why)
-            }
-            PreflightVerdict::Refuse(why) => Event::PreflightRefused(why),
-        }
-    }
-
-    /// Space check and snapshot while etcd runs; in snapshot mode the backup is finished
-    /// and verified here, otherwise the cold copy follows once etcd is stopped.
-    async fn backup(&mut self) -> Event {
-        let to = self
-            .turn
-            .to
-            .clone()
-            .unwrap_or_else(|| self.turn.from.clone());
-        let turn = BackupTurn {
-            from: self.turn.from.clone(),
-            to,
-        };
-        match self.backups.begin(turn).await {
-            Ok(BackupStage::Done(done)) => {
-                self.backup_done(&done);
-                Event::BackupDone
-            }
-            Ok(BackupStage::ColdCopyPending(pending)) => {
-                self.pending_backup = Some(pending);
-                Event::BackupDone
-            }
-            Err(e) => Event::BackupFailed(e.to_string()),
-        }
-    }
-
-    fn backup_done(&self, done: &TakenBackup) {
-        tracing::info!(member = %self.cfg.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "{}", done.summary);
-        self.metrics.backup_taken(done.bytes, true);
-    }
-
-    async fn stop(&mut self) -> Event {
-        // Preflight passed before the backup; a member may have gone down since. One last
-        // look right before a forward stop keeps that window to a few milliseconds. (A
-        // rollback always stops: the new version is the one failing.) Nor does a forward
-        // stop happen on a turn lost while the backup finished.
-        if !self.turn.rollback {
-            let lost = match &self.held {
-                Some(held) => held.confirm().await,
-                None => Some("no upgrade turn held".into()),
-            };
-            if let Some(reason) = lost {
-                tracing::warn!(member = %self.cfg.member, reason, "lost the upgrade turn before the stop");
-                self.pending_backup = None;
-                return Event::TurnLost;
-            }
-        } else if self.control.status().pid.is_some()
-            && self.fence("stopping etcd again").await.is_some()
-        {
-            // The new version still runs: without the turn another member may be down now.
-            return Event::TurnLost;
-        }
-        let report = if self.turn.rollback {
-            None
-        } else {
-            Some(self.client.gather().await)
-        };
-        // A pause that arrived during preflight or the backup holds the turn before the stop.
-        if let Some(paused) = report.as_ref().filter(|r| r.pause.is_some()) {
-            self.pending_backup = None;
-            return Event::PreflightWait(paused.paused().unwrap_or_default());
-        }
-        if let Some(down) = report
-            .iter()
-            .flat_map(|r| r.members.iter())
-            .find(|m| m.name != self.cfg.member && !m.healthy)
-        {
-            self.pending_backup = None;
-            return Event::PreflightWait(format!(
-                "member {} went down after preflight; not stopping this one",
-                down.name
-            ));
-        }
-        if let Some(report) = &report {
-            self.hand_over_leadership(report).await;
-        }
-        self.swap_started = Some(Instant::now());
-        let stopped = match self.control.stop().await {
-            Ok(stopped) => stopped,
-            Err(e) => {
-                // Nobody is left to stop (or restart) etcd: not a stop.
-                tracing::error!(member = %self.cfg.member, error = %e, "stop request failed");
-                self.pending_backup = None;
-                return Event::StopFailed(format!("stopping etcd failed: {e}"));
-            }
-        };
-        tracing::info!(member = %self.cfg.member, exit = %stopped.exit, ended = stopped.ended.as_str(), took_ms = stopped.took.as_millis() as u64, "etcd stopped");
-        let Some(pending) = self.pending_backup.take() else {
-            return Event::Stopped;
-        };
-        // The cold copy of the data dir, while etcd is stopped.
-        match self.backups.cold_copy(pending).await {
-            Ok(done) => {
-                self.backup_done(&done);
-                Event::Stopped
-            }
-            Err(e) => {
-                // No verified backup, no swap: `current` still points at the old version;
-                // the machine restarts and verifies it, then queues again.
-                let why = format!("backup failed after the stop: {e}");
-                tracing::error!(member = %self.cfg.member, reason = %why, "restoring the old etcd; the upgrade will be retried");
-                Event::ColdCopyFailed(why)
-            }
         }
     }
 }

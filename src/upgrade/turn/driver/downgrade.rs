@@ -7,9 +7,9 @@
 //! downgrade for the cluster. The idle member that sees the cluster finished (or the
 //! cancel settled) deletes `<prefix>downgrade`.
 //!
-//! Hooks in `driver.rs`: [`Driver::downgrade_wake`] in `idle`'s wait,
-//! [`Driver::downgrade_gate`] in `idle` and `preflight`, [`Driver::downgrade_failed`] in
-//! `release`.
+//! Hooks: [`Driver::downgrade_wake`] in `idle`'s wait and [`Driver::downgrade_gate`] in
+//! `idle` (`candidate.rs`), the gate again in `preflight` (`queue.rs`),
+//! [`Driver::downgrade_failed`] in `release`.
 
 use super::*;
 use crate::cluster::view::ClusterView;

@@ -4,9 +4,9 @@
 //! gives it back at once, before preflight changes anything; and a leader about to stop
 //! hands leadership to a member already on the target.
 //!
-//! Hooks in `driver.rs`: [`Driver::leader_last_wait`] and [`Driver::keep_turn`] in
-//! `acquire`, [`Driver::hand_over_leadership`] in `stop` right before etcd is stopped,
-//! [`Driver::announce_candidate`] around the vetting in `idle`.
+//! Hooks: [`Driver::leader_last_wait`] and [`Driver::keep_turn`] in `acquire`
+//! (`queue.rs`), [`Driver::hand_over_leadership`] in `stop` (`swap.rs`) right before etcd
+//! is stopped, [`Driver::announce_candidate`] around the vetting in `idle` (`candidate.rs`).
 
 use std::collections::BTreeSet;
 
