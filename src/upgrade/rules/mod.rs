@@ -4,11 +4,12 @@
 //! versions, flag lists, times) and returns a decision with its reason, so the rules are
 //! unit-tested and property-tested without etcd. The code that gathers the facts, waits and
 //! acts lives in [`super::turn`], under the same names where a rule has a carrying-out
-//! (`leader_last`, `pacing`, `downgrade`, `vet`).
+//! (`leader_last`, `pacing`, `downgrade`, `vet`, `consistency`).
 //!
 //! [`ClusterView`]: crate::cluster::view::ClusterView
 
 pub mod advice;
+pub mod consistency;
 pub mod downgrade;
 pub mod flags;
 pub mod leader_last;

@@ -5,60 +5,26 @@
 //! `consistency/alarm`; while that key exists no supervisor takes an upgrade turn, until an
 //! operator runs `etcd-supervisor acknowledge-inconsistency`.
 //!
-//! [`compare`] is the pure verdict; [`fetch`] gathers the hashes through the driver's
-//! [`Cluster`] port; [`after_rollout`] is the driver's one call; [`blocked`] and
-//! [`acknowledge`] read and delete the record.
+//! The verdict and the record are the rule's ([`crate::upgrade::rules::consistency`]);
+//! [`fetch`] gathers the hashes through the driver's [`Cluster`] port; [`after_rollout`] is
+//! the driver's one call, which records a mismatch through the port; [`blocked`] and
+//! [`acknowledge`] read and delete the record for the live cluster and the commands.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
-
-use serde::{Deserialize, Serialize};
 
 use super::ports::Cluster;
 use crate::cluster::keys::Keys;
 use crate::cluster::view::ClusterView;
 use crate::etcd::{Client, EtcdError};
 use crate::metrics::Metrics;
+use crate::upgrade::rules::consistency::{
+    common_revision, compare, ConsistencyVerdict, InconsistencyRecord, MemberHash,
+};
 use crate::versions::Version;
 
 /// How many times a common revision is chosen anew when a member compacted past it (or
 /// had not reached it) meanwhile.
 const ATTEMPTS: u32 = 5;
-
-/// One member's answer at the common revision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberHash {
-    /// The member's name.
-    pub member: String,
-    /// Its HashKV at the revision.
-    pub hash: u32,
-    /// The compaction revision the hash starts after.
-    pub compact_revision: i64,
-}
-
-/// What the comparison found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsistencyVerdict {
-    /// Every member has the same hash at `revision`.
-    Consistent {
-        /// The common revision.
-        revision: i64,
-        /// The hash they share.
-        hash: u32,
-        /// How many members were compared.
-        members: usize,
-    },
-    /// The hashes differ: the stores diverged.
-    Mismatch {
-        /// The common revision.
-        revision: i64,
-        /// Every member's answer.
-        hashes: Vec<MemberHash>,
-    },
-    /// The members' compaction revisions differ (a compaction in flight): the hashes
-    /// cover different histories and say nothing yet.
-    NotComparable,
-}
 
 /// Why the check could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -74,42 +40,6 @@ pub enum CheckError {
     /// No common revision held still long enough.
     #[error("no common revision could be hashed on every member after {ATTEMPTS} tries")]
     NoCommonRevision,
-}
-
-/// The verdict on hashes taken at `revision`; two members or more are needed to disagree.
-pub fn compare(revision: i64, hashes: &[MemberHash]) -> ConsistencyVerdict {
-    let Some(first) = hashes.first() else {
-        return ConsistencyVerdict::Consistent {
-            revision,
-            hash: 0,
-            members: 0,
-        };
-    };
-    if hashes
-        .iter()
-        .any(|h| h.compact_revision != first.compact_revision)
-    {
-        return ConsistencyVerdict::NotComparable;
-    }
-    if hashes.iter().all(|h| h.hash == first.hash) {
-        ConsistencyVerdict::Consistent {
-            revision,
-            hash: first.hash,
-            members: hashes.len(),
-        }
-    } else {
-        ConsistencyVerdict::Mismatch {
-            revision,
-            hashes: hashes.to_vec(),
-        }
-    }
-}
-
-/// The revision every member can hash: the lowest current revision among them (each has
-/// applied at least that far, and a compaction is a raft entry, so none has compacted
-/// past it unless it moved on meanwhile, which [`fetch`] retries).
-pub fn common_revision(current: &[i64]) -> Option<i64> {
-    current.iter().copied().min()
 }
 
 /// HashKV of every member of `view` at one common revision, with the verdict.
@@ -170,43 +100,6 @@ fn member_error(member: &str, e: &EtcdError) -> CheckError {
     }
 }
 
-/// `consistency/alarm`: what a mismatch left for the operator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InconsistencyRecord {
-    /// The supervisor that found it.
-    pub found_by: String,
-    /// The rollout's target.
-    pub version: String,
-    /// The common revision hashed.
-    pub revision: i64,
-    /// Every member's hash.
-    pub hashes: Vec<MemberHash>,
-    /// When (RFC 3339).
-    pub time: String,
-}
-
-impl InconsistencyRecord {
-    /// One line for `status` and the logs: which members hold which hash.
-    pub fn summary(&self) -> String {
-        let mut groups: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
-        for h in &self.hashes {
-            groups.entry(h.hash).or_default().push(&h.member);
-        }
-        let parts: Vec<String> = groups
-            .iter()
-            .map(|(hash, members)| format!("{} hash {hash}", members.join(",")))
-            .collect();
-        format!(
-            "members' key-value stores differ at revision {} after the rollout to {} ({}; found by {} at {})",
-            self.revision,
-            self.version,
-            parts.join("; "),
-            self.found_by,
-            self.time
-        )
-    }
-}
-
 /// The driver's call once `target` verified on this member: when every member now runs
 /// `target`, compare their hashes; a mismatch is logged, raised on the gauge and recorded
 /// (which stops every further turn). A check that cannot be made is a warning only.
@@ -217,7 +110,7 @@ pub async fn after_rollout<K: Cluster>(
     prefix: &str,
     target: &Version,
 ) {
-    let view = cluster.gather().await;
+    let view = cluster.read_view().await;
     let last = !view.members.is_empty()
         && view
             .members
@@ -252,8 +145,7 @@ pub async fn after_rollout<K: Cluster>(
             };
             let key = Keys::new(prefix).inconsistency();
             tracing::error!(member, version = %target, revision, key = %key, "{}; no further upgrade turn is taken until an operator checks the members and runs `etcd-supervisor acknowledge-inconsistency`", record.summary());
-            let value = serde_json::to_string(&record).unwrap_or_default();
-            if let Err(e) = cluster.put(key, value, None).await {
+            if let Err(e) = cluster.record_inconsistency(&record).await {
                 tracing::error!(member, error = %e, "could not record the inconsistency in etcd");
             }
         }

@@ -10,9 +10,9 @@
 //! ([`World`]: the etcd child, the cluster, the backups, the `current` switch, the vetter);
 //! [`Driver::new`] wires the real ones ([`super::live`]), the tests a fake world. Beside the
 //! ports the driver acts directly on what is its own: `state.json` ([`StateFile`], on the
-//! blocking pool), the `.reason` note beside a refused staged file, the metrics, systemd's
-//! `STATUS=` ([`Notifier`]) and the failpoints; staged candidates arrive on a channel from
-//! the staging watcher.
+//! blocking pool), the `.reason` note beside a refused staged file (staging's writer, on the
+//! blocking pool), the metrics, systemd's `STATUS=` ([`Notifier`]) and the failpoints;
+//! staged candidates arrive on a channel from the staging watcher.
 //!
 //! One file per stage of the turn: `candidate` (waiting and vetting before the queue),
 //! `queue` (the lock and preflight), `swap` (backup, stop, switch), `verify`, `pacing`
@@ -292,8 +292,7 @@ where
                 self.turn.last_error.as_deref(),
             )
         };
-        let key = crate::cluster::keys::Keys::new(&self.cfg.key_prefix).member(&self.cfg.member);
-        let put = self.client.put(key, record.encode(), None);
+        let put = self.client.publish_member(&record);
         if let Ok(Err(e)) | Err(e) = tokio::time::timeout(RECORD_TIMEOUT, put)
             .await
             .map_err(|_| crate::etcd::EtcdError::InvalidRequest("timed out".into()))

@@ -1,6 +1,8 @@
 //! The real world behind [`super::ports`]: the run loop's [`ChildControl`], the etcd
 //! gateway [`Client`] with the cluster lock and view, [`BackupPlan`], and the
-//! [`VersionStore`].
+//! [`VersionStore`]. Adapters only: where each record lives under the key prefix and how
+//! it is encoded; what the driver does with them (a recorded inconsistency blocking every
+//! turn, for one) is the driver's, exercised by its fake world.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -16,12 +18,13 @@ use crate::backup::BackupMode;
 use crate::backup::{BackupError, BackupPlan, PendingBackup};
 use crate::cluster::keys::Keys;
 use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
-use crate::cluster::records::{MemberRecord, Stored};
+use crate::cluster::records::{MemberRecord, RejectionRecord, Stored};
 use crate::cluster::view::{self, ClusterView};
 use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::{Client, EtcdError, RangeRequest};
 use crate::process::child::Stopped;
 use crate::supervisor::{ChildControl, ChildStatus};
+use crate::upgrade::rules::consistency::InconsistencyRecord;
 use crate::versions::store::{VersionStore, VersionsError};
 use crate::versions::Version;
 
@@ -123,7 +126,7 @@ impl Cluster for LiveCluster {
         }
     }
 
-    async fn gather(&self) -> ClusterView {
+    async fn read_view(&self) -> ClusterView {
         view::gather(&self.client, &self.turn.key_prefix).await
     }
 
@@ -131,29 +134,31 @@ impl Cluster for LiveCluster {
         &self,
         cancel: impl Future<Output = ()> + Send,
     ) -> Result<HeldLock, LockError> {
-        let mut cancel = std::pin::pin!(cancel);
-        let mut said = false;
-        loop {
-            // A recorded inconsistency stops every turn: checked before queueing, and
-            // again once the turn is ours (it may have been recorded while we waited).
-            if self.inconsistency(&mut said).await.is_some() {
-                tokio::select! {
-                    () = tokio::time::sleep(BLOCKED_POLL) => continue,
-                    () = cancel.as_mut() => return Err(LockError::Cancelled),
-                }
-            }
-            let held = lock::acquire(&self.client, &self.turn, cancel.as_mut()).await?;
-            if self.inconsistency(&mut said).await.is_none() {
-                return Ok(held);
-            }
-            if let Err(e) = held.release().await {
-                tracing::warn!(error = %e, "could not give back the upgrade turn; it expires with its lease");
-            }
-        }
+        lock::acquire(&self.client, &self.turn, cancel).await
     }
 
-    async fn put(&self, key: String, value: String, lease: Option<i64>) -> Result<(), EtcdError> {
-        self.client.put(key, value, lease).await.map(drop)
+    async fn publish_member(&self, record: &MemberRecord) -> Result<(), EtcdError> {
+        let key = Keys::new(&self.turn.key_prefix).member(&self.turn.member);
+        self.client.put(key, record.encode(), None).await.map(drop)
+    }
+
+    async fn reject_version(
+        &self,
+        version: &Version,
+        record: &RejectionRecord,
+    ) -> Result<(), EtcdError> {
+        let key = Keys::new(&self.turn.key_prefix).rejected(version);
+        self.client.put(key, record.encode(), None).await.map(drop)
+    }
+
+    async fn record_inconsistency(&self, record: &InconsistencyRecord) -> Result<(), EtcdError> {
+        let key = Keys::new(&self.turn.key_prefix).inconsistency();
+        let value = serde_json::to_string(record).unwrap_or_default();
+        self.client.put(key, value, None).await.map(drop)
+    }
+
+    async fn recorded_inconsistency(&self) -> Result<Option<String>, EtcdError> {
+        consistency::blocked(&self.client, &self.turn.key_prefix).await
     }
 
     fn downgrade_poll(&self) -> Option<std::time::Duration> {
@@ -222,36 +227,6 @@ impl Cluster for LiveCluster {
 
     async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKv, EtcdError> {
         self.client.hash_kv_of(endpoint, revision).await
-    }
-}
-
-/// How often a turn blocked by a recorded inconsistency looks whether it was acknowledged.
-const BLOCKED_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-
-impl LiveCluster {
-    /// The recorded inconsistency, if any; says so once per wait (`said`). A read that
-    /// fails does not block: the lock call that follows fails the same way, and retries.
-    async fn inconsistency(&self, said: &mut bool) -> Option<String> {
-        match consistency::blocked(&self.client, &self.turn.key_prefix).await {
-            Ok(Some(why)) => {
-                if !*said {
-                    tracing::error!(member = %self.turn.member, key = %Keys::new(&self.turn.key_prefix).inconsistency(), "not taking the upgrade turn: {why}; check the members, then run `etcd-supervisor acknowledge-inconsistency`");
-                    *said = true;
-                }
-                Some(why)
-            }
-            Ok(None) => {
-                if *said {
-                    tracing::info!(member = %self.turn.member, "the inconsistency was acknowledged; queueing for the upgrade turn");
-                    *said = false;
-                }
-                None
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "could not read the inconsistency record");
-                None
-            }
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! - [`driver`]: the executor that performs each effect and feeds the outcome back;
 //! - [`ports`]: the driver's world as traits, and [`live`] the real one behind them;
 //! - [`state_file`]: `state.json`, persisted before every world-changing step;
-//! - [`consistency`]: HashKV of every member after a rollout, and its alarm record;
+//! - [`consistency`]: HashKV of every member after a rollout, the alarm recorded and read;
 //! - [`downgrade_live`]: etcd's downgrade state and `<prefix>downgrade`, read and written;
 //! - [`vet`]: the live vetter (flag lists from `--help`, `etcdutl check v2store`, the dress
 //!   rehearsal), judged by [`crate::upgrade::rules::vet`].

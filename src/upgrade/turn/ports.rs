@@ -13,11 +13,13 @@ use tokio::sync::watch;
 
 use crate::backup::{Backup, BackupError};
 use crate::cluster::lock::LockError;
+use crate::cluster::records::{MemberRecord, RejectionRecord};
 use crate::cluster::view::ClusterView;
 use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::EtcdError;
 use crate::process::child::Stopped;
 use crate::supervisor::control::ChildStatus;
+use crate::upgrade::rules::consistency::InconsistencyRecord;
 use crate::upgrade::rules::downgrade::{DowngradeFacts, InEtcd};
 use crate::upgrade::rules::vet::Vetted;
 use crate::upgrade::turn::downgrade_live;
@@ -63,26 +65,44 @@ pub trait TurnLock: Send + Sync {
     fn release(self) -> impl Future<Output = Result<(), EtcdError>> + Send;
 }
 
-/// The cluster through etcd's gateway.
+/// The cluster through etcd's gateway, in the driver's words: where each record lives
+/// under the key prefix, and how it is encoded, is the implementation's business.
 pub trait Cluster: Send + Sync {
     /// The held turn.
     type Lock: TurnLock;
     /// Learns every member's client URL, so calls go on while this member is stopped.
     fn refresh_endpoints(&self) -> impl Future<Output = ()> + Send;
-    /// Everything preflight and the path rules look at.
-    fn gather(&self) -> impl Future<Output = ClusterView> + Send;
-    /// Queues for the turn; [`LockError::Cancelled`] when `cancel` resolves first.
+    /// Reads the view of the cluster: everything preflight and the rules look at.
+    fn read_view(&self) -> impl Future<Output = ClusterView> + Send;
+    /// Queues for the turn's lock; [`LockError::Cancelled`] when `cancel` resolves first.
+    /// Only the lock: whether a turn may be taken at all is the driver's to judge.
     fn acquire(
         &self,
         cancel: impl Future<Output = ()> + Send,
     ) -> impl Future<Output = Result<Self::Lock, LockError>> + Send;
-    /// Writes one key (the progress record, a rejection).
-    fn put(
+    /// Publishes this member's progress record (read by `status`, `plan` and the other
+    /// members' leader last).
+    fn publish_member(
         &self,
-        key: String,
-        value: String,
-        lease: Option<i64>,
+        record: &MemberRecord,
     ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// Rejects `version` for the whole cluster: no member takes it until an operator
+    /// deletes the rejection.
+    fn reject_version(
+        &self,
+        version: &Version,
+        record: &RejectionRecord,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// Records the divergence a consistency check found after a rollout.
+    fn record_inconsistency(
+        &self,
+        record: &InconsistencyRecord,
+    ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// The recorded inconsistency, as one line, if any (an unreadable record counts: it
+    /// is the supervisors' own).
+    fn recorded_inconsistency(
+        &self,
+    ) -> impl Future<Output = Result<Option<String>, EtcdError>> + Send;
     /// `/health` of the member at `endpoint`.
     fn health_of(&self, endpoint: &str) -> impl Future<Output = Result<bool, EtcdError>> + Send;
     /// `/version` of the member at `endpoint`.

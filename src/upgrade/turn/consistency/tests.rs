@@ -1,65 +1,12 @@
 use super::*;
 
-fn h(member: &str, hash: u32, compact: i64) -> MemberHash {
-    MemberHash {
-        member: member.into(),
-        hash,
-        compact_revision: compact,
-    }
-}
-
-#[test]
-fn equal_hashes_agree_and_one_differing_member_is_a_mismatch() {
-    let same = [h("m1", 7, 3), h("m2", 7, 3), h("m3", 7, 3)];
-    assert_eq!(
-        compare(40, &same),
-        ConsistencyVerdict::Consistent {
-            revision: 40,
-            hash: 7,
-            members: 3
-        }
-    );
-    let diverged = [h("m1", 7, 3), h("m2", 7, 3), h("m3", 8, 3)];
-    assert_eq!(
-        compare(40, &diverged),
-        ConsistencyVerdict::Mismatch {
-            revision: 40,
-            hashes: diverged.to_vec()
-        }
-    );
-    // Hashes over different compaction points say nothing either way.
-    assert_eq!(
-        compare(40, &[h("m1", 7, 3), h("m2", 9, 5)]),
-        ConsistencyVerdict::NotComparable
-    );
-}
-
-#[test]
-fn the_common_revision_is_the_lowest_current_one() {
-    assert_eq!(common_revision(&[52, 50, 51]), Some(50));
-    assert_eq!(common_revision(&[]), None);
-}
-
-#[test]
-fn the_record_names_who_holds_which_hash() {
-    let r = InconsistencyRecord {
-        found_by: "m2".into(),
-        version: "3.5.16".into(),
-        revision: 40,
-        hashes: vec![h("m1", 7, 3), h("m2", 7, 3), h("m3", 8, 3)],
-        time: "2026-01-01T00:00:00Z".into(),
-    };
-    let s = r.summary();
-    assert!(s.contains("m1,m2 hash 7; m3 hash 8"), "{s}");
-    assert!(s.contains("revision 40") && s.contains("3.5.16"), "{s}");
-}
-
-/// A cluster whose members answer fixed revisions and hashes; records every put.
+/// A cluster whose members answer fixed revisions and hashes; keeps every inconsistency
+/// recorded.
 struct Hashes {
     members: Vec<(&'static str, i64, u32)>,
     /// Answer "compacted" to this many HashKV calls first.
     compacted: std::sync::Mutex<u32>,
-    puts: std::sync::Mutex<Vec<(String, String)>>,
+    recorded: std::sync::Mutex<Vec<InconsistencyRecord>>,
     asked_at: std::sync::Mutex<Vec<i64>>,
 }
 
@@ -87,7 +34,7 @@ fn url(name: &str) -> String {
 impl Cluster for Hashes {
     type Lock = NoLock;
     async fn refresh_endpoints(&self) {}
-    async fn gather(&self) -> ClusterView {
+    async fn read_view(&self) -> ClusterView {
         let mut view = crate::cluster::view::unreachable(&EtcdError::InvalidRequest("-".into()));
         view.error = None;
         view.members = self
@@ -115,9 +62,30 @@ impl Cluster for Hashes {
     ) -> Result<NoLock, crate::cluster::lock::LockError> {
         Ok(NoLock)
     }
-    async fn put(&self, key: String, value: String, _lease: Option<i64>) -> Result<(), EtcdError> {
-        self.puts.lock().unwrap().push((key, value));
+    async fn publish_member(
+        &self,
+        _record: &crate::cluster::records::MemberRecord,
+    ) -> Result<(), EtcdError> {
         Ok(())
+    }
+    async fn reject_version(
+        &self,
+        _version: &Version,
+        _record: &crate::cluster::records::RejectionRecord,
+    ) -> Result<(), EtcdError> {
+        Ok(())
+    }
+    async fn record_inconsistency(&self, record: &InconsistencyRecord) -> Result<(), EtcdError> {
+        self.recorded.lock().unwrap().push(record.clone());
+        Ok(())
+    }
+    async fn recorded_inconsistency(&self) -> Result<Option<String>, EtcdError> {
+        Ok(self
+            .recorded
+            .lock()
+            .unwrap()
+            .last()
+            .map(InconsistencyRecord::summary))
     }
     async fn health_of(&self, _endpoint: &str) -> Result<bool, EtcdError> {
         Ok(true)
@@ -183,7 +151,7 @@ fn hashes(members: Vec<(&'static str, i64, u32)>, compacted: u32) -> Hashes {
     Hashes {
         members,
         compacted: std::sync::Mutex::new(compacted),
-        puts: std::sync::Mutex::new(Vec::new()),
+        recorded: std::sync::Mutex::new(Vec::new()),
         asked_at: std::sync::Mutex::new(Vec::new()),
     }
 }
@@ -199,10 +167,9 @@ async fn a_mismatch_after_the_rollout_is_recorded_and_raises_the_alarm() {
         asked.iter().all(|r| *r == 50) && asked.len() == 4,
         "{asked:?}"
     );
-    let puts = cluster.puts.lock().unwrap().clone();
-    assert_eq!(puts.len(), 1, "{puts:?}");
-    assert_eq!(puts[0].0, "/p/consistency/alarm");
-    let record: InconsistencyRecord = serde_json::from_str(&puts[0].1).unwrap();
+    let recorded = cluster.recorded.lock().unwrap().clone();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let record = &recorded[0];
     assert_eq!(record.revision, 50);
     assert!(
         record.summary().contains("m1,m2 hash 7; m3 hash 9"),
@@ -225,7 +192,7 @@ async fn agreeing_members_record_nothing_and_a_member_behind_is_not_checked() {
     let cluster = hashes(vec![("m1", 52, 7), ("m2", 50, 7), ("m3", 51, 7)], 0);
     let metrics = Metrics::new(&["idle"]);
     after_rollout(&cluster, &metrics, "m2", "/p/", &Version::new(3, 5, 30)).await;
-    assert!(cluster.puts.lock().unwrap().is_empty());
+    assert!(cluster.recorded.lock().unwrap().is_empty());
     let scrape = metrics.encode();
     assert!(
         scrape.contains("etcd_supervisor_consistency_alarm 0"),

@@ -51,7 +51,7 @@ where
             }
             self.client.refresh_endpoints().await;
             // Refuse an impossible target at once, without waiting in the queue.
-            let report = self.client.gather().await;
+            let report = self.client.read_view().await;
             let verdict = preflight::path_only(
                 &report,
                 &self.cfg.member,
@@ -67,7 +67,7 @@ where
                 return Event::RefusedHere(target, why);
             }
             if let PreflightVerdict::Refuse(why) = verdict {
-                self.note_refusal(&target, &why);
+                self.note_refusal(&target, &why).await;
                 continue;
             }
             let vetting = Instant::now();

@@ -57,7 +57,7 @@ where
         if self.parked_target().is_none() && !self.client.downgrade_recorded().await {
             return None;
         }
-        let view = self.client.gather().await;
+        let view = self.client.read_view().await;
         if view.error.is_some() {
             return None;
         }

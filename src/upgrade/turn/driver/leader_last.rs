@@ -89,7 +89,7 @@ where
         let mut stall = Stall::default();
         let mut waited = false;
         loop {
-            let view = self.client.gather().await;
+            let view = self.client.read_view().await;
             let facts = LeaderLastFacts::from_view(&view, &self.cfg.member, &target);
             let first = self.assess(&facts, Duration::ZERO);
             let stalled = match &first.decision {
@@ -136,7 +136,7 @@ where
             return Some(held);
         }
         self.leader_last.for_target(&target);
-        let view = self.client.gather().await;
+        let view = self.client.read_view().await;
         let facts = LeaderLastFacts::from_view(&view, &self.cfg.member, &target);
         let TurnOrder::Wait(names) = self.assess(&facts, Duration::ZERO).decision else {
             return Some(held);

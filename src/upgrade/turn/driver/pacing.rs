@@ -48,7 +48,7 @@ where
     pub(super) async fn hold_reason(&self) -> Option<(HoldKind, String, Duration)> {
         let now = SystemTime::now();
         let window = window::state_at(&self.cfg.pacing.windows, now);
-        if let Some(why) = self.client.gather().await.paused() {
+        if let Some(why) = self.client.read_view().await.paused() {
             return Some((HoldKind::Pause, why, PAUSE_POLL));
         }
         match window {
@@ -125,7 +125,7 @@ where
             return event;
         };
         let first = pacing.canary_soak > pacing.soak
-            && first_on_target(&self.client.gather().await, &self.cfg.member, &target);
+            && first_on_target(&self.client.read_view().await, &self.cfg.member, &target);
         let length = pacing.soak_for(first);
         if length.is_zero() {
             return event;
@@ -167,7 +167,7 @@ where
                 tracing::info!(member = %self.cfg.member, to, soak_ms = length.as_millis() as u64, "soak passed");
                 return Event::Verified;
             }
-            let sample = sample_of(&self.client.gather().await, &self.cfg.member);
+            let sample = sample_of(&self.client.read_view().await, &self.cfg.member);
             if let Err(why) = watch.observe(started.elapsed(), &sample) {
                 tracing::error!(member = %self.cfg.member, to, reason = %why, "soak failed");
                 return Event::SoakFailed(why);

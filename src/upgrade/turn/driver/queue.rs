@@ -1,8 +1,17 @@
 //! Taking the turn: queueing for the cluster-wide lock behind the gates (pause, windows,
-//! leader last), then preflight under it, which vets the target again when this process
-//! has not vetted it for the cluster version it sees.
+//! leader last, a recorded inconsistency), then preflight under it, which vets the target
+//! again when this process has not vetted it for the cluster version it sees.
+//!
+//! A recorded inconsistency (a consistency check after a rollout found the members'
+//! stores differ) blocks every turn until an operator acknowledges it: it is looked at
+//! before queueing, and again once the lock is ours, since it may have been recorded while
+//! this member waited in the queue.
 
 use super::*;
+use crate::cluster::keys::Keys;
+
+/// How often a turn blocked by a recorded inconsistency looks whether it was acknowledged.
+const BLOCKED_POLL: Duration = Duration::from_secs(2);
 
 impl<C, K, B, S, V> Driver<C, K, B, S, V>
 where
@@ -31,8 +40,7 @@ where
             if self.hold_reason().await.is_some() {
                 continue;
             }
-            let shutdown = self.shutdown_signal();
-            match self.client.acquire(shutdown).await {
+            match self.lock_unless_inconsistent().await {
                 Ok(held) => {
                     let Some(held) = self.keep_turn(held).await else {
                         continue;
@@ -61,11 +69,59 @@ where
         }
     }
 
+    /// The lock, once no inconsistency is recorded (before queueing, and still once it is
+    /// held; otherwise it is given back and the wait goes on). [`LockError::Cancelled`] on
+    /// shutdown.
+    async fn lock_unless_inconsistent(&self) -> Result<K::Lock, LockError> {
+        let mut said = false;
+        loop {
+            if self.inconsistency(&mut said).await.is_some() {
+                tokio::select! {
+                    () = tokio::time::sleep(BLOCKED_POLL) => continue,
+                    () = self.shutdown_signal() => return Err(LockError::Cancelled),
+                }
+            }
+            let held = self.client.acquire(self.shutdown_signal()).await?;
+            if self.inconsistency(&mut said).await.is_none() {
+                return Ok(held);
+            }
+            if let Err(e) = held.release().await {
+                tracing::warn!(member = %self.cfg.member, error = %e, "could not give back the upgrade turn; it expires with its lease");
+            }
+        }
+    }
+
+    /// The recorded inconsistency, if any; said once per wait (`said`). A read that fails
+    /// does not block: the lock call that follows fails the same way, and retries.
+    async fn inconsistency(&self, said: &mut bool) -> Option<String> {
+        match self.client.recorded_inconsistency().await {
+            Ok(Some(why)) => {
+                if !*said {
+                    let key = Keys::new(&self.cfg.key_prefix).inconsistency();
+                    tracing::error!(member = %self.cfg.member, key = %key, "not taking the upgrade turn: {why}; check the members, then run `etcd-supervisor acknowledge-inconsistency`");
+                    *said = true;
+                }
+                Some(why)
+            }
+            Ok(None) => {
+                if *said {
+                    tracing::info!(member = %self.cfg.member, "the inconsistency was acknowledged; queueing for the upgrade turn");
+                    *said = false;
+                }
+                None
+            }
+            Err(e) => {
+                tracing::debug!(member = %self.cfg.member, error = %e, "could not read the inconsistency record");
+                None
+            }
+        }
+    }
+
     pub(super) async fn preflight(&mut self) -> Event {
         let Some(target) = self.turn.to.clone() else {
             return Event::PreflightRefused("nothing staged".into());
         };
-        let report = self.client.gather().await;
+        let report = self.client.read_view().await;
         match preflight::assess(
             &report,
             &self.cfg.member,

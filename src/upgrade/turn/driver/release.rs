@@ -29,7 +29,7 @@ where
             }
         }
         if let Some((version, why)) = &refuse {
-            self.note_refusal(version, why);
+            self.note_refusal(version, why).await;
         }
         self.give_back_turn().await;
         self.control.resume().await;
@@ -64,8 +64,9 @@ where
     pub(super) async fn record_rejection(&self, version: &Version, why: &str) {
         let record =
             crate::cluster::records::RejectionRecord::new(&self.cfg.member, why, SystemTime::now());
+        // Named for the operator who lifts the rejection; the port decides where it is written.
         let key = crate::cluster::keys::Keys::new(&self.cfg.key_prefix).rejected(version);
-        let put = self.client.put(key.clone(), record.encode(), None);
+        let put = self.client.reject_version(version, &record);
         match tokio::time::timeout(RECORD_TIMEOUT, put).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "could not record the rejection in etcd"),
@@ -75,32 +76,31 @@ where
             member = %self.cfg.member, version = %version, reason = why,
             "etcd {version} failed and was rolled back; it is rejected for the whole cluster. Fix or replace the binary, then delete the key {key} to allow it again"
         );
-        self.write_reason(version, why);
+        self.write_reason(version, why).await;
     }
 
     /// A refusal by the path rules: this member will not take `version`.
-    pub(super) fn note_refusal(&self, version: &Version, why: &str) {
+    pub(super) async fn note_refusal(&self, version: &Version, why: &str) {
         tracing::error!(member = %self.cfg.member, version = %version, reason = why, "staged etcd {version} refused: {why}");
-        self.write_reason(version, why);
+        self.write_reason(version, why).await;
     }
 
-    /// The reason beside the staged file, for the operator who looks there first.
-    fn write_reason(&self, version: &Version, why: &str) {
-        let dir = self.cfg.staging_dir.join("rejected");
-        let path = dir.join(format!("etcd-{version}.reason"));
-        let text = format!(
-            "{} {why}\n",
-            humantime::format_rfc3339_seconds(SystemTime::now())
+    /// The reason beside the staged file, for the operator who looks there first: written
+    /// whole by staging's own writer, on the blocking pool.
+    async fn write_reason(&self, version: &Version, why: &str) {
+        let (dir, version, why) = (
+            self.cfg.staging_dir.clone(),
+            version.clone(),
+            why.to_owned(),
         );
-        // Whole or absent: an operator (or a test) reading it mid-write sees no half reason.
-        let written = std::fs::create_dir_all(&dir)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                crate::durable::replace_atomically(&path, text.as_bytes())
-                    .map_err(|e| e.to_string())
-            });
+        let written = tokio::task::spawn_blocking(move || {
+            crate::staging::write_reason(&dir, &version, &why, SystemTime::now())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
         if let Err(e) = written {
-            tracing::warn!(path = %path.display(), error = %e, "could not write the reason file");
+            tracing::warn!(dir = %self.cfg.staging_dir.display(), error = %e, "could not write the reason file");
         }
     }
 }

@@ -66,7 +66,7 @@ where
         let report = if self.turn.rollback {
             None
         } else {
-            Some(self.client.gather().await)
+            Some(self.client.read_view().await)
         };
         // A pause that arrived during preflight or the backup holds the turn before the stop.
         if let Some(paused) = report.as_ref().filter(|r| r.pause.is_some()) {

@@ -20,6 +20,7 @@ use crate::etcd::EtcdError;
 use crate::process::child::Stopped;
 use crate::process::reaper::ChildExit;
 use crate::supervisor::control::{ChildStatus, Health};
+use crate::upgrade::rules::consistency::InconsistencyRecord;
 use crate::versions::store::VersionsError;
 
 const PREFIX: &str = "/etcd-supervisor/";
@@ -102,6 +103,10 @@ struct Inner {
     paused: bool,
     /// The pause arrives as the backup is taken: after preflight, before the stop.
     pause_during_backup: bool,
+    /// The recorded inconsistency (`consistency/alarm`), as one line.
+    inconsistency: Option<String>,
+    /// An inconsistency is recorded while this member waits in the lock queue.
+    inconsistent_while_queued: bool,
 }
 
 /// The call at which the test ends the run (SIGTERM to the supervisor, as it were).
@@ -148,6 +153,8 @@ impl Fake {
                 acquired_at: None,
                 paused: false,
                 pause_during_backup: false,
+                inconsistency: None,
+                inconsistent_while_queued: false,
             })),
             state: StateFile::new(state_dir),
             shutdown: watch::channel(false).0,
@@ -298,7 +305,7 @@ impl Cluster for Fake {
 
     async fn refresh_endpoints(&self) {}
 
-    async fn gather(&self) -> ClusterView {
+    async fn read_view(&self) -> ClusterView {
         if self.state.load().ok().flatten().map(|t| t.phase) == Some(Phase::Soaking) {
             self.lose_lock_if(LoseLock::DuringSoak);
         }
@@ -349,6 +356,9 @@ impl Cluster for Fake {
         self.with(|w| {
             w.acquired += 1;
             w.lock_lost = Some(tx);
+            if std::mem::take(&mut w.inconsistent_while_queued) {
+                w.inconsistency = Some("m3 hash 8 differs".into());
+            }
             w.acquired_at = Some(tokio::time::Instant::now());
             if let Some(leader) = w.leads_once_acquired {
                 w.leader = leader;
@@ -360,11 +370,26 @@ impl Cluster for Fake {
         })
     }
 
-    async fn put(&self, key: String, _value: String, _lease: Option<i64>) -> Result<(), EtcdError> {
-        if let Some(version) = key.strip_prefix(&format!("{PREFIX}rejected/")) {
-            self.log(Call::Reject(version.to_owned()));
-        }
+    async fn publish_member(&self, _record: &MemberRecord) -> Result<(), EtcdError> {
         Ok(())
+    }
+
+    async fn reject_version(
+        &self,
+        version: &Version,
+        _record: &crate::cluster::records::RejectionRecord,
+    ) -> Result<(), EtcdError> {
+        self.log(Call::Reject(version.to_string()));
+        Ok(())
+    }
+
+    async fn record_inconsistency(&self, record: &InconsistencyRecord) -> Result<(), EtcdError> {
+        self.with(|w| w.inconsistency = Some(record.summary()));
+        Ok(())
+    }
+
+    async fn recorded_inconsistency(&self) -> Result<Option<String>, EtcdError> {
+        Ok(self.inner.lock().unwrap().inconsistency.clone())
     }
 
     async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
@@ -1331,3 +1356,79 @@ async fn a_turn_lost_during_the_soak_holds_the_new_version_without_a_stop_and_so
 }
 
 mod downgrade;
+
+/// The forward swap of 3.5.15 -> 3.5.16 in snapshot mode, from the lock to the resume.
+fn forward_turn() -> Vec<Call> {
+    vec![
+        Call::Acquire,
+        Call::Backup(Seen(Phase::Backup, FORWARD)),
+        Call::Stop(Seen(Phase::Stopping, FORWARD)),
+        Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+        Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+        Call::ReleaseLock,
+        Call::Resume,
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recorded_inconsistency_blocks_every_turn_until_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.inconsistency = Some("m1,m2 hash 7; m3 hash 8".into()));
+    // Acknowledged ten minutes (of the paused clock) in; what the world saw until then.
+    let (ack, seen) = (fake.clone(), Arc::new(Mutex::new(None)));
+    let before_ack = seen.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let phase = ack.state.load().unwrap().map(|t| t.phase);
+        *before_ack.lock().unwrap() = Some((ack.calls(), phase));
+        ack.with(|w| w.inconsistency = None);
+    });
+    let began = tokio::time::Instant::now();
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    // Queued, but never in the lock queue while the inconsistency stood.
+    let (calls_before, phase_before) = seen.lock().unwrap().clone().expect("acknowledged");
+    assert_eq!(
+        calls_before,
+        [],
+        "no turn while an inconsistency is recorded"
+    );
+    assert_eq!(phase_before, Some(Phase::Queued));
+    assert!(began.elapsed() >= Duration::from_secs(600), "{calls:?}");
+    // Once acknowledged, the turn as usual.
+    assert_eq!(calls, forward_turn());
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inconsistency_recorded_while_queued_gives_the_turn_back_before_preflight() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.inconsistent_while_queued = true);
+    // Acknowledged five minutes after the turn was given back; what the world saw until then.
+    let (ack, seen) = (fake.clone(), Arc::new(Mutex::new(None)));
+    let before_ack = seen.clone();
+    tokio::spawn(async move {
+        while !ack.calls().contains(&Call::ReleaseLock) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        *before_ack.lock().unwrap() = Some(ack.calls());
+        ack.with(|w| w.inconsistency = None);
+    });
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    // The lock came with the inconsistency recorded meanwhile: given back before anything
+    // was backed up or stopped, and not queued for again until acknowledged.
+    let before = seen.lock().unwrap().clone().expect("acknowledged");
+    assert_eq!(before, [Call::Acquire, Call::ReleaseLock]);
+    let mut expected = vec![Call::Acquire, Call::ReleaseLock];
+    expected.extend(forward_turn());
+    assert_eq!(calls, expected);
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
+}

@@ -135,7 +135,7 @@ where
         {
             return;
         }
-        let report = self.client.gather().await;
+        let report = self.client.read_view().await;
         let all_on_target = report.members.iter().all(|m| {
             m.server_version
                 .as_ref()
@@ -147,7 +147,7 @@ where
         let deadline = Instant::now() + CLUSTER_VERSION_WAIT;
         let wanted = Version::new(target.major, target.minor, 0);
         while Instant::now() < deadline {
-            let now = self.client.gather().await;
+            let now = self.client.read_view().await;
             if now.cluster_version.as_ref() == Some(&wanted) {
                 tracing::info!(member = %self.cfg.member, from = ?report.cluster_version.as_ref().map(ToString::to_string), to = %wanted, "cluster version moved");
                 return;

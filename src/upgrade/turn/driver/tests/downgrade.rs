@@ -33,8 +33,8 @@ impl Cluster for DgFake {
 
     async fn refresh_endpoints(&self) {}
 
-    async fn gather(&self) -> ClusterView {
-        let mut view = self.fake.gather().await;
+    async fn read_view(&self) -> ClusterView {
+        let mut view = self.fake.read_view().await;
         let dg = self.dg.lock().unwrap();
         view.cluster_version = Some(dg.cluster_version.clone());
         for m in view.members.iter_mut().filter(|m| m.name != "m1") {
@@ -53,8 +53,24 @@ impl Cluster for DgFake {
         self.fake.acquire(cancel).await
     }
 
-    async fn put(&self, key: String, value: String, lease: Option<i64>) -> Result<(), EtcdError> {
-        self.fake.put(key, value, lease).await
+    async fn publish_member(&self, record: &MemberRecord) -> Result<(), EtcdError> {
+        self.fake.publish_member(record).await
+    }
+
+    async fn reject_version(
+        &self,
+        version: &Version,
+        record: &crate::cluster::records::RejectionRecord,
+    ) -> Result<(), EtcdError> {
+        self.fake.reject_version(version, record).await
+    }
+
+    async fn record_inconsistency(&self, record: &InconsistencyRecord) -> Result<(), EtcdError> {
+        self.fake.record_inconsistency(record).await
+    }
+
+    async fn recorded_inconsistency(&self) -> Result<Option<String>, EtcdError> {
+        self.fake.recorded_inconsistency().await
     }
 
     async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
