@@ -1,6 +1,9 @@
 //! What the upgrade driver does to the world, as small traits: the etcd child, the cluster
-//! (views, the turn, records, the local member's health), the backups and the `current`
-//! switch. [`super::live`] adapts the real types; the driver's tests use fakes.
+//! (views, the turn, records, the local member's health), the backups, the `current`
+//! switch and the vetter. [`super::live`] adapts the real types; the driver's tests use
+//! fakes. The cluster is spoken to in the driver's verbs (read the view, publish this
+//! member's record, reject a version, record or read an inconsistency): keys and encodings
+//! stay in the live adapter, so a fake never parses a key.
 //!
 //! The methods return `impl Future + Send` rather than being `async fn`, so the driver's
 //! own future stays `Send` (it runs in a spawned task) whatever implementation it gets.

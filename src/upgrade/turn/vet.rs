@@ -1,5 +1,7 @@
 //! Vetting a staged version against this member before it queues, while nothing has
-//! stopped (the live [`Vetter`]): the side effects at the edge of pure checks.
+//! stopped (the live [`Vetter`]): the side effects at the edge of pure checks. What each
+//! check's output means (the root role, whether and how the v2 store is checked, what
+//! `etcdutl check v2store` said) is judged by [`crate::upgrade::rules::vet`].
 //!
 //! 0. **The user.** With auth on, `--user` must hold etcd's `root` role (a turn's snapshot,
 //!    HashKV and leader hand-off are admin-only); otherwise a local refusal naming the grant.
