@@ -2,8 +2,8 @@
 //! must agree. [`compare`] is the verdict over the hashes, [`common_revision`] the revision
 //! every member can hash, and [`InconsistencyRecord`] what a mismatch leaves under
 //! `consistency/alarm` for the operator (while it exists no supervisor takes a turn).
-//! Fetching the hashes, recording the mismatch and the block are
-//! [`crate::upgrade::turn::consistency`]'s.
+//! Fetching the hashes and recording a mismatch are [`crate::upgrade::turn::consistency`]'s;
+//! the block is the driver's, before it queues for a turn.
 
 use std::collections::BTreeMap;
 
@@ -75,7 +75,7 @@ pub fn compare(revision: i64, hashes: &[MemberHash]) -> ConsistencyVerdict {
 
 /// The revision every member can hash: the lowest current revision among them (each has
 /// applied at least that far, and a compaction is a raft entry, so none has compacted
-/// past it unless it moved on meanwhile, which [`fetch`] retries).
+/// past it unless it moved on meanwhile, which [`crate::upgrade::turn::consistency::fetch`] retries).
 pub fn common_revision(current: &[i64]) -> Option<i64> {
     current.iter().copied().min()
 }

@@ -7,6 +7,7 @@
 
 use crate::process::reaper::ChildExit;
 use crate::versions::Version;
+
 /// What vetting a staged version against this member found, before it queues.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Vetted {
