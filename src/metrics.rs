@@ -90,7 +90,7 @@ pub const PHASES: [&str; 8] = [
 
 impl Metrics {
     /// A registry with every family registered; `states` are the upgrade state names
-    /// (`upgrade::machine::STATE_NAMES`, passed in so this module stays below `upgrade`).
+    /// (`upgrade::turn::machine::STATE_NAMES`, passed in so this module stays below `upgrade`).
     pub fn new(states: &'static [&'static str]) -> Self {
         let mut r = Registry::with_prefix("etcd_supervisor");
         let m = Metrics {

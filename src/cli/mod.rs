@@ -14,8 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::backup::BackupMode;
 use crate::rehearsal::RehearsalMode;
-use crate::upgrade::path::Policy;
-use crate::upgrade::window::Window;
+use crate::upgrade::rules::pacing::window::Window;
+use crate::upgrade::rules::path::Policy;
 use crate::versions::version::ParseVersionError;
 
 /// Runs etcd as a supervised child and rolling-upgrades the cluster from a staging directory.
@@ -517,7 +517,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 /// Parses a `--window` such as `0 2 * * SAT 4h`.
 pub fn parse_window(s: &str) -> Result<Window, String> {
     s.parse()
-        .map_err(|e: crate::upgrade::window::WindowError| e.to_string())
+        .map_err(|e: crate::upgrade::rules::pacing::window::WindowError| e.to_string())
 }
 
 /// Parses a human duration such as `10s`, `500ms` or `2m`.

@@ -4,7 +4,7 @@
 
 use super::Outcome;
 use crate::etcd::Client;
-use crate::upgrade::consistency;
+use crate::upgrade::turn::consistency;
 
 /// Deletes the record; says what it was, or that there was none (still a success).
 pub async fn command(args: &crate::cli::AcknowledgeArgs) -> Outcome {

@@ -1,7 +1,7 @@
 //! `etcd-supervisor downgrade VERSION` and `downgrade --cancel`: one minor back through
 //! etcd's downgrade API (3.7 → 3.6, 3.6 → 3.5).
 //!
-//! The command checks the rules ([`crate::upgrade::downgrade::may_start`]: one minor
+//! The command checks the rules ([`crate::upgrade::rules::downgrade::may_start`]: one minor
 //! below a 3.6+ cluster version, at or above the floor, a healthy cluster not mid-upgrade,
 //! no turn held, the target staged on every member), then asks etcd to validate, writes
 //! `<prefix>downgrade`, and enables. Each member's supervisor has the target parked
@@ -22,8 +22,8 @@ use crate::cli::DowngradeArgs;
 use crate::cluster::view::{gather, ClusterView};
 use crate::etcd::maintenance::DowngradeAction;
 use crate::etcd::Client;
-use crate::upgrade::downgrade::{self, DowngradeRecord, InEtcd, RecordState};
-use crate::upgrade::downgrade_live;
+use crate::upgrade::rules::downgrade::{self, DowngradeRecord, InEtcd, RecordState};
+use crate::upgrade::turn::downgrade_live;
 use crate::versions::Version;
 
 /// How often the command looks at the cluster while it follows the downgrade.

@@ -11,12 +11,12 @@ use crate::config::inspect::{Daemon, From, Sourced};
 use crate::etcd::Client;
 use crate::rehearsal::{Request, ToolKind};
 use crate::staging;
-use crate::upgrade::advice;
-use crate::upgrade::machine::Phase;
-use crate::upgrade::path::Policy;
-use crate::upgrade::preflight::{self, Verdict};
-use crate::upgrade::state_file::StateFile;
-use crate::upgrade::vet::VettingRecord;
+use crate::upgrade::rules::advice;
+use crate::upgrade::rules::path::Policy;
+use crate::upgrade::rules::preflight::{self, PreflightVerdict};
+use crate::upgrade::turn::machine::Phase;
+use crate::upgrade::turn::state_file::StateFile;
+use crate::upgrade::turn::vet::VettingRecord;
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
@@ -208,8 +208,10 @@ pub async fn command(args: &PlanArgs) -> Outcome {
             v.version, v.result, v.time, v.took_ms, v.detail
         );
     }
-    let windows =
-        crate::upgrade::window::state_at(&windows_set.value, std::time::SystemTime::now());
+    let windows = crate::upgrade::rules::pacing::window::state_at(
+        &windows_set.value,
+        std::time::SystemTime::now(),
+    );
     let _ = writeln!(out, "windows: {windows}");
     let staging_dir = staging.value;
     match staging::scan(&staging_dir) {
@@ -274,26 +276,26 @@ pub async fn command(args: &PlanArgs) -> Outcome {
     }
     let mut verdict = preflight::assess(&report, &member, &running, &target, &policy);
     // The rules allow it, but the turn would not start now.
-    if verdict == Verdict::Proceed {
+    if verdict == PreflightVerdict::Proceed {
         if let Some(paused) = report.paused() {
-            verdict = Verdict::Wait(format!("upgrades are {paused}"));
+            verdict = PreflightVerdict::Wait(format!("upgrades are {paused}"));
         } else if !windows.allows_start() {
-            verdict = Verdict::Wait(windows.to_string());
+            verdict = PreflightVerdict::Wait(windows.to_string());
         }
     }
     let code = match &verdict {
-        Verdict::Proceed => {
+        PreflightVerdict::Proceed => {
             let _ = writeln!(
                 out,
                 "decision for {target}: proceed (turn, backup, stop, swap, start, verify)"
             );
             Outcome::Success
         }
-        Verdict::Wait(why) => {
+        PreflightVerdict::Wait(why) => {
             let _ = writeln!(out, "decision for {target}: wait: {why}");
             Outcome::Failed
         }
-        Verdict::Refuse(why) => {
+        PreflightVerdict::Refuse(why) => {
             let _ = writeln!(out, "decision for {target}: refuse: {why}");
             Outcome::Failed
         }

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::config::RunSettings;
 use crate::process::handover::{Handover, HandoverError};
 use crate::supervisor::RunError;
-use crate::upgrade::state_file::{StateFile, StateFileError};
+use crate::upgrade::turn::state_file::{StateFile, StateFileError};
 use crate::versions::store::{VersionStore, VersionsError};
 
 use super::Outcome;

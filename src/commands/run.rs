@@ -17,10 +17,10 @@ use crate::supervisor::reexec::{self, AdoptedEtcd, Relaunch, ReloadSetup};
 use crate::supervisor::start::off_thread;
 use crate::supervisor::Reexec;
 use crate::supervisor::{self, DriverStarter, RunError, Signals};
-use crate::upgrade::driver::{Driver, DriverConfig};
-use crate::upgrade::machine::{self, Effect, Turn};
-use crate::upgrade::state_file::StateFile;
-use crate::upgrade::vet::{LiveVetter, MemberConfig, RehearsalSettings};
+use crate::upgrade::turn::driver::{Driver, DriverConfig};
+use crate::upgrade::turn::machine::{self, Effect, Turn};
+use crate::upgrade::turn::state_file::StateFile;
+use crate::upgrade::turn::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use crate::versions::companions;
 use crate::versions::store::{self, Pinned, VersionStore};
 

@@ -5,7 +5,8 @@ use crate::cluster::records::{Record, Stored};
 use crate::cluster::view::{gather, ClusterView};
 use crate::config::inspect::Daemon;
 use crate::etcd::Client;
-use crate::upgrade::{advice, consistency};
+use crate::upgrade::rules::advice;
+use crate::upgrade::turn::consistency;
 use crate::versions::Version;
 
 /// `etcd-supervisor status`: prints the report; exit 0 when every member is healthy.

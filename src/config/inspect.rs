@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::record::{DaemonRecord, Liveness};
 use crate::cli::ConnArgs;
-use crate::upgrade::window::Window;
+use crate::upgrade::rules::pacing::window::Window;
 
 /// Where a setting shown by `plan` came from.
 #[derive(Debug, Clone, PartialEq, Eq)]

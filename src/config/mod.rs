@@ -20,8 +20,8 @@ use crate::cli::{ConnArgs, RunArgs};
 use crate::etcd::client::Credentials;
 use crate::etcd::ClientConfig;
 use crate::rehearsal::RehearsalMode;
-use crate::upgrade::path::Policy;
-use crate::upgrade::soak::Pacing;
+use crate::upgrade::rules::pacing::soak::Pacing;
+use crate::upgrade::rules::path::Policy;
 pub use member::{Member, MemberConfigError, Source, Tls};
 
 /// The state dir's default (`--state-dir`).

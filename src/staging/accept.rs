@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::note::write_note;
 use super::protocol::{
     names_in_sums, parse_tarball_name, Bundle, StagedFile, TarballName, ACCEPTED_DIR,
     CHECKSUM_SUFFIX, REJECTED_DIR, SUMS_FILE,
@@ -18,7 +19,7 @@ use super::protocol::{
 use super::scan::{open_no_follow, read_checksum_file};
 use super::tarball;
 use super::{io_err, ArchiveProblem, Candidate, Refusal, StagingError, WatchOptions};
-use crate::durable::{sync_dir, write_synced};
+use crate::durable::sync_dir;
 use crate::process::reaper::Reaper;
 use crate::versions::store::{self, VersionStore, VersionsError};
 
@@ -462,10 +463,7 @@ fn move_bundle(
     }
     sync_dir(dir)?;
     for (staged, stem) in stems {
-        let tmp = dest.join(format!(".{stem}.{note_ext}.tmp"));
-        write_synced(&tmp, format!("{}\n", note(staged)).as_bytes())?;
-        let to = dest.join(format!("{stem}.{note_ext}"));
-        fs::rename(&tmp, &to).map_err(io_err("renaming into", &to))?;
+        write_note(&dest, &stem, note_ext, &note(staged))?;
     }
     sync_dir(&dest)?;
     Ok(())

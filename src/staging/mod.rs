@@ -50,7 +50,9 @@
 //! - **Refused**: moved to `<staging-dir>/rejected/` with their checksum files, then
 //!   `NAME.reason` is written (last): one line with the time, the rule and what to do.
 //!   Nothing refused is executed (only the private copy of a binary that passed checks 1-5
-//!   is probed, and it is deleted when the probe refuses it).
+//!   is probed, and it is deleted when the probe refuses it). The upgrade driver leaves
+//!   `rejected/etcd-<version>.reason` the same way for a version it refused or rejected
+//!   ([`write_reason`]).
 //! - **Accepted**: the [`Candidate`] is delivered, then the files move to
 //!   `<staging-dir>/accepted/` with their checksum files and `NAME.accepted` (time, where it
 //!   is pinned), so a restart does not process them again (a crash in between means the drop
@@ -100,6 +102,7 @@ use crate::versions::store::{self, VersionsError};
 use crate::versions::Version;
 
 mod accept;
+mod note;
 #[cfg(test)]
 mod props;
 mod protocol;
@@ -108,6 +111,7 @@ mod stage;
 mod tarball;
 mod watch;
 
+pub use note::write_reason;
 pub use protocol::{
     expected_from_own, expected_from_sums, parse_checksum_line, parse_tarball_name, plan, Bundle,
     ChecksumLine, Expected, Ignored, Listing, Plan, StagedFile, TarballName, Waiting, ACCEPTED_DIR,

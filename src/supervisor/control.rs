@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::process::child::Stopped;
 use crate::process::log_tail::LogTail;
 use crate::process::reaper::ChildExit;
-use crate::upgrade::machine::Phase;
+use crate::upgrade::turn::machine::Phase;
 
 /// etcd's health as last seen by the poller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

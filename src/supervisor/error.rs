@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::process::{datadir, reaper::ReaperError};
 use crate::staging::StagingError;
-use crate::upgrade::state_file::StateFileError;
+use crate::upgrade::turn::state_file::StateFileError;
 use crate::versions::store::VersionsError;
 
 /// Why `run` could not keep etcd running.

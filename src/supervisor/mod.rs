@@ -27,7 +27,7 @@ use crate::process::child::{EtcdProcess, Stopped};
 use crate::process::data_locks::DataLocks;
 use crate::process::log_tail::LogTail;
 use crate::process::reaper::{ChildExit, Reaper};
-use crate::upgrade::machine::Phase;
+use crate::upgrade::turn::machine::Phase;
 use crate::versions::store::{Pinned, VersionStore};
 use closing::DataWatch;
 use host::{EtcdHandle, Handed, Host};

@@ -12,27 +12,30 @@
 //! marked rejected for the whole cluster.
 //!
 //! Pacing: a turn starts only while the cluster is not paused (`etcd-supervisor pause`)
-//! and inside a maintenance window (`window`); a verified member may keep the turn for a
-//! soak under watch (`soak`) before it is released.
+//! and inside a maintenance window (`rules::pacing::window`); a verified member may keep the
+//! turn for a soak under watch (`rules::pacing::soak`) before it is released.
 //!
-//! `machine` holds the states and the pure transition function; `state_file` persists the
-//! state atomically before every step that changes the world, so a supervisor killed at any
-//! point resumes (or finishes the rollback) on restart.
+//! `turn::machine` holds the states and the pure transition function; `turn::state_file`
+//! persists the state atomically before every step that changes the world, so a supervisor
+//! killed at any point resumes (or finishes the rollback) on restart.
+//!
+//! Two rooms, so a rule and the code that carries it out sit under the same word:
+//! - [`rules`]: what is allowed. Pure rules and the data they read, no I/O: the upgrade
+//!   path and its reasons, release facts, etcd's flag tables, leader last, pacing (windows
+//!   and the soak), preflight, advice, the vetting rules, the downgrade's rules, the
+//!   consistency verdict after a rollout. Each is plain data in, a decision out,
+//!   unit-tested in milliseconds.
+//! - [`turn`]: how one turn is carried out. The state machine and its recovery, the
+//!   driver and its ports with their live implementations, the state file, the
+//!   consistency check, the downgrade's facts and record, the live vetter.
+//!
+//! A rule and its carrying out share a name: `rules::leader_last` is decided, and
+//! `turn::driver::leader_last` waits, gives the turn back and hands leadership over;
+//! `rules::pacing` (window, soak) is judged and `turn::driver::pacing` holds the queue and
+//! watches the soak; `rules::downgrade` is carried out by `turn::driver::downgrade` with
+//! the facts of `turn::downgrade_live`; `rules::vet` judges what `turn::vet` ran;
+//! `rules::consistency` compares the hashes `turn::consistency` fetched. `turn` depends on
+//! `rules`, never the other way round.
 
-pub mod advice;
-pub mod consistency;
-pub mod downgrade;
-pub mod downgrade_live;
-pub mod driver;
-pub mod flags;
-pub mod live;
-pub mod machine;
-pub mod order;
-pub mod path;
-pub mod ports;
-pub mod preflight;
-pub mod release_facts;
-pub mod soak;
-pub mod state_file;
-pub mod vet;
-pub mod window;
+pub mod rules;
+pub mod turn;

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use etcd_supervisor::etcd::{Client, ClientConfig};
 use etcd_supervisor::process::reaper::Reaper;
 use etcd_supervisor::rehearsal::RehearsalMode;
-use etcd_supervisor::upgrade::ports::{Vetted, Vetter};
-use etcd_supervisor::upgrade::vet::{LiveVetter, MemberConfig, RehearsalSettings};
+use etcd_supervisor::upgrade::rules::vet::Vetted;
+use etcd_supervisor::upgrade::turn::ports::Vetter;
+use etcd_supervisor::upgrade::turn::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use etcd_supervisor::versions::Version;
 
 use crate::refusals::fake_etcd;

@@ -10,7 +10,7 @@ use crate::process::child::{StopEnd, Stopped};
 use crate::process::reaper::ChildExit;
 use crate::supervisor::closing::DataWatch;
 use crate::supervisor::control::Health;
-use crate::upgrade::machine::Phase;
+use crate::upgrade::turn::machine::Phase;
 use crate::versions::Version;
 
 /// A started etcd, as the loop reports it.

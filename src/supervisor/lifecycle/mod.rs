@@ -30,7 +30,7 @@ use super::control::Health;
 use crate::config::Backoff;
 use crate::process::child::{StopEnd, Stopped};
 use crate::process::reaper::ChildExit;
-use crate::upgrade::machine::Phase;
+use crate::upgrade::turn::machine::Phase;
 use crate::versions::Version;
 
 pub mod exit;

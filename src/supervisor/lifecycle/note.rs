@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 
 use crate::process::child::{StopEnd, Stopped};
 use crate::process::reaper::ChildExit;
-use crate::upgrade::machine::Phase;
+use crate::upgrade::turn::machine::Phase;
 
 /// One event to log.
 #[derive(Debug, Clone, PartialEq, Eq)]

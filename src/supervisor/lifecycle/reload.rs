@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
 use super::{Child, Effect, Lifecycle, Note};
-use crate::upgrade::machine::Phase;
+use crate::upgrade::turn::machine::Phase;
 
 /// How long a reload waits for a turn to end (and etcd to run) before it gives up.
 pub const QUIET_WAIT: Duration = Duration::from_secs(15 * 60);

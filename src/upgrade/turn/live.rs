@@ -1,0 +1,281 @@
+//! The real world behind [`super::ports`]: the run loop's [`ChildControl`], the etcd
+//! gateway [`Client`] with the cluster lock and view, [`BackupPlan`], and the
+//! [`VersionStore`]. Adapters only: where each record lives under the key prefix and how
+//! it is encoded; what the driver does with them (a recorded inconsistency blocking every
+//! turn, for one) is the driver's, exercised by its fake world.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::consistency;
+use super::ports::{
+    BackupStage, BackupTurn, Backups, Cluster, EtcdChild, TakenBackup, TurnLock, VersionSwitch,
+};
+use crate::backup::BackupMode;
+use crate::backup::{BackupError, BackupPlan, PendingBackup};
+use crate::cluster::keys::Keys;
+use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
+use crate::cluster::records::{MemberRecord, RejectionRecord, Stored};
+use crate::cluster::view::{self, ClusterView};
+use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
+use crate::etcd::{Client, EtcdError, RangeRequest};
+use crate::process::child::Stopped;
+use crate::supervisor::{ChildControl, ChildStatus};
+use crate::upgrade::rules::consistency::InconsistencyRecord;
+use crate::versions::store::{VersionStore, VersionsError};
+use crate::versions::Version;
+
+impl EtcdChild for ChildControl {
+    async fn stop(&self) -> Result<Stopped, String> {
+        ChildControl::stop(self).await
+    }
+
+    async fn start(&self) -> Result<u32, String> {
+        ChildControl::start(self).await
+    }
+
+    async fn resume(&self) {
+        ChildControl::resume(self).await;
+    }
+
+    fn status(&self) -> ChildStatus {
+        *self.status.borrow()
+    }
+
+    fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    fn log_tail(&self) -> String {
+        self.log.text()
+    }
+
+    fn report_phase(&self, phase: super::machine::Phase) {
+        ChildControl::report_phase(self, phase);
+    }
+}
+
+impl TurnLock for HeldLock {
+    fn acquired(&self) -> Instant {
+        HeldLock::acquired(self)
+    }
+
+    fn lost_reason(&self) -> Option<String> {
+        HeldLock::lost_reason(self)
+    }
+
+    fn lost(&self) -> impl Future<Output = String> + Send + 'static {
+        HeldLock::lost(self)
+    }
+
+    async fn confirm(&self) -> Option<String> {
+        HeldLock::confirm(self).await.err()
+    }
+
+    async fn release(self) -> Result<(), EtcdError> {
+        HeldLock::release(self).await
+    }
+}
+
+/// The cluster through the gateway client, with the turn's lock settings.
+#[derive(Debug, Clone)]
+pub struct LiveCluster {
+    client: Client,
+    turn: LockConfig,
+}
+
+impl LiveCluster {
+    /// The cluster as `client` reaches it; the turn lives under `turn.key_prefix`.
+    pub fn new(client: Client, turn: LockConfig) -> Self {
+        Self { client, turn }
+    }
+}
+
+impl Cluster for LiveCluster {
+    type Lock = HeldLock;
+
+    async fn refresh_endpoints(&self) {
+        let err = match self.client.refresh_endpoints().await {
+            Ok(endpoints) => {
+                tracing::debug!(?endpoints, "cluster endpoints refreshed");
+                return;
+            }
+            Err(e) => e,
+        };
+        // etcd refuses the member list to a learner, but serves it serializable reads:
+        // the supervisors' own records name every member's client URLs.
+        let keys = Keys::new(&self.turn.key_prefix);
+        let read = RangeRequest::prefix(keys.members_prefix().into_bytes()).serializable();
+        match self.client.range(&read).await {
+            Ok(resp) => {
+                let urls: Vec<String> = resp
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| Stored::<MemberRecord>::decode(&kv.value).record().cloned())
+                    .flat_map(|r| r.client_urls)
+                    .collect();
+                let endpoints = self.client.add_endpoints(&urls);
+                tracing::info!(error = %err, ?endpoints, "member list not available (a learner is refused it); endpoints taken from the supervisors' records");
+            }
+            Err(e) => {
+                tracing::warn!(error = %err, records = %e, "member list not available; using the endpoints known so far")
+            }
+        }
+    }
+
+    async fn read_view(&self) -> ClusterView {
+        view::gather(&self.client, &self.turn.key_prefix).await
+    }
+
+    async fn acquire(
+        &self,
+        cancel: impl Future<Output = ()> + Send,
+    ) -> Result<HeldLock, LockError> {
+        lock::acquire(&self.client, &self.turn, cancel).await
+    }
+
+    async fn publish_member(&self, record: &MemberRecord) -> Result<(), EtcdError> {
+        let key = Keys::new(&self.turn.key_prefix).member(&self.turn.member);
+        self.client.put(key, record.encode(), None).await.map(drop)
+    }
+
+    async fn reject_version(
+        &self,
+        version: &Version,
+        record: &RejectionRecord,
+    ) -> Result<(), EtcdError> {
+        let key = Keys::new(&self.turn.key_prefix).rejected(version);
+        self.client.put(key, record.encode(), None).await.map(drop)
+    }
+
+    async fn record_inconsistency(&self, record: &InconsistencyRecord) -> Result<(), EtcdError> {
+        let key = Keys::new(&self.turn.key_prefix).inconsistency();
+        let value = serde_json::to_string(record).unwrap_or_default();
+        self.client.put(key, value, None).await.map(drop)
+    }
+
+    async fn recorded_inconsistency(&self) -> Result<Option<String>, EtcdError> {
+        consistency::blocked(&self.client, &self.turn.key_prefix).await
+    }
+
+    fn downgrade_poll(&self) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(2))
+    }
+
+    async fn downgrade_recorded(&self) -> bool {
+        let key = Keys::new(&self.turn.key_prefix).downgrade();
+        // Unreadable counts as recorded: the full look then decides.
+        !matches!(self.client.get(key.into_bytes()).await, Ok(None))
+    }
+
+    async fn downgrade_facts(
+        &self,
+        view: &ClusterView,
+    ) -> crate::upgrade::rules::downgrade::DowngradeFacts {
+        crate::upgrade::turn::downgrade_live::read(&self.client, &self.turn.key_prefix, view).await
+    }
+
+    async fn cancel_downgrade(&self, why: String, target: Version, from: Version) {
+        match crate::upgrade::turn::downgrade_live::cancel(
+            &self.client,
+            &self.turn.key_prefix,
+            &why,
+            Some((target, from)),
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::warn!(reason = %why, "downgrade cancelled in etcd; the members already downgraded go back")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, reason = %why, "could not cancel the downgrade; run `etcd-supervisor downgrade --cancel`")
+            }
+        }
+    }
+
+    async fn end_downgrade(&self) {
+        if let Err(e) =
+            crate::upgrade::turn::downgrade_live::delete_record(&self.client, &self.turn.key_prefix)
+                .await
+        {
+            tracing::warn!(error = %e, "could not delete the downgrade record");
+        }
+    }
+
+    async fn health_of(&self, endpoint: &str) -> Result<bool, EtcdError> {
+        self.client.health_of(endpoint).await
+    }
+
+    async fn version_of(&self, endpoint: &str) -> Result<EtcdVersion, EtcdError> {
+        self.client.version_of(endpoint).await
+    }
+
+    async fn status_of(&self, endpoint: &str) -> Result<Status, EtcdError> {
+        self.client.status_of(endpoint).await
+    }
+
+    async fn leader(&self) -> Result<Leader, EtcdError> {
+        self.client.leader().await
+    }
+
+    async fn transfer_leadership(&self, target_id: u64) -> Result<(), EtcdError> {
+        self.client.transfer_leadership(target_id).await
+    }
+
+    async fn hash_kv_of(&self, endpoint: &str, revision: i64) -> Result<HashKv, EtcdError> {
+        self.client.hash_kv_of(endpoint, revision).await
+    }
+}
+
+/// Turn backups written by [`BackupPlan`] into the state dir.
+#[derive(Debug, Clone)]
+pub struct LiveBackups {
+    /// The gateway (the snapshot streams through it).
+    pub client: Client,
+    /// Supervisor state dir (backups go to `backups/` in it).
+    pub state_dir: PathBuf,
+    /// etcd's data dir.
+    pub data_dir: PathBuf,
+    /// This member's name.
+    pub member: String,
+    /// The local member's client URL, where the snapshot is taken.
+    pub endpoint: Option<String>,
+    /// What to back up.
+    pub mode: BackupMode,
+    /// Backups kept.
+    pub keep: u32,
+}
+
+impl Backups for LiveBackups {
+    type Pending = PendingBackup;
+
+    async fn begin(&self, turn: BackupTurn) -> Result<BackupStage<PendingBackup>, BackupError> {
+        let mut plan = BackupPlan::turn(&self.state_dir, turn.from, turn.to, self.mode, self.keep)
+            .member(self.member.clone())
+            .data_dir(self.data_dir.clone());
+        if let Some(local) = &self.endpoint {
+            plan = plan.endpoint(local.clone());
+        }
+        let pending = plan.begin(&self.client).await?;
+        let pending = pending.snapshot(&self.client).await?;
+        if self.mode == BackupMode::Snapshot {
+            let done = pending.finish().await?;
+            return Ok(BackupStage::Done(TakenBackup::from(&done)));
+        }
+        Ok(BackupStage::ColdCopyPending(pending))
+    }
+
+    async fn cold_copy(&self, pending: PendingBackup) -> Result<TakenBackup, BackupError> {
+        let done = pending.copy_data_dir().await?.finish().await?;
+        Ok(TakenBackup::from(&done))
+    }
+}
+
+impl VersionSwitch for VersionStore {
+    fn set_current(&self, version: &Version) -> Result<(), VersionsError> {
+        VersionStore::set_current(self, version)
+    }
+}
