@@ -146,14 +146,14 @@ impl GrpcSnapshotStream {
 }
 
 /// A failed gRPC snapshot, and whether it means the endpoint serves no gRPC.
-pub(crate) struct Failure {
+pub(super) struct GrpcSnapshotFailure {
     /// What went wrong.
-    pub err: EtcdError,
+    pub(super) err: EtcdError,
     /// Set when the gateway should be tried instead: why.
-    pub no_grpc: Option<String>,
+    pub(super) no_grpc: Option<String>,
 }
 
-impl From<EtcdError> for Failure {
+impl From<EtcdError> for GrpcSnapshotFailure {
     fn from(err: EtcdError) -> Self {
         Self { err, no_grpc: None }
     }
@@ -175,12 +175,12 @@ impl Client {
     }
 
     /// One gRPC snapshot of a normalized endpoint, within `timeout`.
-    pub(crate) async fn snapshot_grpc_attempt(
+    pub(super) async fn snapshot_grpc_attempt(
         &self,
         endpoint: &str,
         dest: &Path,
         timeout: Duration,
-    ) -> Result<SnapshotInfo, Failure> {
+    ) -> Result<SnapshotInfo, GrpcSnapshotFailure> {
         match tokio::time::timeout(timeout, self.snapshot_grpc_inner(endpoint, dest)).await {
             Ok(result) => result,
             // Dropping the work dropped the part, which removed its file.
@@ -197,7 +197,7 @@ impl Client {
         &self,
         endpoint: &str,
         dest: &Path,
-    ) -> Result<SnapshotInfo, Failure> {
+    ) -> Result<SnapshotInfo, GrpcSnapshotFailure> {
         let grpc = |source| EtcdError::Grpc {
             endpoint: endpoint.to_owned(),
             source,
@@ -235,11 +235,11 @@ impl Client {
                         fresh_token = true;
                         continue;
                     }
-                    return Err(Failure { err, no_grpc });
+                    return Err(GrpcSnapshotFailure { err, no_grpc });
                 }
                 Err(other) => {
                     let no_grpc = other.no_grpc_here();
-                    return Err(Failure {
+                    return Err(GrpcSnapshotFailure {
                         err: grpc(other),
                         no_grpc,
                     });
