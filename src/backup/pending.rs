@@ -178,7 +178,8 @@ impl PendingBackup {
         json.push(b'\n');
         let meta_path = self.temp.join(META);
         sums::write_new_synced(&meta_path, &json, 0o600)?;
-        self.sums.insert(META.to_owned(), sums::sha256_hex(&json));
+        self.sums
+            .insert(META.to_owned(), crate::digest::sha256_hex(&json));
         crate::failpoint::kill_at(crate::failpoint::BACKUP_HALF_WRITTEN);
         // Last: inside the directory, the checksum list is the commit marker.
         let sums_path = self.temp.join(SUMS);

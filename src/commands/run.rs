@@ -8,6 +8,7 @@ use nix::unistd::Pid;
 
 use crate::config::record::DaemonRecord;
 use crate::config::RunSettings;
+use crate::digest::sha256_of;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::{self, Metrics};
 use crate::process::handover::Handover;
@@ -22,7 +23,7 @@ use crate::upgrade::machine::{self, Effect, Turn};
 use crate::upgrade::state_file::StateFile;
 use crate::upgrade::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use crate::versions::companions;
-use crate::versions::store::{self, Pinned, VersionStore};
+use crate::versions::store::{self, Pinned, VersionStore, VersionsError};
 
 /// Makes sure a version is pinned (installing `--etcd-binary` on first start) and returns it.
 pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pinned, RunError> {
@@ -68,7 +69,7 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
     let companions = companions::beside(reaper, path, &version).await;
     let (source, v) = (path.clone(), version.clone());
     let (installed, sum) = off_thread(move || {
-        let sum = store::sha256_file(&source)?;
+        let sum = sha256_of(&source).map_err(VersionsError::from)?;
         let installed = install_with(&store, &source, &sum, &companions, &v)?;
         store.set_current(&v)?;
         Ok((installed, sum))
@@ -96,7 +97,7 @@ fn install_with(
     let mut pending = store.begin_install()?;
     pending.add("etcd", &mut open(etcd)?, etcd, sum)?;
     for (name, path) in companions {
-        let tool_sum = store::sha256_file(path)?;
+        let tool_sum = sha256_of(path)?;
         pending.add(name, &mut open(path)?, path, &tool_sum)?;
     }
     pending.commit(version)
@@ -120,7 +121,7 @@ async fn pin_companions(
     }
     let (store, binary, v) = (store.clone(), binary.to_path_buf(), version.clone());
     let done = off_thread(move || {
-        let sum = store::sha256_file(&binary)?;
+        let sum = sha256_of(&binary).map_err(VersionsError::from)?;
         Ok(install_with(&store, &binary, &sum, &found, &v)?)
     })
     .await;

@@ -18,6 +18,7 @@ use super::protocol::{
 use super::scan::{open_no_follow, read_checksum_file};
 use super::tarball;
 use super::{io_err, ArchiveProblem, Candidate, Refusal, StagingError, WatchOptions};
+use crate::digest::sha256_read;
 use crate::durable::{sync_dir, write_synced};
 use crate::process::reaper::Reaper;
 use crate::versions::store::{self, VersionStore, VersionsError};
@@ -334,7 +335,7 @@ pub(super) fn inspect(dir: &Path, staged: &StagedFile) -> Result<File, Outcome> 
         Err(e) if vanished(&e) => return Err(Outcome::Vanished),
         Err(e) => return Err(io_err("reading", &sums_path)(e).into()),
     }
-    let actual = store::sha256_reader(&mut file, &path)?;
+    let (actual, _) = sha256_read(&mut file, |_| {}).map_err(io_err("reading", &path))?;
     if actual != expected.sha256 {
         return Err(Refusal::Mismatch {
             file: name.clone(),
