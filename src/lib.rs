@@ -16,10 +16,12 @@
 //! - `staging`: the staging directory (watch, checks, quarantine, `stage`).
 //! - `backup`: verified backups; `etcd`: the etcd client (the HTTP/JSON gateway, gRPC for
 //!   the snapshot).
-//! - `durable`: atomic writes and fsync; `digest`: sha256 of files and bytes; `metrics`:
-//!   Prometheus; `logging`: tracing setup; `failpoint`: test-only kill points.
+//! - `durable`: atomic writes and fsync; `digest`: sha256 of files and bytes; `blocking`:
+//!   blocking work on tokio's blocking pool; `metrics`: Prometheus; `logging`: tracing
+//!   setup; `failpoint`: test-only kill points.
 
 pub mod backup;
+pub mod blocking;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

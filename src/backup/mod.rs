@@ -177,6 +177,14 @@ pub(crate) fn io_error<'a>(
     }
 }
 
+/// A panic in the blocking work: the pending backup it owned was dropped on the way, which
+/// removed its directory.
+impl From<crate::blocking::WorkerLost> for BackupError {
+    fn from(e: crate::blocking::WorkerLost) -> Self {
+        BackupError::Interrupted(e.to_string())
+    }
+}
+
 impl From<IoError> for BackupError {
     fn from(e: IoError) -> Self {
         if e.is_no_space() {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use nix::unistd::Pid;
 
+use crate::blocking;
 use crate::config::record::DaemonRecord;
 use crate::config::RunSettings;
 use crate::digest::sha256_of;
@@ -15,7 +16,6 @@ use crate::process::handover::Handover;
 use crate::process::reaper::{Reaper, ReaperError};
 use crate::staging::{StagingWatcher, WatchOptions};
 use crate::supervisor::reexec::{self, AdoptedEtcd, Relaunch, ReloadSetup};
-use crate::supervisor::start::off_thread;
 use crate::supervisor::Reexec;
 use crate::supervisor::{self, DriverStarter, RunError, Signals};
 use crate::upgrade::driver::{Driver, DriverConfig};
@@ -59,7 +59,7 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
         }
         // Hashing ~25 MB: on the blocking pool, like every copy and hash of the daemon.
         let (checker, checked) = (store.clone(), pinned.clone());
-        off_thread(move || Ok(checker.verify(&checked)?)).await?;
+        blocking::run(move || Ok::<_, RunError>(checker.verify(&checked)?)).await?;
         return Ok(pinned);
     }
     let Some((path, probed)) = given else {
@@ -68,11 +68,11 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
     let version = probed?;
     let companions = companions::beside(reaper, path, &version).await;
     let (source, v) = (path.clone(), version.clone());
-    let (installed, sum) = off_thread(move || {
+    let (installed, sum) = blocking::run(move || {
         let sum = sha256_of(&source).map_err(VersionsError::from)?;
         let installed = install_with(&store, &source, &sum, &companions, &v)?;
         store.set_current(&v)?;
-        Ok((installed, sum))
+        Ok::<_, RunError>((installed, sum))
     })
     .await?;
     let pinned = installed.pinned;
@@ -120,9 +120,9 @@ async fn pin_companions(
         return;
     }
     let (store, binary, v) = (store.clone(), binary.to_path_buf(), version.clone());
-    let done = off_thread(move || {
+    let done = blocking::run(move || {
         let sum = sha256_of(&binary).map_err(VersionsError::from)?;
-        Ok(install_with(&store, &binary, &sum, &found, &v)?)
+        Ok::<_, RunError>(install_with(&store, &binary, &sum, &found, &v)?)
     })
     .await;
     match done {

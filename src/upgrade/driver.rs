@@ -224,9 +224,7 @@ where
     async fn switch_current(&self, v: &Version) -> Result<(), String> {
         let (store, v) = (self.store.clone(), v.clone());
         let switched =
-            tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            crate::blocking::run(move || store.set_current(&v).map_err(|e| e.to_string())).await;
         if switched.is_ok() {
             crate::failpoint::kill_at(crate::failpoint::SWITCHED);
         }
@@ -241,9 +239,7 @@ where
         // Write, fsync, rename, fsync the dir: on the blocking pool, not the loop's thread.
         let (state, turn) = (self.state.clone(), self.turn.clone());
         let saved =
-            tokio::task::spawn_blocking(move || state.save(&turn).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            crate::blocking::run(move || state.save(&turn).map_err(|e| e.to_string())).await;
         if let Err(e) = saved {
             tracing::error!(member = %self.cfg.member, error = %e, "cannot persist the upgrade state; a crash now may need the operator to check `current`");
         }

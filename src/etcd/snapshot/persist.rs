@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::check::{SnapshotDigest, SnapshotError};
+use crate::blocking::WorkerLost;
 use crate::etcd::error::EtcdError;
 
 /// Body pieces in flight between the receiving task and the writer.
@@ -70,6 +71,8 @@ impl Part {
         let (dir, temp) = temp_file(dest)?;
         let (file, path) = temp.into_parts();
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
+        // Not `blocking::run`: the writer runs while the body is received, and is awaited
+        // in `finish`.
         let writer = tokio::task::spawn_blocking(move || write(file, decoder, rx));
         Ok(Self {
             tx,
@@ -121,7 +124,7 @@ impl Part {
             },
         })?;
         let target = dest.clone();
-        tokio::task::spawn_blocking(move || persist(path, &target, &dir))
+        crate::blocking::run(move || Ok::<_, WorkerLost>(persist(path, &target, &dir)))
             .await
             .map_err(|e| EtcdError::Io {
                 action: "rename the finished snapshot to",
