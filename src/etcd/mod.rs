@@ -1,4 +1,4 @@
-//! Client for etcd's v3 HTTP/JSON gateway (etcd 3.4 to 3.6).
+//! Client for etcd's v3 HTTP/JSON gateway (etcd 3.4 to 3.7), with gRPC for the snapshot.
 //!
 //! Layout:
 //! - `transport`: the endpoints, credentials and TLS material, and the HTTP client.
