@@ -14,14 +14,19 @@
 //!   member's data before any member stops; says whose fault a failure is.
 //! - `versions`: version numbers and the pinned-binary store.
 //! - `staging`: the staging directory (watch, checks, quarantine, `stage`).
-//! - `backup`: verified backups; `etcd`: the HTTP/JSON gateway client.
-//! - `durable`: atomic writes and fsync; `metrics`: Prometheus; `logging`: tracing setup.
+//! - `backup`: verified backups; `etcd`: the etcd client (the HTTP/JSON gateway, gRPC for
+//!   the snapshot).
+//! - `durable`: atomic writes and fsync; `digest`: sha256 of files and bytes; `blocking`:
+//!   blocking work on tokio's blocking pool; `metrics`: Prometheus; `logging`: tracing
+//!   setup; `failpoint`: test-only kill points.
 
 pub mod backup;
+pub mod blocking;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod digest;
 pub mod durable;
 pub mod etcd;
 pub mod failpoint;

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::progress::Progress;
 use super::sums::{drop_cache, is_safe_relative, Sums, BUF_LEN};
+use crate::digest::sha256_read;
 use crate::durable::start_writeback;
 
 /// Bytes written between two starts of writeback (see [`start_writeback`]).
@@ -295,20 +296,12 @@ fn kernel_copy(
 /// sha256 of a file, read through its own descriptor.
 fn hash_source(path: &Path) -> Result<String, BackupError> {
     let mut file = File::open(path).map_err(io_error("open", path))?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; BUF_LEN];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => hash.update(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error("read", path)(e)),
-        }
-    }
-    Ok(hex::encode(hash.finalize()))
+    let (hex, _) = sha256_read(&mut file, |_| {}).map_err(io_error("read", path))?;
+    Ok(hex)
 }
 
-/// Copies with read and write, hashing what it reads; returns the hex sha256.
+/// Copies with read and write, hashing what it reads; returns the hex sha256. Its own loop
+/// rather than `digest::sha256_read`: the bytes it reads are written out too, in one pass.
 fn copy_loop(
     src: &mut File,
     dst: &mut File,
@@ -412,7 +405,7 @@ mod tests {
             assert_eq!(a, b, "{}", file.rel);
             assert_eq!(
                 copied.sums[&format!("data/{}", file.rel)],
-                super::super::sums::sha256_hex(&a)
+                crate::digest::sha256_hex(&a)
             );
             let mode = fs::metadata(dst.join(&file.rel)).unwrap().mode() & 0o7777;
             assert_eq!(mode, file.mode, "{}", file.rel);
@@ -449,7 +442,7 @@ mod tests {
         assert_eq!(fs::read(dst.join("member/wal/0.wal")).unwrap(), want);
         assert_eq!(
             copied.sums["data/member/wal/0.wal"],
-            super::super::sums::sha256_hex(&want)
+            crate::digest::sha256_hex(&want)
         );
         assert_eq!(copied.bytes, want.len() as u64);
     }
@@ -466,7 +459,7 @@ mod tests {
         let mut progress = Progress::new("test", bytes.len() as u64);
         let sha = copy_loop(&mut src, &mut dst, &from, &to, &mut buf, &mut progress).unwrap();
         assert_eq!(fs::read(&to).unwrap(), bytes);
-        assert_eq!(sha, super::super::sums::sha256_hex(&bytes));
+        assert_eq!(sha, crate::digest::sha256_hex(&bytes));
         assert_eq!(sha, hash_source(&from).unwrap());
         assert_eq!(progress.done(), bytes.len() as u64);
     }

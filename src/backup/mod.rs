@@ -40,11 +40,13 @@
 //! - Copying and hashing run on the blocking pool: on the supervisor's single-threaded
 //!   runtime a multi-GB copy must not starve the turn lease's keepalives.
 //!
-//! Layout: `plan` (what and where, and `begin`), `pending` (the steps after `begin`, and
-//! the finished [`Backup`]), `naming` (directory names and the pattern), `space`
-//! (free-space estimate and check), `copy` (the cold copy), `sums` (`SHA256SUMS`, hashing,
-//! the snapshot trailer), `meta` (`meta.json`), `verify`, `retention` (`--backup-keep` and
-//! stale clean-up), `progress` (log lines for long copies), `command` (the CLI commands).
+//! Layout: `mode` (what a turn backs up, `--backup`), `plan` (what and where, and
+//! `begin`), `pending` (the steps after `begin`, and the finished [`Backup`]), `naming`
+//! (directory names and the pattern), `space` (free-space estimate and check), `copy` (the
+//! cold copy), `sums` (`SHA256SUMS`, hashing, the snapshot trailer), `meta` (`meta.json`),
+//! `verify`, `retention` (`--backup-keep` and stale clean-up), `progress` (log lines for
+//! long copies). The CLI commands that use it (`backup`, `verify-backup`) are in
+//! `crate::commands::backup`.
 
 mod copy;
 pub mod meta;
@@ -174,6 +176,14 @@ pub(crate) fn io_error<'a>(
         } else {
             BackupError::Io(crate::durable::io_err(action, path)(source))
         }
+    }
+}
+
+/// A panic in the blocking work: the pending backup it owned was dropped on the way, which
+/// removed its directory.
+impl From<crate::blocking::WorkerLost> for BackupError {
+    fn from(e: crate::blocking::WorkerLost) -> Self {
+        BackupError::Interrupted(e.to_string())
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{renameat2, Flock, FlockArg, RenameFlags};
 
 use crate::backup::BackupMode;
+use crate::blocking;
 use crate::etcd::{Client, EtcdError};
 use crate::process::datadir::{self, DataDirInUse};
 
@@ -103,7 +104,7 @@ impl PendingBackup {
         if !has_data_dir(self.mode) {
             return Ok(self);
         }
-        blocking(move || {
+        blocking::run(move || {
             let mut me = self;
             me.copy_data_dir_blocking()?;
             Ok(me)
@@ -159,7 +160,7 @@ impl PendingBackup {
     /// Writes meta.json and SHA256SUMS, verifies everything from disk, renames the
     /// directory into place, and applies retention to a turn's backups.
     pub async fn finish(self) -> Result<Backup, BackupError> {
-        blocking(move || self.finish_blocking()).await
+        blocking::run(move || self.finish_blocking()).await
     }
 
     fn finish_blocking(mut self) -> Result<Backup, BackupError> {
@@ -178,7 +179,8 @@ impl PendingBackup {
         json.push(b'\n');
         let meta_path = self.temp.join(META);
         sums::write_new_synced(&meta_path, &json, 0o600)?;
-        self.sums.insert(META.to_owned(), sums::sha256_hex(&json));
+        self.sums
+            .insert(META.to_owned(), crate::digest::sha256_hex(&json));
         crate::failpoint::kill_at(crate::failpoint::BACKUP_HALF_WRITTEN);
         // Last: inside the directory, the checksum list is the commit marker.
         let sums_path = self.temp.join(SUMS);
@@ -273,16 +275,6 @@ impl Backup {
             self.elapsed.as_secs_f64(),
         )
     }
-}
-
-/// Runs `f` on the blocking pool; a panic there becomes an error (the pending backup it
-/// owned was dropped on the way, which removed its directory).
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
-) -> Result<T, BackupError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| BackupError::Interrupted(e.to_string()))?
 }
 
 /// Renames `from` to `to`, failing rather than replacing anything at `to` (a plain rename

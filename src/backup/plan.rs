@@ -10,13 +10,14 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::backup::BackupMode;
+use crate::blocking;
 use crate::etcd::Client;
 use crate::process::datadir;
 use crate::versions::Version;
 
 use super::meta::{self, has_data_dir, Kind, Meta};
 use super::naming::{self, TEMP_PREFIX};
-use super::pending::{blocking, PendingBackup};
+use super::pending::PendingBackup;
 use super::space::{self, mib_down, mib_up, space_needed};
 use super::{backups_dir, copy, io_error, retention, sums, BackupError};
 
@@ -157,7 +158,7 @@ impl BackupPlan {
                 }
                 // A walk of the data dir: on the blocking pool, not the runtime thread.
                 let dir = dir.clone();
-                Some(blocking(move || copy::scan(&dir)).await?)
+                Some(blocking::run(move || copy::scan(&dir)).await?)
             }
         };
 
@@ -229,9 +230,9 @@ impl BackupPlan {
                 .map_err(io_error("create the directory", &parent))?;
             // Leftovers of an interrupted backup may be a whole data-dir copy to delete.
             let stale_in = parent.clone();
-            blocking(move || {
+            blocking::run(move || {
                 retention::clean_stale(&stale_in);
-                Ok(())
+                Ok::<_, BackupError>(())
             })
             .await?;
         }

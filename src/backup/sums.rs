@@ -7,13 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use sha2::{Digest, Sha256};
 
+use crate::digest::sha256_read;
 use crate::durable::IoError;
 
 use super::progress::Progress;
@@ -109,27 +110,16 @@ pub(crate) fn hash_file(
     progress: &mut Progress,
 ) -> io::Result<FileHash> {
     let mut file = File::open(path)?;
-    let mut whole = Sha256::new();
     let mut trailer = snapshot.then(TrailerCheck::default);
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut len = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        whole.update(&buf[..n]);
+    let (sha256, len) = sha256_read(&mut file, |piece| {
         if let Some(t) = trailer.as_mut() {
-            t.update(&buf[..n]);
+            t.update(piece);
         }
-        len += n as u64;
-        progress.add(n as u64);
-    }
+        progress.add(piece.len() as u64);
+    })?;
     drop_cache(&file);
     Ok(FileHash {
-        sha256: hex::encode(whole.finalize()),
+        sha256,
         len,
         trailer_ok: trailer.map(TrailerCheck::matches),
     })
@@ -189,14 +179,10 @@ pub(crate) fn write_new_synced(path: &Path, bytes: &[u8], mode: u32) -> Result<(
     Ok(())
 }
 
-/// sha256 of bytes in memory, hex.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::sha256_hex;
 
     fn snapshot_bytes(data_len: usize) -> Vec<u8> {
         let mut data: Vec<u8> = (0..data_len).map(|i| (i * 31 % 251) as u8).collect();

@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::meta::{DataDirMeta, Kind, Meta, SnapshotMeta, FORMAT};
 use super::retention::clean_stale;
-use super::sums::{render, sha256_hex, Sums};
+use super::sums::{render, Sums};
 use super::*;
 use crate::backup::BackupMode;
+use crate::digest::sha256_hex;
 use crate::versions::Version;
 
 fn snapshot_bytes() -> Vec<u8> {

@@ -6,15 +6,16 @@ use std::path::PathBuf;
 
 use nix::unistd::Pid;
 
+use crate::blocking;
 use crate::config::record::DaemonRecord;
 use crate::config::RunSettings;
+use crate::digest::sha256_of;
 use crate::etcd::{Client, ClientConfig};
 use crate::metrics::{self, Metrics};
 use crate::process::handover::Handover;
 use crate::process::reaper::{Reaper, ReaperError};
 use crate::staging::{StagingWatcher, WatchOptions};
 use crate::supervisor::reexec::{self, AdoptedEtcd, Relaunch, ReloadSetup};
-use crate::supervisor::start::off_thread;
 use crate::supervisor::Reexec;
 use crate::supervisor::{self, DriverStarter, RunError, Signals};
 use crate::upgrade::turn::driver::{Driver, DriverConfig};
@@ -22,7 +23,7 @@ use crate::upgrade::turn::machine::{self, Effect, Turn};
 use crate::upgrade::turn::state_file::StateFile;
 use crate::upgrade::turn::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use crate::versions::companions;
-use crate::versions::store::{self, Pinned, VersionStore};
+use crate::versions::store::{self, Pinned, VersionStore, VersionsError};
 
 /// Makes sure a version is pinned (installing `--etcd-binary` on first start) and returns it.
 pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pinned, RunError> {
@@ -58,7 +59,7 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
         }
         // Hashing ~25 MB: on the blocking pool, like every copy and hash of the daemon.
         let (checker, checked) = (store.clone(), pinned.clone());
-        off_thread(move || Ok(checker.verify(&checked)?)).await?;
+        blocking::run(move || Ok::<_, RunError>(checker.verify(&checked)?)).await?;
         return Ok(pinned);
     }
     let Some((path, probed)) = given else {
@@ -67,11 +68,11 @@ pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pi
     let version = probed?;
     let companions = companions::beside(reaper, path, &version).await;
     let (source, v) = (path.clone(), version.clone());
-    let (installed, sum) = off_thread(move || {
-        let sum = store::sha256_file(&source)?;
+    let (installed, sum) = blocking::run(move || {
+        let sum = sha256_of(&source).map_err(VersionsError::from)?;
         let installed = install_with(&store, &source, &sum, &companions, &v)?;
         store.set_current(&v)?;
-        Ok((installed, sum))
+        Ok::<_, RunError>((installed, sum))
     })
     .await?;
     let pinned = installed.pinned;
@@ -96,7 +97,7 @@ fn install_with(
     let mut pending = store.begin_install()?;
     pending.add("etcd", &mut open(etcd)?, etcd, sum)?;
     for (name, path) in companions {
-        let tool_sum = store::sha256_file(path)?;
+        let tool_sum = sha256_of(path)?;
         pending.add(name, &mut open(path)?, path, &tool_sum)?;
     }
     pending.commit(version)
@@ -119,9 +120,9 @@ async fn pin_companions(
         return;
     }
     let (store, binary, v) = (store.clone(), binary.to_path_buf(), version.clone());
-    let done = off_thread(move || {
-        let sum = store::sha256_file(&binary)?;
-        Ok(install_with(&store, &binary, &sum, &found, &v)?)
+    let done = blocking::run(move || {
+        let sum = sha256_of(&binary).map_err(VersionsError::from)?;
+        Ok::<_, RunError>(install_with(&store, &binary, &sum, &found, &v)?)
     })
     .await;
     match done {

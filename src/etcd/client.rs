@@ -100,12 +100,12 @@ struct AuthenticateRequest<'a> {
 }
 
 /// A failed attempt, and whether the request itself may have reached etcd.
-struct Failure {
+struct RequestFailure {
     err: EtcdError,
     sent: bool,
 }
 
-impl Failure {
+impl RequestFailure {
     fn sent(err: EtcdError) -> Self {
         Self { err, sent: true }
     }
@@ -336,15 +336,18 @@ impl Client {
         body: &[u8],
         shape: Shape,
         timeout: Duration,
-    ) -> Result<Value, Failure> {
+    ) -> Result<Value, RequestFailure> {
         let mut fresh_token = false;
         loop {
             // Until the request itself goes out, nothing can have been applied.
-            let token = self.token(endpoint).await.map_err(Failure::not_sent)?;
+            let token = self
+                .token(endpoint)
+                .await
+                .map_err(RequestFailure::not_sent)?;
             let (status, bytes) = self
                 .send(endpoint, path, body.to_vec(), timeout, token.as_deref())
                 .await
-                .map_err(Failure::sent)?;
+                .map_err(RequestFailure::sent)?;
             match decode_body(endpoint, path, status, &bytes, shape) {
                 Err(err)
                     if err.is_unauthenticated()
@@ -355,7 +358,7 @@ impl Client {
                     self.forget_token(token.as_deref());
                     fresh_token = true;
                 }
-                other => return other.map_err(Failure::sent),
+                other => return other.map_err(RequestFailure::sent),
             }
         }
     }
@@ -588,8 +591,8 @@ pub(crate) fn decode_body(
 }
 
 /// Decides whether a failed attempt moves on to the next endpoint.
-fn classify(failure: Failure, retry: Retry, path: &str, timeout: Duration) -> Next {
-    let Failure { err, sent } = failure;
+fn classify(failure: RequestFailure, retry: Retry, path: &str, timeout: Duration) -> Next {
+    let RequestFailure { err, sent } = failure;
     // Refused before it was executed, whatever it was: a voter can serve it.
     if err.is_learner_refusal() {
         return Next::Failover("a learner serves no such request".to_owned());

@@ -188,7 +188,7 @@ pub enum EtcdError {
         endpoint: String,
         /// What was wrong.
         #[source]
-        source: super::snapshot_decode::SnapshotError,
+        source: super::snapshot::check::SnapshotError,
     },
 
     /// A local file operation failed (writing a snapshot).

@@ -1,4 +1,4 @@
-//! Client for etcd's v3 HTTP/JSON gateway (etcd 3.4 to 3.6).
+//! Client for etcd's v3 HTTP/JSON gateway (etcd 3.4 to 3.7), with gRPC for the snapshot.
 //!
 //! Layout:
 //! - `transport`: the endpoints, credentials and TLS material, and the HTTP client.
@@ -8,10 +8,10 @@
 //! - one file per API group, each adding methods to [`Client`]: `kv` (range, put, delete,
 //!   txn), `lease`, `lock` (raw lock/unlock), `cluster` (member list, endpoint discovery),
 //!   `maintenance` (status, alarms, leader, transfer-leadership, HashKV, /health, /version),
-//!   `snapshot` (streamed to a verified file; `snapshot_decode` reads the gateway's stream,
-//!   `snapshot_check` checks any stream).
-//! - `grpc`: the one call made over gRPC instead, the snapshot (the gateway's JSON costs
-//!   2x); tried first, the gateway when the endpoint serves no gRPC.
+//!   `snapshot` (a folder: streamed to a verified file over gRPC, or the gateway when the
+//!   endpoint serves no gRPC; one checker and one path to the file for both).
+//! - `grpc`: the connection, call and status of the one call made over gRPC instead, the
+//!   snapshot (the gateway's JSON costs 2x).
 //!
 //! The facts about real etcd the client is built on are repeated where they shape an API.
 
@@ -25,15 +25,12 @@ pub mod lease;
 pub mod lock;
 pub mod maintenance;
 pub mod snapshot;
-pub mod snapshot_check;
-pub mod snapshot_decode;
 pub mod transport;
 mod wire;
 
 pub use client::{Client, ClientConfig, Credentials};
 pub use cluster::{Member, MemberList};
 pub use error::{code, EtcdError};
-pub use grpc::snapshot::GrpcSnapshotStream;
 pub use kv::{
     prefix_end, Compare, CompareResult, CompareTarget, DeleteRequest, DeleteResponse, KeyValue,
     PutRequest, PutResponse, RangeRequest, RangeResponse, Txn, TxnOp, TxnOpResponse, TxnResponse,
@@ -41,6 +38,7 @@ pub use kv::{
 pub use lease::{ttl_secs, LeaseGrant, LeaseTimeToLive};
 pub use lock::LockResponse;
 pub use maintenance::{Alarm, AlarmKind, EtcdVersion, HashKv, Leader, Status};
-pub use snapshot::{SnapshotInfo, SnapshotVia};
-pub use snapshot_decode::{SnapshotDigest, SnapshotError, SnapshotStream};
+pub use snapshot::{
+    GrpcSnapshotStream, SnapshotDigest, SnapshotError, SnapshotInfo, SnapshotStream, SnapshotVia,
+};
 pub use wire::ResponseHeader;

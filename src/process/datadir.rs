@@ -49,9 +49,7 @@ pub async fn wait_until_free(data_dir: &Path, patience: Duration) -> Result<(), 
     let mut logged = false;
     loop {
         let dir = data_dir.to_path_buf();
-        let locked = tokio::task::spawn_blocking(move || is_locked(&dir))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+        let locked = crate::blocking::run(move || is_locked(&dir)).await;
         match locked {
             Ok(false) => return Ok(()),
             // An unreadable db is etcd's to report, with its own words.

@@ -19,6 +19,8 @@ use super::protocol::{
 use super::scan::{open_no_follow, read_checksum_file};
 use super::tarball;
 use super::{io_err, ArchiveProblem, Candidate, Refusal, StagingError, WatchOptions};
+use crate::blocking;
+use crate::digest::sha256_read;
 use crate::durable::sync_dir;
 use crate::process::reaper::Reaper;
 use crate::versions::store::{self, VersionStore, VersionsError};
@@ -64,8 +66,8 @@ pub(super) async fn process(
     let b = bundle.clone();
     let tarball = parse_tarball_name(&bundle.binary.name);
     let t = tarball.clone();
-    let copied = blocking(move || {
-        Ok(match &t {
+    let copied = blocking::run(move || {
+        Ok::<_, StagingError>(match &t {
             Some(name) => verify_and_extract(&dir, &copy_store, &b, name),
             None => verify_and_copy(&dir, &copy_store, &b).map(|p| {
                 let companions = b.companions.iter().map(|c| c.tool.to_owned()).collect();
@@ -128,7 +130,7 @@ pub(super) async fn process(
     }
     let companions = kept;
     let v = version.clone();
-    let committed = match blocking(move || Ok(pending.commit(&v))).await {
+    let committed = match blocking::run(move || Ok::<_, StagingError>(pending.commit(&v))).await {
         Ok(committed) => committed,
         Err(e) => return e.into(),
     };
@@ -209,18 +211,6 @@ fn verify_and_extract(
         }
     }
     Ok((pending, companions))
-}
-
-/// Runs blocking file work off the runtime thread.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StagingError> + Send + 'static,
-) -> Result<T, StagingError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) => Err(io_err("processing", Path::new("the staging directory"))(
-            io::Error::other(e.to_string()),
-        )),
-    }
 }
 
 pub(super) fn create_dir_0755(dir: &Path) -> io::Result<()> {
@@ -335,7 +325,7 @@ pub(super) fn inspect(dir: &Path, staged: &StagedFile) -> Result<File, Outcome> 
         Err(e) if vanished(&e) => return Err(Outcome::Vanished),
         Err(e) => return Err(io_err("reading", &sums_path)(e).into()),
     }
-    let actual = store::sha256_reader(&mut file, &path)?;
+    let (actual, _) = sha256_read(&mut file, |_| {}).map_err(io_err("reading", &path))?;
     if actual != expected.sha256 {
         return Err(Refusal::Mismatch {
             file: name.clone(),

@@ -173,6 +173,14 @@ pub enum StagingError {
     Versions(#[from] VersionsError),
 }
 
+/// Blocking file work that did not finish (a panic): said as a failure to process the
+/// staging directory.
+impl From<crate::blocking::WorkerLost> for StagingError {
+    fn from(e: crate::blocking::WorkerLost) -> Self {
+        io_err("processing", Path::new("the staging directory"))(io::Error::other(e.to_string()))
+    }
+}
+
 impl StagingError {
     /// True for what the operator gave us (a bad source file, an unusable staging dir),
     /// false for failures on the way.

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use sha2::{Digest, Sha256};
 
 use super::protocol::{
     expected_from_own, expected_from_sums, names_in_sums, parse_checksum_line, plan, role, Listing,
@@ -19,7 +18,7 @@ const CASES: u32 = 1500;
 const PANIC_CASES: u32 = 500;
 
 fn sha_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    crate::digest::sha256_hex(bytes)
 }
 
 /// Text made of the pieces checksum lines are made of, so the parsers' branches are hit.

@@ -91,7 +91,8 @@ fn companion_tool(path: &Path) -> Result<&'static str, StagingError> {
 }
 
 /// Copies `source` into a hidden temp file in `dir` with `mode`, hashing what it writes,
-/// and fsyncs it.
+/// and fsyncs it. Its own loop rather than `digest::sha256_read`: the bytes it reads are
+/// written out too, so the file is read once.
 fn copy_to_temp(
     source: &mut File,
     source_path: &Path,

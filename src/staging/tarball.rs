@@ -395,6 +395,8 @@ pub(super) fn extract(
     Ok(Ok(out))
 }
 
+/// Hashes what is extracted as it is written (rather than `digest::sha256_of` on the file
+/// afterwards): each tool is read once, out of the archive.
 struct HashingWriter {
     inner: File,
     hasher: Sha256,

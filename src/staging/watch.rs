@@ -20,10 +20,11 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::accept::{self, accept_files, blocking, create_dir_0755, reject_files, Outcome};
+use super::accept::{self, accept_files, create_dir_0755, reject_files, Outcome};
 use super::protocol::{plan, Plan, REJECTED_DIR};
 use super::scan::scan;
 use super::{Candidate, StagingError, WatchOptions};
+use crate::blocking;
 use crate::process::reaper::Reaper;
 use crate::versions::store::VersionStore;
 
@@ -271,7 +272,7 @@ impl Worker {
     /// One scan and everything it makes ready. False when the receiver is gone.
     async fn scan_and_process(&mut self, tx: &mpsc::Sender<Candidate>) -> bool {
         let dir = self.opts.staging_dir.clone();
-        let listing = match blocking(move || scan(&dir)).await {
+        let listing = match blocking::run(move || scan(&dir)).await {
             Ok(listing) => listing,
             Err(e) => {
                 let text = e.to_string();
@@ -327,7 +328,8 @@ impl Worker {
                         return false;
                     }
                     let dir = self.opts.staging_dir.clone();
-                    let moved = blocking(move || accept_files(&dir, &bundle, &candidate)).await;
+                    let moved =
+                        blocking::run(move || accept_files(&dir, &bundle, &candidate)).await;
                     if let Err(e) = moved {
                         tracing::error!(file = %name, "accepted, but cannot move it out of the staging directory: {e}");
                         self.failed.insert(name);
@@ -339,7 +341,7 @@ impl Worker {
                     let dir = self.opts.staging_dir.clone();
                     let b = bundle.clone();
                     let r = refusal.clone();
-                    if let Err(e) = blocking(move || reject_files(&dir, &b, &r)).await {
+                    if let Err(e) = blocking::run(move || reject_files(&dir, &b, &r)).await {
                         tracing::error!(file = %name, "cannot move the refused drop to {REJECTED_DIR}/: {e}");
                         self.failed.insert(name);
                         self.schedule_retry();

@@ -29,12 +29,11 @@ pub async fn watch(locks: DataLocks, every: Duration, until: Instant) -> DataWat
     let began = Instant::now();
     loop {
         let probe = locks.clone();
-        let seen = tokio::task::spawn_blocking(move || probe.probe()).await;
+        let seen = crate::blocking::run(move || probe.probe().map_err(|e| e.to_string())).await;
         match seen {
-            Ok(Ok(state)) if state.closed() => return DataWatch::Closed(began.elapsed()),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return DataWatch::CannotTell(e.to_string()),
-            Err(e) => return DataWatch::CannotTell(e.to_string()),
+            Ok(state) if state.closed() => return DataWatch::Closed(began.elapsed()),
+            Ok(_) => {}
+            Err(e) => return DataWatch::CannotTell(e),
         }
         if Instant::now() >= until {
             return DataWatch::StillOpen;

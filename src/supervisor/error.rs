@@ -56,6 +56,12 @@ pub enum RunError {
     Worker(String),
 }
 
+impl From<crate::blocking::WorkerLost> for RunError {
+    fn from(e: crate::blocking::WorkerLost) -> Self {
+        RunError::Worker(e.to_string())
+    }
+}
+
 impl RunError {
     /// True for errors the operator fixes in the configuration (a usage error).
     pub fn is_usage(&self) -> bool {

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::blocking;
 use crate::process::datadir;
 use crate::versions::store::{Pinned, VersionStore};
 
@@ -33,7 +34,7 @@ pub async fn prepare(plan: StartPlan) -> Result<Pinned, RunError> {
         versions_dir,
         ..
     } = plan;
-    off_thread(move || {
+    blocking::run(move || {
         let pinned = store
             .current()?
             .ok_or(RunError::NothingInstalled(versions_dir))?;
@@ -43,14 +44,4 @@ pub async fn prepare(plan: StartPlan) -> Result<Pinned, RunError> {
         Ok(pinned)
     })
     .await
-}
-
-/// Runs file work (hashing, copying) on the blocking pool; the runtime thread keeps
-/// serving signals meanwhile.
-pub async fn off_thread<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, RunError> + Send + 'static,
-) -> Result<T, RunError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RunError::Worker(e.to_string()))?
 }

@@ -13,16 +13,16 @@
 //! hashed again there, probed there, and [`PendingInstall::commit`] renames the dir to
 //! `versions/<X.Y.Z>`. Companions get their own `NAME.sha256` beside them.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use crate::digest::sha256_of;
 use crate::durable::{self, IoError};
 use crate::process::reaper::Reaper;
 use crate::versions::Version;
@@ -197,7 +197,7 @@ impl VersionStore {
         let final_dir = self.dir_of(version);
         let binary = final_dir.join("etcd");
         if final_dir.exists() {
-            let actual = sha256_file(&binary)?;
+            let actual = sha256_of(&binary)?;
             if actual == expected_sha256 {
                 return Ok(Pinned {
                     version: version.clone(),
@@ -218,7 +218,7 @@ impl VersionStore {
             .map_err(io_err("setting permissions of", tmp.path()))?;
         let tmp_binary = tmp.path().join("etcd");
         durable::copy_synced(source, &tmp_binary, 0o755)?;
-        let copied = sha256_file(&tmp_binary)?;
+        let copied = sha256_of(&tmp_binary)?;
         if copied != expected_sha256 {
             return Err(VersionsError::Tampered {
                 path: source.to_path_buf(),
@@ -247,7 +247,7 @@ impl VersionStore {
         let sums = self.dir_of(&pinned.version).join("etcd.sha256");
         let recorded = fs::read_to_string(&sums).map_err(io_err("reading", &sums))?;
         let expected = recorded.split_whitespace().next().unwrap_or_default();
-        let actual = sha256_file(&pinned.binary)?;
+        let actual = sha256_of(&pinned.binary)?;
         if actual != expected {
             return Err(VersionsError::Tampered {
                 path: pinned.binary.clone(),
@@ -356,7 +356,7 @@ impl PendingInstall {
             .map_err(io_err("setting permissions of", &dest))?;
         dst.sync_all().map_err(io_err("syncing", &dest))?;
         drop(dst);
-        let copied = sha256_file(&dest)?;
+        let copied = sha256_of(&dest)?;
         if copied != expected_sha256 {
             return Err(VersionsError::Tampered {
                 path: source_path.to_path_buf(),
@@ -435,7 +435,7 @@ impl PendingInstall {
                 missing.push(name.clone());
                 continue;
             }
-            let actual = sha256_file(&existing)?;
+            let actual = sha256_of(&existing)?;
             let recorded_path = final_dir.join(format!("{name}.sha256"));
             if let Ok(recorded) = fs::read_to_string(&recorded_path) {
                 let recorded = recorded.split_whitespace().next().unwrap_or_default();
@@ -543,30 +543,6 @@ pub async fn probe_version(
         path: binary.to_path_buf(),
         output: text.chars().take(120).collect(),
     })
-}
-
-/// Hex sha256 of a file's contents.
-pub fn sha256_file(path: &Path) -> Result<String, VersionsError> {
-    let mut file = File::open(path).map_err(io_err("opening", path))?;
-    sha256_reader(&mut file, path)
-}
-
-/// Hex sha256 of everything `reader` yields; `path` names it in errors.
-pub fn sha256_reader(reader: &mut impl Read, path: &Path) -> Result<String, VersionsError> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err("reading", path)(e)),
-        };
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

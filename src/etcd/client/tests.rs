@@ -148,13 +148,13 @@ fn unavailable_moves_on_unless_a_transaction_was_sent() {
     let t = Duration::from_secs(1);
     for retry in [Retry::Idempotent, Retry::Blocking] {
         assert!(matches!(
-            classify(Failure::sent(unavailable()), retry, "/v3/kv/put", t),
+            classify(RequestFailure::sent(unavailable()), retry, "/v3/kv/put", t),
             Next::Failover(reason) if reason.contains("no leader")
         ));
     }
     assert!(matches!(
         classify(
-            Failure::sent(unavailable()),
+            RequestFailure::sent(unavailable()),
             Retry::AtMostOnce,
             "/v3/kv/txn",
             t
@@ -164,7 +164,7 @@ fn unavailable_moves_on_unless_a_transaction_was_sent() {
     // Failing to get a token: the transaction never left.
     assert!(matches!(
         classify(
-            Failure::not_sent(unavailable()),
+            RequestFailure::not_sent(unavailable()),
             Retry::AtMostOnce,
             "/v3/kv/txn",
             t
@@ -179,7 +179,7 @@ fn unavailable_moves_on_unless_a_transaction_was_sent() {
     };
     assert!(matches!(
         classify(
-            Failure::sent(not_leader),
+            RequestFailure::sent(not_leader),
             Retry::Idempotent,
             "/v3/kv/put",
             t
@@ -202,7 +202,10 @@ fn a_learners_refusal_moves_on_whatever_was_sent() {
     };
     let t = Duration::from_secs(1);
     for retry in [Retry::Idempotent, Retry::Blocking, Retry::AtMostOnce] {
-        for failure in [Failure::sent(learner()), Failure::not_sent(learner())] {
+        for failure in [
+            RequestFailure::sent(learner()),
+            RequestFailure::not_sent(learner()),
+        ] {
             assert!(matches!(
                 classify(failure, retry, "/v3/kv/txn", t),
                 Next::Failover(reason) if reason.contains("learner")

@@ -19,10 +19,9 @@
 //! - What means "no gRPC here", so that the caller takes the gateway instead, is decided
 //!   by [`GrpcError::no_grpc_here`], only for failures before the answer's headers.
 //!
-//! Layout: this file (connection, call, status), `tls` (the rustls configuration),
-//! `snapshot` (the messages, the stream decoder and [`crate::etcd::Client`]'s gRPC snapshot).
+//! Layout: this file (connection, call, status), `tls` (the rustls configuration). The
+//! snapshot's messages and decoder are `etcd::snapshot`'s (its `grpc` piece).
 
-pub(crate) mod snapshot;
 mod tls;
 
 use std::net::IpAddr;

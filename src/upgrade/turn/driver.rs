@@ -241,9 +241,7 @@ where
         // Write, fsync, rename, fsync the dir: on the blocking pool, not the loop's thread.
         let (state, turn) = (self.state.clone(), self.turn.clone());
         let saved =
-            tokio::task::spawn_blocking(move || state.save(&turn).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            crate::blocking::run(move || state.save(&turn).map_err(|e| e.to_string())).await;
         if let Err(e) = saved {
             tracing::error!(member = %self.cfg.member, error = %e, "cannot persist the upgrade state; a crash now may need the operator to check `current`");
         }

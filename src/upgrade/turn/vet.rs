@@ -341,9 +341,7 @@ impl LiveVetter {
             self.member.wal_dir.clone(),
             scratch.path().to_path_buf(),
         );
-        let copied = tokio::task::spawn_blocking(move || copy_v2_files(&from, wal.as_deref(), &to))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()));
+        let copied = crate::blocking::run(move || copy_v2_files(&from, wal.as_deref(), &to)).await;
         if let Err(e) = copied {
             return Some(Vetted::MemberFault(format!(
                 "cannot copy the data dir for the v2store check: {e}"
@@ -384,12 +382,11 @@ impl Vetter for LiveVetter {
             time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
         let path = VettingRecord::path(&self.state_dir);
-        let written = tokio::task::spawn_blocking(move || {
+        let written = crate::blocking::run(move || {
             let json = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
             crate::durable::replace_atomically(&path, &json).map_err(|e| e.to_string())
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .await;
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot record the vetting for `plan`");
         }

@@ -36,7 +36,7 @@ async fn probe_reads_version_and_refuses_liars_and_hangs() {
 fn install_pins_and_current_switches_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let src = fake_etcd(dir.path(), "echo 'etcd Version: 3.4.23'");
-    let sum = sha256_file(&src).unwrap();
+    let sum = crate::digest::sha256_of(&src).unwrap();
     let store = VersionStore::new(&dir.path().join("state"));
     assert_eq!(store.current().unwrap(), None);
     let v = Version::new(3, 4, 23);
@@ -65,7 +65,7 @@ fn install_pins_and_current_switches_atomically() {
 }
 
 fn add_bytes(pending: &mut PendingInstall, name: &str, bytes: &[u8]) -> String {
-    let sum = hex::encode(Sha256::digest(bytes));
+    let sum = crate::digest::sha256_hex(bytes);
     pending
         .add(name, &mut &bytes[..], Path::new(name), &sum)
         .unwrap();

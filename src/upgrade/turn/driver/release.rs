@@ -93,12 +93,11 @@ where
             version.clone(),
             why.to_owned(),
         );
-        let written = tokio::task::spawn_blocking(move || {
+        let written = crate::blocking::run(move || {
             crate::staging::write_reason(&dir, &version, &why, SystemTime::now())
                 .map_err(|e| e.to_string())
         })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .await;
         if let Err(e) = written {
             tracing::warn!(dir = %self.cfg.staging_dir.display(), error = %e, "could not write the reason file");
         }

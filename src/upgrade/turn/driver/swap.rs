@@ -121,9 +121,7 @@ where
     pub(super) async fn switch_current(&self, v: &Version) -> Result<(), String> {
         let (store, v) = (self.store.clone(), v.clone());
         let switched =
-            tokio::task::spawn_blocking(move || store.set_current(&v).map_err(|e| e.to_string()))
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()));
+            crate::blocking::run(move || store.set_current(&v).map_err(|e| e.to_string())).await;
         if switched.is_ok() {
             crate::failpoint::kill_at(crate::failpoint::SWITCHED);
         }

@@ -1,44 +1,33 @@
-//! `etcdserverpb.Maintenance/Snapshot` over gRPC: the messages (written by hand, four
-//! fields), [`GrpcSnapshotStream`] (the pure decoder: framing, protobuf, and the checks
-//! every snapshot stream gets, `snapshot_check`), and [`Client::snapshot_grpc_from`].
+//! Snapshots over gRPC, `etcdserverpb.Maintenance/Snapshot`: the messages (written by hand,
+//! four fields), [`GrpcSnapshotStream`] (the pure decoder: framing, protobuf, and the checks
+//! every snapshot stream gets, `check`), and [`Client::snapshot_grpc_from`]. The connection
+//! and the call's framing and status are `etcd::grpc`'s.
 //!
 //! The stream: `SnapshotResponse { remaining_bytes, blob }` with 32 KiB of the database
 //! each, counting down to 0, then one message whose blob is the sha256 of all the data;
 //! on 3.6 each message also carries the storage `version`. The file is every blob in order,
-//! the trailer included, as `etcdctl snapshot save` writes it.
-//!
-//! Receiving and writing overlap: the async side only moves HTTP/2 data into a bounded
-//! channel (releasing flow-control window as it goes); a blocking thread decodes, hashes and
-//! writes, then fsyncs. The file is renamed into place only once the call's status said
-//! OK and the decoder accepted the trailer; on any failure or cancellation the temporary
-//! file is removed (the writer owns it, and dropping its result removes it).
+//! the trailer included, as `etcdctl snapshot save` writes it. The async side moves HTTP/2
+//! data to the writer (`persist`), releasing flow-control window as it goes; the file is
+//! renamed into place only once the call's status said OK and the decoder accepted the
+//! trailer.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use prost::Message;
-use tempfile::TempPath;
-use tokio::sync::mpsc;
 
-use super::super::client::Client;
-use super::super::error::EtcdError;
-use super::super::snapshot::{SnapshotInfo, SnapshotVia};
-use super::super::snapshot_check::{ChunkCheck, SnapshotDigest, SnapshotError};
-use super::{connect, GrpcError};
+use super::check::{ChunkCheck, SnapshotDigest, SnapshotError, SnapshotInfo, SnapshotVia};
+use super::persist::{Decoder, Ending, Part};
+use crate::etcd::client::Client;
+use crate::etcd::error::EtcdError;
+use crate::etcd::grpc::{self as call, connect, GrpcError};
 
 /// The method's path.
 const METHOD: &str = "/etcdserverpb.Maintenance/Snapshot";
 
 /// Largest message accepted: etcd sends 32 KiB chunks; anything near this is not a chunk.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
-
-/// Data chunks in flight between the receiving task and the writer.
-const CHANNEL: usize = 64;
-
-/// Bytes written between two starts of writeback (see [`crate::durable::start_writeback`]).
-const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
 /// `etcdserverpb.SnapshotRequest`: no fields.
 #[derive(Clone, PartialEq, Message)]
@@ -157,20 +146,18 @@ impl GrpcSnapshotStream {
 }
 
 /// A failed gRPC snapshot, and whether it means the endpoint serves no gRPC.
-pub(crate) struct Failure {
+pub(super) struct GrpcSnapshotFailure {
     /// What went wrong.
-    pub err: EtcdError,
+    pub(super) err: EtcdError,
     /// Set when the gateway should be tried instead: why.
-    pub no_grpc: Option<String>,
+    pub(super) no_grpc: Option<String>,
 }
 
-impl From<EtcdError> for Failure {
+impl From<EtcdError> for GrpcSnapshotFailure {
     fn from(err: EtcdError) -> Self {
         Self { err, no_grpc: None }
     }
 }
-
-use super::super::snapshot::temp_file;
 
 impl Client {
     /// Streams a snapshot of the member at `endpoint` into `dest` over gRPC only (no
@@ -188,15 +175,15 @@ impl Client {
     }
 
     /// One gRPC snapshot of a normalized endpoint, within `timeout`.
-    pub(crate) async fn snapshot_grpc_attempt(
+    pub(super) async fn snapshot_grpc_attempt(
         &self,
         endpoint: &str,
         dest: &Path,
         timeout: Duration,
-    ) -> Result<SnapshotInfo, Failure> {
+    ) -> Result<SnapshotInfo, GrpcSnapshotFailure> {
         match tokio::time::timeout(timeout, self.snapshot_grpc_inner(endpoint, dest)).await {
             Ok(result) => result,
-            // Dropping the work dropped the writer's result, which removed its file.
+            // Dropping the work dropped the part, which removed its file.
             Err(_) => Err(EtcdError::Timeout {
                 endpoint: endpoint.to_owned(),
                 operation: "snapshot",
@@ -210,7 +197,7 @@ impl Client {
         &self,
         endpoint: &str,
         dest: &Path,
-    ) -> Result<SnapshotInfo, Failure> {
+    ) -> Result<SnapshotInfo, GrpcSnapshotFailure> {
         let grpc = |source| EtcdError::Grpc {
             endpoint: endpoint.to_owned(),
             source,
@@ -248,11 +235,11 @@ impl Client {
                         fresh_token = true;
                         continue;
                     }
-                    return Err(Failure { err, no_grpc });
+                    return Err(GrpcSnapshotFailure { err, no_grpc });
                 }
                 Err(other) => {
                     let no_grpc = other.no_grpc_here();
-                    return Err(Failure {
+                    return Err(GrpcSnapshotFailure {
                         err: grpc(other),
                         no_grpc,
                     });
@@ -260,22 +247,19 @@ impl Client {
             }
         };
 
-        let (dir, temp) = temp_file(dest)?;
-        let temp_path = temp.path().to_path_buf();
-        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
-        let writer = tokio::task::spawn_blocking(move || write(temp, rx));
+        let part = Part::begin(dest, GrpcSnapshotStream::new())?;
         let received = async {
             let Some(first) = first else {
                 // Ended OK without a message: the writer finds the stream truncated.
                 return Ok(());
             };
-            if tx.send(first).await.is_err() {
+            if !part.send(first).await {
                 return Ok(());
             }
             while let Some(data) = body.data().await {
                 let data = data.map_err(|e| grpc(GrpcError::Http2(e)))?;
                 let _ = body.flow_control().release_capacity(data.len());
-                if tx.send(data).await.is_err() {
+                if !part.send(data).await {
                     // The writer stopped: its error says why.
                     return Ok(());
                 }
@@ -285,7 +269,7 @@ impl Client {
                 .await
                 .map_err(|e| grpc(GrpcError::Http2(e)))?
                 .unwrap_or_default();
-            super::status(&trailers).map_err(|e| match e {
+            call::status(&trailers).map_err(|e| match e {
                 GrpcError::Status { code, message } => EtcdError::Snapshot {
                     endpoint: endpoint.to_owned(),
                     source: SnapshotError::Server { code, message },
@@ -294,32 +278,9 @@ impl Client {
             })
         }
         .await;
-        drop(tx);
-        let written = writer.await.map_err(|e| EtcdError::Io {
-            action: "write",
-            path: temp_path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        received?;
-        let (temp, digest, version) = written.map_err(|e| match e {
-            WriteError::Io(source) => EtcdError::Io {
-                action: "write",
-                path: temp_path.clone(),
-                source,
-            },
-            WriteError::Stream(source) => EtcdError::Snapshot {
-                endpoint: endpoint.to_owned(),
-                source,
-            },
-        })?;
-        let target = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || persist(temp, &target, &dir))
-            .await
-            .map_err(|e| EtcdError::Io {
-                action: "rename the finished snapshot to",
-                path: dest.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+        let Ending {
+            digest, version, ..
+        } = part.finish(endpoint, received).await?;
         tracing::info!(
             endpoint,
             path = %dest.display(),
@@ -339,48 +300,19 @@ impl Client {
     }
 }
 
-enum WriteError {
-    Io(std::io::Error),
-    Stream(SnapshotError),
-}
-
-/// The writer thread: decodes, hashes and writes what arrives, then fsyncs. Returns the
-/// temporary file (removed when dropped), the digest and the storage version.
-fn write(
-    temp: tempfile::NamedTempFile,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> Result<(TempPath, SnapshotDigest, Option<String>), WriteError> {
-    let (mut file, path) = temp.into_parts();
-    let mut stream = GrpcSnapshotStream::new();
-    let (mut written, mut flushed) = (0u64, 0u64);
-    while let Some(data) = rx.blocking_recv() {
-        for blob in stream.feed(&data).map_err(WriteError::Stream)? {
-            file.write_all(&blob).map_err(WriteError::Io)?;
-            written += blob.len() as u64;
-        }
-        if written - flushed >= WRITEBACK_WINDOW {
-            crate::durable::start_writeback(&file, flushed, written - flushed);
-            flushed = written;
-        }
+impl Decoder for GrpcSnapshotStream {
+    fn pieces(&mut self, data: &[u8]) -> Result<Vec<Bytes>, SnapshotError> {
+        self.feed(data)
     }
-    let version = stream.version().map(str::to_owned);
-    let digest = stream.finish().map_err(WriteError::Stream)?;
-    file.sync_all().map_err(WriteError::Io)?;
-    Ok((path, digest, version))
-}
 
-/// Renames the finished file over `dest` and makes the rename durable.
-fn persist(temp: TempPath, dest: &Path, dir: &Path) -> Result<(), EtcdError> {
-    temp.persist(dest).map_err(|e| EtcdError::Io {
-        action: "rename the finished snapshot to",
-        path: dest.to_path_buf(),
-        source: e.error,
-    })?;
-    crate::durable::sync_dir(dir).map_err(|e| EtcdError::Io {
-        action: "fsync",
-        path: dir.to_path_buf(),
-        source: e.source,
-    })
+    fn end(self) -> Result<Ending, SnapshotError> {
+        let version = self.version.clone();
+        Ok(Ending {
+            tail: Vec::new(),
+            digest: self.finish()?,
+            version,
+        })
+    }
 }
 
 #[cfg(test)]
