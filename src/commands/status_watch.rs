@@ -236,8 +236,11 @@ pub fn render_table(view: &ClusterView, now: Option<SystemTime>) -> String {
         }
     }
     for (name, stored) in &view.progress {
-        if let Some(err) = stored.record().and_then(|r| r.last_error.as_ref()) {
-            let _ = writeln!(out, "{name}: last problem: {err}");
+        let line = stored
+            .record()
+            .and_then(|r| super::status::problem_line(r, view.cluster_version.as_ref(), false));
+        if let Some(line) = line {
+            let _ = writeln!(out, "{name}: {line}");
         }
     }
     if !view.alarms.is_empty() {

@@ -171,3 +171,41 @@ fn a_frame_ends_with_the_downgrade_line_when_one_is_under_way() {
         with_downgrade(render_table(&view(7), None), None)
     );
 }
+
+#[test]
+fn a_member_parked_before_the_downgrade_shows_as_waiting_once_it_is_enabled() {
+    let parked = r#"{"member":"m2","running":"3.7.4","staged":"3.6.17","state":"idle","since":"2026-11-29T09:58:55Z","last_error":"3.6.17 is a lower minor than 3.7.4 ...; run `etcd-supervisor downgrade 3.6.17`"}"#;
+    let mut v = view(7);
+    v.progress.insert("m2".to_string(), record(parked));
+    let now = at("2026-11-29T10:00:12Z");
+    // Before `downgrade` the cluster version is 3.7: the refusal, with the command, stands.
+    v.cluster_version = Some(Version::new(3, 7, 0));
+    for text in [
+        render_frame(&v, None, now, Duration::from_secs(1)),
+        super::super::status::render(&v),
+    ] {
+        assert!(
+            text.contains("run `etcd-supervisor downgrade 3.6.17`"),
+            "{text}"
+        );
+        assert!(!text.contains("waiting for its turn"), "{text}");
+    }
+    // Enabled: the cluster version is on 3.6, and the old reason would tell the operator to
+    // run a command that is already under way.
+    v.cluster_version = Some(Version::new(3, 6, 0));
+    for text in [
+        render_frame(&v, None, now, Duration::from_secs(1)),
+        super::super::status::render(&v),
+    ] {
+        assert!(!text.contains("run `etcd-supervisor downgrade"), "{text}");
+        assert!(
+            text.contains("m2: waiting for its turn in the downgrade to 3.6.17"),
+            "{text}"
+        );
+    }
+    // Any other problem of a queued member is still shown as it was recorded.
+    assert!(render_frame(&view(7), None, now, Duration::from_secs(1))
+        .contains("m2: last problem: m1 holds the turn\n"));
+    assert!(super::super::status::render(&view(7))
+        .contains("m2: last problem (3.5.30 staged): m1 holds the turn\n"));
+}

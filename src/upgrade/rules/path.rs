@@ -43,7 +43,10 @@
 //! | 13 | `T` and `R` on `C` while other members already run `C + 1`    | Wait `UpgradeInProgress`             |
 //! | 14 | otherwise: patch up/down within a minor, `C -> C + 1`, or rollback `C + 1 -> C` | `Proceed`  |
 //!
-//! Rules 4 and 6 need `C` and are skipped while it is unknown; rule 9 then waits.
+//! Rules 4 and 6 need `C` and are skipped while it is unknown; rule 9 then waits. A `C` more
+//! than one minor below `R` counts as unknown: no member can run that far above a decided
+//! cluster version, but etcd reports `3.0.0` (its minimum) for the few seconds between a new
+//! multi-member cluster's start and its leader's first version decision.
 //!
 //! # Why this order
 //! - Nothing to do beats everything, even a known-bad or rejected version: it already runs.
@@ -216,7 +219,7 @@ pub fn decide(input: &PathInput) -> PathDecision {
 fn refusal(input: &PathInput) -> Option<RefuseReason> {
     let (running, target) = (&input.running, &input.target);
     let (r, t) = (running.minor_version(), target.minor_version());
-    let cluster = input.cluster_version.as_ref();
+    let cluster = decided_cluster(input);
 
     if target.major != running.major {
         return Some(RefuseReason::MajorChange {
@@ -284,6 +287,16 @@ fn refusal(input: &PathInput) -> Option<RefuseReason> {
     None
 }
 
+/// The cluster version, unless it is missing or is etcd's placeholder before its first
+/// decision (more than one minor below what this member runs).
+fn decided_cluster(input: &PathInput) -> Option<&Version> {
+    let running = input.running.minor_version();
+    input
+        .cluster_version
+        .as_ref()
+        .filter(|c| next(c.minor_version()) >= running)
+}
+
 /// Rule 7a: a minor upgrade needs every member (this one too) on the guide's minimum patch.
 /// Members whose version is unknown are judged by the wait rules.
 fn below_floor(input: &PathInput) -> Option<RefuseReason> {
@@ -318,7 +331,7 @@ fn below_floor(input: &PathInput) -> Option<RefuseReason> {
 
 /// Rules 9-13.
 fn wait(input: &PathInput) -> Option<WaitReason> {
-    let Some(cluster) = &input.cluster_version else {
+    let Some(cluster) = decided_cluster(input) else {
         return Some(WaitReason::ClusterVersionUnknown);
     };
     let unknown: Vec<String> = input

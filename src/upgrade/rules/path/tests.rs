@@ -514,6 +514,31 @@ fn cases() -> Vec<Case> {
             ..base()
         },
         Case {
+            name: "etcd's 3.0 placeholder before its first decision waits, not refuses a minor",
+            running: "3.5.36",
+            target: "3.6.17",
+            cluster: Some("3.0.0"),
+            peers: &[("m2", Some("3.5.36")), ("m3", Some("3.5.36"))],
+            expect: wait(WaitReason::ClusterVersionUnknown),
+            ..base()
+        },
+        Case {
+            name: "the 3.0 placeholder on a 3.5 cluster waits, not refuses a patch",
+            target: "3.5.17",
+            cluster: Some("3.0.0"),
+            expect: wait(WaitReason::ClusterVersionUnknown),
+            ..base()
+        },
+        Case {
+            name: "a cluster version one minor below this member is decided: a rollback proceeds",
+            running: "3.5.16",
+            target: "3.4.23",
+            cluster: Some("3.4.0"),
+            peers: MIXED,
+            expect: PathDecision::Proceed(PathStep::Rollback),
+            ..base()
+        },
+        Case {
             name: "cluster version unknown beats unknown members",
             target: "3.5.17",
             cluster: None,
