@@ -249,7 +249,8 @@ fn print_if_slow(c: &Cluster, label: &str, wall: Duration) {
 }
 
 /// The same rollout by hand on bare etcd: each member in turn, SIGTERM, start the new
-/// binary, wait until healthy and caught up.
+/// binary, wait until healthy and caught up; after a minor upgrade, until the cluster
+/// version moved (the guides' last step, which the supervisors' last verify also waits for).
 fn bare_rollout(n: usize, from: Release, to: Release) -> (Duration, usize) {
     let mut c = Cluster::start(from, n);
     let urls = c.client_urls();
@@ -258,6 +259,11 @@ fn bare_rollout(n: usize, from: Release, to: Release) -> (Duration, usize) {
     let t0 = Instant::now();
     for i in 0..n {
         bare_swap(&mut c, i, to);
+    }
+    let (old, new) = (from.version(), to.version());
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    if minor(&old) != minor(&new) {
+        observe::wait_cluster_version(&urls[0], &new);
     }
     let wall = t0.elapsed();
     let report = writer.finish();

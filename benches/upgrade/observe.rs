@@ -38,6 +38,21 @@ fn server_version(url: &str) -> Option<String> {
     v["etcdserver"].as_str().map(str::to_owned)
 }
 
+/// Waits until the member at `url` reports the cluster version `X.Y.0` of `version`: the
+/// last step of etcd's upgrade guides ("verify the cluster version"), which a careful
+/// operator takes by hand too. etcd's leader moves it within one monitor interval (4 s).
+pub fn wait_cluster_version(url: &str, version: &str) -> Instant {
+    let minor: Vec<&str> = version.split('.').take(2).collect();
+    let want = format!("{}.0", minor.join("."));
+    wait_for_every(Duration::from_secs(60), POLL, || {
+        let (_, body) = http_get(&format!("{url}/version"), Duration::from_secs(1))?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["etcdcluster"].as_str()? == want).then_some(())
+    })
+    .expect("cluster version moved");
+    Instant::now()
+}
+
 /// Waits until the member at `url` answers /health true on `version` and has applied as
 /// much as the others had when it became healthy; when that was seen.
 pub fn wait_new_caught_up(url: &str, others: &[String], version: &str) -> Instant {
