@@ -10,26 +10,9 @@ use std::time::{Duration, Instant};
 use crate::fast_stop::assert_hash_kv_equal;
 use crate::rollout::{count_lost, server_version, stage, wait_all_on, Writer, FAST};
 use crate::support::outage::{etcd_pid_of, Sampler};
-use crate::support::{http_get, wait_for, Cluster, Release, SUPERVISOR};
-
-/// The cluster version (`etcdcluster`) the first answering member reports.
-fn cluster_version(cluster: &Cluster) -> Option<String> {
-    (0..cluster.members.len()).find_map(|i| {
-        let (_, body) = http_get(
-            &format!("{}/version", cluster.members[i].client_url()),
-            Duration::from_secs(1),
-        )?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["etcdcluster"].as_str().map(str::to_owned)
-    })
-}
-
-fn wait_cluster_version(cluster: &Cluster, want: &str, timeout: Duration) {
-    wait_for(timeout, || {
-        (cluster_version(cluster).as_deref() == Some(want)).then_some(())
-    })
-    .unwrap_or_else(|_| panic!("cluster version never reached {want}\n{}", cluster.logs()));
-}
+use crate::support::{
+    cluster_version, wait_cluster_version, wait_for, Cluster, Release, SUPERVISOR,
+};
 
 /// Runs `etcd-supervisor ARGS --endpoints URLS`, bounded by `timeout` seconds.
 fn supervisor(cluster: &Cluster, args: &[&str], timeout: u64) -> Output {

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use crate::fast_stop::{assert_hash_kv_equal, quick_clean_stop, swap_stops};
 use crate::rollout::{count_lost, stage, wait_all_on, Writer, FAST};
 use crate::support::outage::Sampler;
-use crate::support::{http_get, http_post, wait_for, Cluster, Release, SUPERVISOR};
+use crate::support::{
+    http_get, http_post, wait_cluster_version_decided, wait_for, Cluster, Release, SUPERVISOR,
+};
 
 /// One rollout, staged on all members at once, may take this long (minor upgrades wait for
 /// etcd to move the cluster version; the machine is shared).
@@ -392,6 +394,7 @@ fn roll_minor(cluster: &Cluster, to: Release) {
 
 /// [`roll_minor`] of a version already staged.
 fn roll_minor_staged(cluster: &Cluster, to: Release) {
+    wait_cluster_version_decided(cluster);
     let watch = VersionWatch::start(cluster);
     roll_staged(cluster, to);
     // The cluster version moves a few seconds after the last member is up.
@@ -518,6 +521,7 @@ fn path_3_5_30_to_newest_3_5_patch() {
     let sampler = Sampler::start(&cluster, Default::default());
     let writer = Writer::start(cluster.client_urls(), "p1");
     std::thread::sleep(Duration::from_millis(300));
+    wait_cluster_version_decided(&cluster);
     let watch = VersionWatch::start(&cluster);
     roll(&cluster, Release::V3_5Go);
     let (samples, _) = watch.finish();

@@ -578,6 +578,36 @@ impl Drop for Cluster {
     }
 }
 
+/// The cluster version (`etcdcluster` in `/version`) the first answering member reports.
+pub fn cluster_version(cluster: &Cluster) -> Option<String> {
+    (0..cluster.members.len()).find_map(|i| {
+        let (_, body) = http_get(
+            &format!("{}/version", cluster.members[i].client_url()),
+            Duration::from_secs(1),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["etcdcluster"].as_str().map(str::to_owned)
+    })
+}
+
+/// Waits until the cluster version is `want`, or panics with the members' logs.
+pub fn wait_cluster_version(cluster: &Cluster, want: &str, timeout: Duration) {
+    wait_for(timeout, || {
+        (cluster_version(cluster).as_deref() == Some(want)).then_some(())
+    })
+    .unwrap_or_else(|_| panic!("cluster version never reached {want}\n{}", cluster.logs()));
+}
+
+/// Waits until a new cluster's members agreed on its cluster version: until then etcd
+/// answers `3.0.0` (its minimum; `not_decided` on 3.4), for longer on a loaded machine, and
+/// a test that watches the cluster version must not count that first move.
+pub fn wait_cluster_version_decided(cluster: &Cluster) -> String {
+    wait_for(Duration::from_secs(60), || {
+        cluster_version(cluster).filter(|c| c != "3.0.0" && c != "not_decided")
+    })
+    .unwrap_or_else(|_| panic!("the cluster version was never decided\n{}", cluster.logs()))
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or fails after `timeout`.
 pub fn wait_for<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T, String> {
     wait_for_every(timeout, Duration::from_millis(50), f)
