@@ -299,11 +299,7 @@ async fn steps(
 
     // The key and the revision to compare at, read before the snapshot (see the header).
     let picked: RangeResponse = client
-        .call_endpoint(
-            &req.endpoint,
-            "/v3/kv/range",
-            &RangeRequest::prefix(Vec::new()).limit(1),
-        )
+        .range_of(&req.endpoint, &RangeRequest::prefix(Vec::new()).limit(1))
         .await
         .map_err(live)?;
     let revision = picked.header.revision;
@@ -500,19 +496,14 @@ async fn check_read(
         Some(kv) => RangeRequest::key(kv.key.clone()).revision(revision),
         None => RangeRequest::prefix(Vec::new()).limit(1).revision(revision),
     };
-    let read: Result<RangeResponse, EtcdError> =
-        copy.call_endpoint(url, "/v3/kv/range", &request).await;
+    let read: Result<RangeResponse, EtcdError> = copy.range_of(url, &request).await;
     let read = match read {
         Ok(r) => r,
         // Compacted on the live member between the pick and the snapshot: not the
         // target's doing; the copy must still serve a read at its newest revision.
         Err(e) if e.is_compacted() => {
             let _: RangeResponse = copy
-                .call_endpoint(
-                    url,
-                    "/v3/kv/range",
-                    &RangeRequest::prefix(Vec::new()).limit(1),
-                )
+                .range_of(url, &RangeRequest::prefix(Vec::new()).limit(1))
                 .await
                 .map_err(|e| Finding::NotServing(format!("range read failed: {e}")))?;
             return Ok(format!(

@@ -14,6 +14,7 @@ mod downgrade;
 mod etcd_client;
 mod fast_stop;
 mod faults;
+mod gateway_off;
 mod grpc_snapshot;
 mod leader_last;
 mod metrics;
