@@ -70,9 +70,7 @@ impl Watch {
     /// loses nothing: the next call resumes at the same revision.
     pub async fn next(&mut self) -> Result<Vec<WatchEvent>, EtcdError> {
         loop {
-            if self.stream.is_none() {
-                self.stream = Some(self.open().await?);
-            }
+            self.start().await?;
             let Some((endpoint, stream)) = self.stream.as_mut() else {
                 continue;
             };
@@ -133,8 +131,24 @@ impl Watch {
         }
     }
 
-    /// Opens a stream (failover across members) from `next_revision`.
-    async fn open(&self) -> Result<(String, WatchStream), EtcdError> {
+    /// Opens the stream now unless it is open (failover across members): once this
+    /// returns, every later change is reported by [`Watch::next`]. `next` opens it too.
+    pub async fn start(&mut self) -> Result<(), EtcdError> {
+        if self.stream.is_none() {
+            let (endpoint, stream, revision) = self.open().await?;
+            // "From now" is pinned to the revision etcd created the watch at, so a stream
+            // that breaks before any event resumes without losing what came meanwhile.
+            if self.next_revision == 0 && revision > 0 {
+                self.next_revision = revision + 1;
+            }
+            self.stream = Some((endpoint, stream));
+        }
+        Ok(())
+    }
+
+    /// Opens a stream (failover across members) from `next_revision`; also answers the
+    /// revision etcd created it at.
+    async fn open(&self) -> Result<(String, WatchStream, i64), EtcdError> {
         let timeout = self.client.request_timeout();
         let mut tried = Vec::new();
         for endpoint in self.client.attempt_order() {
@@ -159,6 +173,10 @@ impl Watch {
             };
             match self.client.attempt(&endpoint, false, timeout, &open).await {
                 Ok((stream, first)) => {
+                    let created_at = first
+                        .as_ref()
+                        .and_then(|f| f.header())
+                        .map_or(0, |h| h.revision());
                     if let Some(first) = first {
                         if first.canceled() || first.compact_revision() > 0 {
                             return Err(EtcdError::Api {
@@ -172,7 +190,7 @@ impl Watch {
                         }
                     }
                     self.client.remember(&endpoint);
-                    return Ok((endpoint, stream));
+                    return Ok((endpoint, stream, created_at));
                 }
                 Err(fail) => match super::client::classify_simple(fail, &endpoint, timeout) {
                     Ok(reason) => tried.push((endpoint, reason)),

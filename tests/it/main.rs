@@ -35,3 +35,4 @@ mod status_watch;
 mod turn;
 mod v3_6_paths;
 mod v3_6_refusals;
+mod watches;
