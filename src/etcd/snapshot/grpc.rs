@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::check::{SnapshotError, SnapshotInfo};
-use super::persist::{Chunk, Ending, Part};
+use super::persist::{Ending, Part};
 use super::Snap;
 use crate::etcd::client::{convert, Client, Fail};
 use crate::etcd::error::EtcdError;
@@ -37,19 +37,14 @@ impl Client {
             }
         };
 
-        let part = Part::begin(dest).map_err(Snap::Stop)?;
+        let part = Part::<etcd_client::SnapshotResponse>::begin(dest).map_err(Snap::Stop)?;
         let received = async {
             let mut any = false;
             loop {
                 match stream.message().await {
                     Ok(Some(message)) => {
                         any = true;
-                        let chunk = Chunk {
-                            remaining: message.remaining_bytes(),
-                            blob: message.blob().to_vec(),
-                            version: message.version().to_owned(),
-                        };
-                        if !part.send(chunk).await {
+                        if !part.send(message).await {
                             // The writer stopped: its error says why.
                             return Ok(());
                         }

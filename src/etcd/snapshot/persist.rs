@@ -3,7 +3,7 @@
 //! brings, then fsyncs; only when the stream checked out is the file renamed over the
 //! destination and the directory fsynced.
 //!
-//! Receiving and writing overlap: the async side only moves each message's chunk into a
+//! Receiving and writing overlap: the async side only moves each message (not a copy) into a
 //! bounded channel; the writer thread does the rest. The async side owns the temporary
 //! file's path: dropping a [`Part`] (on an error, a timeout or a cancellation) removes the
 //! file at once, and the writer, which owns only the descriptor, ends when its channel
@@ -27,15 +27,29 @@ const CHANNEL: usize = 64;
 /// Bytes written between two starts of writeback (see [`crate::durable::start_writeback`]).
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
-/// One message of the snapshot stream, as the writer needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Chunk {
+/// One message of the snapshot stream, as the writer reads it. The message itself goes to
+/// the writer thread (moved, not copied): the receiving task does no more than pass it on.
+pub(super) trait Chunk: Send + 'static {
     /// `remaining_bytes`: data bytes still to come after this chunk.
-    pub remaining: u64,
+    fn remaining(&self) -> u64;
     /// The chunk's bytes (the last one is the sha256 trailer).
-    pub blob: Vec<u8>,
+    fn blob(&self) -> &[u8];
     /// The member's storage version (3.6 on; empty before).
-    pub version: String,
+    fn version(&self) -> &str;
+}
+
+impl Chunk for etcd_client::SnapshotResponse {
+    fn remaining(&self) -> u64 {
+        self.remaining_bytes()
+    }
+
+    fn blob(&self) -> &[u8] {
+        etcd_client::SnapshotResponse::blob(self)
+    }
+
+    fn version(&self) -> &str {
+        etcd_client::SnapshotResponse::version(self)
+    }
 }
 
 /// What the writer says once the stream ended well.
@@ -48,8 +62,8 @@ pub(super) struct Ending {
 }
 
 /// A snapshot file being written: the temporary file and the thread that writes it.
-pub(super) struct Part {
-    tx: mpsc::Sender<Chunk>,
+pub(super) struct Part<C: Chunk> {
+    tx: mpsc::Sender<C>,
     writer: JoinHandle<Result<Ending, WriteError>>,
     /// Removed when dropped, unless persisted.
     path: TempPath,
@@ -63,12 +77,12 @@ enum WriteError {
     Stream(SnapshotError),
 }
 
-impl Part {
+impl<C: Chunk> Part<C> {
     /// Creates the temporary file beside `dest` and starts the writer.
     pub(super) fn begin(dest: &Path) -> Result<Self, EtcdError> {
         let (dir, temp) = temp_file(dest)?;
         let (file, path) = temp.into_parts();
-        let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL);
+        let (tx, rx) = mpsc::channel::<C>(CHANNEL);
         // Not `blocking::run`: the writer runs while the stream is received, and is
         // awaited in `finish`.
         let writer = tokio::task::spawn_blocking(move || write(file, rx));
@@ -83,7 +97,7 @@ impl Part {
 
     /// Hands the next chunk to the writer; `false` once the writer stopped (its error comes
     /// out of [`Part::finish`]).
-    pub(super) async fn send(&self, chunk: Chunk) -> bool {
+    pub(super) async fn send(&self, chunk: C) -> bool {
         self.tx.send(chunk).await.is_ok()
     }
 
@@ -134,21 +148,22 @@ impl Part {
 }
 
 /// The writer thread: checks, hashes and writes what arrives, then fsyncs.
-fn write(mut file: File, mut rx: mpsc::Receiver<Chunk>) -> Result<Ending, WriteError> {
+fn write<C: Chunk>(mut file: File, mut rx: mpsc::Receiver<C>) -> Result<Ending, WriteError> {
     let mut check = ChunkCheck::default();
     let mut version: Option<String> = None;
     let (mut index, mut written, mut flushed) = (0u64, 0u64, 0u64);
     while let Some(chunk) = rx.blocking_recv() {
         index += 1;
+        let blob = chunk.blob();
         check
-            .chunk(index, chunk.remaining, &chunk.blob)
+            .chunk(index, chunk.remaining(), blob)
             .map_err(WriteError::Stream)?;
-        if version.is_none() && !chunk.version.is_empty() {
-            version = Some(chunk.version);
+        if version.is_none() && !chunk.version().is_empty() {
+            version = Some(chunk.version().to_owned());
         }
-        file.write_all(&chunk.blob)
+        file.write_all(blob)
             .map_err(|e| WriteError::Io("write", e))?;
-        written += chunk.blob.len() as u64;
+        written += blob.len() as u64;
         if written - flushed >= WRITEBACK_WINDOW {
             crate::durable::start_writeback(&file, flushed, written - flushed);
             flushed = written;

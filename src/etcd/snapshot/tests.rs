@@ -14,19 +14,41 @@ fn data(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 253) as u8).collect()
 }
 
+/// A message as the test makes it (etcd-client's cannot be built outside it).
+#[derive(Debug, Clone)]
+struct TestChunk {
+    remaining: u64,
+    blob: Vec<u8>,
+    version: String,
+}
+
+impl Chunk for TestChunk {
+    fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    fn blob(&self) -> &[u8] {
+        &self.blob
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+}
+
 /// The messages etcd sends for `data`: 32 KiB chunks counting down, then the sha256.
-fn chunks(data: &[u8], version: &str) -> Vec<Chunk> {
+fn chunks(data: &[u8], version: &str) -> Vec<TestChunk> {
     let mut out = Vec::new();
     let mut sent = 0;
     for piece in data.chunks(32 * 1024) {
         sent += piece.len();
-        out.push(Chunk {
+        out.push(TestChunk {
             remaining: (data.len() - sent) as u64,
             blob: piece.to_vec(),
             version: version.to_owned(),
         });
     }
-    out.push(Chunk {
+    out.push(TestChunk {
         remaining: 0,
         blob: Sha256::digest(data).to_vec(),
         version: version.to_owned(),
@@ -45,10 +67,10 @@ fn entries(dir: &Path) -> Vec<String> {
 
 async fn run(
     dest: &Path,
-    chunks: Vec<Chunk>,
+    chunks: Vec<TestChunk>,
     received: Result<(), EtcdError>,
 ) -> Result<super::persist::Ending, EtcdError> {
-    let part = Part::begin(dest).unwrap();
+    let part = Part::<TestChunk>::begin(dest).unwrap();
     for chunk in chunks {
         if !part.send(chunk).await {
             break;
@@ -126,7 +148,7 @@ async fn a_dropped_part_removes_its_file() {
     let data = data(100_000);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("snap.db");
-    let part = Part::begin(&dest).unwrap();
+    let part = Part::<TestChunk>::begin(&dest).unwrap();
     let mut all = chunks(&data, "");
     assert!(part.send(all.remove(0)).await);
     assert_eq!(
