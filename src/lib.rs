@@ -14,8 +14,8 @@
 //!   member's data before any member stops; says whose fault a failure is.
 //! - `versions`: version numbers and the pinned-binary store.
 //! - `staging`: the staging directory (watch, checks, quarantine, `stage`).
-//! - `backup`: verified backups; `etcd`: the etcd client (the HTTP/JSON gateway, gRPC for
-//!   the snapshot).
+//! - `backup`: verified backups; `etcd`: the etcd client (gRPC through etcd-client; plain
+//!   HTTP for `/health` and `/version`).
 //! - `durable`: atomic writes and fsync; `digest`: sha256 of files and bytes; `blocking`:
 //!   blocking work on tokio's blocking pool; `metrics`: Prometheus; `logging`: tracing
 //!   setup; `failpoint`: test-only kill points.

@@ -1,8 +1,8 @@
 //! Backup benchmark, for 3.5.30, the newest 3.6 and the newest 3.7: a verified backup
 //! (snapshot over gRPC, meta.json, SHA256SUMS, every file re-read from disk, rename)
 //! against `etcdctl snapshot save` + `sha256sum` (the same release's etcdctl) on the same
-//! member, interleaved, at about 16 MB and 256 MB of database; the old gateway path for
-//! reference; then, on 3.5.30 only, the cold data-dir copy (etcd stopped) against
+//! member, interleaved, at about 16 MB and 256 MB of database; the client's snapshot alone
+//! for reference; then, on 3.5.30 only, the cold data-dir copy (etcd stopped) against
 //! `cp -a` + `sync -f`, at both sizes.
 
 use std::path::Path;
@@ -113,7 +113,7 @@ fn bench_backup_of(release: Release, cold: bool) {
     for (target, runs) in [(16 * MB, 7), (256 * MB, 3)] {
         let db_size = rt.block_on(grow(&client, target, &mut next));
         let (mut ours, mut streamed, mut finished) = (vec![], vec![], vec![]);
-        let (mut gateway, mut theirs) = (vec![], vec![]);
+        let (mut alone, mut theirs) = (vec![], vec![]);
         let mut snapshot_size = 0;
         for run in 0..runs {
             let dir = scratch.path().join(format!("ours-{run}"));
@@ -137,12 +137,12 @@ fn bench_backup_of(release: Release, cold: bool) {
             let file = scratch.path().join(format!("etcdctl-{run}.db"));
             theirs.push(etcdctl_save_and_sum(&etcdctl, &url, &file));
 
-            // The path backups took before: the gateway, same fsync and rename.
-            let file = scratch.path().join(format!("gateway-{run}.db"));
+            // The client's snapshot alone: stream, check, fsync and rename.
+            let file = scratch.path().join(format!("alone-{run}.db"));
             let t0 = Instant::now();
-            rt.block_on(client.snapshot_gateway_from(&url, &file, Duration::from_secs(600)))
-                .expect("gateway snapshot");
-            gateway.push(t0.elapsed());
+            rt.block_on(client.snapshot_from(&url, &file, Duration::from_secs(600)))
+                .expect("snapshot");
+            alone.push(t0.elapsed());
             std::fs::remove_file(&file).expect("clean");
         }
         let base = median(theirs.clone());
@@ -169,8 +169,8 @@ fn bench_backup_of(release: Release, cold: bool) {
             Some(base),
         );
         row(
-            "gateway snapshot alone (the old path, no verify)",
-            &gateway,
+            "snapshot_from alone (stream to disk, fsync, rename; no verify)",
+            &alone,
             Some(base),
         );
 

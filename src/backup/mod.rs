@@ -4,8 +4,8 @@
 //! Theory of operation. A backup is a directory
 //! ```text
 //! <state-dir>/backups/<UTC time>-<member>-<from>-to-<to>/   (a turn's; on-demand: <time>-<member>-<version>)
-//!     snapshot.db   Maintenance/Snapshot (gRPC; the gateway where there is none), its
-//!                   sha256 trailer checked while it streams
+//!     snapshot.db   Maintenance/Snapshot (gRPC), its sha256 trailer checked while it
+//!                   streams
 //!     data/         optional: the data dir, copied while etcd is stopped
 //!     meta.json     what, whose, when (see [`Meta`])
 //!     SHA256SUMS    sha256sum format over every other file, relative paths, sorted

@@ -1,5 +1,6 @@
-//! `etcd-supervisor status --watch`: the cluster view asked for every `--interval` until
-//! Ctrl-C (or SIGTERM). On a terminal each frame is drawn over the last one in place
+//! `etcd-supervisor status --watch`: the cluster view asked again whenever the records under
+//! the key prefix change (a watch) and at least every `--interval`, until Ctrl-C (or
+//! SIGTERM). On a terminal each frame is drawn over the last one in place
 //! (cursor home, every line ending in clear-to-end-of-line, then clear-to-end-of-screen:
 //! nothing is blanked before it is redrawn, so nothing flickers; the cursor is hidden while
 //! watching). Elsewhere (a pipe, a log file) it prints a block with a time header each time
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::Outcome;
+use crate::cluster::changes::{Changes, Woke};
 use crate::cluster::records::Stored;
 use crate::cluster::view::{gather, ClusterView};
 use crate::etcd::Client;
@@ -30,6 +32,10 @@ const CLEAR_BELOW: &str = "\x1b[J";
 const CLEAR_SCREEN: &str = "\x1b[2J";
 const HIDE_CURSOR: &str = "\x1b[?25l";
 const SHOW_CURSOR: &str = "\x1b[?25h";
+
+/// After a change, how long to gather more before drawing: a turn writes a few records in
+/// a row, and one frame shows them together.
+const COALESCE: Duration = Duration::from_millis(100);
 
 /// Watches until Ctrl-C or SIGTERM: exit 0 then; 1 when stdout goes away.
 pub async fn run(client: &Client, key_prefix: &str, interval: Duration) -> Outcome {
@@ -52,14 +58,20 @@ pub async fn run(client: &Client, key_prefix: &str, interval: Duration) -> Outco
     if tty && write!(out, "{HIDE_CURSOR}{CLEAR_SCREEN}").is_err() {
         return Outcome::Failed;
     }
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A change of the supervisors' records, the turn or the pause is drawn as it happens;
+    // the rest (health, versions, indexes, ages) every `interval`, which is also the poll
+    // while the watch is broken.
+    let changes = Changes::start(client, key_prefix);
+    let mut first = true;
     let mut last_key: Option<String> = None;
     let outcome = loop {
         let (view, downgrade) = tokio::select! {
             _ = &mut stop => break Outcome::Success,
             seen = async {
-                ticker.tick().await;
+                // One frame for a burst of changes (a turn writes several records).
+                if !std::mem::take(&mut first) && changes.wait(interval).await == Woke::Change {
+                    tokio::time::sleep(COALESCE.min(interval)).await;
+                }
                 let view = gather(client, key_prefix).await;
                 let downgrade = super::downgrade::progress_line(client, key_prefix, &view).await;
                 (view, downgrade)

@@ -1,34 +1,39 @@
-//! Endpoints, failover, timeouts, TLS and auth: the raw HTTP calls every operation goes through.
+//! Endpoints, failover, timeouts, TLS and auth: every gRPC call goes through [`Client::call`].
 //!
 //! Theory of operation:
 //! - A [`Client`] holds a list of endpoints (client URLs). Clones share it, together with the
-//!   endpoint that answered last (the next call starts there) and the auth token.
-//! - Every `/v3` call is a `POST` of a JSON body. The answer's body decides success or error
-//!   (`code`/`message`, read by `wire::api_error`); the HTTP status is never trusted,
-//!   because it differs between etcd versions for the same error.
+//!   endpoint that answered last (the next call starts there), one gRPC channel per member
+//!   and its auth token.
+//! - Each member has its own `etcd_client::Client` on its own tonic channel (connected on
+//!   first use, again after a break): which member a call goes to, and whether it is repeated
+//!   on another one, is decided here, never by a load balancer.
 //! - A call moves on to the next endpoint when the current one cannot be reached, does not
 //!   answer within the per-call timeout, or answers gRPC "Unavailable" (code 14). What may be
 //!   repeated depends on the call (`Retry`): a transaction is not repeated once it may have
 //!   reached etcd. When no endpoint could serve the call, the error lists each one and why.
-//! - Every HTTP exchange has a timeout, so a call is bounded by
-//!   `endpoints × request_timeout` (calls that block by design take their own limit).
-//! - With credentials, a token from `/v3/auth/authenticate` goes in the `Authorization`
-//!   header (the raw token, no "Bearer"); when etcd rejects it, a new one is fetched once.
+//! - Every attempt has a timeout, so a call is bounded by `endpoints × request_timeout`
+//!   (calls that block by design take their own limit). Dropping an attempt resets its
+//!   HTTP/2 stream, which cancels the call in etcd.
+//! - With credentials, a member's client authenticates when it is first used (a wrong
+//!   password is [`EtcdError::Auth`]); etcd-client puts the token in every request's
+//!   metadata and, when etcd answers "invalid auth token" (expired), authenticates again and
+//!   repeats the request once (a request refused for its token was not applied).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::error::{code, describe_transport, EtcdError};
-use super::grpc::TlsFiles;
-use super::transport::{build_http, normalize_endpoint};
+use super::transport::{build_http, grpc_channel, grpc_tls, normalize_endpoint};
 pub use super::transport::{ClientConfig, Credentials};
-use super::wire::{self, api_error, first_value};
+
+/// Largest answer accepted from etcd (a range over many keys). etcd's own limit on what it
+/// sends is 2 GiB; tonic's default, 4 MiB, would refuse a large prefix read.
+const MAX_ANSWER: usize = 512 * 1024 * 1024;
 
 /// What a call may do when an endpoint fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,16 +49,10 @@ pub(crate) enum Retry {
     Blocking,
 }
 
-/// How the answer is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Shape {
-    /// One JSON object.
-    Unary,
-    /// A server stream (NDJSON `{"result":..}` lines): the first line's `result`.
-    StreamFirst,
-}
+/// The gRPC client of one member.
+pub(crate) type Rpc = etcd_client::Client;
 
-/// A client for etcd's HTTP/JSON gateway. Cheap to clone; clones share endpoints and state.
+/// A client for etcd's gRPC API. Cheap to clone; clones share endpoints and state.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -71,6 +70,7 @@ impl std::fmt::Debug for Client {
 }
 
 struct Inner {
+    /// For the plain HTTP paths (`/health`, `/version`).
     http: reqwest::Client,
     /// The configured endpoints, normalized; always first in `endpoints`.
     configured: Vec<String>,
@@ -81,38 +81,50 @@ struct Inner {
     request_timeout: Duration,
     connect_timeout: Duration,
     tls: bool,
-    /// For the gRPC snapshot, which connects on its own.
-    tls_files: TlsFiles,
+    grpc_tls: Option<tonic::transport::ClientTlsConfig>,
     credentials: Option<Credentials>,
-    token: Mutex<Option<String>>,
+    /// Each member's gRPC client, by (endpoint, anonymous).
+    rpcs: Mutex<HashMap<(String, bool), Rpc>>,
+    /// The open keepalive stream of each lease kept alive through this client.
+    keepalives: tokio::sync::Mutex<HashMap<i64, KeepAlive>>,
 }
 
-#[derive(Deserialize)]
-struct AuthenticateResponse {
-    #[serde(default)]
-    token: String,
+/// An open keepalive stream of one lease.
+pub(crate) struct KeepAlive {
+    keeper: etcd_client::LeaseKeeper,
+    stream: etcd_client::LeaseKeepAliveStream,
 }
 
-#[derive(Serialize)]
-struct AuthenticateRequest<'a> {
-    name: &'a str,
-    password: &'a str,
-}
-
-/// A failed attempt, and whether the request itself may have reached etcd.
-struct RequestFailure {
-    err: EtcdError,
-    sent: bool,
-}
-
-impl RequestFailure {
-    fn sent(err: EtcdError) -> Self {
-        Self { err, sent: true }
+impl KeepAlive {
+    pub(crate) fn new(
+        keeper: etcd_client::LeaseKeeper,
+        stream: etcd_client::LeaseKeepAliveStream,
+    ) -> Self {
+        Self { keeper, stream }
     }
 
-    fn not_sent(err: EtcdError) -> Self {
-        Self { err, sent: false }
+    /// One renewal on the stream: `Some(ttl)`, `None` when the lease is gone.
+    pub(crate) async fn renew(&mut self) -> Result<Option<i64>, etcd_client::Error> {
+        self.keeper.keep_alive().await?;
+        match self.stream.message().await? {
+            Some(resp) => Ok((resp.ttl() > 0).then_some(resp.ttl())),
+            None => Err(etcd_client::Error::LeaseKeepAliveError(
+                "etcd closed the keepalive stream".to_owned(),
+            )),
+        }
     }
+}
+
+/// An attempt on one endpoint that failed, and what that allows.
+pub(crate) enum Fail {
+    /// The request cannot have reached etcd (no connection, TLS refused, no token).
+    NotSent(EtcdError),
+    /// No answer within the attempt's time.
+    TimedOut,
+    /// The connection broke after the request went out.
+    Broken(EtcdError),
+    /// etcd answered with an error.
+    Answer(EtcdError),
 }
 
 /// What the failover loop does with an endpoint's failure.
@@ -141,7 +153,10 @@ impl Client {
                     .to_owned(),
             ));
         }
+        // reqwest checks the PEM files (and says which one is wrong); the gRPC side reads
+        // the same files.
         let http = build_http(&config)?;
+        let grpc_tls = grpc_tls(&config)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -151,13 +166,10 @@ impl Client {
                 request_timeout: config.request_timeout,
                 connect_timeout: config.connect_timeout.min(config.request_timeout),
                 tls,
-                tls_files: TlsFiles {
-                    cacert: config.cacert.clone(),
-                    cert: config.cert.clone(),
-                    key: config.key.clone(),
-                },
+                grpc_tls,
                 credentials: config.credentials,
-                token: Mutex::new(None),
+                rpcs: Mutex::new(HashMap::new()),
+                keepalives: tokio::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -180,11 +192,6 @@ impl Client {
     /// The per-call timeout.
     pub fn request_timeout(&self) -> Duration {
         self.inner.request_timeout
-    }
-
-    /// The TLS files and connect timeout, for connections made outside the HTTP client.
-    pub(crate) fn connect_settings(&self) -> (&TlsFiles, Duration) {
-        (&self.inner.tls_files, self.inner.connect_timeout)
     }
 
     /// Replaces the endpoints in use: configured ones first, then every other client URL
@@ -235,38 +242,20 @@ impl Client {
         }
     }
 
-    /// POSTs `req` to `path`, failing over as `retry` allows, and decodes the answer.
-    pub(crate) async fn call<Req, Resp>(
+    /// Runs `op` against the members in attempt order, failing over as `retry` allows,
+    /// within `timeout` per attempt ([`Retry::Idempotent`], [`Retry::AtMostOnce`]) or for
+    /// the whole call ([`Retry::Blocking`]). `operation` names it in timeout messages.
+    pub(crate) async fn call<T, F, Fut>(
         &self,
-        path: &str,
-        req: &Req,
+        operation: &'static str,
         retry: Retry,
-    ) -> Result<Resp, EtcdError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
-    {
-        let (endpoint, value) = self
-            .call_value(path, req, retry, Shape::Unary, self.inner.request_timeout)
-            .await?;
-        decode(&endpoint, path, value)
-    }
-
-    /// Like [`Client::call`] with an answer framed as `shape` and a timeout: per attempt for
-    /// [`Retry::Idempotent`] and [`Retry::AtMostOnce`], for the whole call for
-    /// [`Retry::Blocking`]. Returns the endpoint that answered and the answer.
-    pub(crate) async fn call_value<Req>(
-        &self,
-        path: &str,
-        req: &Req,
-        retry: Retry,
-        shape: Shape,
         timeout: Duration,
-    ) -> Result<(String, Value), EtcdError>
+        op: F,
+    ) -> Result<T, EtcdError>
     where
-        Req: Serialize + ?Sized,
+        F: Fn(Rpc) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        let body = encode(req)?;
         let deadline = Instant::now() + timeout;
         let mut tried: Vec<(String, String)> = Vec::new();
         for endpoint in self.attempt_order() {
@@ -277,21 +266,18 @@ impl Client {
             if attempt_timeout.is_zero() {
                 return Err(EtcdError::Timeout {
                     endpoint,
-                    operation: operation_name(path),
+                    operation,
                     after: timeout,
                 });
             }
-            let result = self
-                .exchange(&endpoint, path, &body, shape, attempt_timeout)
-                .await;
-            match result {
+            match self.attempt(&endpoint, false, attempt_timeout, &op).await {
                 Ok(value) => {
                     self.remember(&endpoint);
-                    return Ok((endpoint, value));
+                    return Ok(value);
                 }
-                Err(err) => match classify(err, retry, path, timeout) {
+                Err(fail) => match classify(fail, retry, &endpoint, operation, timeout) {
                     Next::Failover(reason) => {
-                        tracing::debug!(%endpoint, path, %reason, "etcd endpoint failed; trying the next one");
+                        tracing::debug!(%endpoint, operation, %reason, "etcd endpoint failed; trying the next one");
                         tried.push((endpoint, reason));
                     }
                     Next::Stop(err) => return Err(err),
@@ -301,115 +287,126 @@ impl Client {
         Err(EtcdError::AllEndpointsFailed { tried })
     }
 
-    /// POSTs `req` to `path` on one endpoint only (no failover) and decodes the answer.
-    pub(crate) async fn call_endpoint<Req, Resp>(
+    /// Runs `op` on one endpoint only (no failover), within the per-call timeout.
+    pub(crate) async fn call_endpoint<T, F, Fut>(
         &self,
         endpoint: &str,
-        path: &str,
-        req: &Req,
-    ) -> Result<Resp, EtcdError>
+        operation: &'static str,
+        op: F,
+    ) -> Result<T, EtcdError>
     where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        F: Fn(Rpc) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let endpoint = &self.endpoint_url(endpoint)?;
-        let body = encode(req)?;
-        let value = self
-            .exchange(
-                endpoint,
-                path,
-                &body,
-                Shape::Unary,
-                self.inner.request_timeout,
-            )
+        let timeout = self.inner.request_timeout;
+        self.attempt(endpoint, false, timeout, &op)
             .await
-            .map_err(|failure| failure.err)?;
-        decode(endpoint, path, value)
+            .map_err(|fail| match fail {
+                Fail::TimedOut => EtcdError::Timeout {
+                    endpoint: endpoint.clone(),
+                    operation,
+                    after: timeout,
+                },
+                Fail::NotSent(e) | Fail::Broken(e) | Fail::Answer(e) => e,
+            })
     }
 
-    /// One request to one endpoint, with auth: a token is fetched when there is none, and
-    /// fetched again once when etcd rejects it.
-    async fn exchange(
+    /// One attempt on one endpoint: its client (authenticated first when needed), then `op`,
+    /// all within `timeout`.
+    pub(crate) async fn attempt<T, F, Fut>(
         &self,
         endpoint: &str,
-        path: &str,
-        body: &[u8],
-        shape: Shape,
+        anonymous: bool,
         timeout: Duration,
-    ) -> Result<Value, RequestFailure> {
-        let mut fresh_token = false;
-        loop {
-            // Until the request itself goes out, nothing can have been applied.
-            let token = self
-                .token(endpoint)
-                .await
-                .map_err(RequestFailure::not_sent)?;
-            let (status, bytes) = self
-                .send(endpoint, path, body.to_vec(), timeout, token.as_deref())
-                .await
-                .map_err(RequestFailure::sent)?;
-            match decode_body(endpoint, path, status, &bytes, shape) {
-                Err(err)
-                    if err.is_unauthenticated()
-                        && self.inner.credentials.is_some()
-                        && !fresh_token =>
-                {
-                    tracing::debug!(endpoint, %err, "etcd rejected the auth token; fetching a new one");
-                    self.forget_token(token.as_deref());
-                    fresh_token = true;
-                }
-                other => return other.map_err(RequestFailure::sent),
-            }
+        op: &F,
+    ) -> Result<T, Fail>
+    where
+        F: Fn(Rpc) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let started = Instant::now();
+        let rpc = match tokio::time::timeout(timeout, self.rpc(endpoint, anonymous)).await {
+            Ok(Ok(rpc)) => rpc,
+            Ok(Err(err)) => return Err(Fail::NotSent(err)),
+            Err(_) => return Err(Fail::TimedOut),
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, op(rpc)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(tls_hint(convert(endpoint, err))),
+            Err(_) => Err(Fail::TimedOut),
         }
     }
 
-    /// Sends one POST and reads the whole answer.
-    async fn send(
-        &self,
-        endpoint: &str,
-        path: &str,
-        body: Vec<u8>,
-        timeout: Duration,
-        token: Option<&str>,
-    ) -> Result<(u16, Vec<u8>), EtcdError> {
-        let resp = self.post(endpoint, path, body, timeout, token).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|source| EtcdError::Transport {
-            endpoint: endpoint.to_owned(),
-            source,
-        })?;
-        Ok((status, bytes.to_vec()))
+    /// The gRPC client of `endpoint`: made (and, with credentials, authenticated) on first
+    /// use, then shared. `anonymous`: one that never sends a token.
+    pub(crate) async fn rpc(&self, endpoint: &str, anonymous: bool) -> Result<Rpc, EtcdError> {
+        let anonymous = anonymous || self.inner.credentials.is_none();
+        let key = (endpoint.to_owned(), anonymous);
+        if let Some(rpc) = self.rpcs().get(&key) {
+            return Ok(rpc.clone());
+        }
+        // Not under the lock: authenticating is a call to etcd, and another member's
+        // client must not wait for it.
+        let channel = grpc_channel(
+            endpoint,
+            self.inner.grpc_tls.as_ref(),
+            self.inner.connect_timeout,
+        )?;
+        let mut options = etcd_client::ConnectOptions::new();
+        if let (Some(credentials), false) = (&self.inner.credentials, anonymous) {
+            options = options
+                .with_user(credentials.user.clone(), credentials.password.clone())
+                .with_auto_token_refresh(true);
+        }
+        let rpc = Rpc::from_channel(etcd_client::Channel::Tonic(channel), Some(options))
+            .await
+            .map_err(|err| self.auth_error(endpoint, err))?;
+        let mut rpcs = self.rpcs();
+        Ok(rpcs.entry(key).or_insert(rpc).clone())
     }
 
-    /// Sends one POST and returns the response with its body unread (for streams).
-    pub(crate) async fn post(
-        &self,
-        endpoint: &str,
-        path: &str,
-        body: Vec<u8>,
-        timeout: Duration,
-        token: Option<&str>,
-    ) -> Result<reqwest::Response, EtcdError> {
-        let mut request = self
-            .inner
-            .http
-            .post(format!("{endpoint}{path}"))
-            .timeout(timeout)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(token) = token {
-            let mut value = HeaderValue::from_str(token).map_err(|_| EtcdError::Auth {
+    /// The open keepalive streams, by lease.
+    pub(crate) fn keepalives(&self) -> &tokio::sync::Mutex<HashMap<i64, KeepAlive>> {
+        &self.inner.keepalives
+    }
+
+    fn rpcs(&self) -> std::sync::MutexGuard<'_, HashMap<(String, bool), Rpc>> {
+        self.inner
+            .rpcs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// An authentication that failed: etcd's refusal is [`EtcdError::Auth`]; a member that
+    /// cannot be reached or cannot serve stays what it is, so that failover moves on.
+    fn auth_error(&self, endpoint: &str, err: etcd_client::Error) -> EtcdError {
+        let err = match convert(endpoint, err) {
+            Fail::Answer(err) => err,
+            Fail::NotSent(err) | Fail::Broken(err) => return err,
+            Fail::TimedOut => {
+                return EtcdError::Timeout {
+                    endpoint: endpoint.to_owned(),
+                    operation: "authentication",
+                    after: self.inner.request_timeout,
+                }
+            }
+        };
+        match err {
+            err if err.is_unavailable() => err,
+            EtcdError::Api { code, message, .. } => EtcdError::Auth {
                 endpoint: endpoint.to_owned(),
                 user: self.user().to_owned(),
-                message: "etcd returned a token that is not a valid HTTP header value".to_owned(),
-            })?;
-            value.set_sensitive(true);
-            request = request.header(AUTHORIZATION, value);
+                message: format!("{message} (code {code}, {})", code::name(code)),
+            },
+            other => other,
         }
-        request.send().await.map_err(|source| EtcdError::Transport {
-            endpoint: endpoint.to_owned(),
-            source,
-        })
+    }
+
+    /// The tonic settings every member's KV client gets.
+    pub(crate) fn kv(rpc: &Rpc) -> etcd_client::KvClient {
+        rpc.kv_client().max_decoding_message_size(MAX_ANSWER)
     }
 
     /// A `GET` of a plain path (`/health`, `/version`) on one endpoint, decoded as JSON
@@ -434,8 +431,23 @@ impl Client {
             .map_err(transport)?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(transport)?;
-        let value = decode_body(endpoint, path, status, &bytes, Shape::Unary)?;
-        decode(endpoint, path, value)
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let body = excerpt(&bytes);
+            if (200..300).contains(&status) {
+                EtcdError::Decode {
+                    endpoint: endpoint.to_owned(),
+                    path: path.to_owned(),
+                    reason: format!("{e}; body: {body}"),
+                }
+            } else {
+                EtcdError::Http {
+                    endpoint: endpoint.to_owned(),
+                    path: path.to_owned(),
+                    status,
+                    body,
+                }
+            }
+        })
     }
 
     /// An endpoint given by a caller, normalized like the configured ones.
@@ -449,201 +461,205 @@ impl Client {
             .as_ref()
             .map_or("", |c| c.user.as_str())
     }
+}
 
-    /// The auth token to send: `None` without credentials; fetched from `endpoint` when
-    /// there is none yet.
-    pub(crate) async fn token(&self, endpoint: &str) -> Result<Option<String>, EtcdError> {
-        let Some(credentials) = &self.inner.credentials else {
-            return Ok(None);
-        };
-        if let Some(token) = self
-            .inner
-            .token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-        {
-            return Ok(Some(token));
-        }
-        let path = "/v3/auth/authenticate";
-        let body = encode(&AuthenticateRequest {
-            name: &credentials.user,
-            password: &credentials.password,
-        })?;
-        let (status, bytes) = self
-            .send(endpoint, path, body, self.inner.request_timeout, None)
-            .await?;
-        let answer = decode_body(endpoint, path, status, &bytes, Shape::Unary)
-            .and_then(|value| decode::<AuthenticateResponse>(endpoint, path, value));
-        let token = match answer {
-            Ok(resp) if !resp.token.is_empty() => resp.token,
-            Ok(_) => {
-                return Err(EtcdError::Auth {
-                    endpoint: endpoint.to_owned(),
-                    user: credentials.user.clone(),
-                    message: "etcd returned no token".to_owned(),
-                })
-            }
-            // Unavailable: this member cannot serve now; let failover try another one.
-            Err(err) if err.is_unavailable() => return Err(err),
-            Err(EtcdError::Api { message, code, .. }) => {
-                return Err(EtcdError::Auth {
-                    endpoint: endpoint.to_owned(),
-                    user: credentials.user.clone(),
-                    message: format!("{message} (code {code}, {})", code::name(code)),
-                })
-            }
-            Err(err) => return Err(err),
-        };
-        *self
-            .inner
-            .token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(token.clone());
-        Ok(Some(token))
-    }
-
-    /// Drops the cached token if it is still `used` (another call may have replaced it).
-    pub(crate) fn forget_token(&self, used: Option<&str>) {
-        let mut token = self
-            .inner
-            .token
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if token.as_deref() == used {
-            *token = None;
-        }
+/// An excerpt of a body for messages: at most 200 characters, lossy UTF-8.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 
-/// Serializes a request body.
-pub(crate) fn encode<Req: Serialize + ?Sized>(req: &Req) -> Result<Vec<u8>, EtcdError> {
-    serde_json::to_vec(req).map_err(|e| EtcdError::Setup(format!("cannot encode a request: {e}")))
-}
-
-/// Decodes an answer (already checked for errors) into its type.
-pub(crate) fn decode<Resp: DeserializeOwned>(
-    endpoint: &str,
-    path: &str,
-    value: Value,
-) -> Result<Resp, EtcdError> {
-    let text = value.to_string();
-    serde_json::from_value(value).map_err(|e| EtcdError::Decode {
+/// Sorts an etcd-client error into what it allows: etcd's own answer (a status without a
+/// cause below it), or a failure of the connection, before or after the request left.
+pub(crate) fn convert(endpoint: &str, err: etcd_client::Error) -> Fail {
+    let grpc = |reason: String| EtcdError::Grpc {
         endpoint: endpoint.to_owned(),
-        path: path.to_owned(),
-        reason: format!("{e}; body: {}", wire::excerpt(text.as_bytes())),
-    })
-}
-
-/// Reads a body: an etcd error (from `code`/`message`, whatever the HTTP status) becomes
-/// [`EtcdError::Api`]; a body that is not JSON becomes [`EtcdError::Http`] (non-2xx) or
-/// [`EtcdError::Decode`].
-pub(crate) fn decode_body(
-    endpoint: &str,
-    path: &str,
-    status: u16,
-    body: &[u8],
-    shape: Shape,
-) -> Result<Value, EtcdError> {
-    let value = match first_value(body) {
-        Ok(value) => value,
-        Err(e) if (200..300).contains(&status) => {
-            return Err(EtcdError::Decode {
-                endpoint: endpoint.to_owned(),
-                path: path.to_owned(),
-                reason: format!("not JSON ({e}): {:?}", wire::excerpt(body)),
-            })
-        }
-        Err(_) => {
-            return Err(EtcdError::Http {
-                endpoint: endpoint.to_owned(),
-                path: path.to_owned(),
-                status,
-                body: wire::excerpt(body),
-            })
-        }
+        reason,
     };
-    if let Some((code, message)) = api_error(&value) {
-        return Err(EtcdError::Api {
-            endpoint: endpoint.to_owned(),
-            code,
-            message,
-        });
-    }
-    match shape {
-        Shape::Unary => Ok(value),
-        Shape::StreamFirst => match value {
-            Value::Object(mut obj) => match obj.remove("result") {
-                Some(result) => Ok(result),
-                None => Err(EtcdError::Decode {
-                    endpoint: endpoint.to_owned(),
-                    path: path.to_owned(),
-                    reason: format!("a stream line without \"result\": {}", wire::excerpt(body)),
-                }),
-            },
-            _ => Err(EtcdError::Decode {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => match std::error::Error::source(&status) {
+            // tonic puts the transport's error below the status it made of it.
+            Some(cause) => {
+                let reason = describe_cause(status.message(), cause);
+                if is_connect_failure(cause) {
+                    Fail::NotSent(grpc(reason))
+                } else {
+                    Fail::Broken(grpc(reason))
+                }
+            }
+            None => Fail::Answer(EtcdError::Api {
                 endpoint: endpoint.to_owned(),
-                path: path.to_owned(),
-                reason: format!("not a JSON object: {}", wire::excerpt(body)),
+                code: status.code() as i32,
+                message: status.message().to_owned(),
             }),
         },
+        etcd_client::Error::TransportError(e) => {
+            Fail::NotSent(grpc(describe_cause("transport error", &e)))
+        }
+        etcd_client::Error::InvalidArgs(text) | etcd_client::Error::EndpointError(text) => {
+            Fail::Answer(EtcdError::InvalidRequest(text))
+        }
+        etcd_client::Error::InvalidUri(e) => Fail::Answer(EtcdError::Setup(e.to_string())),
+        etcd_client::Error::InvalidMetadataValue(_) => Fail::Answer(EtcdError::Auth {
+            endpoint: endpoint.to_owned(),
+            user: String::new(),
+            message: "etcd returned a token that is not valid metadata".to_owned(),
+        }),
+        other => Fail::Broken(grpc(other.to_string())),
+    }
+}
+
+/// A TLS member that drops the connection right after the handshake (TLS 1.3 sends the
+/// refusal of a missing client certificate only then, and HTTP/2 sees a broken pipe first):
+/// says so, so that the message points at the certificate.
+fn tls_hint(fail: Fail) -> Fail {
+    let hint = |err: EtcdError| {
+        match err {
+        EtcdError::Grpc { endpoint, reason }
+            if endpoint.starts_with("https://")
+                && ["broken pipe", "connection reset", "closed", "eof"]
+                    .iter()
+                    .any(|n| reason.to_lowercase().contains(n)) =>
+        {
+            EtcdError::Grpc {
+                endpoint,
+                reason: format!(
+                    "{reason} (the member closed the TLS connection: does it require a client certificate, --cert and --key?)"
+                ),
+            }
+        }
+        other => other,
+    }
+    };
+    match fail {
+        Fail::NotSent(err) => Fail::NotSent(hint(err)),
+        Fail::Broken(err) => Fail::Broken(hint(err)),
+        other => other,
+    }
+}
+
+/// True when the chain of causes says the connection was never made: the request did not
+/// leave (refused, unreachable, TLS handshake refused, connect timeout).
+fn is_connect_failure(cause: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(cause);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(
+                io.kind(),
+                ConnectionRefused | AddrNotAvailable | NetworkUnreachable | HostUnreachable
+            ) {
+                return true;
+            }
+        }
+        let text = err.to_string().to_lowercase();
+        if text.contains("tcp connect") || text.contains("error trying to connect") {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// A status's message and the causes below it, each once: "tcp connect error: Connection
+/// refused (os error 111)".
+fn describe_cause(message: &str, cause: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut push = |text: String| {
+        let text = text.trim().to_owned();
+        if !text.is_empty()
+            && text != "transport error"
+            && !parts.iter().any(|p: &String| p.contains(&text))
+        {
+            parts.push(text);
+        }
+    };
+    push(message.to_owned());
+    let mut next = Some(cause);
+    while let Some(err) = next {
+        push(err.to_string());
+        next = err.source();
+    }
+    if parts.is_empty() {
+        return "transport error".to_owned();
+    }
+    parts.join(": ")
+}
+
+/// For callers with their own loop over endpoints: `Ok(reason)` to try the next one (as an
+/// idempotent call would), `Err` to give up.
+pub(crate) fn classify_simple(
+    fail: Fail,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<String, EtcdError> {
+    match classify(fail, Retry::Idempotent, endpoint, "the request", timeout) {
+        Next::Failover(reason) => Ok(reason),
+        Next::Stop(err) => Err(err),
     }
 }
 
 /// Decides whether a failed attempt moves on to the next endpoint.
-fn classify(failure: RequestFailure, retry: Retry, path: &str, timeout: Duration) -> Next {
-    let RequestFailure { err, sent } = failure;
-    // Refused before it was executed, whatever it was: a voter can serve it.
-    if err.is_learner_refusal() {
-        return Next::Failover("a learner serves no such request".to_owned());
+fn classify(
+    fail: Fail,
+    retry: Retry,
+    endpoint: &str,
+    operation: &'static str,
+    timeout: Duration,
+) -> Next {
+    let timed_out = || {
+        if retry == Retry::Blocking {
+            "timed out".to_owned()
+        } else {
+            format!("timed out after {}", humantime::format_duration(timeout))
+        }
+    };
+    // Refused before it was executed, whatever it was ("rpc not supported for learner"):
+    // a voter can serve it, even an at-most-once call.
+    if let Fail::Answer(err) | Fail::NotSent(err) = &fail {
+        if err.is_learner_refusal() {
+            return Next::Failover("a learner serves no such request".to_owned());
+        }
     }
-    if !sent {
-        // Fetching the token failed: the request never left, so any call may move on when
-        // the member is unreachable or unavailable.
-        return match err {
+    match fail {
+        Fail::NotSent(err) => match err {
+            EtcdError::Grpc { reason, .. } => Next::Failover(reason),
             EtcdError::Transport { source, .. } => Next::Failover(describe_transport(&source)),
+            EtcdError::Timeout { .. } => Next::Failover(timed_out()),
             err if err.is_unavailable() => Next::Failover(format!(
                 "unavailable: {}",
                 err.api_message().unwrap_or_default()
             )),
             other => Next::Stop(other),
-        };
-    }
-    match err {
-        EtcdError::Transport { source, endpoint } => {
-            let mut reason = describe_transport(&source);
-            if source.is_timeout() && retry != Retry::Blocking {
-                reason = format!("{reason} after {}", humantime::format_duration(timeout));
+        },
+        Fail::TimedOut => match retry {
+            Retry::Idempotent => Next::Failover(timed_out()),
+            Retry::Blocking => Next::Stop(EtcdError::Timeout {
+                endpoint: endpoint.to_owned(),
+                operation,
+                after: timeout,
+            }),
+            Retry::AtMostOnce => Next::Stop(EtcdError::OutcomeUnknown {
+                endpoint: endpoint.to_owned(),
+                reason: timed_out(),
+            }),
+        },
+        Fail::Broken(err) => match (retry, err) {
+            (Retry::AtMostOnce, EtcdError::Grpc { endpoint, reason }) => {
+                Next::Stop(EtcdError::OutcomeUnknown { endpoint, reason })
             }
-            if source.is_connect() {
-                return Next::Failover(reason);
-            }
-            match retry {
-                Retry::Idempotent => Next::Failover(reason),
-                Retry::Blocking if source.is_timeout() => Next::Stop(EtcdError::Timeout {
-                    endpoint,
-                    operation: operation_name(path),
-                    after: timeout,
-                }),
-                Retry::Blocking => Next::Failover(reason),
-                Retry::AtMostOnce => Next::Stop(EtcdError::OutcomeUnknown { endpoint, reason }),
-            }
-        }
-        err @ EtcdError::Api { .. } if err.is_unavailable() && retry != Retry::AtMostOnce => {
+            (_, EtcdError::Grpc { reason, .. }) => Next::Failover(reason),
+            (_, other) => Next::Stop(other),
+        },
+        Fail::Answer(err) if err.is_unavailable() && retry != Retry::AtMostOnce => {
             let message = err.api_message().unwrap_or_default().to_owned();
             Next::Failover(format!("unavailable: {message}"))
         }
-        other => Next::Stop(other),
-    }
-}
-
-/// A short name of the operation behind a path, for timeout messages.
-fn operation_name(path: &str) -> &'static str {
-    match path {
-        "/v3/lock/lock" => "lock",
-        "/v3/lock/unlock" => "unlock",
-        "/v3/maintenance/snapshot" => "snapshot",
-        _ => "the request",
+        Fail::Answer(err) => Next::Stop(err),
     }
 }
 

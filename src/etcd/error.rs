@@ -1,8 +1,10 @@
 //! Errors of the etcd client, and the questions callers ask of them (`is_not_leader()`, ...).
 //!
-//! etcd reports errors as a gRPC code plus a message in the body; the HTTP status of the same
-//! error differs between versions (code 9 is 412 on 3.4 and 400 on 3.5), so only the body is
-//! read. Messages are written for an operator: which endpoint, what happened, what to check.
+//! etcd reports errors as a gRPC status: a code and a message ([`EtcdError::Api`]); a call that
+//! failed below that (no connection, TLS, a stream cut off) is [`EtcdError::Grpc`], and the
+//! plain HTTP paths (`/health`, `/version`) fail with [`EtcdError::Transport`] or
+//! [`EtcdError::Http`]. Messages are written for an operator: which endpoint, what happened,
+//! what to check.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -89,14 +91,13 @@ pub enum EtcdError {
         source: reqwest::Error,
     },
 
-    /// A gRPC call (the snapshot) failed below etcd's answer: connection, TLS, HTTP/2.
-    #[error("etcd at {endpoint} (gRPC): {source}")]
+    /// A gRPC call failed below etcd's answer: connection, TLS, HTTP/2, a stream cut off.
+    #[error("etcd at {endpoint} (gRPC): {reason}")]
     Grpc {
         /// The endpoint.
         endpoint: String,
-        /// What failed.
-        #[source]
-        source: super::grpc::GrpcError,
+        /// What failed, with its causes.
+        reason: String,
     },
 
     /// Every endpoint was tried and none could serve the call.
@@ -290,7 +291,9 @@ impl EtcdError {
     pub fn is_transport(&self) -> bool {
         matches!(
             self,
-            EtcdError::Transport { .. } | EtcdError::AllEndpointsFailed { .. }
+            EtcdError::Transport { .. }
+                | EtcdError::Grpc { .. }
+                | EtcdError::AllEndpointsFailed { .. }
         )
     }
 }

@@ -1,37 +1,31 @@
-//! Key-value calls: range, put, delete and transactions (`/v3/kv/...`).
+//! Key-value calls: range, put, delete and transactions (`etcdserverpb.KV`).
 //!
-//! Requests serialize exactly the field names etcd expects; etcd ignores misspelt fields
-//! silently, so the integration tests check effects. Compare results and targets are written
-//! as the upper-case enum names that 3.4 requires (`"EQUAL"`, `"CREATE"`, ...).
+//! The request and answer types are this module's own plain data (callers and their tests
+//! build them without etcd-client); they are turned into etcd-client's messages at the call
+//! and back, field by field, here.
 
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use etcd_client::{
+    Compare as PbCompare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn as PbTxn,
+    TxnOp as PbTxnOp, TxnOpResponse as PbTxnOpResponse,
+};
 
 use super::client::{Client, Retry};
 use super::error::EtcdError;
-use super::wire::{b64, int, is_false, is_zero, ResponseHeader};
 
 /// A key with its value and metadata.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyValue {
     /// The key.
-    #[serde(with = "b64")]
     pub key: Vec<u8>,
     /// Revision of the key's creation (0: the key does not exist).
-    #[serde(with = "int")]
     pub create_revision: i64,
     /// Revision of the key's last modification.
-    #[serde(with = "int")]
     pub mod_revision: i64,
     /// Number of modifications since creation.
-    #[serde(with = "int")]
     pub version: i64,
     /// The value.
-    #[serde(with = "b64")]
     pub value: Vec<u8>,
     /// The lease the key is attached to (0: none).
-    #[serde(with = "int")]
     pub lease: i64,
 }
 
@@ -50,21 +44,14 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// A range (read) request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeRequest {
-    #[serde(with = "b64")]
     key: Vec<u8>,
-    #[serde(with = "b64", skip_serializing_if = "Vec::is_empty")]
     range_end: Vec<u8>,
-    #[serde(with = "int", skip_serializing_if = "is_zero")]
     limit: i64,
-    #[serde(with = "int", skip_serializing_if = "is_zero")]
     revision: i64,
-    #[serde(skip_serializing_if = "is_false")]
     serializable: bool,
-    #[serde(skip_serializing_if = "is_false")]
     keys_only: bool,
-    #[serde(skip_serializing_if = "is_false")]
     count_only: bool,
 }
 
@@ -126,30 +113,24 @@ impl RangeRequest {
 }
 
 /// The answer to a range request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeResponse {
     /// The response header (its revision is the store revision of the read).
     pub header: ResponseHeader,
     /// The keys found (omitted by etcd when none).
     pub kvs: Vec<KeyValue>,
     /// How many keys are in the range (not limited by `limit`).
-    #[serde(with = "int")]
     pub count: i64,
     /// True when `limit` cut the answer short.
     pub more: bool,
 }
 
 /// A put request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutRequest {
-    #[serde(with = "b64")]
     key: Vec<u8>,
-    #[serde(with = "b64")]
     value: Vec<u8>,
-    #[serde(with = "int", skip_serializing_if = "is_zero")]
     lease: i64,
-    #[serde(skip_serializing_if = "is_false")]
     prev_kv: bool,
 }
 
@@ -177,8 +158,7 @@ impl PutRequest {
 }
 
 /// The answer to a put.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PutResponse {
     /// The response header (its revision is the put's revision).
     pub header: ResponseHeader,
@@ -187,13 +167,10 @@ pub struct PutResponse {
 }
 
 /// A delete request.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteRequest {
-    #[serde(with = "b64")]
     key: Vec<u8>,
-    #[serde(with = "b64", skip_serializing_if = "Vec::is_empty")]
     range_end: Vec<u8>,
-    #[serde(skip_serializing_if = "is_false")]
     prev_kv: bool,
 }
 
@@ -224,21 +201,18 @@ impl DeleteRequest {
 }
 
 /// The answer to a delete.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeleteResponse {
     /// The response header.
     pub header: ResponseHeader,
     /// How many keys were deleted.
-    #[serde(with = "int")]
     pub deleted: i64,
     /// The deleted key-values, when asked for.
     pub prev_kvs: Vec<KeyValue>,
 }
 
 /// How a compare relates the key's field to the given value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareResult {
     /// `==`
     Equal,
@@ -326,81 +300,34 @@ impl Compare {
     }
 }
 
-impl Serialize for Compare {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use base64::engine::general_purpose::STANDARD;
-        use base64::Engine as _;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("key", &STANDARD.encode(&self.key))?;
-        if !self.range_end.is_empty() {
-            map.serialize_entry("range_end", &STANDARD.encode(&self.range_end))?;
-        }
-        map.serialize_entry("result", &self.result)?;
-        // The target and the matching `target_union` field; the value is always written,
-        // even when 0 (a create_revision of "0" is how "absent" is said).
-        match &self.target {
-            CompareTarget::Version(v) => {
-                map.serialize_entry("target", "VERSION")?;
-                map.serialize_entry("version", &v.to_string())?;
-            }
-            CompareTarget::CreateRevision(v) => {
-                map.serialize_entry("target", "CREATE")?;
-                map.serialize_entry("create_revision", &v.to_string())?;
-            }
-            CompareTarget::ModRevision(v) => {
-                map.serialize_entry("target", "MOD")?;
-                map.serialize_entry("mod_revision", &v.to_string())?;
-            }
-            CompareTarget::Value(v) => {
-                map.serialize_entry("target", "VALUE")?;
-                map.serialize_entry("value", &STANDARD.encode(v))?;
-            }
-            CompareTarget::Lease(v) => {
-                map.serialize_entry("target", "LEASE")?;
-                map.serialize_entry("lease", &v.to_string())?;
-            }
-        }
-        map.end()
-    }
-}
-
 /// One operation inside a transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOp {
     /// A read.
-    #[serde(rename = "request_range")]
     Range(RangeRequest),
     /// A write.
-    #[serde(rename = "request_put")]
     Put(PutRequest),
     /// A delete.
-    #[serde(rename = "request_delete_range")]
     Delete(DeleteRequest),
 }
 
 /// The answer to one operation of a transaction, in the order of the operations.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnOpResponse {
     /// The answer to a [`TxnOp::Range`].
-    #[serde(rename = "response_range")]
     Range(RangeResponse),
     /// The answer to a [`TxnOp::Put`].
-    #[serde(rename = "response_put")]
     Put(PutResponse),
     /// The answer to a [`TxnOp::Delete`].
-    #[serde(rename = "response_delete_range")]
     Delete(DeleteResponse),
 }
 
 /// A transaction: if every compare holds, the `success` operations run, else the `failure`
 /// ones, atomically.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Txn {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     compare: Vec<Compare>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     success: Vec<TxnOp>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     failure: Vec<TxnOp>,
 }
 
@@ -430,8 +357,7 @@ impl Txn {
 }
 
 /// The answer to a transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TxnResponse {
     /// The response header.
     pub header: ResponseHeader,
@@ -444,7 +370,31 @@ pub struct TxnResponse {
 impl Client {
     /// Reads a range of keys.
     pub async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        self.call("/v3/kv/range", request, Retry::Idempotent).await
+        self.call("range", Retry::Idempotent, self.request_timeout(), |rpc| {
+            let (key, options) = request.to_pb();
+            async move {
+                let resp = Client::kv(&rpc).get(key, Some(options)).await?;
+                Ok(RangeResponse::from_pb(&resp))
+            }
+        })
+        .await
+    }
+
+    /// Reads a range of keys from the member at `endpoint` only (no failover: the answer is
+    /// about that member's data).
+    pub async fn range_of(
+        &self,
+        endpoint: &str,
+        request: &RangeRequest,
+    ) -> Result<RangeResponse, EtcdError> {
+        self.call_endpoint(endpoint, "range", |rpc| {
+            let (key, options) = request.to_pb();
+            async move {
+                let resp = Client::kv(&rpc).get(key, Some(options)).await?;
+                Ok(RangeResponse::from_pb(&resp))
+            }
+        })
+        .await
     }
 
     /// Reads one key; `None` when it does not exist.
@@ -472,7 +422,20 @@ impl Client {
     /// A put with every option. Repeated on another member when the first one fails (a put
     /// of the same value twice leaves the same value).
     pub async fn put_with(&self, request: &PutRequest) -> Result<PutResponse, EtcdError> {
-        self.call("/v3/kv/put", request, Retry::Idempotent).await
+        self.call("put", Retry::Idempotent, self.request_timeout(), |rpc| {
+            let request = request.clone();
+            async move {
+                let options = request.options();
+                let resp = Client::kv(&rpc)
+                    .put(request.key, request.value, Some(options))
+                    .await?;
+                Ok(PutResponse {
+                    header: header(resp.header()),
+                    prev_kv: resp.prev_key().map(KeyValue::from_pb),
+                })
+            }
+        })
+        .await
     }
 
     /// Deletes one key.
@@ -490,15 +453,208 @@ impl Client {
 
     /// A delete with every option.
     pub async fn delete_range(&self, request: &DeleteRequest) -> Result<DeleteResponse, EtcdError> {
-        self.call("/v3/kv/deleterange", request, Retry::Idempotent)
-            .await
+        self.call("delete", Retry::Idempotent, self.request_timeout(), |rpc| {
+            let (key, options) = request.to_pb();
+            async move {
+                let resp = Client::kv(&rpc).delete(key, Some(options)).await?;
+                Ok(DeleteResponse::from_pb(&resp))
+            }
+        })
+        .await
     }
 
     /// Runs a transaction. It moves to another member only when it cannot have reached the
     /// first one; when its answer is lost, the error is [`EtcdError::OutcomeUnknown`] (read
     /// the keys back: a repeated compare-and-swap would report a conflict with itself).
     pub async fn txn(&self, txn: &Txn) -> Result<TxnResponse, EtcdError> {
-        self.call("/v3/kv/txn", txn, Retry::AtMostOnce).await
+        self.call(
+            "transaction",
+            Retry::AtMostOnce,
+            self.request_timeout(),
+            |rpc| {
+                let request = txn.to_pb();
+                async move {
+                    let resp = Client::kv(&rpc).txn(request).await?;
+                    Ok(TxnResponse {
+                        header: header(resp.header()),
+                        succeeded: resp.succeeded(),
+                        responses: resp
+                            .op_responses()
+                            .iter()
+                            .filter_map(TxnOpResponse::from_pb)
+                            .collect(),
+                    })
+                }
+            },
+        )
+        .await
+    }
+}
+
+/// The response header every etcd answer carries (all zero when etcd sent none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseHeader {
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// The id of the member that answered.
+    pub member_id: u64,
+    /// The key-value store revision when the request was applied.
+    pub revision: i64,
+    /// The raft term when the request was applied.
+    pub raft_term: u64,
+}
+
+/// A header from etcd-client's.
+pub(crate) fn header(h: Option<&etcd_client::ResponseHeader>) -> ResponseHeader {
+    h.map(|h| ResponseHeader {
+        cluster_id: h.cluster_id(),
+        member_id: h.member_id(),
+        revision: h.revision(),
+        raft_term: h.raft_term(),
+    })
+    .unwrap_or_default()
+}
+
+impl KeyValue {
+    pub(crate) fn from_pb(kv: &etcd_client::KeyValue) -> Self {
+        Self {
+            key: kv.key().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            version: kv.version(),
+            value: kv.value().to_vec(),
+            lease: kv.lease(),
+        }
+    }
+}
+
+impl RangeRequest {
+    fn to_pb(&self) -> (Vec<u8>, GetOptions) {
+        let mut options = GetOptions::new()
+            .with_limit(self.limit)
+            .with_revision(self.revision);
+        if !self.range_end.is_empty() {
+            options = options.with_range(self.range_end.clone());
+        }
+        if self.serializable {
+            options = options.with_serializable();
+        }
+        if self.keys_only {
+            options = options.with_keys_only();
+        }
+        if self.count_only {
+            options = options.with_count_only();
+        }
+        (self.key.clone(), options)
+    }
+}
+
+impl RangeResponse {
+    fn from_pb(resp: &etcd_client::GetResponse) -> Self {
+        Self {
+            header: header(resp.header()),
+            kvs: resp.kvs().iter().map(KeyValue::from_pb).collect(),
+            count: resp.count(),
+            more: resp.more(),
+        }
+    }
+}
+
+impl PutRequest {
+    fn options(&self) -> PutOptions {
+        let mut options = PutOptions::new().with_lease(self.lease);
+        if self.prev_kv {
+            options = options.with_prev_key();
+        }
+        options
+    }
+}
+
+impl DeleteRequest {
+    fn to_pb(&self) -> (Vec<u8>, DeleteOptions) {
+        let mut options = DeleteOptions::new();
+        if !self.range_end.is_empty() {
+            options = options.with_range(self.range_end.clone());
+        }
+        if self.prev_kv {
+            options = options.with_prev_key();
+        }
+        (self.key.clone(), options)
+    }
+}
+
+impl DeleteResponse {
+    fn from_pb(resp: &etcd_client::DeleteResponse) -> Self {
+        Self {
+            header: header(resp.header()),
+            deleted: resp.deleted(),
+            prev_kvs: resp.prev_kvs().iter().map(KeyValue::from_pb).collect(),
+        }
+    }
+}
+
+impl Compare {
+    fn to_pb(&self) -> PbCompare {
+        let op = match self.result {
+            CompareResult::Equal => CompareOp::Equal,
+            CompareResult::Greater => CompareOp::Greater,
+            CompareResult::Less => CompareOp::Less,
+            CompareResult::NotEqual => CompareOp::NotEqual,
+        };
+        let key = self.key.clone();
+        let compare = match &self.target {
+            CompareTarget::Version(v) => PbCompare::version(key, op, *v),
+            CompareTarget::CreateRevision(v) => PbCompare::create_revision(key, op, *v),
+            CompareTarget::ModRevision(v) => PbCompare::mod_revision(key, op, *v),
+            CompareTarget::Value(v) => PbCompare::value(key, op, v.clone()),
+            CompareTarget::Lease(v) => PbCompare::lease(key, op, *v),
+        };
+        if self.range_end.is_empty() {
+            compare
+        } else {
+            compare.with_range(self.range_end.clone())
+        }
+    }
+}
+
+impl TxnOp {
+    fn to_pb(&self) -> PbTxnOp {
+        match self {
+            TxnOp::Range(r) => {
+                let (key, options) = r.to_pb();
+                PbTxnOp::get(key, Some(options))
+            }
+            TxnOp::Put(p) => PbTxnOp::put(p.key.clone(), p.value.clone(), Some(p.options())),
+            TxnOp::Delete(d) => {
+                let (key, options) = d.to_pb();
+                PbTxnOp::delete(key, Some(options))
+            }
+        }
+    }
+}
+
+impl TxnOpResponse {
+    fn from_pb(resp: &PbTxnOpResponse) -> Option<Self> {
+        Some(match resp {
+            PbTxnOpResponse::Get(r) => TxnOpResponse::Range(RangeResponse::from_pb(r)),
+            PbTxnOpResponse::Put(r) => TxnOpResponse::Put(PutResponse {
+                header: header(r.header()),
+                prev_kv: r.prev_key().map(KeyValue::from_pb),
+            }),
+            PbTxnOpResponse::Delete(r) => TxnOpResponse::Delete(DeleteResponse::from_pb(r)),
+            // This client sends no nested transactions.
+            PbTxnOpResponse::Txn(_) => return None,
+        })
+    }
+}
+
+impl Txn {
+    fn to_pb(&self) -> PbTxn {
+        // etcd-client takes each list once.
+        PbTxn::new()
+            .when(self.compare.iter().map(Compare::to_pb).collect::<Vec<_>>())
+            .and_then(self.success.iter().map(TxnOp::to_pb).collect::<Vec<_>>())
+            .or_else(self.failure.iter().map(TxnOp::to_pb).collect::<Vec<_>>())
     }
 }
 

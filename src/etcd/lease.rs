@@ -1,96 +1,43 @@
-//! Lease calls: grant, one-shot keepalive, revoke, time-to-live, list (`/v3/lease/...`).
+//! Lease calls: grant, keepalive, revoke, time-to-live, list (`etcdserverpb.Lease`).
 //!
-//! A lease that is gone shows differently per call, and both are turned into `None` here:
-//! keepalive answers 200 with no (or a 0) TTL, time-to-live answers TTL -1.
+//! A lease is renewed over etcd's keepalive stream: the first renewal of a lease opens one
+//! (on whichever member answers), later ones send one request on it and read one answer,
+//! and a stream that broke or stopped answering is dropped and opened again, on another
+//! member if need be. A lease that is gone is `None`: the keepalive answers TTL 0,
+//! time-to-live answers TTL -1.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use etcd_client::{LeaseGrantOptions, LeaseTimeToLiveOptions};
 
-use super::client::{decode, Client, Retry, Shape};
+use super::client::{Client, KeepAlive, Retry};
 use super::error::EtcdError;
-use super::wire::{b64_list, int, is_false, is_zero, ResponseHeader};
+use super::kv::{header, ResponseHeader};
 
 /// A lease granted by etcd.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseGrant {
     /// The response header.
     pub header: ResponseHeader,
     /// The lease id.
-    #[serde(rename = "ID", with = "int")]
     pub id: i64,
     /// The TTL etcd granted, in seconds (etcd raises a TTL below its minimum).
-    #[serde(rename = "TTL", with = "int")]
     pub ttl: i64,
 }
 
 /// A live lease's remaining and granted time.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeaseTimeToLive {
     /// The response header.
     pub header: ResponseHeader,
     /// The lease id.
-    #[serde(rename = "ID", with = "int")]
     pub id: i64,
     /// Seconds left.
-    #[serde(rename = "TTL", with = "int")]
     pub ttl: i64,
     /// The TTL it was granted with, in seconds.
-    #[serde(rename = "grantedTTL", with = "int")]
     pub granted_ttl: i64,
     /// Keys attached to it (when asked for).
-    #[serde(deserialize_with = "b64_list::deserialize")]
     pub keys: Vec<Vec<u8>>,
-}
-
-#[derive(Serialize)]
-struct GrantRequest {
-    #[serde(rename = "TTL", with = "int")]
-    ttl: i64,
-    #[serde(rename = "ID", with = "int", skip_serializing_if = "is_zero")]
-    id: i64,
-}
-
-#[derive(Serialize)]
-struct IdRequest {
-    #[serde(rename = "ID", with = "int")]
-    id: i64,
-}
-
-#[derive(Serialize)]
-struct TimeToLiveRequest {
-    #[serde(rename = "ID", with = "int")]
-    id: i64,
-    #[serde(skip_serializing_if = "is_false")]
-    keys: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct KeepAliveResult {
-    #[serde(rename = "TTL", with = "int")]
-    ttl: i64,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RevokeResponse {
-    header: ResponseHeader,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct LeasesResponse {
-    leases: Vec<LeaseStatus>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct LeaseStatus {
-    #[serde(rename = "ID", with = "int")]
-    id: i64,
 }
 
 impl Client {
@@ -107,37 +54,96 @@ impl Client {
         ttl_secs: i64,
         id: i64,
     ) -> Result<LeaseGrant, EtcdError> {
-        let request = GrantRequest { ttl: ttl_secs, id };
-        self.call("/v3/lease/grant", &request, Retry::Idempotent)
-            .await
+        self.call(
+            "lease grant",
+            Retry::Idempotent,
+            self.request_timeout(),
+            |rpc| async move {
+                let resp = rpc
+                    .lease_client()
+                    .grant(ttl_secs, Some(LeaseGrantOptions::new().with_id(id)))
+                    .await?;
+                Ok(LeaseGrant {
+                    header: header(resp.header()),
+                    id: resp.id(),
+                    ttl: resp.ttl(),
+                })
+            },
+        )
+        .await
     }
 
     /// Renews a lease once: `Some(ttl_secs)` with its renewed TTL, `None` when the lease is
-    /// gone (expired, revoked, unknown).
+    /// gone (expired, revoked, unknown). Over the lease's keepalive stream (see the module
+    /// header); bounded by the per-call timeout per member tried.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, EtcdError> {
-        let path = "/v3/lease/keepalive";
-        // The keepalive is a stream; one POST with one message is answered with one line.
-        let (endpoint, value) = self
-            .call_value(
-                path,
-                &IdRequest { id },
+        let timeout = self.request_timeout();
+        let mut streams = self.keepalives().lock().await;
+        if let Some(open) = streams.get_mut(&id) {
+            match tokio::time::timeout(timeout, open.renew()).await {
+                Ok(Ok(ttl)) => {
+                    if ttl.is_none() {
+                        streams.remove(&id);
+                    }
+                    return Ok(ttl);
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(lease = id, %err, "keepalive stream broke; opening another");
+                    streams.remove(&id);
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        lease = id,
+                        "keepalive stream did not answer; opening another"
+                    );
+                    streams.remove(&id);
+                }
+            }
+        }
+        let opened = self
+            .call(
+                "lease keepalive",
                 Retry::Idempotent,
-                Shape::StreamFirst,
-                self.request_timeout(),
+                timeout,
+                |rpc| async move {
+                    let (keeper, stream) = match rpc.lease_client().keep_alive(id).await {
+                        Ok(open) => open,
+                        // etcd-client's word for a first answer with TTL 0.
+                        Err(etcd_client::Error::LeaseKeepAliveError(text))
+                            if text.contains("not found") =>
+                        {
+                            return Ok(None)
+                        }
+                        Err(err) => return Err(err),
+                    };
+                    // Opening consumed the first answer; one more renewal says the TTL.
+                    let mut open = KeepAlive::new(keeper, stream);
+                    let ttl = open.renew().await?;
+                    Ok(ttl.map(|ttl| (open, ttl)))
+                },
             )
             .await?;
-        let result: KeepAliveResult = decode(&endpoint, path, value)?;
-        Ok((result.ttl > 0).then_some(result.ttl))
+        Ok(opened.map(|(open, ttl)| {
+            streams.insert(id, open);
+            ttl
+        }))
     }
 
     /// Revokes a lease; its keys are deleted. A lease that is already gone is an error for
     /// which [`EtcdError::is_lease_not_found`] is true (also after a repeat on another
     /// member whose first attempt did revoke it: treat it as revoked).
     pub async fn lease_revoke(&self, id: i64) -> Result<ResponseHeader, EtcdError> {
-        let resp: RevokeResponse = self
-            .call("/v3/lease/revoke", &IdRequest { id }, Retry::Idempotent)
-            .await?;
-        Ok(resp.header)
+        self.keepalives().lock().await.remove(&id);
+        self.call(
+            "lease revoke",
+            Retry::Idempotent,
+            self.request_timeout(),
+            |rpc| async move {
+                let resp = rpc.lease_client().revoke(id).await?;
+                Ok(header(resp.header()))
+            },
+        )
+        .await
     }
 
     /// A lease's remaining time (and its keys when `keys`); `None` when the lease is gone
@@ -147,11 +153,26 @@ impl Client {
         id: i64,
         keys: bool,
     ) -> Result<Option<LeaseTimeToLive>, EtcdError> {
-        let resp: LeaseTimeToLive = self
+        let resp = self
             .call(
-                "/v3/lease/timetolive",
-                &TimeToLiveRequest { id, keys },
+                "lease time-to-live",
                 Retry::Idempotent,
+                self.request_timeout(),
+                |rpc| async move {
+                    let options = if keys {
+                        LeaseTimeToLiveOptions::new().with_keys()
+                    } else {
+                        LeaseTimeToLiveOptions::new()
+                    };
+                    let resp = rpc.lease_client().time_to_live(id, Some(options)).await?;
+                    Ok(LeaseTimeToLive {
+                        header: header(resp.header()),
+                        id: resp.id(),
+                        ttl: resp.ttl(),
+                        granted_ttl: resp.granted_ttl(),
+                        keys: resp.keys().to_vec(),
+                    })
+                },
             )
             .await?;
         Ok((resp.ttl >= 0).then_some(resp))
@@ -159,14 +180,16 @@ impl Client {
 
     /// The ids of every live lease.
     pub async fn lease_list(&self) -> Result<Vec<i64>, EtcdError> {
-        let resp: LeasesResponse = self
-            .call(
-                "/v3/lease/leases",
-                &serde_json::json!({}),
-                Retry::Idempotent,
-            )
-            .await?;
-        Ok(resp.leases.into_iter().map(|l| l.id).collect())
+        self.call(
+            "lease list",
+            Retry::Idempotent,
+            self.request_timeout(),
+            |rpc| async move {
+                let resp = rpc.lease_client().leases().await?;
+                Ok(resp.leases().iter().map(|l| l.id()).collect())
+            },
+        )
+        .await
     }
 }
 
@@ -179,45 +202,6 @@ pub fn ttl_secs(ttl: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn requests_use_upper_case_ttl_and_id() {
-        assert_eq!(
-            serde_json::to_value(GrantRequest { ttl: 10, id: 0 }).unwrap(),
-            json!({"TTL":"10"})
-        );
-        assert_eq!(
-            serde_json::to_value(GrantRequest { ttl: 30, id: 12345 }).unwrap(),
-            json!({"TTL":"30","ID":"12345"})
-        );
-        assert_eq!(
-            serde_json::to_value(TimeToLiveRequest { id: 7, keys: true }).unwrap(),
-            json!({"ID":"7","keys":true})
-        );
-    }
-
-    #[test]
-    fn answers_parse() {
-        let grant: LeaseGrant = serde_json::from_value(
-            json!({"header":{"revision":"2"},"ID":"2501646281165512471","TTL":"10"}),
-        )
-        .unwrap();
-        assert_eq!((grant.id, grant.ttl), (2_501_646_281_165_512_471, 10));
-        let ttl: LeaseTimeToLive = serde_json::from_value(json!({
-            "header":{},"ID":"2501646281165512471","TTL":"6","grantedTTL":"10","keys":["bGVhc2Vk"]
-        }))
-        .unwrap();
-        assert_eq!((ttl.ttl, ttl.granted_ttl), (6, 10));
-        assert_eq!(ttl.keys, vec![b"leased".to_vec()]);
-        // Unknown lease on keepalive: no TTL field.
-        let gone: KeepAliveResult =
-            serde_json::from_value(json!({"header":{},"ID":"999"})).unwrap();
-        assert_eq!(gone.ttl, 0);
-        let gone: LeaseTimeToLive =
-            serde_json::from_value(json!({"header":{},"ID":"12345","TTL":"-1"})).unwrap();
-        assert_eq!(gone.ttl, -1);
-    }
 
     #[test]
     fn ttl_rounds_up() {

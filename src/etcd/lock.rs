@@ -1,4 +1,4 @@
-//! etcd's lock service (`/v3/lock/...`): the raw lock and unlock calls.
+//! etcd's lock service (`v3lockpb.Lock`): the raw lock and unlock calls.
 //!
 //! The "turn" logic on top (checking the key really exists under a live lease, keeping the
 //! lease alive) lives elsewhere. Facts it must design against:
@@ -7,44 +7,21 @@
 //! - 3.4 answers a waiter whose lease expired while waiting with a key that does not exist;
 //!   3.5 answers "mutex: session is expired" ([`EtcdError::is_lock_session_expired`]).
 //! - With a lease that does not exist: [`EtcdError::is_lease_not_found`].
-
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use etcd_client::LockOptions;
 
-use super::client::{decode, Client, Retry, Shape};
+use super::client::{Client, Retry};
 use super::error::EtcdError;
-use super::wire::{b64, int, ResponseHeader};
+use super::kv::{header, ResponseHeader};
 
 /// A lock held: its key (`name/<lease id in hex>`), owned by the lease.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockResponse {
     /// The response header.
     pub header: ResponseHeader,
     /// The key that holds the lock; give it to [`Client::unlock`].
-    #[serde(with = "b64")]
     pub key: Vec<u8>,
-}
-
-#[derive(Serialize)]
-struct LockRequest<'a> {
-    #[serde(with = "b64")]
-    name: &'a [u8],
-    #[serde(with = "int")]
-    lease: i64,
-}
-
-#[derive(Serialize)]
-struct UnlockRequest<'a> {
-    #[serde(with = "b64")]
-    key: &'a [u8],
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct UnlockResponse {
-    header: ResponseHeader,
 }
 
 impl Client {
@@ -60,53 +37,38 @@ impl Client {
         lease: i64,
         timeout: Duration,
     ) -> Result<LockResponse, EtcdError> {
-        let path = "/v3/lock/lock";
         if lease == 0 {
             return Err(EtcdError::InvalidRequest(
                 "a lock needs a lease (lease 0 would make etcd grant one nobody keeps alive)"
                     .to_owned(),
             ));
         }
-        let request = LockRequest {
-            name: name.as_ref(),
-            lease,
-        };
-        let (endpoint, value) = self
-            .call_value(path, &request, Retry::Blocking, Shape::Unary, timeout)
-            .await?;
-        decode(&endpoint, path, value)
+        let name = name.as_ref();
+        self.call("lock", Retry::Blocking, timeout, |rpc| async move {
+            let resp = rpc
+                .lock_client()
+                .lock(name.to_vec(), Some(LockOptions::new().with_lease(lease)))
+                .await?;
+            Ok(LockResponse {
+                header: header(resp.header()),
+                key: resp.key().to_vec(),
+            })
+        })
+        .await
     }
 
     /// Releases a lock by its key (also succeeds when the key is already gone).
     pub async fn unlock(&self, key: impl AsRef<[u8]>) -> Result<ResponseHeader, EtcdError> {
-        let request = UnlockRequest { key: key.as_ref() };
-        let resp: UnlockResponse = self
-            .call("/v3/lock/unlock", &request, Retry::Idempotent)
-            .await?;
-        Ok(resp.header)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn lock_request_and_answer() {
-        assert_eq!(
-            serde_json::to_value(LockRequest {
-                name: b"upgrade-lock",
-                lease: 2_501_646_281_165_512_483
-            })
-            .unwrap(),
-            json!({"name":"dXBncmFkZS1sb2Nr","lease":"2501646281165512483"})
-        );
-        let resp: LockResponse = serde_json::from_value(json!({
-            "header":{"revision":"10"},"key":"dXBncmFkZS1sb2NrLzIyYjdhMjA5ZDY4YzFmMjM="
-        }))
-        .unwrap();
-        assert_eq!(resp.key, b"upgrade-lock/22b7a209d68c1f23");
-        assert_eq!(resp.header.revision, 10);
+        let key = key.as_ref();
+        self.call(
+            "unlock",
+            Retry::Idempotent,
+            self.request_timeout(),
+            |rpc| async move {
+                let resp = rpc.lock_client().unlock(key.to_vec()).await?;
+                Ok(header(resp.header()))
+            },
+        )
+        .await
     }
 }

@@ -1,5 +1,7 @@
-//! How to reach etcd: the endpoints, credentials and TLS material of a [`ClientConfig`],
-//! and the HTTP client built from them.
+//! How to reach etcd: the endpoints, credentials and TLS material of a [`ClientConfig`], the
+//! gRPC channel of one member, and the HTTP client for the plain paths (`/health`,
+//! `/version`), both built from the same files with the same rules: a CA bundle replaces the
+//! system's roots, a client certificate goes with its key, the server name is the URL's host.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,7 +32,7 @@ pub struct ClientConfig {
     /// Client URLs, tried in order (`http://host:2379`; without a scheme, `http://` is assumed,
     /// or `https://` when TLS material is configured). The local member goes first.
     pub endpoints: Vec<String>,
-    /// Upper bound of one HTTP exchange with one endpoint (connect, send, whole answer).
+    /// Upper bound of one call to one endpoint (connect, send, whole answer).
     pub request_timeout: Duration,
     /// Upper bound of opening a connection (TCP and TLS); at most `request_timeout` applies.
     pub connect_timeout: Duration,
@@ -144,4 +146,63 @@ pub(crate) fn build_http(config: &ClientConfig) -> Result<reqwest::Client, EtcdE
 fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, EtcdError> {
     std::fs::read(path)
         .map_err(|e| EtcdError::Setup(format!("cannot read the {what} {}: {e}", path.display())))
+}
+
+/// Receive window of a gRPC stream and of its connection: on loopback or a LAN, enough that
+/// etcd never waits for a window update while a snapshot streams (tonic's default, 64 KiB,
+/// halves the throughput).
+const WINDOW: u32 = 4 * 1024 * 1024;
+
+/// The TLS settings of the gRPC channels, read from the configured files once; `None`
+/// without TLS material (https endpoints then trust the system's roots).
+pub(crate) fn grpc_tls(
+    config: &ClientConfig,
+) -> Result<Option<tonic::transport::ClientTlsConfig>, EtcdError> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    if config.cacert.is_none() && config.cert.is_none() {
+        return Ok(None);
+    }
+    let mut tls = ClientTlsConfig::new();
+    match &config.cacert {
+        Some(cacert) => {
+            tls = tls.ca_certificate(Certificate::from_pem(read_pem(
+                cacert,
+                "CA bundle (--cacert)",
+            )?));
+        }
+        None => tls = tls.with_native_roots(),
+    }
+    if let (Some(cert), Some(key)) = (&config.cert, &config.key) {
+        tls = tls.identity(Identity::from_pem(
+            read_pem(cert, "client certificate (--cert)")?,
+            read_pem(key, "client key (--key)")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// The gRPC channel to one member (a normalized endpoint). It connects on first use and
+/// again after the connection broke; no I/O happens here.
+pub(crate) fn grpc_channel(
+    endpoint: &str,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, EtcdError> {
+    let bad =
+        |e: &dyn std::fmt::Display| EtcdError::Setup(format!("etcd endpoint {endpoint}: {e}"));
+    let mut channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| bad(&e))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(WINDOW)
+        .initial_connection_window_size(WINDOW)
+        .user_agent(concat!("etcd-supervisor/", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| bad(&e))?;
+    if endpoint.starts_with("https://") {
+        let tls = tls
+            .cloned()
+            .unwrap_or_else(|| tonic::transport::ClientTlsConfig::new().with_native_roots());
+        channel = channel.tls_config(tls).map_err(|e| bad(&e))?;
+    }
+    Ok(channel.connect_lazy())
 }

@@ -26,9 +26,10 @@
 //! (2372643425) as the 3.5.16 / 3.4.23 source, and refuses reads below 41 as compacted.
 //! HashKV only covers revisions after the compaction revision, so hashes are compared only
 //! when both sides report the same `compact_revision` (a compaction on the live member
-//! after the snapshot makes them incomparable: reported as not compared). HashKV is on the
-//! gateway of 3.5.16 and 3.5.30, not of 3.4.23 or 3.5.1 (404): then the hash is not
-//! compared and the report says why; it never pretends.
+//! after the snapshot makes them incomparable: reported as not compared). HashKV is asked
+//! over gRPC, which every supported release serves (3.4.23's and 3.5.1's gateways had no
+//! route for it); when it cannot be asked, the hash is not compared and the report says
+//! why; it never pretends.
 //!
 //! Flags: the member's own are kept (quotas, snapshot-count, logger, feature gates,
 //! experimental flags, TLS files: those are what may break; etcd ignores TLS files on the
@@ -299,11 +300,7 @@ async fn steps(
 
     // The key and the revision to compare at, read before the snapshot (see the header).
     let picked: RangeResponse = client
-        .call_endpoint(
-            &req.endpoint,
-            "/v3/kv/range",
-            &RangeRequest::prefix(Vec::new()).limit(1),
-        )
+        .range_of(&req.endpoint, &RangeRequest::prefix(Vec::new()).limit(1))
         .await
         .map_err(live)?;
     let revision = picked.header.revision;
@@ -500,19 +497,14 @@ async fn check_read(
         Some(kv) => RangeRequest::key(kv.key.clone()).revision(revision),
         None => RangeRequest::prefix(Vec::new()).limit(1).revision(revision),
     };
-    let read: Result<RangeResponse, EtcdError> =
-        copy.call_endpoint(url, "/v3/kv/range", &request).await;
+    let read: Result<RangeResponse, EtcdError> = copy.range_of(url, &request).await;
     let read = match read {
         Ok(r) => r,
         // Compacted on the live member between the pick and the snapshot: not the
         // target's doing; the copy must still serve a read at its newest revision.
         Err(e) if e.is_compacted() => {
             let _: RangeResponse = copy
-                .call_endpoint(
-                    url,
-                    "/v3/kv/range",
-                    &RangeRequest::prefix(Vec::new()).limit(1),
-                )
+                .range_of(url, &RangeRequest::prefix(Vec::new()).limit(1))
                 .await
                 .map_err(|e| Finding::NotServing(format!("range read failed: {e}")))?;
             return Ok(format!(
@@ -599,13 +591,7 @@ fn hash_verdict(live: &HashKv, ours: &HashKv, revision: i64) -> Result<(bool, St
 }
 
 fn cannot(e: &EtcdError) -> String {
-    match e {
-        EtcdError::Http { status: 404, .. } => {
-            "its gateway has no /v3/maintenance/hashkv (HTTP 404, as on 3.4.23 and 3.5.1; 3.5.16 and 3.5.30 have it)"
-                .to_owned()
-        }
-        other => other.to_string(),
-    }
+    e.to_string()
 }
 
 /// Upper bound for moving `db_size` bytes (snapshot, restore): a minute, plus a second

@@ -35,17 +35,6 @@ fn different_compactions_are_not_compared_and_say_so() {
 }
 
 #[test]
-fn a_missing_gateway_route_is_named() {
-    let e = EtcdError::Http {
-        endpoint: "http://x".into(),
-        path: "/v3/maintenance/hashkv".into(),
-        status: 404,
-        body: "Not Found".into(),
-    };
-    assert!(cannot(&e).contains("404"));
-}
-
-#[test]
 fn transfer_time_grows_with_the_db() {
     assert_eq!(transfer_timeout(0), Duration::from_secs(60));
     assert_eq!(transfer_timeout(2 << 30), Duration::from_secs(60 + 204));

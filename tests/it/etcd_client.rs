@@ -1,10 +1,10 @@
-//! The etcd client against real 3-member clusters (3.4.23, 3.5.16, 3.5.30, the newest 3.6
-//! and the newest 3.7), through its public methods (set-up such as raising an alarm goes
-//! around it), so the tests hold whatever carries the calls: effects of every call (etcd ignores misspelt fields, so effects are what is checked),
-//! failover when members die or hang, and snapshots byte-identical to `etcdctl`'s.
+//! The etcd client against real 3-member clusters (3.4.23, 3.5.16, the newest 3.5.x, 3.6.17
+//! and 3.7.4), through its public methods: effects of every call, failover when members die
+//! or hang, watches that resume on another member, and snapshots byte-identical to
+//! `etcdctl`'s.
 //!
-//! Every test runs once per release (`v3_4::`, `v3_5::`, `v3_5_newest::`, `v3_6::`,
-//! `v3_7::`); HashKV and the storage version from 3.5.30 on (`newer::`).
+//! Every test runs once per release (`v3_4::`, `v3_5::`, `v3_5_newest::`, `v3_6::`, `v3_7::`);
+//! HashKV and the storage version from 3.5.30 on (`newer::`).
 
 use std::future::Future;
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use etcd_supervisor::etcd::{
     AlarmKind, Client, ClientConfig, Compare, CompareResult, Credentials, DeleteRequest, EtcdError,
-    PutRequest, RangeRequest, Txn, TxnOp, TxnOpResponse,
+    PutRequest, RangeRequest, Txn, TxnOp, TxnOpResponse, WatchEventKind,
 };
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
@@ -529,6 +529,77 @@ async fn failover_when_a_member_dies(release: Release) {
     let dir = tempfile::tempdir().unwrap();
 
     every_operation_works(&c, dir.path(), &urls[victim]).await;
+}
+
+/// A watch sees puts and deletes in order, and when the member it streams from dies it
+/// resumes on another one from the next revision: nothing lost, nothing repeated.
+async fn watch_resumes_on_another_member(release: Release) {
+    let mut cluster = Cluster::start(release, 3);
+    let urls = cluster.client_urls();
+    let probe = client(urls.clone());
+    let leader = leader_index(&cluster, &probe).await;
+    let victim = (leader + 1) % 3;
+    let mut order = vec![urls[victim].clone()];
+    order.extend(urls.iter().filter(|u| **u != urls[victim]).cloned());
+    let c = client(order);
+    let writer = client(
+        urls.iter()
+            .filter(|u| **u != urls[victim])
+            .cloned()
+            .collect(),
+    );
+    let start = c
+        .put("other", "x", None)
+        .await
+        .expect("put")
+        .header
+        .revision
+        + 1;
+    let mut watch = c.watch_prefix("w/", start);
+    writer.put("w/a", "1", None).await.unwrap();
+    writer.delete("w/a").await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let events = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("events within 10 s")
+            .expect("watch");
+        seen.extend(events);
+    }
+    assert_eq!(seen[0].kind, WatchEventKind::Put);
+    assert_eq!(
+        (seen[0].kv.key.as_slice(), seen[0].kv.value.as_slice()),
+        (&b"w/a"[..], &b"1"[..])
+    );
+    assert_eq!(seen[1].kind, WatchEventKind::Delete);
+    // The member it streams from dies; changes made meanwhile still arrive, once each.
+    cluster.member(victim).kill();
+    for i in 0..5 {
+        writer.put(format!("w/{i}"), "v", None).await.unwrap();
+    }
+    let mut later = Vec::new();
+    while later.len() < 5 {
+        let events = tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .expect("events within 20 s after the member died")
+            .expect("watch resumes");
+        later.extend(events);
+    }
+    let keys: Vec<String> = later
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.kv.key).into_owned())
+        .collect();
+    assert_eq!(keys, ["w/0", "w/1", "w/2", "w/3", "w/4"]);
+    // A compacted start revision is an error the caller can recognize.
+    let now = writer.put("w/z", "v", None).await.unwrap().header.revision;
+    assert!(http_post(
+        &format!("{}/v3/kv/compaction", urls[(victim + 1) % 3]),
+        &format!(r#"{{"revision":"{now}"}}"#),
+        Duration::from_secs(5),
+    )
+    .is_some_and(|(status, _)| status == 200));
+    let err = c.watch_prefix("w/", 2).next().await.unwrap_err();
+    assert!(err.is_compacted(), "{err}");
 }
 
 async fn failover_when_the_leader_dies(release: Release) {
@@ -1167,6 +1238,7 @@ per_release!(
     lock_blocks_and_hands_over,
     cluster_and_maintenance,
     failover_when_a_member_dies,
+    watch_resumes_on_another_member,
     failover_when_the_leader_dies,
     all_members_down_is_a_clear_error,
     hung_members_time_out,
@@ -1175,3 +1247,27 @@ per_release!(
     auth_tokens_are_fetched_and_refreshed,
     tls_with_client_certificates,
 );
+
+/// Downgrade over gRPC on a real 3.6 member: `validate` answers the cluster version and
+/// changes nothing; status carries the downgrade info from 3.6 on and none before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_validate_and_downgrade_info() {
+    use etcd_supervisor::etcd::DowngradeAction;
+    let cluster = Cluster::start(Release::V3_6, 1);
+    let c = client(cluster.client_urls());
+    let version = c
+        .downgrade(DowngradeAction::Validate, "3.5")
+        .await
+        .expect("validate");
+    assert!(version.starts_with("3.6"), "{version}");
+    let status = c.status().await.expect("status");
+    let info = status
+        .downgrade
+        .clone()
+        .expect("3.6 reports downgrade info");
+    assert!(!info.enabled, "{info:?}");
+    assert!(!status.storage_version.is_empty(), "{status:?}");
+    let old = Cluster::start(Release::V3_5Newest, 1);
+    let status = client(old.client_urls()).status().await.expect("status");
+    assert_eq!(status.downgrade, None);
+}

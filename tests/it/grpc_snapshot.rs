@@ -1,17 +1,16 @@
-//! Snapshots over gRPC (`Maintenance/Snapshot`) from real etcd 3.4.23 to 3.7.x: the same
-//! database as the gateway's snapshot (byte for byte on 3.4; by `snapshot status` on 3.5,
-//! whose snapshots differ in bolt's page layout every time), the storage version 3.6 and
-//! 3.7 send with every message, a backup taken with it verifies, and TLS with client certificates plus etcd auth (the token as `token`
-//! metadata) works as for the gateway.
+//! Snapshots over gRPC (`Maintenance/Snapshot`) from real etcd 3.4.23 to 3.7: the same
+//! database as `etcdctl snapshot save` (by `snapshot status`: snapshots differ in bolt's
+//! page layout every time on 3.5+), the storage version 3.6 and 3.7
+//! send with every message, a backup taken with it verifies, TLS with client
+//! certificates and etcd auth (the token as `token` metadata) work, and a stream cut off
+//! in the middle is a clear error that leaves no file and stops nothing.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use etcd_supervisor::backup::{verify, BackupPlan, SNAPSHOT};
-use etcd_supervisor::etcd::{
-    Client, ClientConfig, Credentials, EtcdError, PutRequest, SnapshotVia, Txn, TxnOp,
-};
+use etcd_supervisor::etcd::{Client, ClientConfig, Credentials, EtcdError, PutRequest, Txn, TxnOp};
 use sha2::{Digest, Sha256};
 
 use crate::support::{pki, snapshot_status, Cluster, Mode, Proc, Release};
@@ -38,7 +37,25 @@ fn assert_whole(info: &etcd_supervisor::etcd::SnapshotInfo) {
     assert_eq!(&Sha256::digest(data)[..], trailer);
 }
 
-async fn grpc_matches_gateway_and_backup_verifies(release: Release) {
+/// `etcdctl snapshot save` of the member at `url` into `file`.
+fn etcdctl_save(release: Release, url: &str, file: &Path) {
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(release.etcdctl())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={url}"))
+        .args(["snapshot", "save"])
+        .arg(file)
+        .output()
+        .expect("etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl snapshot save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn snapshot_matches_etcdctl_and_backup_verifies(release: Release) {
     let cluster = Cluster::start(release, 1);
     let url = cluster.client_urls()[0].clone();
     let c = Client::new(ClientConfig::new(vec![url.clone()])).unwrap();
@@ -58,45 +75,36 @@ async fn grpc_matches_gateway_and_backup_verifies(release: Release) {
         _ => None,
     };
 
-    let grpc = c
-        .snapshot_grpc_from(&url, &dir.path().join("grpc.db"), SNAPSHOT_TIMEOUT)
-        .await
-        .expect("gRPC snapshot");
-    let gateway = c
-        .snapshot_gateway_from(&url, &dir.path().join("gateway.db"), SNAPSHOT_TIMEOUT)
-        .await
-        .expect("gateway snapshot");
-    assert_eq!(grpc.via, SnapshotVia::Grpc);
-    assert_eq!(gateway.via, SnapshotVia::Gateway);
-    // From 3.6 on every message carries the member's storage version (once etcd has
-    // written it, a few seconds after a new cluster's version is decided); none before.
-    assert_eq!(grpc.storage_version, storage);
-    assert!(grpc.size > 1_000_000, "{}", grpc.size);
-    assert_whole(&grpc);
-    assert_whole(&gateway);
-    assert_eq!(grpc.size, gateway.size);
-    assert_eq!(
-        snapshot_status(release, &grpc.path),
-        snapshot_status(release, &gateway.path)
-    );
-    if release == Release::V3_4 {
-        // 3.4 snapshots of an idle member are byte-identical.
-        assert_eq!(grpc.sha256, gateway.sha256);
-    }
-    // The default path is gRPC, with nothing left beside the file.
-    let default = c
-        .snapshot_from(&url, &dir.path().join("default.db"), SNAPSHOT_TIMEOUT)
+    let ours = c
+        .snapshot_from(&url, &dir.path().join("ours.db"), SNAPSHOT_TIMEOUT)
         .await
         .expect("snapshot");
-    assert_eq!(default.via, SnapshotVia::Grpc);
+    etcdctl_save(release, &url, &dir.path().join("etcdctl.db"));
+    // From 3.6 on every message carries the member's storage version (once etcd has
+    // written it, a few seconds after a new cluster's version is decided); none before.
+    assert_eq!(ours.storage_version, storage);
+    assert!(ours.size > 1_000_000, "{}", ours.size);
+    assert_whole(&ours);
+    let theirs = std::fs::metadata(dir.path().join("etcdctl.db"))
+        .unwrap()
+        .len();
+    assert_eq!(ours.size, theirs, "same database, same size");
+    assert_eq!(
+        snapshot_status(release, &ours.path),
+        snapshot_status(release, &dir.path().join("etcdctl.db"))
+    );
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["default.db", "gateway.db", "grpc.db"]);
+    assert_eq!(
+        names,
+        ["etcdctl.db", "ours.db"],
+        "nothing left beside the file"
+    );
 
-    // A backup (whose snapshot takes the default path) verifies from disk.
+    // A backup (whose snapshot takes the same path) verifies from disk.
     let backup_dir = dir.path().join("backup");
     let backup = BackupPlan::exact(backup_dir.clone())
         .begin(&c)
@@ -111,13 +119,92 @@ async fn grpc_matches_gateway_and_backup_verifies(release: Release) {
     let verified = verify(&backup.dir).expect("verifies");
     assert_eq!(
         verified.meta.snapshot.as_ref().unwrap().size,
-        grpc.size,
+        ours.size,
         "same database, same size"
     );
     assert_eq!(
         snapshot_status(release, &backup_dir.join(SNAPSHOT)),
-        snapshot_status(release, &grpc.path)
+        snapshot_status(release, &ours.path)
     );
+}
+
+/// A TCP proxy to `upstream` that closes both sides once `cut_after` bytes came back from
+/// it: a member that closes the stream in the middle of a snapshot.
+async fn cutting_proxy(upstream: String, cut_after: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut sent = 0;
+                let mut buf = vec![0u8; 16 * 1024];
+                while sent < cut_after {
+                    match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            sent += n;
+                        }
+                    }
+                }
+                up.abort();
+                // Dropping both halves closes both connections mid-stream.
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A member that closes the connection mid-snapshot: a clear error naming it, no file
+/// left, and the member itself untouched (it keeps serving).
+async fn stream_cut_mid_snapshot(release: Release) {
+    let cluster = Cluster::start(release, 1);
+    let url = cluster.client_urls()[0].clone();
+    let c = Client::new(ClientConfig::new(vec![url.clone()])).unwrap();
+    load(&c).await;
+    let proxy = cutting_proxy(url.trim_start_matches("http://").to_owned(), 512 * 1024).await;
+    let via_proxy = Client::new(ClientConfig::new(vec![proxy.clone()])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("cut.db");
+    std::fs::write(&dest, b"old").unwrap();
+    let started = Instant::now();
+    let err = via_proxy
+        .snapshot_from(&proxy, &dest, SNAPSHOT_TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a cut stream fails at once, not at the timeout: {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(
+        matches!(err, EtcdError::Grpc { .. } | EtcdError::Snapshot { .. }),
+        "{text}"
+    );
+    assert!(text.contains(&proxy), "names the member: {text}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old", "the old file stays");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["cut.db"], "no partial file left");
+    // Nothing was stopped: the member serves on, and a direct snapshot works.
+    assert_eq!(c.health_of(&url).await.ok(), Some(true));
+    c.snapshot_from(&url, &dir.path().join("whole.db"), SNAPSHOT_TIMEOUT)
+        .await
+        .expect("direct snapshot after the cut");
 }
 
 /// etcdctl against the TLS member (server TLS: the CA only).
@@ -161,20 +248,13 @@ async fn grpc_over_tls_with_client_certificates(release: Release) {
     wait_healthy(&c, &https).await;
     load(&c).await;
     let grpc = c
-        .snapshot_grpc_from(&https, &dir.join("grpc.db"), SNAPSHOT_TIMEOUT)
+        .snapshot_from(&https, &dir.join("grpc.db"), SNAPSHOT_TIMEOUT)
         .await
         .expect("gRPC snapshot over TLS");
-    let gateway = c
-        .snapshot_gateway_from(&https, &dir.join("gateway.db"), SNAPSHOT_TIMEOUT)
-        .await
-        .expect("gateway snapshot over TLS");
     assert_whole(&grpc);
-    assert_eq!(
-        snapshot_status(release, &grpc.path),
-        snapshot_status(release, &gateway.path)
-    );
-    // Without a client certificate, or trusting another CA: refused at TLS, and not a
-    // reason to try the gateway (it would meet the same TLS).
+    assert!(snapshot_status(release, &grpc.path).contains("totalKey"));
+    // Without a client certificate, or trusting another CA: refused at TLS, with the
+    // member named and no file left.
     for (name, config) in [
         ("no client cert", config(false, "ca.pem")),
         ("other CA", config(true, "other-ca.pem")),
@@ -185,13 +265,12 @@ async fn grpc_over_tls_with_client_certificates(release: Release) {
             .await
             .unwrap_err();
         assert!(matches!(err, EtcdError::Grpc { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(&https), "{name}: {err}");
         assert!(!dir.join("refused.db").exists(), "{name}");
     }
 }
 
-/// Server TLS plus etcd auth. Not with client certificates: once auth is on, etcd's gateway
-/// refuses any request that presents one ("CommonName of client sending a request against
-/// gateway will be ignored"), and the token comes from the gateway.
+/// Server TLS plus etcd auth (user and password; the token in gRPC metadata).
 async fn grpc_over_tls_with_auth(release: Release) {
     let cluster = Cluster::new(release, 1, Mode::Bare);
     let dir = cluster.dir().to_path_buf();
@@ -234,22 +313,13 @@ async fn grpc_over_tls_with_auth(release: Release) {
     })))
     .unwrap();
     let grpc = root
-        .snapshot_grpc_from(&https, &dir.join("grpc.db"), SNAPSHOT_TIMEOUT)
+        .snapshot_from(&https, &dir.join("grpc.db"), SNAPSHOT_TIMEOUT)
         .await
         .expect("gRPC snapshot over TLS with auth");
-    let gateway = root
-        .snapshot_gateway_from(&https, &dir.join("gateway.db"), SNAPSHOT_TIMEOUT)
-        .await
-        .expect("gateway snapshot over TLS with auth");
     assert_whole(&grpc);
-    assert_eq!(grpc.via, SnapshotVia::Grpc);
-    assert_eq!(
-        snapshot_status(release, &grpc.path),
-        snapshot_status(release, &gateway.path)
-    );
+    assert!(snapshot_status(release, &grpc.path).contains("totalKey"));
 
-    // Without a token: refused by etcd itself, which is no reason to try the gateway,
-    // and no file is left.
+    // Without a token: refused by etcd itself, and no file is left.
     let err = anonymous
         .snapshot_from(&https, &dir.join("anon.db"), SNAPSHOT_TIMEOUT)
         .await
@@ -283,7 +353,8 @@ macro_rules! per_release {
 }
 
 per_release!(
-    grpc_matches_gateway_and_backup_verifies: [V3_4, V3_5, V3_5Newest, V3_6, V3_7],
+    snapshot_matches_etcdctl_and_backup_verifies: [V3_4, V3_5, V3_5Newest, V3_6, V3_7],
     grpc_over_tls_with_client_certificates: [V3_4, V3_5Newest, V3_6, V3_7],
     grpc_over_tls_with_auth: [V3_4, V3_5Newest, V3_6, V3_7],
+    stream_cut_mid_snapshot: [V3_5Newest],
 );

@@ -1,4 +1,5 @@
 use super::*;
+use crate::etcd::transport::normalize_endpoint;
 
 #[test]
 fn endpoints_are_normalized() {
@@ -86,59 +87,6 @@ fn attempts_start_at_the_endpoint_that_answered_last() {
 }
 
 #[test]
-fn bodies_decide_errors_not_statuses() {
-    let ep = "http://e:1";
-    let err = decode_body(
-        ep,
-        "/v3/kv/put",
-        412,
-        br#"{"error":"etcdserver: not leader","message":"etcdserver: not leader","code":9}"#,
-        Shape::Unary,
-    )
-    .unwrap_err();
-    assert!(err.is_not_leader(), "{err}");
-    let err = decode_body(
-        ep,
-        "/v3/kv/put",
-        400,
-        br#"{"code":9, "message":"etcdserver: not leader"}"#,
-        Shape::Unary,
-    )
-    .unwrap_err();
-    assert!(err.is_not_leader(), "{err}");
-    // 3.4's alarm list without alarms: `{}` with no header is a success.
-    assert_eq!(
-        decode_body(ep, "/v3/maintenance/alarm", 200, b"{}", Shape::Unary).unwrap(),
-        serde_json::json!({})
-    );
-    let err = decode_body(ep, "/v3/x", 404, b"Not Found\n", Shape::Unary).unwrap_err();
-    assert!(matches!(err, EtcdError::Http { status: 404, .. }), "{err}");
-    let err = decode_body(ep, "/v3/x", 200, b"<html>", Shape::Unary).unwrap_err();
-    assert!(matches!(err, EtcdError::Decode { .. }), "{err}");
-    // A stream's first line.
-    assert_eq!(
-        decode_body(
-            ep,
-            "/v3/lease/keepalive",
-            200,
-            b"{\"result\":{\"ID\":\"7\",\"TTL\":\"10\"}}\n",
-            Shape::StreamFirst
-        )
-        .unwrap(),
-        serde_json::json!({"ID":"7","TTL":"10"})
-    );
-    let err = decode_body(
-        ep,
-        "/v3/lease/keepalive",
-        503,
-        b"{\"error\":{\"grpc_code\":14,\"http_code\":503,\"message\":\"etcdserver: no leader\"}}\n",
-        Shape::StreamFirst,
-    )
-    .unwrap_err();
-    assert!(err.is_unavailable(), "{err}");
-}
-
-#[test]
 fn unavailable_moves_on_unless_a_transaction_was_sent() {
     let unavailable = || EtcdError::Api {
         endpoint: "http://e:1".into(),
@@ -146,44 +94,62 @@ fn unavailable_moves_on_unless_a_transaction_was_sent() {
         message: "etcdserver: no leader".into(),
     };
     let t = Duration::from_secs(1);
+    let e = "http://e:1";
     for retry in [Retry::Idempotent, Retry::Blocking] {
         assert!(matches!(
-            classify(RequestFailure::sent(unavailable()), retry, "/v3/kv/put", t),
+            classify(Fail::Answer(unavailable()), retry, e, "put", t),
             Next::Failover(reason) if reason.contains("no leader")
         ));
     }
     assert!(matches!(
-        classify(
-            RequestFailure::sent(unavailable()),
-            Retry::AtMostOnce,
-            "/v3/kv/txn",
-            t
-        ),
+        classify(Fail::Answer(unavailable()), Retry::AtMostOnce, e, "txn", t),
         Next::Stop(EtcdError::Api { .. })
     ));
-    // Failing to get a token: the transaction never left.
+    // Failing to connect or authenticate: the transaction never left.
     assert!(matches!(
-        classify(
-            RequestFailure::not_sent(unavailable()),
-            Retry::AtMostOnce,
-            "/v3/kv/txn",
-            t
-        ),
+        classify(Fail::NotSent(unavailable()), Retry::AtMostOnce, e, "txn", t),
         Next::Failover(_)
+    ));
+    let refused = || EtcdError::Grpc {
+        endpoint: e.into(),
+        reason: "tcp connect error: Connection refused".into(),
+    };
+    assert!(matches!(
+        classify(Fail::NotSent(refused()), Retry::AtMostOnce, e, "txn", t),
+        Next::Failover(reason) if reason.contains("refused")
+    ));
+    // Sent, then the connection broke or the answer did not come: unknown, not repeated.
+    assert!(matches!(
+        classify(Fail::Broken(refused()), Retry::AtMostOnce, e, "txn", t),
+        Next::Stop(EtcdError::OutcomeUnknown { .. })
+    ));
+    assert!(matches!(
+        classify(Fail::TimedOut, Retry::AtMostOnce, e, "txn", t),
+        Next::Stop(EtcdError::OutcomeUnknown { .. })
+    ));
+    assert!(matches!(
+        classify(Fail::Broken(refused()), Retry::Idempotent, e, "put", t),
+        Next::Failover(_)
+    ));
+    assert!(matches!(
+        classify(Fail::TimedOut, Retry::Idempotent, e, "put", t),
+        Next::Failover(reason) if reason == "timed out after 1s"
+    ));
+    assert!(matches!(
+        classify(Fail::TimedOut, Retry::Blocking, e, "lock", t),
+        Next::Stop(EtcdError::Timeout {
+            operation: "lock",
+            ..
+        })
     ));
     // Other etcd errors are answers, not reasons to ask another member.
     let not_leader = EtcdError::Api {
-        endpoint: "http://e:1".into(),
+        endpoint: e.into(),
         code: code::FAILED_PRECONDITION,
         message: "etcdserver: not leader".into(),
     };
     assert!(matches!(
-        classify(
-            RequestFailure::sent(not_leader),
-            Retry::Idempotent,
-            "/v3/kv/put",
-            t
-        ),
+        classify(Fail::Answer(not_leader), Retry::Idempotent, e, "put", t),
         Next::Stop(_)
     ));
 }
@@ -202,15 +168,33 @@ fn a_learners_refusal_moves_on_whatever_was_sent() {
     };
     let t = Duration::from_secs(1);
     for retry in [Retry::Idempotent, Retry::Blocking, Retry::AtMostOnce] {
-        for failure in [
-            RequestFailure::sent(learner()),
-            RequestFailure::not_sent(learner()),
-        ] {
+        for failure in [Fail::Answer(learner()), Fail::NotSent(learner())] {
             assert!(matches!(
-                classify(failure, retry, "/v3/kv/txn", t),
+                classify(failure, retry, "http://e:1", "txn", t),
                 Next::Failover(reason) if reason.contains("learner")
             ));
         }
+    }
+}
+
+#[test]
+fn statuses_with_a_transport_cause_are_not_etcd_answers() {
+    let answered = tonic::Status::new(tonic::Code::FailedPrecondition, "etcdserver: not leader");
+    match convert("http://e:1", etcd_client::Error::GRpcStatus(answered)) {
+        Fail::Answer(err) => assert!(err.is_not_leader(), "{err}"),
+        _ => panic!("an answer"),
+    }
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+    let mut status = tonic::Status::from_error(Box::new(refused));
+    status.set_source(std::sync::Arc::new(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        "Connection refused",
+    )));
+    match convert("http://e:1", etcd_client::Error::GRpcStatus(status)) {
+        Fail::NotSent(EtcdError::Grpc { reason, .. }) => {
+            assert!(reason.contains("refused"), "{reason}")
+        }
+        _ => panic!("not sent"),
     }
 }
 

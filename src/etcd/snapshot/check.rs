@@ -1,6 +1,5 @@
-//! What every snapshot path shares: the result ([`SnapshotInfo`]), the errors, and what a
-//! snapshot stream must satisfy whatever carries it (the gateway's JSON lines or
-//! gRPC messages): each chunk's `remaining_bytes` counts down by the chunk's size to 0,
+//! The result of a snapshot ([`SnapshotInfo`]), its errors, and what a snapshot stream must
+//! satisfy: each chunk's `remaining_bytes` counts down by the chunk's size to 0,
 //! then exactly one more chunk comes, the 32-byte sha256 of everything before it, and
 //! nothing after. `ChunkCheck` takes the decoded chunks in order and hashes as they pass,
 //! so the file's sha256 costs no second pass.
@@ -20,20 +19,9 @@ pub struct SnapshotInfo {
     pub size: u64,
     /// sha256 of the whole file.
     pub sha256: [u8; 32],
-    /// Which API it came through.
-    pub via: SnapshotVia,
-    /// The storage version the member sent with every chunk (3.6 on, over gRPC; `None`
-    /// before 3.6 and through the gateway, whose stream is not read for it).
+    /// The storage version the member sent with every message (3.6 on; `None` before 3.6,
+    /// and on a new 3.6 member before etcd has written its storage version).
     pub storage_version: Option<String>,
-}
-
-/// The API a snapshot came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SnapshotVia {
-    /// gRPC `Maintenance/Snapshot`.
-    Grpc,
-    /// The HTTP/JSON gateway, `/v3/maintenance/snapshot`.
-    Gateway,
 }
 
 impl SnapshotInfo {
@@ -46,7 +34,7 @@ impl SnapshotInfo {
 /// What was wrong with a snapshot stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
-    /// etcd sent an error line.
+    /// etcd ended the stream with an error status.
     #[error("etcd reported an error in the middle of the stream: {message} (code {code})")]
     Server {
         /// The gRPC code.
@@ -54,41 +42,23 @@ pub enum SnapshotError {
         /// etcd's message.
         message: String,
     },
-    /// A line that is not a snapshot chunk.
-    #[error("line {line} of the stream is not a snapshot chunk: {reason}")]
-    BadLine {
-        /// 1-based line number.
-        line: u64,
-        /// What was wrong.
-        reason: String,
-    },
-    /// A gRPC message that is not a snapshot chunk (or is compressed, or too large).
-    #[error("gRPC message {message} of the stream is not a snapshot chunk: {reason}")]
-    BadMessage {
-        /// 1-based message number.
-        message: u64,
-        /// What was wrong.
-        reason: String,
-    },
     /// `remaining_bytes` does not count down by the size of each chunk.
     #[error("message {line} of the stream says {remaining} bytes remain, but {expected} were expected: the stream is inconsistent")]
     Inconsistent {
-        /// 1-based line (gateway) or message (gRPC) number.
+        /// 1-based message number.
         line: u64,
-        /// What the line said.
+        /// What the message said.
         remaining: u64,
-        /// What the previous lines imply.
+        /// What the previous messages imply.
         expected: u64,
     },
     /// The stream ended before the sha256 trailer.
-    #[error("the stream ended early: {received} bytes received, {remaining} more expected, then the sha256 trailer{}", if *.partial_line { " (it stopped in the middle of a message)" } else { "" })]
+    #[error("the stream ended early: {received} bytes received, {remaining} more expected, then the sha256 trailer")]
     Truncated {
         /// Bytes received.
         received: u64,
-        /// Bytes the last line said remain.
+        /// Bytes the last message said remain.
         remaining: u64,
-        /// The stream stopped inside a line (gateway) or message (gRPC).
-        partial_line: bool,
     },
     /// The last chunk is not a 32-byte sha256.
     #[error("the last chunk should be the 32-byte sha256 of the snapshot, but it has {len} bytes")]
@@ -107,7 +77,7 @@ pub enum SnapshotError {
     /// More chunks after the trailer.
     #[error("message {line} of the stream comes after the sha256 trailer")]
     AfterTrailer {
-        /// 1-based line (gateway) or message (gRPC) number.
+        /// 1-based message number.
         line: u64,
     },
 }
@@ -230,5 +200,72 @@ impl ChunkCheck {
             size,
             sha256: hash.finalize().into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 13 % 251) as u8).collect()
+    }
+
+    /// Feeds `data` in `chunk`-byte messages, then `trailer`.
+    fn check(data: &[u8], chunk: usize, trailer: &[u8]) -> Result<ChunkCheck, SnapshotError> {
+        let mut check = ChunkCheck::default();
+        let mut sent = 0;
+        let mut index = 0;
+        for piece in data.chunks(chunk) {
+            sent += piece.len();
+            index += 1;
+            check.chunk(index, (data.len() - sent) as u64, piece)?;
+        }
+        check.chunk(index + 1, 0, trailer)?;
+        Ok(check)
+    }
+
+    #[test]
+    fn a_whole_stream_gives_the_file_digest() {
+        let data = data(100_000);
+        let trailer = Sha256::digest(&data);
+        let digest = check(&data, 32 * 1024, &trailer).unwrap().digest().unwrap();
+        let mut file = data.clone();
+        file.extend_from_slice(&trailer);
+        assert_eq!(digest.size, file.len() as u64);
+        assert_eq!(digest.sha256[..], Sha256::digest(&file)[..]);
+    }
+
+    #[test]
+    fn bad_trailers_counts_and_extra_chunks_are_refused() {
+        let data = data(70_000);
+        let trailer = Sha256::digest(&data);
+        assert!(matches!(
+            check(&data, 32 * 1024, &[7u8; 32]),
+            Err(SnapshotError::ChecksumMismatch { .. })
+        ));
+        assert!(matches!(
+            check(&data, 32 * 1024, &trailer[..31]),
+            Err(SnapshotError::BadTrailer { len: 31 })
+        ));
+        let mut c = check(&data, 32 * 1024, &trailer).unwrap();
+        assert!(matches!(
+            c.chunk(9, 0, b"x"),
+            Err(SnapshotError::AfterTrailer { line: 9 })
+        ));
+        let mut c = ChunkCheck::default();
+        c.chunk(1, 100, &[0u8; 10]).unwrap();
+        assert!(matches!(
+            c.chunk(2, 95, &[0u8; 10]),
+            Err(SnapshotError::Inconsistent { expected: 90, .. })
+        ));
+    }
+
+    #[test]
+    fn a_stream_without_its_trailer_has_no_digest() {
+        let mut c = ChunkCheck::default();
+        c.chunk(1, 0, b"abc").unwrap();
+        assert_eq!(c.size(), 3);
+        assert!(c.digest().is_none());
     }
 }

@@ -1,38 +1,33 @@
-//! Snapshots, written to a file only when whole and verified: over gRPC first
-//! (`Maintenance/Snapshot`, about twice as fast), through the gateway
-//! (`POST /v3/maintenance/snapshot`) when the endpoint serves no gRPC.
+//! Snapshots (`Maintenance/Snapshot` over gRPC), written to a file only when whole and
+//! verified.
 //!
-//! Whatever carries it, a snapshot stream is checked the same way and reaches its file the
-//! same way: the data goes into a temporary file in the destination's directory, is
-//! checked against its sha256 trailer, fsynced, and renamed into place only when the
-//! stream checked out; on any error, timeout or cancellation the temporary file is removed.
+//! The stream: `SnapshotResponse { remaining_bytes, blob }` with 32 KiB of the database
+//! each, counting down to 0, then one message whose blob is the sha256 of all the data; on
+//! 3.6 each message also carries the storage `version`. The file is every blob in order,
+//! the trailer included, as `etcdctl snapshot save` writes it. The data goes into a
+//! temporary file in the destination's directory, is checked against its sha256 trailer,
+//! fsynced, and renamed into place only when the stream ended with status OK and checked
+//! out; on any error, timeout or cancellation the temporary file is removed.
 //!
 //! Layout:
-//! - this file: [`Client::snapshot`] and [`Client::snapshot_from`] (which endpoint, which
-//!   API, the fallback from gRPC to the gateway);
-//! - `check`: what every stream must satisfy (`ChunkCheck`), the
-//!   result ([`SnapshotInfo`]) and the errors;
-//! - `grpc`: the gRPC messages, their decoder [`GrpcSnapshotStream`] and
-//!   [`Client::snapshot_grpc_from`];
-//! - `gateway`: the gateway's JSON lines, their decoder [`SnapshotStream`] and
-//!   [`Client::snapshot_gateway_from`];
+//! - this file: [`Client::snapshot`] and [`Client::snapshot_from`] (which endpoint; which
+//!   failures move on to the next);
+//! - `grpc`: the call through etcd-client, its messages handed to the writer;
+//! - `check`: what every stream must satisfy (`ChunkCheck`), the result ([`SnapshotInfo`])
+//!   and the errors;
 //! - `persist`: the one path to the file (temporary file, writer thread, fsync, rename,
-//!   fsync of the directory), used by both.
+//!   fsync of the directory).
 
 pub(super) mod check;
-mod gateway;
 mod grpc;
 mod persist;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::client::Client;
 use super::error::EtcdError;
-pub use check::{SnapshotDigest, SnapshotError, SnapshotInfo, SnapshotVia};
-pub use gateway::SnapshotStream;
-pub use grpc::GrpcSnapshotStream;
+pub use check::{SnapshotDigest, SnapshotError, SnapshotInfo};
 
 impl Client {
     /// Streams a snapshot from the first endpoint that answers (the one that answered last
@@ -46,15 +41,15 @@ impl Client {
         let mut tried = Vec::new();
         for endpoint in self.attempt_order() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.snapshot_from(&endpoint, dest, left).await {
+            match self.snapshot_attempt(&endpoint, dest, left).await {
                 Ok(info) => {
                     self.remember(&endpoint);
                     return Ok(info);
                 }
                 // Only a member that could not be reached (or is unavailable) is skipped;
                 // a stream that broke is reported as it is.
-                Err(err) if moves_on(&err) => tried.push((endpoint, err.to_string())),
-                Err(err) => return Err(err),
+                Err(Snap::Skip(err)) => tried.push((endpoint, err.to_string())),
+                Err(Snap::Stop(err)) => return Err(err),
             }
         }
         Err(EtcdError::AllEndpointsFailed { tried })
@@ -64,59 +59,50 @@ impl Client {
     /// whole transfer. The data goes to a temporary file in `dest`'s directory, is checked
     /// against its sha256 trailer, fsynced, and renamed over `dest` only when whole and
     /// correct; on any failure no file is left behind. Returns the file's size and sha256.
-    ///
-    /// Over gRPC (`Maintenance/Snapshot`, about twice as fast); through the gateway when
-    /// the endpoint serves no gRPC (see [`crate::etcd::grpc::GrpcError::no_grpc_here`]), logged.
     pub async fn snapshot_from(
         &self,
         endpoint: &str,
         dest: &Path,
         timeout: Duration,
     ) -> Result<SnapshotInfo, EtcdError> {
-        let endpoint = &self.endpoint_url(endpoint)?;
-        let started = tokio::time::Instant::now();
-        match self.snapshot_grpc_attempt(endpoint, dest, timeout).await {
-            Ok(info) => Ok(info),
-            Err(failure) => match failure.no_grpc {
-                Some(reason) => {
-                    log_fallback(endpoint, &reason);
-                    let left = timeout.saturating_sub(started.elapsed());
-                    self.snapshot_gateway_from(endpoint, dest, left).await
-                }
-                None => Err(failure.err),
-            },
+        self.snapshot_attempt(endpoint, dest, timeout)
+            .await
+            .map_err(EtcdError::from)
+    }
+
+    async fn snapshot_attempt(
+        &self,
+        endpoint: &str,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<SnapshotInfo, Snap> {
+        let endpoint = &self.endpoint_url(endpoint).map_err(Snap::Stop)?;
+        match tokio::time::timeout(timeout, self.snapshot_grpc(endpoint, dest)).await {
+            Ok(result) => result,
+            // Dropping the work dropped the part, which removed its file.
+            Err(_) => Err(Snap::Stop(EtcdError::Timeout {
+                endpoint: endpoint.to_owned(),
+                operation: "snapshot",
+                after: timeout,
+            })),
         }
     }
 }
 
-/// Whether a snapshot failure on one endpoint lets [`Client::snapshot`] try the next: only
-/// when the member could not be reached or is unavailable, before any data came.
-fn moves_on(err: &EtcdError) -> bool {
-    match err {
-        EtcdError::Transport { source, .. } => source.is_connect(),
-        EtcdError::Grpc { source, .. } => source.is_connect(),
-        other => other.is_unavailable(),
-    }
+/// A failed snapshot from one member, and whether [`Client::snapshot`] may try the next:
+/// only when the member could not be reached or is unavailable, before any data came.
+pub(super) enum Snap {
+    /// The member could not serve it; another may.
+    Skip(EtcdError),
+    /// The snapshot failed as it is (a broken stream, the disk, a timeout).
+    Stop(EtcdError),
 }
 
-/// Set once the fallback was logged at warn; later ones go to debug.
-static FALLBACK_LOGGED: AtomicBool = AtomicBool::new(false);
-
-/// Logs that a snapshot takes the gateway because gRPC is not reachable: once per process
-/// at warn (the setting will not change by itself), at debug after that.
-fn log_fallback(endpoint: &str, reason: &str) {
-    if !FALLBACK_LOGGED.swap(true, Ordering::Relaxed) {
-        tracing::warn!(
-            endpoint,
-            reason,
-            "snapshot: gRPC not reachable, taking the HTTP/JSON gateway (about 2x slower); logged once"
-        );
-    } else {
-        tracing::debug!(
-            endpoint,
-            reason,
-            "snapshot: gRPC not reachable, taking the gateway"
-        );
+impl From<Snap> for EtcdError {
+    fn from(snap: Snap) -> Self {
+        match snap {
+            Snap::Skip(err) | Snap::Stop(err) => err,
+        }
     }
 }
 

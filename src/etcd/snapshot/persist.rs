@@ -1,9 +1,9 @@
-//! The one way a snapshot reaches its file, whichever API carried it: [`Part`] creates a
-//! temporary file beside the destination, a blocking thread decodes, checks, hashes and
-//! writes what the answer's body brings, then fsyncs; only when the stream checked out is
-//! the file renamed over the destination and the directory fsynced.
+//! The one way a snapshot reaches its file: [`Part`] creates a temporary file beside the
+//! destination, a blocking thread checks (`check`), hashes and writes each chunk the stream
+//! brings, then fsyncs; only when the stream checked out is the file renamed over the
+//! destination and the directory fsynced.
 //!
-//! Receiving and writing overlap: the async side only moves the body's pieces into a
+//! Receiving and writing overlap: the async side only moves each message (not a copy) into a
 //! bounded channel; the writer thread does the rest. The async side owns the temporary
 //! file's path: dropping a [`Part`] (on an error, a timeout or a cancellation) removes the
 //! file at once, and the writer, which owns only the descriptor, ends when its channel
@@ -13,45 +13,57 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use tempfile::TempPath;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::check::{SnapshotDigest, SnapshotError};
+use super::check::{ChunkCheck, SnapshotDigest, SnapshotError};
 use crate::blocking::WorkerLost;
 use crate::etcd::error::EtcdError;
 
-/// Body pieces in flight between the receiving task and the writer.
+/// Chunks in flight between the receiving task and the writer (32 KiB each from etcd).
 const CHANNEL: usize = 64;
 
 /// Bytes written between two starts of writeback (see [`crate::durable::start_writeback`]).
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
-/// Turns an answer's body (the gateway's JSON lines, gRPC's messages) into the file's bytes.
-pub(super) trait Decoder: Send + 'static {
-    /// Takes the next piece of the body (split anywhere) and returns the snapshot bytes of
-    /// what it completed, in order, to be appended to the file.
-    fn pieces(&mut self, data: &[u8]) -> Result<Vec<Bytes>, SnapshotError>;
-
-    /// Ends the stream: the last bytes to append, or why the stream is not a whole,
-    /// correct snapshot.
-    fn end(self) -> Result<Ending, SnapshotError>;
+/// One message of the snapshot stream, as the writer reads it. The message itself goes to
+/// the writer thread (moved, not copied): the receiving task does no more than pass it on.
+pub(super) trait Chunk: Send + 'static {
+    /// `remaining_bytes`: data bytes still to come after this chunk.
+    fn remaining(&self) -> u64;
+    /// The chunk's bytes (the last one is the sha256 trailer).
+    fn blob(&self) -> &[u8];
+    /// The member's storage version (3.6 on; empty before).
+    fn version(&self) -> &str;
 }
 
-/// What a decoder says once the body ended well.
+impl Chunk for etcd_client::SnapshotResponse {
+    fn remaining(&self) -> u64 {
+        self.remaining_bytes()
+    }
+
+    fn blob(&self) -> &[u8] {
+        etcd_client::SnapshotResponse::blob(self)
+    }
+
+    fn version(&self) -> &str {
+        etcd_client::SnapshotResponse::version(self)
+    }
+}
+
+/// What the writer says once the stream ended well.
+#[derive(Debug)]
 pub(super) struct Ending {
-    /// Bytes still to append (a gateway's last line without its newline).
-    pub tail: Vec<u8>,
     /// The whole file's size and sha256.
     pub digest: SnapshotDigest,
-    /// The storage version the member sent (3.6 on, over gRPC).
+    /// The storage version the member sent (3.6 on).
     pub version: Option<String>,
 }
 
 /// A snapshot file being written: the temporary file and the thread that writes it.
-pub(super) struct Part {
-    tx: mpsc::Sender<Bytes>,
+pub(super) struct Part<C: Chunk> {
+    tx: mpsc::Sender<C>,
     writer: JoinHandle<Result<Ending, WriteError>>,
     /// Removed when dropped, unless persisted.
     path: TempPath,
@@ -65,15 +77,15 @@ enum WriteError {
     Stream(SnapshotError),
 }
 
-impl Part {
-    /// Creates the temporary file beside `dest` and starts the writer with `decoder`.
-    pub(super) fn begin(dest: &Path, decoder: impl Decoder) -> Result<Self, EtcdError> {
+impl<C: Chunk> Part<C> {
+    /// Creates the temporary file beside `dest` and starts the writer.
+    pub(super) fn begin(dest: &Path) -> Result<Self, EtcdError> {
         let (dir, temp) = temp_file(dest)?;
         let (file, path) = temp.into_parts();
-        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL);
-        // Not `blocking::run`: the writer runs while the body is received, and is awaited
-        // in `finish`.
-        let writer = tokio::task::spawn_blocking(move || write(file, decoder, rx));
+        let (tx, rx) = mpsc::channel::<C>(CHANNEL);
+        // Not `blocking::run`: the writer runs while the stream is received, and is
+        // awaited in `finish`.
+        let writer = tokio::task::spawn_blocking(move || write(file, rx));
         Ok(Self {
             tx,
             writer,
@@ -83,13 +95,13 @@ impl Part {
         })
     }
 
-    /// Hands the next piece of the body to the writer; `false` once the writer stopped
-    /// (its error comes out of [`Part::finish`]).
-    pub(super) async fn send(&self, data: Bytes) -> bool {
-        self.tx.send(data).await.is_ok()
+    /// Hands the next chunk to the writer; `false` once the writer stopped (its error comes
+    /// out of [`Part::finish`]).
+    pub(super) async fn send(&self, chunk: C) -> bool {
+        self.tx.send(chunk).await.is_ok()
     }
 
-    /// Ends the body and waits for the writer; then renames the file over the destination
+    /// Ends the stream and waits for the writer; then renames the file over the destination
     /// and fsyncs the directory. `received` is how receiving ended: its error wins over the
     /// writer's, which then only saw a stream cut short.
     pub(super) async fn finish(
@@ -135,29 +147,35 @@ impl Part {
     }
 }
 
-/// The writer thread: decodes, checks, hashes and writes what arrives, then fsyncs.
-fn write(
-    mut file: File,
-    mut decoder: impl Decoder,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> Result<Ending, WriteError> {
-    let (mut written, mut flushed) = (0u64, 0u64);
-    while let Some(data) = rx.blocking_recv() {
-        for piece in decoder.pieces(&data).map_err(WriteError::Stream)? {
-            file.write_all(&piece)
-                .map_err(|e| WriteError::Io("write", e))?;
-            written += piece.len() as u64;
+/// The writer thread: checks, hashes and writes what arrives, then fsyncs.
+fn write<C: Chunk>(mut file: File, mut rx: mpsc::Receiver<C>) -> Result<Ending, WriteError> {
+    let mut check = ChunkCheck::default();
+    let mut version: Option<String> = None;
+    let (mut index, mut written, mut flushed) = (0u64, 0u64, 0u64);
+    while let Some(chunk) = rx.blocking_recv() {
+        index += 1;
+        let blob = chunk.blob();
+        check
+            .chunk(index, chunk.remaining(), blob)
+            .map_err(WriteError::Stream)?;
+        if version.is_none() && !chunk.version().is_empty() {
+            version = Some(chunk.version().to_owned());
         }
+        file.write_all(blob)
+            .map_err(|e| WriteError::Io("write", e))?;
+        written += blob.len() as u64;
         if written - flushed >= WRITEBACK_WINDOW {
             crate::durable::start_writeback(&file, flushed, written - flushed);
             flushed = written;
         }
     }
-    let ending = decoder.end().map_err(WriteError::Stream)?;
-    file.write_all(&ending.tail)
-        .map_err(|e| WriteError::Io("write", e))?;
+    let truncated = SnapshotError::Truncated {
+        received: check.size(),
+        remaining: check.remaining(),
+    };
+    let digest = check.digest().ok_or(WriteError::Stream(truncated))?;
     file.sync_all().map_err(|e| WriteError::Io("fsync", e))?;
-    Ok(ending)
+    Ok(Ending { digest, version })
 }
 
 /// Renames the finished file over `dest` and makes the rename durable.

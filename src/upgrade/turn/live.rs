@@ -1,12 +1,13 @@
 //! The real world behind [`super::ports`]: the run loop's [`ChildControl`], the etcd
-//! gateway [`Client`] with the cluster lock and view, [`BackupPlan`], and the
+//! [`Client`] with the cluster lock and view, [`BackupPlan`], and the
 //! [`VersionStore`]. Adapters only: where each record lives under the key prefix and how
 //! it is encoded; what the driver does with them (a recorded inconsistency blocking every
 //! turn, for one) is the driver's, exercised by its fake world.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -16,6 +17,7 @@ use super::ports::{
 };
 use crate::backup::BackupMode;
 use crate::backup::{BackupError, BackupPlan, PendingBackup};
+use crate::cluster::changes::Changes;
 use crate::cluster::keys::Keys;
 use crate::cluster::lock::{self, HeldLock, LockConfig, LockError};
 use crate::cluster::records::{MemberRecord, RejectionRecord, Stored};
@@ -80,17 +82,24 @@ impl TurnLock for HeldLock {
     }
 }
 
-/// The cluster through the gateway client, with the turn's lock settings.
+/// The cluster through the etcd client, with the turn's lock settings.
 #[derive(Debug, Clone)]
 pub struct LiveCluster {
     client: Client,
     turn: LockConfig,
+    /// The watch of the key prefix, started by the first wait for a change (a spawned
+    /// task needs the runtime, which `new` may not run in).
+    changes: Arc<OnceLock<Changes>>,
 }
 
 impl LiveCluster {
     /// The cluster as `client` reaches it; the turn lives under `turn.key_prefix`.
     pub fn new(client: Client, turn: LockConfig) -> Self {
-        Self { client, turn }
+        Self {
+            client,
+            turn,
+            changes: Arc::new(OnceLock::new()),
+        }
     }
 }
 
@@ -159,6 +168,13 @@ impl Cluster for LiveCluster {
 
     async fn recorded_inconsistency(&self) -> Result<Option<String>, EtcdError> {
         consistency::blocked(&self.client, &self.turn.key_prefix).await
+    }
+
+    async fn changed_within(&self, bound: Duration) {
+        let changes = self
+            .changes
+            .get_or_init(|| Changes::start(&self.client, &self.turn.key_prefix));
+        changes.wait(bound).await;
     }
 
     fn downgrade_poll(&self) -> Option<std::time::Duration> {
@@ -233,7 +249,7 @@ impl Cluster for LiveCluster {
 /// Turn backups written by [`BackupPlan`] into the state dir.
 #[derive(Debug, Clone)]
 pub struct LiveBackups {
-    /// The gateway (the snapshot streams through it).
+    /// The etcd client (the snapshot streams through it).
     pub client: Client,
     /// Supervisor state dir (backups go to `backups/` in it).
     pub state_dir: PathBuf,

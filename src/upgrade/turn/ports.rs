@@ -68,7 +68,7 @@ pub trait TurnLock: Send + Sync {
     fn release(self) -> impl Future<Output = Result<(), EtcdError>> + Send;
 }
 
-/// The cluster through etcd's gateway, in the driver's words: where each record lives
+/// The cluster through etcd's API, in the driver's words: where each record lives
 /// under the key prefix, and how it is encoded, is the implementation's business.
 pub trait Cluster: Send + Sync {
     /// The held turn.
@@ -122,6 +122,12 @@ pub trait Cluster: Send + Sync {
         &self,
         target_id: u64,
     ) -> impl Future<Output = Result<(), EtcdError>> + Send;
+    /// Resolves when something under the key prefix may have changed (the pause key, the
+    /// lock's keys, a member's record), or after `bound` at the latest: the poll a broken
+    /// watch falls back to. By default only the bound (a world without a watch polls).
+    fn changed_within(&self, bound: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(bound)
+    }
     /// How often an idle member looks at the downgrade (to take a parked older minor once it
     /// is enabled, to go back after a cancel, to see it finished); `None`: never (a world
     /// without downgrades).

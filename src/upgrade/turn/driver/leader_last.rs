@@ -16,8 +16,11 @@ use crate::upgrade::rules::leader_last::{
     self as rule, Assessment, Go, LeaderLastFacts, Stall, TurnOrder,
 };
 
-/// How often a waiting leader looks at the cluster again.
-const LOOK_EVERY: Duration = Duration::from_millis(500);
+/// How often a waiting leader looks at the cluster again at the latest: a change of the
+/// records or the lock (the last other member releasing the turn) wakes it at once; this
+/// bound moves the time-based rules (the stall, the grace for members not staged yet) and
+/// is the poll when the watch is broken.
+pub(super) const LOOK_EVERY: Duration = Duration::from_millis(500);
 
 /// Bound on the leadership transfer call; etcd's own hand-off on SIGTERM remains after it.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,8 +78,9 @@ where
     V: Vetter,
 {
     /// Before queueing: while this member leads and others staged for the same target can
-    /// still take their turns, waits (looking again every [`LOOK_EVERY`], so leadership
-    /// moving away ends it). `false` on shutdown.
+    /// still take their turns, waits (looking again on every change under the key prefix,
+    /// at the latest every [`LOOK_EVERY`], so leadership moving away ends it). `false` on
+    /// shutdown.
     pub(super) async fn leader_last_wait(&mut self) -> bool {
         let Some(target) = self.turn.to.clone() else {
             return true;
@@ -113,7 +117,7 @@ where
                         tracing::info!(member = %self.cfg.member, to = %target, waiting_for = %names.join(","), stalled_ms = stalled.as_millis() as u64, bound_ms = self.cfg.leader_last_wait.as_millis() as u64, "leader last: this member leads; leaving the turn to the members staged for the same version first");
                     }
                     tokio::select! {
-                        () = tokio::time::sleep(LOOK_EVERY) => {}
+                        () = self.client.changed_within(LOOK_EVERY) => {}
                         () = self.shutdown_signal() => return false,
                     }
                 }

@@ -6,8 +6,9 @@ use super::*;
 use crate::upgrade::rules::pacing::soak::{first_on_target, sample_of, SoakWatch};
 use crate::upgrade::rules::pacing::window;
 
-/// How often a member held by the pause looks again.
-const PAUSE_POLL: Duration = Duration::from_secs(2);
+/// How often a member held by the pause looks again when the watch of the key prefix
+/// is broken; while it works, a resume is seen as it happens.
+pub(super) const PAUSE_POLL: Duration = Duration::from_secs(5);
 
 /// Longest sleep while outside the windows: the time is re-evaluated (a clock step, or a
 /// pause arriving meanwhile, is seen within this).
@@ -71,8 +72,9 @@ where
                 return None;
             };
             self.set_hold(Some((kind, why))).await;
+            // A resume (or a pause arriving outside a window) wakes this at once.
             tokio::select! {
-                () = tokio::time::sleep(nap.max(Duration::from_millis(100))) => {}
+                () = self.client.changed_within(nap.max(Duration::from_millis(100))) => {}
                 () = self.shutdown_signal() => return Some(Event::Shutdown),
             }
         }

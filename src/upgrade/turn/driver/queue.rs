@@ -10,8 +10,10 @@
 use super::*;
 use crate::cluster::keys::Keys;
 
-/// How often a turn blocked by a recorded inconsistency looks whether it was acknowledged.
-const BLOCKED_POLL: Duration = Duration::from_secs(2);
+/// How often a turn blocked by a recorded inconsistency looks whether it was acknowledged
+/// when the watch of the key prefix is broken; while it works, the acknowledgement (the
+/// record deleted) is seen as it happens.
+const BLOCKED_POLL: Duration = Duration::from_secs(5);
 
 impl<C, K, B, S, V> Driver<C, K, B, S, V>
 where
@@ -77,7 +79,7 @@ where
         loop {
             if self.inconsistency(&mut said).await.is_some() {
                 tokio::select! {
-                    () = tokio::time::sleep(BLOCKED_POLL) => continue,
+                    () = self.client.changed_within(BLOCKED_POLL) => continue,
                     () = self.shutdown_signal() => return Err(LockError::Cancelled),
                 }
             }

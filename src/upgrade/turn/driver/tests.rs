@@ -97,6 +97,7 @@ struct Inner {
     leader: &'static str,
     leads_once_acquired: Option<&'static str>,
     m3_on: Option<Version>,
+    m2_on: Option<Version>,
     m2_queued_for: Option<Version>,
     acquired_at: Option<tokio::time::Instant>,
     /// `etcd-supervisor pause` is in effect (the cluster view carries a pause record).
@@ -107,6 +108,11 @@ struct Inner {
     inconsistency: Option<String>,
     /// An inconsistency is recorded while this member waits in the lock queue.
     inconsistent_while_queued: bool,
+    /// The watch of the key prefix works: a change (`Fake::changed`) wakes a waiter at
+    /// once; otherwise every wait runs to its bound (the poll).
+    watch_up: bool,
+    /// Views read while the pause was in effect.
+    paused_reads: u32,
 }
 
 /// The call at which the test ends the run (SIGTERM to the supervisor, as it were).
@@ -118,6 +124,8 @@ struct Fake {
     state: StateFile,
     shutdown: watch::Sender<bool>,
     until: Arc<Mutex<Option<Until>>>,
+    /// Rung by a change under the key prefix, as the live watch would.
+    changes: Arc<tokio::sync::Notify>,
 }
 
 impl Fake {
@@ -149,16 +157,20 @@ impl Fake {
                 leader: "m2",
                 leads_once_acquired: None,
                 m3_on: None,
+                m2_on: None,
                 m2_queued_for: None,
                 acquired_at: None,
                 paused: false,
                 pause_during_backup: false,
                 inconsistency: None,
                 inconsistent_while_queued: false,
+                watch_up: false,
+                paused_reads: 0,
             })),
             state: StateFile::new(state_dir),
             shutdown: watch::channel(false).0,
             until: Arc::new(Mutex::new(None)),
+            changes: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -309,7 +321,10 @@ impl Cluster for Fake {
         if self.state.load().ok().flatten().map(|t| t.phase) == Some(Phase::Soaking) {
             self.lose_lock_if(LoseLock::DuringSoak);
         }
-        let w = self.inner.lock().unwrap();
+        let mut w = self.inner.lock().unwrap();
+        if w.paused {
+            w.paused_reads += 1;
+        }
         let m2_up = w.m2_down_in_turn != Some(w.acquired);
         let running = w.running.clone().unwrap_or_else(|| w.current.clone());
         let peers = v("3.5.15");
@@ -326,7 +341,7 @@ impl Cluster for Fake {
             leader: Some(w.leader.into()),
             members: vec![
                 member("m1", &running, w.running.is_some()),
-                member("m2", &peers, m2_up),
+                member("m2", w.m2_on.as_ref().unwrap_or(&peers), m2_up),
                 member("m3", w.m3_on.as_ref().unwrap_or(&peers), true),
             ],
             alarms: Vec::new(),
@@ -344,6 +359,17 @@ impl Cluster for Fake {
                     Some("change freeze"),
                 ))
             }),
+        }
+    }
+
+    async fn changed_within(&self, bound: Duration) {
+        if self.inner.lock().unwrap().watch_up {
+            tokio::select! {
+                () = self.changes.notified() => {}
+                () = tokio::time::sleep(bound) => {}
+            }
+        } else {
+            tokio::time::sleep(bound).await;
         }
     }
 
@@ -1431,4 +1457,97 @@ async fn an_inconsistency_recorded_while_queued_gives_the_turn_back_before_prefl
     expected.extend(forward_turn());
     assert_eq!(calls, expected);
     assert_eq!(turn, Turn::idle(v("3.5.16")));
+}
+
+/// A member held by the pause queues as soon as the pause is lifted when the watch of the
+/// key prefix reports it, and within the pause's poll when the watch is broken. (Paused
+/// clock: the times are the driver's logic, not the machine's speed.)
+#[tokio::test(start_paused = true)]
+async fn a_resume_is_seen_at_once_through_the_watch_and_within_the_poll_without_it() {
+    for watch_up in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new(dir.path(), &v("3.5.15"));
+        fake.with(|w| {
+            w.paused = true;
+            w.watch_up = watch_up;
+        });
+        let resumed_at = Arc::new(Mutex::new(None));
+        let resume = {
+            let (fake, resumed_at) = (fake.clone(), resumed_at.clone());
+            tokio::spawn(async move {
+                // Off the poll's beat, so that only the watch can see it at once.
+                tokio::time::sleep(Duration::from_millis(31_234)).await;
+                fake.with(|w| w.paused = false);
+                *resumed_at.lock().unwrap() = Some(tokio::time::Instant::now());
+                fake.changes.notify_one();
+            })
+        };
+        let (calls, _) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+            *c == Call::Acquire
+        })
+        .await;
+        resume.await.unwrap();
+        assert_eq!(count(&calls, |c| *c == Call::Acquire), 1, "{calls:?}");
+        let (acquired, held_reads) = {
+            let w = fake.inner.lock().unwrap();
+            (w.acquired_at.unwrap(), w.paused_reads)
+        };
+        assert!(held_reads > 0, "the member was held by the pause first");
+        let took = acquired - resumed_at.lock().unwrap().unwrap();
+        if watch_up {
+            assert!(took < Duration::from_millis(100), "watch: {took:?}");
+        } else {
+            assert!(
+                took > Duration::ZERO && took <= pacing::PAUSE_POLL,
+                "poll: {took:?}"
+            );
+        }
+    }
+}
+
+/// A leader waiting for a queued follower takes its turn as soon as that follower is done
+/// (its turn released, its record on the target) when the watch reports the change, and
+/// within the leader's look-again bound when the watch is broken. (Paused clock.)
+#[tokio::test(start_paused = true)]
+async fn a_waiting_leader_goes_at_once_through_the_watch_and_within_its_bound_without_it() {
+    for watch_up in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new(dir.path(), &v("3.5.15"));
+        fake.with(|w| {
+            w.leader = "m1";
+            w.m3_on = Some(v("3.5.16"));
+            w.m2_queued_for = Some(v("3.5.16"));
+            w.watch_up = watch_up;
+        });
+        let done_at = Arc::new(Mutex::new(None));
+        let follower = {
+            let (fake, done_at) = (fake.clone(), done_at.clone());
+            tokio::spawn(async move {
+                // Well inside the 60 s bound, off the look-again beat.
+                tokio::time::sleep(Duration::from_millis(10_123)).await;
+                fake.with(|w| {
+                    w.m2_queued_for = None;
+                    w.m2_on = Some(v("3.5.16"));
+                });
+                *done_at.lock().unwrap() = Some(tokio::time::Instant::now());
+                fake.changes.notify_one();
+            })
+        };
+        let (calls, _) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+            *c == Call::Acquire
+        })
+        .await;
+        follower.await.unwrap();
+        assert_eq!(count(&calls, |c| *c == Call::Acquire), 1, "{calls:?}");
+        let acquired = fake.inner.lock().unwrap().acquired_at.unwrap();
+        let took = acquired - done_at.lock().unwrap().unwrap();
+        if watch_up {
+            assert!(took < Duration::from_millis(100), "watch: {took:?}");
+        } else {
+            assert!(
+                took > Duration::ZERO && took <= leader_last::LOOK_EVERY,
+                "poll: {took:?}"
+            );
+        }
+    }
 }
