@@ -1,7 +1,7 @@
 //! `etcd-supervisor status`: the cluster view, as a table or stable JSON.
 
 use super::Outcome;
-use crate::cluster::records::{MemberRecord, Record, Stored};
+use crate::cluster::records::{Record, Stored};
 use crate::cluster::view::{gather, ClusterView};
 use crate::config::inspect::Daemon;
 use crate::etcd::Client;
@@ -212,7 +212,7 @@ pub fn render(report: &ClusterView) -> String {
         if let Some(vetting) = &p.vetting {
             out.push_str(&format!("{name}: vetted {vetting}\n"));
         }
-        if let Some(line) = problem_line(p, report.cluster_version.as_ref(), true) {
+        if let Some(line) = advice::problem_line(p, report.cluster_version.as_ref(), true) {
             out.push_str(&format!("{name}: {line}\n"));
         }
     }
@@ -232,33 +232,6 @@ pub fn render(report: &ClusterView) -> String {
 }
 
 /// A line for a record this release cannot fully read; empty for an ordinary one.
-/// What a member's record says went wrong last, or `None`. A member parked with an older
-/// minor (idle, that minor staged) whose minor the cluster version has since reached is
-/// no longer refused: etcd's downgrade was enabled, and its old "run `etcd-supervisor
-/// downgrade`" reason stays in the record only until its own turn, so it is shown as
-/// waiting for that turn instead.
-pub(super) fn problem_line(
-    record: &MemberRecord,
-    cluster: Option<&Version>,
-    name_staged: bool,
-) -> Option<String> {
-    let err = record.last_error.as_ref()?;
-    if let (Some(staged), Some(running), Some(cluster)) = (&record.staged, &record.running, cluster)
-    {
-        let older = staged.minor_version() < running.minor_version();
-        if record.state == "idle" && older && cluster.minor_version() == staged.minor_version() {
-            return Some(format!(
-                "waiting for its turn in the downgrade to {staged} (staged; the leader goes last)"
-            ));
-        }
-    }
-    let what = match (&record.staged, name_staged) {
-        (Some(v), true) => format!(" ({v} staged)"),
-        _ => String::new(),
-    };
-    Some(format!("last problem{what}: {err}"))
-}
-
 fn record_note<T: Record>(what: &str, stored: &Stored<T>) -> String {
     match stored {
         Stored::Read(r) if r.newer_schema() => format!(

@@ -22,6 +22,7 @@ use crate::cluster::changes::{Changes, Woke};
 use crate::cluster::records::Stored;
 use crate::cluster::view::{gather, ClusterView};
 use crate::etcd::Client;
+use crate::upgrade::rules::advice;
 use crate::versions::Version;
 
 /// Clear to the end of the line (ends every line of a frame on a terminal).
@@ -250,7 +251,7 @@ pub fn render_table(view: &ClusterView, now: Option<SystemTime>) -> String {
     for (name, stored) in &view.progress {
         let line = stored
             .record()
-            .and_then(|r| super::status::problem_line(r, view.cluster_version.as_ref(), false));
+            .and_then(|r| advice::problem_line(r, view.cluster_version.as_ref(), false));
         if let Some(line) = line {
             let _ = writeln!(out, "{name}: {line}");
         }

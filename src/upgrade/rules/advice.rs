@@ -1,9 +1,11 @@
 //! What an operator should know about the versions the cluster runs, beyond health: a
-//! running version etcd says not to run, and the point of no return of a minor upgrade.
+//! running version etcd says not to run, the point of no return of a minor upgrade, and a
+//! member's last problem as it reads now (a parked older minor once its downgrade is on).
 //! Plain functions over the typed [`ClusterView`]; `status`, `plan` and the driver show
 //! the lines.
 
 use super::release_facts;
+use crate::cluster::records::MemberRecord;
 use crate::cluster::view::ClusterView;
 use crate::versions::Version;
 
@@ -81,6 +83,33 @@ fn downgrade_hint(cluster: &Version) -> &'static str {
     } else {
         "going back means restoring the cluster from a backup taken before the upgrade"
     }
+}
+
+/// What a member's record says went wrong last, or `None`. A member parked with an older
+/// minor (idle, that minor staged) whose minor the cluster version has since reached is
+/// no longer refused: etcd's downgrade was enabled, and its old "run `etcd-supervisor
+/// downgrade`" reason stays in the record only until its own turn, so it is shown as
+/// waiting for that turn instead.
+pub fn problem_line(
+    record: &MemberRecord,
+    cluster: Option<&Version>,
+    name_staged: bool,
+) -> Option<String> {
+    let err = record.last_error.as_ref()?;
+    if let (Some(staged), Some(running), Some(cluster)) = (&record.staged, &record.running, cluster)
+    {
+        let older = staged.minor_version() < running.minor_version();
+        if record.state == "idle" && older && cluster.minor_version() == staged.minor_version() {
+            return Some(format!(
+                "waiting for its turn in the downgrade to {staged} (staged; the leader goes last)"
+            ));
+        }
+    }
+    let what = match (&record.staged, name_staged) {
+        (Some(v), true) => format!(" ({v} staged)"),
+        _ => String::new(),
+    };
+    Some(format!("last problem{what}: {err}"))
 }
 
 #[cfg(test)]
