@@ -481,7 +481,7 @@ pub struct RunArgs {
     pub rehearsal: RehearsalMode,
 
     /// Largest db rehearsed: a copy costs its size in disk and its restore time.
-    #[arg(long, env = "ETCD_SUPERVISOR_REHEARSAL_MAX_DB", default_value = "8GiB", value_parser = parse_bytes)]
+    #[arg(long, env = "ETCD_SUPERVISOR_REHEARSAL_MAX_DB", default_value = "2GiB", value_parser = parse_bytes)]
     pub rehearsal_max_db: u64,
 
     /// Serve Prometheus metrics and /healthz here (e.g. 127.0.0.1:9379); off by default.
