@@ -26,6 +26,9 @@ mod rehearsal;
 #[path = "backup/mod.rs"]
 mod backup;
 
+#[path = "big/mod.rs"]
+mod big;
+
 use std::time::{Duration, Instant};
 
 use support::{Cluster, Mode, Release};
@@ -45,10 +48,11 @@ fn main() {
         ("turn", upgrade::bench_turn),
         ("rehearsal", rehearsal::bench_rehearsal),
         ("loop", upgrade::bench_loop),
+        ("big", big::bench_big),
     ];
     for (name, f) in all {
-        // The loop runs only when named: it takes many minutes.
-        let default = *name != "loop";
+        // The loop and big run only when named: they take many minutes (and big, many GB).
+        let default = !matches!(*name, "loop" | "big");
         if (wanted.is_empty() && default) || wanted.iter().any(|w| w == name) {
             println!("\n## {name}");
             f();

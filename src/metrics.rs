@@ -71,7 +71,7 @@ struct HeldLabel {
 }
 
 /// What can hold a queued member back (`etcd_supervisor_held{by=...}`).
-const HELD_BY: [&str; 2] = ["pause", "window"];
+const HELD_BY: [&str; 3] = ["pause", "window", "alarm"];
 
 /// How a stop can end (`process::child::StopEnd`'s names), so a scrape shows zeros too.
 const STOP_ENDS: [&str; 3] = ["exited", "data_closed", "escalated"];
@@ -177,7 +177,7 @@ impl Metrics {
         );
         r.register(
             "held",
-            "1 while a queued member does not start its turn: by=pause (etcd-supervisor pause) or by=window (outside --window)",
+            "1 while a queued member does not start its turn: by=pause (etcd-supervisor pause), by=window (outside --window) or by=alarm (an etcd alarm such as NOSPACE is raised)",
             m.held.clone(),
         );
         r.register(
@@ -225,7 +225,7 @@ impl Metrics {
         m
     }
 
-    /// What holds a queued member back now (`pause`, `window`), or nothing.
+    /// What holds a queued member back now (`pause`, `window`, `alarm`), or nothing.
     pub fn set_held(&self, by: Option<&str>) {
         for b in HELD_BY {
             self.held

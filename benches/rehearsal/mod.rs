@@ -61,6 +61,7 @@ pub fn bench_rehearsal() {
                 etcd_args: member.spec.etcd_flags(),
                 config_file: None,
                 scratch_parent: cluster.dir().join("rehearsal"),
+                snapshot: None,
                 ready_timeout: Duration::from_secs(120),
                 max_db: DEFAULT_MAX_DB,
                 endpoint: url.clone(),

@@ -20,7 +20,7 @@ use crate::support::{wait_for_every, Cluster, Release, SUPERVISOR};
 const FAST: &[&str] = &["--lock-ttl", "3s", "--ready-timeout", "30s"];
 
 #[path = "observe.rs"]
-mod observe;
+pub mod observe;
 
 use observe::{delta, record_state, wait_new_caught_up, LeaderSampler, Observed, POLL};
 

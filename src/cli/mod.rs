@@ -451,6 +451,11 @@ pub struct RunArgs {
     #[arg(long, env = "ETCD_SUPERVISOR_BACKUP_KEEP", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub backup_keep: u32,
 
+    /// How old the verified backup taken for the dress rehearsal may be when the turn comes
+    /// for the turn to reuse it as its own; an older one is retaken; 0s: every turn takes its own.
+    #[arg(long, env = "ETCD_SUPERVISOR_BACKUP_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub backup_max_age: Duration,
+
     #[command(flatten)]
     pub policy: PolicyArgs,
 

@@ -158,6 +158,8 @@ pub struct RunSettings {
     pub backup: BackupMode,
     /// Backups kept.
     pub backup_keep: u32,
+    /// `--backup-max-age` (zero: never reuse the rehearsal's backup).
+    pub backup_max_age: Duration,
     /// What the operator accepts beyond etcd's own upgrade rules.
     pub policy: Policy,
     /// `--rehearsal`.
@@ -283,6 +285,7 @@ impl RunSettings {
             ready_timeout: args.ready_timeout,
             backup: args.backup,
             backup_keep: args.backup_keep,
+            backup_max_age: args.backup_max_age,
             policy,
             rehearsal: args.rehearsal,
             rehearsal_max_db: args.rehearsal_max_db,

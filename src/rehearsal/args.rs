@@ -74,14 +74,17 @@ pub fn choose_restore_tool(running: &PinnedTools, target: &PinnedTools) -> Optio
 }
 
 /// Arguments and environment of `snapshot restore` into `data_dir`, as a single member
-/// advertising `peer_url`.
+/// advertising `peer_url`. `verified`: the snapshot's sha256 was checked already (a turn
+/// backup: its trailer while it streamed, `SHA256SUMS` re-read from disk), so the tool's
+/// own pass over it is skipped with `--skip-hash-check` (the trailer is still cut off).
 pub fn restore_command(
     tool: &RestoreTool,
     snapshot: &Path,
     data_dir: &Path,
     peer_url: &str,
+    verified: bool,
 ) -> (Vec<String>, Vec<(String, String)>) {
-    let args = vec![
+    let mut args = vec![
         "snapshot".to_owned(),
         "restore".to_owned(),
         snapshot.display().to_string(),
@@ -91,6 +94,9 @@ pub fn restore_command(
         format!("--initial-advertise-peer-urls={peer_url}"),
         format!("--initial-cluster-token={REHEARSAL_NAME}"),
     ];
+    if verified {
+        args.push("--skip-hash-check".to_owned());
+    }
     let env = match tool.kind {
         ToolKind::Etcdutl => Vec::new(),
         ToolKind::Etcdctl34 => vec![("ETCDCTL_API".to_owned(), "3".to_owned())],
@@ -454,9 +460,22 @@ mod tests {
             Path::new("/s/snap.db"),
             Path::new("/s/data"),
             "http://127.0.0.1:9",
+            false,
         );
         assert_eq!(env, vec![("ETCDCTL_API".to_owned(), "3".to_owned())]);
         assert_eq!(&args[..3], &s(&["snapshot", "restore", "/s/snap.db"])[..]);
         assert!(args.contains(&"--initial-advertise-peer-urls=http://127.0.0.1:9".to_owned()));
+        assert!(!args.contains(&"--skip-hash-check".to_owned()));
+        let (args, _) = restore_command(
+            &tool,
+            Path::new("/s/snap.db"),
+            Path::new("/s/data"),
+            "http://127.0.0.1:9",
+            true,
+        );
+        assert!(
+            args.contains(&"--skip-hash-check".to_owned()),
+            "a verified backup"
+        );
     }
 }

@@ -11,6 +11,10 @@
 //! that name the member, its data, the cluster or the network (see `args`); then it must be
 //! healthy within the ready timeout, report the target on `/version`, read the picked key
 //! at R exactly as the live member had it, and have the live member's HashKV at R.
+//! With [`Request::snapshot`] (the turn's verified backup, taken just before by the vetter)
+//! that file is restored instead of a streamed one, R is the revision read before it, the
+//! key is picked at R, and the file stays (it is the turn's backup; only the restored copy
+//! needs room here).
 //! Whatever happens (a crash, a timeout, an error, `cancel`), the private etcd is stopped
 //! (SIGTERM, SIGKILL after a bound) and the dir removed; a dropped future SIGKILLs it.
 //!
@@ -67,7 +71,10 @@ pub use args::{
 pub use outcome::{classify, usage_error, Finding, Outcome, RehearsalMode};
 use scratch::{tail, Scratch};
 
-/// Default of `--rehearsal-max-db`: 2 GiB.
+/// Default of `--rehearsal-max-db`: 2 GiB. Above it the rehearsal costs more than the rollout
+/// it guards on a small host (measured by `scripts/bench big`: the two HashKVs of each member
+/// dominate at 2 GB); its disk cost is a restored copy (db size + 64 MiB WAL), the snapshot
+/// being the turn's backup either way.
 pub const DEFAULT_MAX_DB: u64 = 2 << 30;
 
 /// Lines of the rehearsal etcd's output kept in a report.
@@ -116,6 +123,9 @@ pub struct Request {
     pub config_file: Option<PathBuf>,
     /// Parent of the private dir (`<state-dir>/rehearsal`); leftovers in it are removed.
     pub scratch_parent: PathBuf,
+    /// A verified snapshot of the live member already taken (the turn's backup): restored
+    /// in place of one streamed into the scratch dir, and left where it is.
+    pub snapshot: Option<GivenSnapshot>,
     /// How long the target gets to become healthy.
     pub ready_timeout: Duration,
     /// `--rehearsal-max-db`: larger databases are not rehearsed.
@@ -138,6 +148,15 @@ impl Request {
             &PinnedTools::in_dir(target.clone(), &store.dir_of(target)),
         )
     }
+}
+
+/// A verified snapshot of the live member, taken before the rehearsal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GivenSnapshot {
+    /// The snapshot file (read only: the restore writes its own data dir).
+    pub path: PathBuf,
+    /// The member's revision read before the snapshot began: the comparison revision.
+    pub revision: i64,
 }
 
 /// What a rehearsal found.
@@ -287,7 +306,9 @@ async fn steps(
             max_db: req.max_db,
         });
     }
-    let needed = db_size.saturating_mul(2).saturating_add(SPACE_MARGIN);
+    // A given snapshot is already on disk: only the restored copy needs room.
+    let copies = if req.snapshot.is_some() { 1 } else { 2 };
+    let needed = db_size.saturating_mul(copies).saturating_add(SPACE_MARGIN);
     let free = free_bytes(scratch.dir())
         .map_err(|e| Finding::Local(format!("cannot stat {}: {e}", scratch.dir().display())))?;
     if free < needed {
@@ -298,38 +319,57 @@ async fn steps(
         });
     }
 
-    // The key and the revision to compare at, read before the snapshot (see the header).
-    let picked: RangeResponse = client
-        .range_of(&req.endpoint, &RangeRequest::prefix(Vec::new()).limit(1))
-        .await
-        .map_err(live)?;
-    let revision = picked.header.revision;
-    let key = picked.kvs.into_iter().next();
+    // The key and the revision to compare at, read before the snapshot (see the header);
+    // with a given snapshot, its own revision read before it, and the key as of then.
+    let pick = RangeRequest::prefix(Vec::new()).limit(1);
+    let pick = match &req.snapshot {
+        Some(given) => pick.revision(given.revision),
+        None => pick,
+    };
+    let picked: Result<RangeResponse, EtcdError> = client.range_of(&req.endpoint, &pick).await;
+    let (revision, key) = match (picked, &req.snapshot) {
+        (Ok(p), None) => (p.header.revision, p.kvs.into_iter().next()),
+        (Ok(p), Some(given)) => (given.revision, p.kvs.into_iter().next()),
+        // Compacted since the given snapshot: no key to read back; the read and HashKV
+        // checks below say what they could compare.
+        (Err(e), Some(given)) if e.is_compacted() => (given.revision, None),
+        (Err(e), _) => return Err(live(e)),
+    };
 
-    let snapshot = scratch.dir().join(SNAPSHOT_FILE);
-    let t = Instant::now();
-    let info = client
-        .snapshot_from(&req.endpoint, &snapshot, transfer_timeout(db_size))
-        .await
-        .map_err(|e| match &e {
-            EtcdError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
-                Finding::Local(format!("no space left for the snapshot: {e}"))
-            }
-            _ => Finding::LiveMember(e.to_string()),
-        })?;
-    tracing::info!(member = %req.member, size = info.size, took = ?t.elapsed(), "rehearsal snapshot taken");
+    let scratch_snapshot = scratch.dir().join(SNAPSHOT_FILE);
+    let snapshot = match &req.snapshot {
+        Some(given) => given.path.clone(),
+        None => {
+            let t = Instant::now();
+            let info = client
+                .snapshot_from(&req.endpoint, &scratch_snapshot, transfer_timeout(db_size))
+                .await
+                .map_err(|e| match &e {
+                    EtcdError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                        Finding::Local(format!("no space left for the snapshot: {e}"))
+                    }
+                    _ => Finding::LiveMember(e.to_string()),
+                })?;
+            tracing::info!(member = %req.member, size = info.size, took = ?t.elapsed(), "rehearsal snapshot taken");
+            scratch_snapshot.clone()
+        }
+    };
 
     let (client_port, peer_port) = free_ports()
         .map_err(|e| Finding::Local(format!("cannot find free loopback ports: {e}")))?;
     let client_url = format!("http://127.0.0.1:{client_port}");
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let data_dir = scratch.dir().join(DATA_DIR);
+    let verified = req.snapshot.is_some();
     restore(
-        scratch, reaper, &tool, &snapshot, &data_dir, &peer_url, db_size,
+        scratch, reaper, &tool, &snapshot, &data_dir, &peer_url, db_size, verified,
     )
     .await?;
-    // The restored copy is all that is needed now; the snapshot's space goes back.
-    let _ = std::fs::remove_file(&snapshot);
+    // The restored copy is all that is needed now; the snapshot's space goes back (a given
+    // one is the turn's backup: it stays).
+    if req.snapshot.is_none() {
+        let _ = std::fs::remove_file(&scratch_snapshot);
+    }
 
     let log = open_log(&scratch.dir().join(ETCD_LOG))?;
     let args = match (&req.config_file, kept) {
@@ -395,6 +435,7 @@ async fn steps(
 }
 
 /// Restores `snapshot` into `data_dir` with `tool`, its output in the scratch dir.
+#[allow(clippy::too_many_arguments)] // the steps' locals, passed once
 async fn restore(
     scratch: &mut Scratch,
     reaper: &Reaper,
@@ -403,10 +444,11 @@ async fn restore(
     data_dir: &Path,
     peer_url: &str,
     db_size: u64,
+    verified: bool,
 ) -> Result<(), Finding> {
     let log_path = scratch.dir().join(RESTORE_LOG);
     let log = open_log(&log_path)?;
-    let (args, env) = restore_command(tool, snapshot, data_dir, peer_url);
+    let (args, env) = restore_command(tool, snapshot, data_dir, peer_url, verified);
     // The tools read flags from ETCDCTL_*/ETCDUTL_* too, and refuse a conflict.
     let env_remove = std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
@@ -542,8 +584,11 @@ async fn compare_hash(
     copy_url: &str,
     revision: i64,
 ) -> Result<(bool, String), Finding> {
-    let live = live_client.hash_kv_of(live_url, revision).await;
-    let ours = copy.hash_kv_of(copy_url, revision).await;
+    // Both at once: each reads the whole keyspace (seconds at a GB).
+    let (live, ours) = tokio::join!(
+        live_client.hash_kv_of(live_url, revision),
+        copy.hash_kv_of(copy_url, revision)
+    );
     Ok(match (live, ours) {
         (Ok(l), Ok(o)) => hash_verdict(&l, &o, revision)?,
         (Err(e), _) => (

@@ -5,6 +5,7 @@ mod support;
 
 mod backup;
 mod bad_input;
+mod big;
 mod compat;
 mod config_file;
 mod consistency;

@@ -53,6 +53,7 @@ fn request(cluster: &Cluster, target_release: Release, target_binary: PathBuf) -
         etcd_args: member.spec.etcd_flags(),
         config_file: None,
         scratch_parent: cluster.dir().join("state/rehearsal"),
+        snapshot: None,
         ready_timeout: Duration::from_secs(30),
         max_db: DEFAULT_MAX_DB,
         endpoint: member.client_url(),

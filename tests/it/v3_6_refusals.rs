@@ -779,6 +779,7 @@ fn rehearse_across(running: Release, target: Release) {
             mode: RehearsalMode::Always,
             etcd_args: member.spec.etcd_flags(),
             scratch_parent: scratch.clone(),
+            snapshot: None,
             ready_timeout: Duration::from_secs(60),
             max_db: DEFAULT_MAX_DB,
             endpoint: url.clone(),

@@ -9,6 +9,7 @@
 //! [`ClusterView`]: crate::cluster::view::ClusterView
 
 pub mod advice;
+pub mod backup_reuse;
 pub mod consistency;
 pub mod downgrade;
 pub mod flags;

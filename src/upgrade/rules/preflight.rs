@@ -9,7 +9,7 @@
 pub use super::path::Policy;
 use super::path::{self, PathDecision, PathInput, PeerVersion, Rejection};
 use crate::cluster::records::{RejectionRecord, Stored};
-use crate::cluster::view::ClusterView;
+use crate::cluster::view::{AlarmView, ClusterView};
 use crate::versions::Version;
 
 /// What preflight concluded.
@@ -88,11 +88,8 @@ pub fn assess(
     if report.leader.is_none() {
         return PreflightVerdict::Wait("the cluster has no leader".into());
     }
-    if let Some(alarm) = report.alarms.first() {
-        return PreflightVerdict::Wait(format!(
-            "alarm {} is raised on {}; resolve it and disarm it (etcdctl alarm disarm) first",
-            alarm.alarm, alarm.member
-        ));
+    if let Some(why) = alarm_hold(&report.alarms) {
+        return PreflightVerdict::Wait(why);
     }
     // Quorum counts voting members only: stopping a learner costs none of it.
     let voters = report.members.iter().filter(|m| !m.learner).count();
@@ -154,10 +151,34 @@ fn rejection(version: &Version, stored: &Stored<RejectionRecord>) -> Rejection {
     }
 }
 
+/// Why a raised alarm holds every turn, with the fix (`None`: no alarm). No member stops
+/// under an alarm: with NOSPACE etcd serves only reads and deletes (the turn's lease and
+/// records are writes, and an upgrade frees no space: the alarm is kept in the db across
+/// restarts); etcd's maintenance guide ("Space quota") frees space by compacting the
+/// history, defragmenting every member and then disarming. CORRUPT means a member's data
+/// differs from the others': an upgrade is no fix and could spread it.
+pub fn alarm_hold(alarms: &[AlarmView]) -> Option<String> {
+    let alarm = alarms.first()?;
+    Some(match alarm.alarm.as_str() {
+        "NOSPACE" => format!(
+            "alarm NOSPACE is raised on {}: etcd's db reached --quota-backend-bytes and takes only reads and deletes. Free space first, as etcd's maintenance guide says: etcdctl compact <current revision>, etcdctl defrag on each member, then etcdctl alarm disarm (or raise --quota-backend-bytes on every member); the upgrade proceeds by itself once the alarm is gone",
+            alarm.member
+        ),
+        "CORRUPT" => format!(
+            "alarm CORRUPT is raised on {}: its data differs from the other members'; no member is upgraded until it is replaced or restored from a backup and the alarm disarmed (etcdctl alarm disarm)",
+            alarm.member
+        ),
+        other => format!(
+            "alarm {other} is raised on {}; resolve it and disarm it (etcdctl alarm disarm) first",
+            alarm.member
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::view::{AlarmView, MemberView, TurnView};
+    use crate::cluster::view::{MemberView, TurnView};
     use std::collections::BTreeMap;
     use std::time::SystemTime;
 
@@ -229,6 +250,31 @@ mod tests {
             matches!(&verdict, PreflightVerdict::Wait(w) if w.contains("m3") && w.contains("connection refused")),
             "{verdict:?}"
         );
+    }
+
+    #[test]
+    fn an_alarm_holds_with_its_fix() {
+        let alarm = |a: &str| AlarmView {
+            member: "m2".into(),
+            alarm: a.into(),
+        };
+        assert_eq!(alarm_hold(&[]), None);
+        let nospace = alarm_hold(&[alarm("NOSPACE")]).unwrap();
+        for fix in [
+            "compact",
+            "defrag",
+            "alarm disarm",
+            "--quota-backend-bytes",
+            "m2",
+        ] {
+            assert!(nospace.contains(fix), "{fix}: {nospace}");
+        }
+        let corrupt = alarm_hold(&[alarm("CORRUPT")]).unwrap();
+        assert!(
+            corrupt.contains("CORRUPT") && corrupt.contains("m2"),
+            "{corrupt}"
+        );
+        assert!(!corrupt.contains("defrag"), "{corrupt}");
     }
 
     #[test]

@@ -138,17 +138,27 @@ impl Driver {
             ttl: cfg.lock_ttl,
             member: cfg.member.clone(),
         };
+        let backups = LiveBackups {
+            client: client.clone(),
+            state_dir: cfg.state_dir.clone(),
+            data_dir: cfg.data_dir.clone(),
+            member: cfg.member.clone(),
+            endpoint: cfg.local_endpoints.first().cloned(),
+            mode: cfg.backup,
+            keep: cfg.backup_keep,
+            prepared: Default::default(),
+        };
+        // One verified snapshot serves the rehearsal and the turn (snapshot mode only: a
+        // data-dir copy needs etcd stopped); `--backup-max-age 0s` keeps them apart.
+        let vetter =
+            if cfg.backup == crate::backup::BackupMode::Snapshot && !cfg.backup_max_age.is_zero() {
+                vetter.sharing_backups(backups.clone())
+            } else {
+                vetter
+            };
         let world = World {
             child: control,
-            backups: LiveBackups {
-                client: client.clone(),
-                state_dir: cfg.state_dir.clone(),
-                data_dir: cfg.data_dir.clone(),
-                member: cfg.member.clone(),
-                endpoint: cfg.local_endpoints.first().cloned(),
-                mode: cfg.backup,
-                keep: cfg.backup_keep,
-            },
+            backups,
             cluster: LiveCluster::new(client, lock),
             versions: VersionStore::new(&cfg.state_dir),
             vetter,

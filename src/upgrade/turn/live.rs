@@ -6,14 +6,15 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::consistency;
 use super::ports::{
-    BackupStage, BackupTurn, Backups, Cluster, EtcdChild, TakenBackup, TurnLock, VersionSwitch,
+    BackupStage, BackupTurn, Backups, Cluster, EtcdChild, PreparedBackup, TakenBackup, TurnLock,
+    VersionSwitch,
 };
 use crate::backup::BackupMode;
 use crate::backup::{BackupError, BackupPlan, PendingBackup};
@@ -263,6 +264,49 @@ pub struct LiveBackups {
     pub mode: BackupMode,
     /// Backups kept.
     pub keep: u32,
+    /// The backup taken while vetting ([`LiveBackups::prepare`]), until a turn takes it.
+    pub prepared: Arc<Mutex<Option<PreparedBackup>>>,
+}
+
+impl LiveBackups {
+    /// Takes a verified turn backup now, while this member vets `turn.to` (the dress
+    /// rehearsal restores its snapshot), and keeps it for the turn ([`Backups::take_prepared`]).
+    /// Answers the snapshot file and the revision read before it (the rehearsal compares at
+    /// that revision). Only in snapshot mode: a data-dir copy needs etcd stopped.
+    pub async fn prepare(&self, turn: BackupTurn) -> Result<(PathBuf, i64), BackupError> {
+        let at = Instant::now();
+        let plan = BackupPlan::turn(
+            &self.state_dir,
+            turn.from.clone(),
+            turn.to.clone(),
+            BackupMode::Snapshot,
+            self.keep,
+        )
+        .member(self.member.clone());
+        let plan = match &self.endpoint {
+            Some(local) => plan.endpoint(local.clone()),
+            None => plan,
+        };
+        let done = plan
+            .begin(&self.client)
+            .await?
+            .snapshot(&self.client)
+            .await?
+            .finish()
+            .await?;
+        let found = (done.dir.join(crate::backup::SNAPSHOT), done.meta.revision);
+        let prepared = PreparedBackup {
+            taken: TakenBackup::from(&done),
+            from: turn.from,
+            to: turn.to,
+            at,
+        };
+        tracing::info!(member = %self.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "backup taken for the rehearsal and the turn");
+        if let Ok(mut slot) = self.prepared.lock() {
+            *slot = Some(prepared);
+        }
+        Ok(found)
+    }
 }
 
 impl Backups for LiveBackups {
@@ -287,6 +331,17 @@ impl Backups for LiveBackups {
     async fn cold_copy(&self, pending: PendingBackup) -> Result<TakenBackup, BackupError> {
         let done = pending.copy_data_dir().await?.finish().await?;
         Ok(TakenBackup::from(&done))
+    }
+
+    fn take_prepared(&self) -> Option<PreparedBackup> {
+        let p = self.prepared.lock().ok()?.take()?;
+        // Retention or an operator may have removed it since: then the turn takes its own.
+        let sums = p.taken.dir.join(crate::backup::SUMS);
+        if !sums.is_file() {
+            tracing::warn!(member = %self.member, backup = %p.taken.dir.display(), "the backup taken for the rehearsal is gone; the turn takes its own");
+            return None;
+        }
+        Some(p)
     }
 }
 

@@ -209,6 +209,20 @@ impl From<&Backup> for TakenBackup {
     }
 }
 
+/// A verified turn backup taken while this member vetted the target (the snapshot the
+/// dress rehearsal restored): the turn may reuse it ([`crate::upgrade::rules::backup_reuse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedBackup {
+    /// The backup, as the turn would have logged its own.
+    pub taken: TakenBackup,
+    /// The version the member ran.
+    pub from: Version,
+    /// The target it was taken for.
+    pub to: Version,
+    /// When it was taken (its snapshot began).
+    pub at: Instant,
+}
+
 /// How far the backup got while etcd runs.
 #[derive(Debug)]
 pub enum BackupStage<P> {
@@ -232,6 +246,10 @@ pub trait Backups: Send + Sync {
         &self,
         pending: Self::Pending,
     ) -> impl Future<Output = Result<TakenBackup, BackupError>> + Send;
+    /// The backup taken while vetting, handed over once (still in place); by default none.
+    fn take_prepared(&self) -> Option<PreparedBackup> {
+        None
+    }
 }
 
 /// The `current` link of the versions store.

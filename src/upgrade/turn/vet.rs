@@ -23,6 +23,10 @@
 //!    this member's data on loopback. Its outcome says whose fault a failure is: the
 //!    version's rejects it for the whole cluster, the member's is a local refusal, and one
 //!    that cannot run is skipped with a mark (or, under `--rehearsal always`, holds).
+//!    In snapshot backup mode (and `--backup-max-age` above zero) its snapshot is the
+//!    turn's own verified backup, taken here first ([`LiveBackups::prepare`]): the
+//!    rehearsal restores that file, and the turn reuses it while it is fresh
+//!    ([`crate::upgrade::rules::backup_reuse`]).
 //!
 //! The outcome of the last vetting is kept in `<state-dir>/vetting.json` for `plan`.
 
@@ -32,7 +36,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ports::Vetter;
+use super::live::LiveBackups;
+use super::ports::{BackupTurn, Vetter};
 use crate::etcd::{Client, Credentials};
 use crate::process::reaper::Reaper;
 use crate::process::tool;
@@ -121,6 +126,9 @@ pub struct LiveVetter {
     state_dir: PathBuf,
     member: MemberConfig,
     rehearsal: RehearsalSettings,
+    /// When set, the rehearsal's snapshot is taken as a verified turn backup that the
+    /// turn may reuse ([`LiveBackups::prepare`]).
+    backups: Option<LiveBackups>,
 }
 
 impl LiveVetter {
@@ -142,12 +150,44 @@ impl LiveVetter {
             state_dir: state_dir.to_path_buf(),
             member,
             rehearsal,
+            backups: None,
+        }
+    }
+
+    /// Takes the rehearsal's snapshot as a verified turn backup through `backups`.
+    pub fn sharing_backups(mut self, backups: LiveBackups) -> Self {
+        self.backups = Some(backups);
+        self
+    }
+
+    /// The verified backup the rehearsal restores, taken now; `None` (the rehearsal streams
+    /// its own) when none is shared, the rehearsal does not run, or the backup failed.
+    async fn prepared_snapshot(
+        &self,
+        running: &Version,
+        target: &Version,
+    ) -> Option<rehearsal::GivenSnapshot> {
+        let backups = self.backups.as_ref()?;
+        if self.rehearsal.mode == RehearsalMode::Never {
+            return None;
+        }
+        let turn = BackupTurn {
+            from: running.clone(),
+            to: target.clone(),
+        };
+        match backups.prepare(turn).await {
+            Ok((path, revision)) => Some(rehearsal::GivenSnapshot { path, revision }),
+            Err(e) => {
+                tracing::warn!(member = %self.member.name, error = %e, "no backup taken for the rehearsal; it takes its own snapshot and the turn its own backup");
+                None
+            }
         }
     }
 
     /// The dress rehearsal of `target`, as a verdict.
     async fn rehearse(&self, running: &Version, target: &Version) -> Vetted {
         let r = &self.rehearsal;
+        let snapshot = self.prepared_snapshot(running, target).await;
         let store = VersionStore::new(&self.state_dir);
         let req = rehearsal::Request {
             member: self.member.name.clone(),
@@ -159,6 +199,7 @@ impl LiveVetter {
             etcd_args: self.member.args.clone(),
             config_file: self.member.config_file.clone(),
             scratch_parent: self.state_dir.join("rehearsal"),
+            snapshot,
             ready_timeout: r.ready_timeout,
             max_db: r.max_db,
             endpoint: r.endpoint.clone(),

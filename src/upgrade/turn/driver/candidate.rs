@@ -1,7 +1,7 @@
 //! Before the queue: a staged candidate waits here (with a parked older minor looked at
 //! again), is refused at once when the path rules say it can never be taken, parked while
 //! etcd's downgrade is not enabled for it, and vetted against this member (flags, v2 store,
-//! dress rehearsal) before it may queue. Nothing is held and nothing stops for a candidate
+//! dress rehearsal) before it may queue; an etcd alarm (NOSPACE) holds it before vetting. Nothing is held and nothing stops for a candidate
 //! that fails here.
 
 use super::*;
@@ -69,6 +69,9 @@ where
             if let PreflightVerdict::Refuse(why) = verdict {
                 self.note_refusal(&target, &why).await;
                 continue;
+            }
+            if let Some(shutdown) = self.wait_out_alarm(&report).await {
+                return shutdown;
             }
             let vetting = Instant::now();
             self.announce_candidate(Some(&target), false).await;

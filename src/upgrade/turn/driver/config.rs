@@ -35,6 +35,9 @@ pub struct DriverConfig {
     pub backup: BackupMode,
     /// Backups kept.
     pub backup_keep: u32,
+    /// `--backup-max-age`: how old the backup taken while vetting may be for the turn to
+    /// reuse it (zero: never reused, every turn takes its own).
+    pub backup_max_age: Duration,
     /// What the operator accepts beyond etcd's own upgrade rules.
     pub policy: Policy,
     /// Test hook: pause after entering this state (see `RunSettings::failpoint_pause`).
@@ -59,6 +62,7 @@ impl DriverConfig {
             ready_timeout: settings.ready_timeout,
             backup: settings.backup,
             backup_keep: settings.backup_keep,
+            backup_max_age: settings.backup_max_age,
             policy: settings.policy.clone(),
             failpoint_pause: settings.failpoint_pause.clone(),
             pacing: settings.pacing.clone(),

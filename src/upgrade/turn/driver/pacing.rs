@@ -3,6 +3,7 @@
 //! [`SoakWatch`]); this file only feeds them and waits.
 
 use super::*;
+use crate::cluster::view::ClusterView;
 use crate::upgrade::rules::pacing::soak::{first_on_target, sample_of, SoakWatch};
 use crate::upgrade::rules::pacing::window;
 
@@ -24,6 +25,8 @@ pub(super) enum HoldKind {
     Pause,
     /// Outside every `--window`.
     Window,
+    /// An etcd alarm is raised (NOSPACE, CORRUPT): held before the queue, not stopping.
+    Alarm,
 }
 
 impl HoldKind {
@@ -32,6 +35,7 @@ impl HoldKind {
         match self {
             HoldKind::Pause => "pause",
             HoldKind::Window => "window",
+            HoldKind::Alarm => "alarm",
         }
     }
 }
@@ -49,8 +53,14 @@ where
     pub(super) async fn hold_reason(&self) -> Option<(HoldKind, String, Duration)> {
         let now = SystemTime::now();
         let window = window::state_at(&self.cfg.pacing.windows, now);
-        if let Some(why) = self.client.read_view().await.paused() {
+        let view = self.client.read_view().await;
+        if let Some(why) = view.paused() {
             return Some((HoldKind::Pause, why, PAUSE_POLL));
+        }
+        // Under NOSPACE etcd takes no writes, not even the turn's lease: said here, with
+        // the fix, rather than as a failing queue.
+        if let Some(why) = preflight::alarm_hold(&view.alarms) {
+            return Some((HoldKind::Alarm, why, PAUSE_POLL));
         }
         match window {
             window::WindowState::Closed { opens } => {
@@ -76,6 +86,28 @@ where
             tokio::select! {
                 () = self.client.changed_within(nap.max(Duration::from_millis(100))) => {}
                 () = self.shutdown_signal() => return Some(Event::Shutdown),
+            }
+        }
+    }
+
+    /// Before vetting a candidate: waits while an etcd alarm is raised in `view` (read
+    /// again every poll), saying why once. Under NOSPACE the rehearsal's restored copy
+    /// carries the alarm and never serves /health true, which would read as the target's
+    /// fault; and no turn may be taken anyway. `Some(Shutdown)` when asked to stop meanwhile.
+    pub(super) async fn wait_out_alarm(&mut self, view: &ClusterView) -> Option<Event> {
+        let mut why = preflight::alarm_hold(&view.alarms)?;
+        loop {
+            self.set_hold(Some((HoldKind::Alarm, why))).await;
+            tokio::select! {
+                () = tokio::time::sleep(PAUSE_POLL) => {}
+                () = self.shutdown_signal() => return Some(Event::Shutdown),
+            }
+            match preflight::alarm_hold(&self.client.read_view().await.alarms) {
+                Some(still) => why = still,
+                None => {
+                    self.set_hold(None).await;
+                    return None;
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 //! the cold copy while etcd is stopped, and pointing `current` at the other version.
 
 use super::*;
+use crate::upgrade::rules::backup_reuse;
 
 impl<C, K, B, S, V> Driver<C, K, B, S, V>
 where
@@ -24,6 +25,35 @@ where
             from: self.turn.from.clone(),
             to,
         };
+        // The verified backup taken while vetting (the rehearsal's snapshot) serves when it
+        // is of this turn and fresh enough; the rule says why not otherwise.
+        let prepared = self.backups.take_prepared();
+        let facts = prepared.as_ref().map(|p| backup_reuse::Prepared {
+            from: p.from.clone(),
+            to: p.to.clone(),
+            age: p.at.elapsed(),
+        });
+        let snapshot_only = self.cfg.backup == crate::backup::BackupMode::Snapshot;
+        match (
+            backup_reuse::decide(
+                facts.as_ref(),
+                &turn.from,
+                &turn.to,
+                self.cfg.backup_max_age,
+                snapshot_only,
+            ),
+            prepared,
+        ) {
+            (backup_reuse::Decision::Reuse, Some(p)) => {
+                tracing::info!(member = %self.cfg.member, backup = %p.taken.dir.display(), age_ms = p.at.elapsed().as_millis() as u64, "the turn's backup is the verified one taken for the rehearsal");
+                self.backup_done(&p.taken);
+                return Event::BackupDone;
+            }
+            (backup_reuse::Decision::Take(Some(why)), _) => {
+                tracing::info!(member = %self.cfg.member, reason = %why, "taking a new backup for the turn");
+            }
+            _ => {}
+        }
         match self.backups.begin(turn).await {
             Ok(BackupStage::Done(done)) => {
                 self.backup_done(&done);

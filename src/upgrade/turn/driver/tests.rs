@@ -21,6 +21,7 @@ use crate::process::child::Stopped;
 use crate::process::reaper::ChildExit;
 use crate::supervisor::control::{ChildStatus, Health};
 use crate::upgrade::rules::consistency::InconsistencyRecord;
+use crate::upgrade::turn::ports::PreparedBackup;
 use crate::versions::store::VersionsError;
 
 const PREFIX: &str = "/etcd-supervisor/";
@@ -113,6 +114,8 @@ struct Inner {
     watch_up: bool,
     /// Views read while the pause was in effect.
     paused_reads: u32,
+    /// The backup taken while vetting, handed to the turn once.
+    prepared: Option<PreparedBackup>,
 }
 
 /// The call at which the test ends the run (SIGTERM to the supervisor, as it were).
@@ -166,6 +169,7 @@ impl Fake {
                 inconsistent_while_queued: false,
                 watch_up: false,
                 paused_reads: 0,
+                prepared: None,
             })),
             state: StateFile::new(state_dir),
             shutdown: watch::channel(false).0,
@@ -505,6 +509,10 @@ impl Backups for Fake {
         }
         Ok(taken())
     }
+
+    fn take_prepared(&self) -> Option<PreparedBackup> {
+        self.inner.lock().unwrap().prepared.take()
+    }
 }
 
 fn taken() -> TakenBackup {
@@ -552,6 +560,7 @@ fn config(dir: &std::path::Path, backup: BackupMode) -> DriverConfig {
         ready_timeout: Duration::from_secs(30),
         backup,
         backup_keep: 3,
+        backup_max_age: crate::upgrade::rules::backup_reuse::DEFAULT_MAX_AGE,
         policy: Default::default(),
         failpoint_pause: None,
         pacing: Default::default(),
@@ -693,6 +702,85 @@ async fn new_version_exiting_during_verify_is_rolled_back_and_rejected() {
     );
     let note = dir.path().join("staging/rejected/etcd-3.5.16.reason");
     assert!(note.exists(), "a reason file for the operator");
+}
+
+/// The backup the rehearsal restored, taken `age` ago for 3.5.15 -> 3.5.16.
+fn prepared(age: Duration) -> PreparedBackup {
+    PreparedBackup {
+        taken: TakenBackup {
+            dir: PathBuf::from("/state/backups/rehearsal-b0"),
+            ..taken()
+        },
+        from: v("3.5.15"),
+        to: v("3.5.16"),
+        at: Instant::now().checked_sub(age).unwrap(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_verified_backup_from_the_rehearsal_is_the_turns_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.prepared = Some(prepared(Duration::from_secs(30))));
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    // No backup of its own: the turn holds only the stop, the switch, the start.
+    assert_eq!(
+        calls,
+        [
+            Call::Acquire,
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+        ]
+    );
+    assert_eq!(turn, Turn::idle(v("3.5.16")));
+    assert!(
+        fake.inner.lock().unwrap().prepared.is_none(),
+        "handed over once"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_or_foreign_prepared_backup_is_retaken_before_the_stop() {
+    let max = crate::upgrade::rules::backup_reuse::DEFAULT_MAX_AGE;
+    let mut other = prepared(Duration::from_secs(1));
+    other.to = v("3.5.17");
+    for (label, p, mode) in [
+        (
+            "stale",
+            prepared(max + Duration::from_secs(1)),
+            BackupMode::Snapshot,
+        ),
+        ("another target", other, BackupMode::Snapshot),
+        (
+            "data-dir mode",
+            prepared(Duration::from_secs(1)),
+            BackupMode::Both,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new(dir.path(), &v("3.5.15"));
+        fake.with(|w| {
+            w.prepared = Some(p);
+            w.cold = mode == BackupMode::Both;
+        });
+        let (calls, turn) = drive(&fake, dir.path(), mode, |c| *c == Call::Resume).await;
+        assert_eq!(
+            calls[..3],
+            [
+                Call::Acquire,
+                Call::Backup(Seen(Phase::Backup, FORWARD)),
+                Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            ],
+            "{label}"
+        );
+        assert_eq!(turn, Turn::idle(v("3.5.16")), "{label}");
+    }
 }
 
 #[tokio::test(start_paused = true)]

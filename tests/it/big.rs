@@ -1,0 +1,221 @@
+//! The paths big databases meet, kept honest at a small size on real etcd: a NOSPACE alarm
+//! holds every member before any stop (with the fix said) and the upgrade goes on once the
+//! space is freed as etcd's maintenance guide says; and a rollout whose turns reuse the
+//! verified backup their dress rehearsal restored. (The sizes themselves are
+//! `scripts/bench big`.)
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::rollout::{count_lost, server_version, stage, wait_all_on, Writer, FAST};
+use crate::support::{http_post, wait_for, Cluster, Mode, Release, SUPERVISOR};
+
+const REUSED: &str = "the turn's backup is the verified one taken for the rehearsal";
+
+fn b64(s: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// `etcdctl` of the running release against `endpoints`; its stdout (it must succeed).
+fn etcdctl(endpoints: &[String], args: &[&str]) -> String {
+    let out = Command::new(Release::V3_5.etcdctl())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(args)
+        .output()
+        .expect("etcdctl");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The supervisors' own lines (etcd's JSON lines left out: under an alarm its /health
+/// warnings drown them).
+fn supervisor_lines(cluster: &Cluster) -> String {
+    cluster
+        .members
+        .iter()
+        .map(|m| {
+            let lines: Vec<String> = m
+                .log_text()
+                .lines()
+                .filter(|l| !l.starts_with('{'))
+                .map(str::to_owned)
+                .collect();
+            let keep = lines.len().saturating_sub(40);
+            format!("==== {} ====\n{}", m.spec.name, lines[keep..].join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The `backup=` path of the last line of `log` containing `event`.
+fn backup_named(log: &str, event: &str) -> Option<String> {
+    let line = log.lines().rev().find(|l| l.contains(event))?;
+    Some(
+        line.split("backup=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .to_owned(),
+    )
+}
+
+#[test]
+fn a_nospace_alarm_holds_every_member_before_any_stop_until_space_is_freed() {
+    let mut cluster = Cluster::new(
+        Release::V3_5,
+        3,
+        Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    for m in &mut cluster.members {
+        m.etcd_extra = vec!["--quota-backend-bytes=4194304".into()];
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let urls = cluster.client_urls();
+    // 256 KiB values until etcd refuses a put for space.
+    let value = b64(&vec![b'x'; 256 << 10]);
+    let mut refused = false;
+    for n in 0..200 {
+        let body = format!(
+            r#"{{"key":"{}","value":"{value}"}}"#,
+            b64(format!("k/{n}").as_bytes())
+        );
+        if let Some((code, text)) = http_post(
+            &format!("{}/v3/kv/put", urls[0]),
+            &body,
+            Duration::from_secs(10),
+        ) {
+            if code != 200 && text.contains("database space exceeded") {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused, "etcd never said NOSPACE with a 4 MiB quota");
+    assert!(etcdctl(&urls, &["alarm", "list"]).contains("NOSPACE"));
+    let pids: Vec<_> = (0..3)
+        .map(|i| cluster.members[i].proc().group_pids())
+        .collect();
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_5Newest.etcd());
+    }
+    // Vetting (the rehearsal) runs first; then every member holds before the queue.
+    for i in 0..3 {
+        wait_for(Duration::from_secs(180), || {
+            let log = cluster.members[i].log_text();
+            log.contains("not starting a turn: alarm NOSPACE")
+                .then_some(())
+        })
+        .unwrap_or_else(|_| {
+            panic!(
+                "m{} did not hold for NOSPACE\n{}",
+                i + 1,
+                supervisor_lines(&cluster)
+            )
+        });
+    }
+    let log = cluster.members[0].log_text();
+    for fix in ["etcdctl compact", "etcdctl defrag", "etcdctl alarm disarm"] {
+        assert!(log.contains(fix), "the hold does not say {fix:?}\n{log}");
+    }
+    for (i, before) in pids.iter().enumerate() {
+        assert_eq!(
+            &cluster.members[i].proc().group_pids(),
+            before,
+            "m{}'s etcd was stopped under NOSPACE",
+            i + 1
+        );
+        assert_eq!(server_version(&cluster, i), Some(Release::V3_5.version()));
+    }
+    // The guide's fix: delete, compact, defragment every member, disarm.
+    etcdctl(&urls, &["del", "--prefix", "k/"]);
+    let rev = etcdctl(&urls[..1], &["endpoint", "status", "-w", "json"]);
+    let rev: i64 = rev
+        .split("\"revision\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no revision in {rev}"));
+    etcdctl(&urls[..1], &["compact", &rev.to_string(), "--physical"]);
+    for u in &urls {
+        etcdctl(std::slice::from_ref(u), &["defrag"]);
+    }
+    etcdctl(&urls, &["alarm", "disarm"]);
+    wait_all_on(
+        &cluster,
+        &Release::V3_5Newest.version(),
+        Duration::from_secs(300),
+    );
+}
+
+#[test]
+fn a_rollout_reuses_the_verified_backup_its_rehearsal_restored_and_loses_nothing() {
+    let cluster = Cluster::start_supervised(Release::V3_5, 3, FAST);
+    let urls = cluster.client_urls();
+    let writer = Writer::start(urls.clone(), "reuse");
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_5Newest.etcd());
+    }
+    wait_all_on(
+        &cluster,
+        &Release::V3_5Newest.version(),
+        Duration::from_secs(300),
+    );
+    let report = writer.finish();
+    assert_eq!(
+        count_lost(&urls[0], &report.acked),
+        0,
+        "acknowledged writes lost"
+    );
+    crate::fast_stop::assert_hash_kv_equal(&cluster, "the rollout");
+    for (i, m) in cluster.members.iter().enumerate() {
+        let log = wait_for(Duration::from_secs(30), || {
+            let log = m.log_text();
+            log.contains(REUSED).then_some(log)
+        })
+        .unwrap_or_else(|_| {
+            panic!(
+                "m{}'s turn did not reuse a backup\n{}",
+                i + 1,
+                cluster.logs()
+            )
+        });
+        let taken = backup_named(&log, "backup taken for the rehearsal and the turn")
+            .expect("the rehearsal's backup is logged");
+        let used = backup_named(&log, REUSED).expect("the reused backup is named");
+        assert_eq!(taken, used, "m{}: the turn recorded another backup", i + 1);
+        assert!(
+            used.starts_with(&m.state_dir.join("backups").display().to_string()),
+            "{used} is not in the member's backups dir"
+        );
+        let out = Command::new(SUPERVISOR)
+            .args(["verify-backup", &used])
+            .output()
+            .expect("verify-backup");
+        assert!(
+            out.status.success(),
+            "verify-backup {used}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta = std::fs::read_to_string(std::path::Path::new(&used).join("meta.json"))
+            .expect("meta.json");
+        assert!(
+            meta.contains(&Release::V3_5.version())
+                && meta.contains(&Release::V3_5Newest.version()),
+            "{meta}"
+        );
+        // The rehearsal restored this very file and compared HashKV.
+        assert!(log.contains("rehearsal passed"), "{log}");
+        assert!(!log.contains("taking a new backup for the turn"), "{log}");
+    }
+}
