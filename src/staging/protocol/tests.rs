@@ -262,3 +262,14 @@ fn release_tarball_is_a_drop_ready_with_its_sums_line() {
         })
     );
 }
+
+/// What acceptance leaves beside a staged binary (its `.accepted` note, its copy of the
+/// sums file) is ours: never taken for a new etcd binary waiting for its checksum.
+#[test]
+fn acceptance_leftovers_are_quiet_not_binaries() {
+    let p = plan(&listing(&[
+        ("etcd-v3.5.16.accepted", None),
+        ("etcd-v3.5.16.SHA256SUMS", None),
+    ]));
+    assert_eq!(p, Plan::default());
+}
