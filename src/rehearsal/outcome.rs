@@ -519,6 +519,34 @@ mod tests {
         ));
     }
 
+    /// The label is the outcome's word in the logs: one per outcome, as documented.
+    #[test]
+    fn each_outcome_is_labelled_by_its_own_word() {
+        let outcomes = [
+            Outcome::Passed {
+                hash_compared: true,
+                hash_note: String::new(),
+                read_note: String::new(),
+                revision: 1,
+            },
+            Outcome::VersionFault("v".into()),
+            Outcome::MemberFault("m".into()),
+            Outcome::Skipped("s".into()),
+            Outcome::Cancelled,
+        ];
+        let labels: Vec<&str> = outcomes.iter().map(Outcome::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "passed",
+                "version_fault",
+                "member_fault",
+                "skipped",
+                "cancelled"
+            ]
+        );
+    }
+
     #[test]
     fn a_failed_restore_is_the_members_fault() {
         let restore = Finding::Restore {

@@ -262,3 +262,52 @@ fn release_tarball_is_a_drop_ready_with_its_sums_line() {
         })
     );
 }
+
+/// What acceptance leaves beside a staged binary (its `.accepted` note, its copy of the
+/// sums file) is ours: never taken for a new etcd binary waiting for its checksum.
+#[test]
+fn acceptance_leftovers_are_quiet_not_binaries() {
+    let p = plan(&listing(&[
+        ("etcd-v3.5.16.accepted", None),
+        ("etcd-v3.5.16.SHA256SUMS", None),
+    ]));
+    assert_eq!(p, Plan::default());
+}
+
+/// A `SHA256SUMS` that repeats a line (same name, same sum) is no conflict; two sums are.
+#[test]
+fn a_repeated_sums_line_with_the_same_sum_is_no_conflict() {
+    let same = format!("{A}  etcd\n{A}  etcd\n");
+    assert_eq!(expected_from_sums(&same, "etcd"), Ok(Some(A.to_string())));
+    let different = format!("{A}  etcd\n{B}  etcd\n");
+    assert!(expected_from_sums(&different, "etcd").is_err());
+}
+
+/// A ready drop's files are its server binary first, then its companions.
+#[test]
+fn a_bundles_files_are_the_binary_then_its_companions() {
+    let sums = format!("{A}  etcd\n{B}  etcdctl\n");
+    let p = plan(&listing(&[
+        ("etcd", None),
+        ("etcdctl", None),
+        (SUMS_FILE, Some(sums.as_str())),
+    ]));
+    let names: Vec<&str> = p.ready[0].files().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["etcd", "etcdctl"]);
+}
+
+/// Why a file waits or is left alone is logged for the operator: each reason says what to do.
+#[test]
+fn waiting_and_ignored_reasons_say_what_is_missing() {
+    assert!(Waiting::Checksum.to_string().contains("NAME.sha256"));
+    assert!(Waiting::Companion("etcdctl".into())
+        .to_string()
+        .contains("checksum of etcdctl"));
+    assert!(Waiting::Binary("etcd".into())
+        .to_string()
+        .contains("waiting for etcd"));
+    assert!(Ignored::NotEtcd.to_string().contains("left alone"));
+    assert!(Ignored::Archive
+        .to_string()
+        .contains("extract the etcd binary"));
+}
