@@ -49,17 +49,6 @@ pub fn server_version(cluster: &Cluster, i: usize) -> Option<String> {
     v["etcdserver"].as_str().map(str::to_owned)
 }
 
-fn cluster_version(cluster: &Cluster) -> Option<String> {
-    (0..cluster.members.len()).find_map(|i| {
-        let (_, body) = http_get(
-            &format!("{}/version", cluster.members[i].client_url()),
-            Duration::from_secs(1),
-        )?;
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["etcdcluster"].as_str().map(str::to_owned)
-    })
-}
-
 /// Waits until every member runs `version`.
 pub fn wait_all_on(cluster: &Cluster, version: &str, timeout: Duration) {
     wait_for(timeout, || {
@@ -206,7 +195,7 @@ fn rollout_3_4_to_3_5_then_patch_under_load_loses_nothing() {
     wait_all_on(&cluster, &Release::V3_5.version(), Duration::from_secs(180));
     let minor = t0.elapsed();
     wait_for(Duration::from_secs(30), || {
-        (cluster_version(&cluster).as_deref() == Some("3.5.0")).then_some(())
+        (support::cluster_version(&cluster).as_deref() == Some("3.5.0")).then_some(())
     })
     .unwrap_or_else(|_| panic!("cluster version never moved to 3.5\n{}", cluster.logs()));
     wait_for(Duration::from_secs(30), || {
