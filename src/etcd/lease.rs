@@ -100,8 +100,11 @@ impl Client {
                 }
             }
         }
+        // The stream stays open: not on the member this supervisor stops, when another
+        // answers (see `stream_order`).
         let opened = self
-            .call(
+            .call_in(
+                self.stream_order(),
                 "lease keepalive",
                 Retry::Idempotent,
                 timeout,

@@ -151,7 +151,8 @@ impl Watch {
     async fn open(&self) -> Result<(String, WatchStream, i64), EtcdError> {
         let timeout = self.client.request_timeout();
         let mut tried = Vec::new();
-        for endpoint in self.client.attempt_order() {
+        // Not on the member this supervisor stops, when another answers (see `stream_order`).
+        for endpoint in self.client.stream_order() {
             let prefix = self.prefix.clone();
             let revision = self.next_revision;
             let open = |rpc: super::client::Rpc| {

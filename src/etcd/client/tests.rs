@@ -87,6 +87,28 @@ fn attempts_start_at_the_endpoint_that_answered_last() {
 }
 
 #[test]
+fn long_lived_streams_go_to_the_local_member_last() {
+    let client = Client::new(ClientConfig::new(vec![
+        "http://a:1".into(),
+        "http://b:2".into(),
+        "http://c:3".into(),
+    ]))
+    .unwrap();
+    assert_eq!(
+        client.stream_order(),
+        ["http://b:2", "http://c:3", "http://a:1"]
+    );
+    client.remember("http://c:3");
+    assert_eq!(
+        client.stream_order(),
+        ["http://c:3", "http://b:2", "http://a:1"]
+    );
+    // Alone, the local member is the only place for a stream.
+    let alone = Client::new(ClientConfig::new(vec!["http://a:1".into()])).unwrap();
+    assert_eq!(alone.stream_order(), ["http://a:1"]);
+}
+
+#[test]
 fn unavailable_moves_on_unless_a_transaction_was_sent() {
     let unavailable = || EtcdError::Api {
         endpoint: "http://e:1".into(),
