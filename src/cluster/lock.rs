@@ -266,8 +266,9 @@ pub async fn key_held(client: &Client, key: &[u8], lease: i64) -> Result<bool, E
     Ok(resp.kvs.first().is_some_and(|kv| kv.lease == lease))
 }
 
-/// Renews `lease` every TTL/3 and reports the first sign of loss: the lease gone, the lock
-/// key gone, or no successful renewal for a whole TTL.
+/// Renews `lease` every TTL/3 (and at once when the client's placement changes) and reports
+/// the first sign of loss: the lease gone, the lock key gone, or no successful renewal for a
+/// whole TTL.
 async fn keep_alive(
     client: Client,
     lease: i64,
@@ -277,8 +278,14 @@ async fn keep_alive(
 ) {
     let period = (ttl / 3).max(Duration::from_millis(300));
     let mut last_ok = Instant::now();
+    let mut placement = client.placement().subscribe();
     loop {
-        tokio::time::sleep(period).await;
+        // A change of placement renews at once: that moves the stream before this member
+        // stops (see `etcd::placement`).
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            Ok(()) = placement.changed() => {}
+        }
         let renewed = tokio::time::timeout(period, client.lease_keep_alive(lease)).await;
         let reason = match renewed {
             Ok(Ok(Some(_))) => {

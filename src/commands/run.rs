@@ -207,6 +207,7 @@ pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32
     let (watcher, candidates) =
         StagingWatcher::start(WatchOptions::from_settings(&settings), reaper.clone())?;
     let client = Client::new(settings.cluster.clone())?;
+    let streams = client.placement();
     let cfg = DriverConfig::from_settings(&settings);
     let vetter = LiveVetter::new(
         reaper.clone(),
@@ -302,7 +303,7 @@ pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32
         })
     });
     supervisor::run_with_reload(
-        settings, reaper, signals, pinned, starter, held, metrics, reload,
+        settings, reaper, signals, pinned, starter, held, metrics, reload, streams,
     )
     .await
 }

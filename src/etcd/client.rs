@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::error::{code, describe_transport, EtcdError};
+use super::placement::{self, Seat, StreamPlacement};
 use super::transport::{build_http, grpc_channel, grpc_tls, normalize_endpoint};
 pub use super::transport::{ClientConfig, Credentials};
 
@@ -87,20 +88,29 @@ struct Inner {
     rpcs: Mutex<HashMap<(String, bool), Rpc>>,
     /// The open keepalive stream of each lease kept alive through this client.
     keepalives: tokio::sync::Mutex<HashMap<i64, KeepAlive>>,
+    /// Where long-lived calls sit (see [`placement`]).
+    placement: StreamPlacement,
 }
 
 /// An open keepalive stream of one lease.
 pub(crate) struct KeepAlive {
     keeper: etcd_client::LeaseKeeper,
     stream: etcd_client::LeaseKeepAliveStream,
+    /// Its place; the stream moves when the placement says so.
+    pub(crate) seat: Seat,
 }
 
 impl KeepAlive {
     pub(crate) fn new(
         keeper: etcd_client::LeaseKeeper,
         stream: etcd_client::LeaseKeepAliveStream,
+        seat: Seat,
     ) -> Self {
-        Self { keeper, stream }
+        Self {
+            keeper,
+            stream,
+            seat,
+        }
     }
 
     /// One renewal on the stream: `Some(ttl)`, `None` when the lease is gone.
@@ -170,6 +180,7 @@ impl Client {
                 credentials: config.credentials,
                 rpcs: Mutex::new(HashMap::new()),
                 keepalives: tokio::sync::Mutex::new(HashMap::new()),
+                placement: StreamPlacement::default(),
             }),
         })
     }
@@ -231,19 +242,28 @@ impl Client {
         order
     }
 
-    /// The order for a long-lived stream (a watch, a lease keepalive): [`Self::attempt_order`]
-    /// with the local member last. etcd's graceful stop waits for open gRPC streams before it
-    /// closes its data (7 s on 3.6.17 for one open watch), so a stream held on the member
-    /// this supervisor stops would stretch every stop of it.
+    /// Where this client's long-lived calls sit; shared with whoever stops the local member
+    /// (see [`placement`]).
+    pub fn placement(&self) -> StreamPlacement {
+        self.inner.placement.clone()
+    }
+
+    /// The order for a long-lived call (a watch, a lease keepalive, a queued lock): the
+    /// local member first, or never while it steps aside (see [`placement::order`]).
     pub(crate) fn stream_order(&self) -> Vec<String> {
-        let mut order = self.attempt_order();
-        if order.len() > 1 {
-            if let Some(i) = order.iter().position(|e| e == self.local_endpoint()) {
-                let local = order.remove(i);
-                order.push(local);
-            }
-        }
-        order
+        placement::order(
+            self.attempt_order(),
+            self.local_endpoint(),
+            self.inner.placement.mode().aside,
+        )
+    }
+
+    /// The seat of a long-lived call opened on `endpoint`, ordered under the placement of
+    /// `epoch`.
+    pub(crate) fn seat(&self, endpoint: &str, epoch: u64) -> Seat {
+        self.inner
+            .placement
+            .seat(endpoint, self.local_endpoint(), epoch)
     }
 
     pub(crate) fn remember(&self, endpoint: &str) {
@@ -271,12 +291,15 @@ impl Client {
         F: Fn(Rpc) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        self.call_in(self.attempt_order(), operation, retry, timeout, op)
-            .await
+        self.call_on(self.attempt_order(), operation, retry, timeout, |_, rpc| {
+            op(rpc)
+        })
+        .await
     }
 
-    /// [`Self::call`] over the endpoints in `order`.
-    pub(crate) async fn call_in<T, F, Fut>(
+    /// [`Self::call`] over the endpoints in `order`; `op` is also told which endpoint it
+    /// runs on.
+    pub(crate) async fn call_on<T, F, Fut>(
         &self,
         order: Vec<String>,
         operation: &'static str,
@@ -285,7 +308,7 @@ impl Client {
         op: F,
     ) -> Result<T, EtcdError>
     where
-        F: Fn(Rpc) -> Fut,
+        F: Fn(String, Rpc) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = Instant::now() + timeout;
@@ -302,7 +325,8 @@ impl Client {
                     after: timeout,
                 });
             }
-            match self.attempt(&endpoint, false, attempt_timeout, &op).await {
+            let here = |rpc| op(endpoint.clone(), rpc);
+            match self.attempt(&endpoint, false, attempt_timeout, &here).await {
                 Ok(value) => {
                     self.remember(&endpoint);
                     return Ok(value);

@@ -79,6 +79,13 @@ impl Client {
     pub async fn lease_keep_alive(&self, id: i64) -> Result<Option<i64>, EtcdError> {
         let timeout = self.request_timeout();
         let mut streams = self.keepalives().lock().await;
+        if streams
+            .get(&id)
+            .is_some_and(|open| open.seat.should_move(self.placement().mode()))
+        {
+            tracing::debug!(lease = id, "moving the keepalive stream (see `placement`)");
+            streams.remove(&id);
+        }
         if let Some(open) = streams.get_mut(&id) {
             match tokio::time::timeout(timeout, open.renew()).await {
                 Ok(Ok(ttl)) => {
@@ -100,15 +107,16 @@ impl Client {
                 }
             }
         }
-        // The stream stays open: not on the member this supervisor stops, when another
-        // answers (see `stream_order`).
+        // The stream stays open: on the local member, never while it steps aside (see
+        // `placement`).
+        let epoch = self.placement().mode().epoch;
         let opened = self
-            .call_in(
+            .call_on(
                 self.stream_order(),
                 "lease keepalive",
                 Retry::Idempotent,
                 timeout,
-                |rpc| async move {
+                |endpoint, rpc| async move {
                     let (keeper, stream) = match rpc.lease_client().keep_alive(id).await {
                         Ok(open) => open,
                         // etcd-client's word for a first answer with TTL 0.
@@ -120,7 +128,7 @@ impl Client {
                         Err(err) => return Err(err),
                     };
                     // Opening consumed the first answer; one more renewal says the TTL.
-                    let mut open = KeepAlive::new(keeper, stream);
+                    let mut open = KeepAlive::new(keeper, stream, self.seat(&endpoint, epoch));
                     let ttl = open.renew().await?;
                     Ok(ttl.map(|ttl| (open, ttl)))
                 },

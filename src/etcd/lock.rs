@@ -44,16 +44,24 @@ impl Client {
             ));
         }
         let name = name.as_ref();
-        self.call("lock", Retry::Blocking, timeout, |rpc| async move {
-            let resp = rpc
-                .lock_client()
-                .lock(name.to_vec(), Some(LockOptions::new().with_lease(lease)))
-                .await?;
-            Ok(LockResponse {
-                header: header(resp.header()),
-                key: resp.key().to_vec(),
-            })
-        })
+        // A queued lock call stays open until the turn comes: like a stream, on the local
+        // member, whose stop never waits for another supervisor (see `placement`).
+        self.call_on(
+            self.stream_order(),
+            "lock",
+            Retry::Blocking,
+            timeout,
+            |_, rpc| async move {
+                let resp = rpc
+                    .lock_client()
+                    .lock(name.to_vec(), Some(LockOptions::new().with_lease(lease)))
+                    .await?;
+                Ok(LockResponse {
+                    header: header(resp.header()),
+                    key: resp.key().to_vec(),
+                })
+            },
+        )
         .await
     }
 

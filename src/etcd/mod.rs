@@ -10,7 +10,8 @@
 //!   (with the keepalive stream), `lock` (raw lock/unlock), `cluster` (member list, endpoint
 //!   discovery), `maintenance` (status, alarms, leader, transfer-leadership, HashKV,
 //!   downgrade; /health and /version over plain HTTP), `watch` (changes under a prefix,
-//!   resumed across members), `auth` (is auth on?),
+//!   resumed across members), `auth` (is auth on?), `placement` (which member holds the
+//!   long-lived calls: never the one about to stop),
 //!   `snapshot` (a folder: streamed to a verified file; `check` checks the chunks, `persist`
 //!   is the one path to the file).
 //!
@@ -43,6 +44,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod placement;
 pub mod snapshot;
 pub mod transport;
 pub mod watch;
@@ -60,5 +62,6 @@ pub use lock::LockResponse;
 pub use maintenance::{
     Alarm, AlarmKind, DowngradeAction, DowngradeInfo, EtcdVersion, HashKv, Leader, Status,
 };
+pub use placement::StreamPlacement;
 pub use snapshot::{SnapshotDigest, SnapshotError, SnapshotInfo};
 pub use watch::{Watch, WatchEvent, WatchEventKind};

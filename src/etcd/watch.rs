@@ -7,11 +7,13 @@
 //! opens a new one with failover, from that revision, so no change is lost or repeated.
 //! When etcd has compacted that revision away the watch ends with an error for which
 //! [`EtcdError::is_compacted`] is true: read the keys again, then watch from the read's
-//! revision + 1.
+//! revision + 1. The stream sits where the client's placement says (see
+//! [`super::placement`]) and moves, the same way, when that changes.
 
 use etcd_client::{EventType, WatchOptions, WatchStream};
 
 use super::client::{convert, Client, Fail};
+use super::placement::{Mode, Seat};
 use super::error::{code, EtcdError};
 use super::kv::{prefix_end, KeyValue};
 
@@ -39,7 +41,9 @@ pub struct Watch {
     prefix: Vec<u8>,
     /// The revision the next stream starts at.
     next_revision: i64,
-    stream: Option<(String, WatchStream)>,
+    stream: Option<(String, WatchStream, Seat)>,
+    /// Changes of the client's placement.
+    placement: tokio::sync::watch::Receiver<Mode>,
 }
 
 impl std::fmt::Debug for Watch {
@@ -60,6 +64,7 @@ impl Client {
             prefix: prefix.into(),
             next_revision: start_revision,
             stream: None,
+            placement: self.placement().subscribe(),
         }
     }
 }
@@ -71,10 +76,20 @@ impl Watch {
     pub async fn next(&mut self) -> Result<Vec<WatchEvent>, EtcdError> {
         loop {
             self.start().await?;
-            let Some((endpoint, stream)) = self.stream.as_mut() else {
+            let Some((endpoint, stream, seat)) = self.stream.as_mut() else {
                 continue;
             };
-            let message = stream.message().await;
+            let message = tokio::select! {
+                message = stream.message() => message,
+                changed = self.placement.changed() => {
+                    let mode = *self.placement.borrow_and_update();
+                    if changed.is_ok() && seat.should_move(mode) {
+                        tracing::debug!(%endpoint, "moving the watch stream (see `placement`)");
+                        self.stream = None;
+                    }
+                    continue;
+                }
+            };
             let endpoint = endpoint.clone();
             let resp = match message {
                 Ok(Some(resp)) => resp,
@@ -135,13 +150,16 @@ impl Watch {
     /// returns, every later change is reported by [`Watch::next`]. `next` opens it too.
     pub async fn start(&mut self) -> Result<(), EtcdError> {
         if self.stream.is_none() {
+            // Placed under the placement as it is now: older changes are not news to it.
+            let epoch = self.placement.borrow_and_update().epoch;
             let (endpoint, stream, revision) = self.open().await?;
             // "From now" is pinned to the revision etcd created the watch at, so a stream
             // that breaks before any event resumes without losing what came meanwhile.
             if self.next_revision == 0 && revision > 0 {
                 self.next_revision = revision + 1;
             }
-            self.stream = Some((endpoint, stream));
+            let seat = self.client.seat(&endpoint, epoch);
+            self.stream = Some((endpoint, stream, seat));
         }
         Ok(())
     }
@@ -151,7 +169,7 @@ impl Watch {
     async fn open(&self) -> Result<(String, WatchStream, i64), EtcdError> {
         let timeout = self.client.request_timeout();
         let mut tried = Vec::new();
-        // Not on the member this supervisor stops, when another answers (see `stream_order`).
+        // On the local member, never while it steps aside (see `placement`).
         for endpoint in self.client.stream_order() {
             let prefix = self.prefix.clone();
             let revision = self.next_revision;

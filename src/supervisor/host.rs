@@ -66,6 +66,13 @@ pub trait Host {
     ) -> impl Future<Output = Result<String, String>> + Send + 'static;
     /// Removes the handover record of a reload that changed nothing.
     fn drop_record(&self);
+    /// Moves the driver's long-lived etcd calls off this member before it is told to stop
+    /// (etcd's graceful stop waits for them; see `etcd::placement`); bounded.
+    fn step_aside(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::ready(())
+    }
+    /// etcd is healthy: the long-lived calls may come back to this member.
+    fn come_home(&self) {}
     /// Re-executes in place, handing `child` over; returns only when that failed, why.
     fn exec(
         &mut self,

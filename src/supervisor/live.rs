@@ -16,7 +16,7 @@ use super::reexec::{self, ReloadSetup};
 use super::start::{self, StartPlan};
 use super::systemd::Notifier;
 use super::{health, RunError};
-use crate::etcd::Client;
+use crate::etcd::{Client, StreamPlacement};
 use crate::process::child::{EtcdProcess, SpawnOptions};
 use crate::process::data_locks::DataLocks;
 use crate::process::handover;
@@ -58,7 +58,14 @@ pub struct LiveHost {
     pub member: String,
     /// How to re-execute on SIGHUP.
     pub reexec: Option<ReloadSetup>,
+    /// Where the driver's long-lived etcd calls sit.
+    pub streams: StreamPlacement,
 }
+
+/// Longest wait for the driver's long-lived calls to leave this member before it is told to
+/// stop: they move in milliseconds (a dropped stream, reopened elsewhere); a stuck one
+/// costs its stop this much at most, instead of etcd's request timeout.
+const STEP_ASIDE_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Host for LiveHost {
     type Child = EtcdProcess;
@@ -114,6 +121,30 @@ impl Host for LiveHost {
                 None => Err("no relaunch path".to_owned()),
             }
         }
+    }
+
+    fn step_aside(&self) -> impl Future<Output = ()> + Send + 'static {
+        let streams = self.streams.clone();
+        let member = self.member.clone();
+        async move {
+            let started = Instant::now();
+            streams.step_aside();
+            let took_ms = started.elapsed().as_millis() as u64;
+            if streams.cleared(STEP_ASIDE_BOUND).await {
+                tracing::debug!(member, took_ms, "long-lived etcd calls moved off this member");
+            } else {
+                tracing::warn!(
+                    member,
+                    open = streams.on_local(),
+                    bound_ms = STEP_ASIDE_BOUND.as_millis() as u64,
+                    "long-lived etcd calls did not leave this member in time; its stop may wait for them up to etcd's request timeout"
+                );
+            }
+        }
+    }
+
+    fn come_home(&self) {
+        self.streams.home();
     }
 
     fn drop_record(&self) {

@@ -16,12 +16,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
 use crate::config::RunSettings;
-use crate::etcd::{Client, ClientConfig};
+use crate::etcd::{Client, ClientConfig, StreamPlacement};
 use crate::metrics::Metrics;
 use crate::process::child::{EtcdProcess, Stopped};
 use crate::process::data_locks::DataLocks;
@@ -135,9 +136,12 @@ impl<H: Host> RunLoop<H> {
                 }
             }
             Effect::Signal(sig) => {
+                if self.child.is_some() && matches!(sig, Signal::SIGTERM | Signal::SIGINT) {
+                    self.host.step_aside().await;
+                }
                 if let Some(child) = &self.child {
                     child.signal(sig);
-                    if sig == nix::sys::signal::Signal::SIGTERM {
+                    if sig == Signal::SIGTERM {
                         // Test builds only: a crash test's kill after SIGTERM, before etcd exits.
                         crate::failpoint::kill_at(crate::failpoint::ETCD_SIGNALLED);
                     }
@@ -166,7 +170,12 @@ impl<H: Host> RunLoop<H> {
                     w.abort();
                 }
             }
-            Effect::EtcdUp(up) => self.metrics.set_etcd_up(up),
+            Effect::EtcdUp(up) => {
+                self.metrics.set_etcd_up(up);
+                if up {
+                    self.host.come_home();
+                }
+            }
             Effect::StopMeasured(ended, took) => self.metrics.stopped(ended.as_str(), took),
             Effect::Restarted => self.metrics.restarted(),
             Effect::Ready(status) => self.notifier.ready(&status),
@@ -285,7 +294,15 @@ pub async fn run_with(
 ) -> Result<i32, RunError> {
     let reload = Reexec::default();
     run_with_reload(
-        settings, reaper, signals, pinned, driver, held, metrics, reload,
+        settings,
+        reaper,
+        signals,
+        pinned,
+        driver,
+        held,
+        metrics,
+        reload,
+        StreamPlacement::default(),
     )
     .await
 }
@@ -299,7 +316,8 @@ pub struct Reexec {
     pub adopted: Option<reexec::AdoptedEtcd>,
 }
 
-/// [`run_with`], re-executing on SIGHUP and taking over an etcd as `reload` says.
+/// [`run_with`], re-executing on SIGHUP and taking over an etcd as `reload` says; the
+/// driver's long-lived etcd calls step aside from `streams` before each stop.
 #[allow(clippy::too_many_arguments)] // run_with's inputs plus the reload's
 pub async fn run_with_reload(
     settings: RunSettings,
@@ -310,6 +328,7 @@ pub async fn run_with_reload(
     held: bool,
     metrics: Metrics,
     reload: Reexec,
+    streams: StreamPlacement,
 ) -> Result<i32, RunError> {
     let client = Client::new(ClientConfig {
         request_timeout: Duration::from_secs(2),
@@ -347,6 +366,7 @@ pub async fn run_with_reload(
         log,
         member: settings.member.name.clone(),
         reexec: reload.setup,
+        streams,
     };
     run_on(
         host, &settings, signals, pinned, driver, held, metrics, adopted,

@@ -396,15 +396,18 @@ fn operator_stops_are_quick_and_clean(release: Release) {
     assert!(report.acked.len() > 20, "writer barely ran: {report:?}");
 }
 
-/// A stop's log line: ended with the data closed, or by etcd's own exit within a second
-/// (a stop that waited out the peer drain takes longer); never escalated.
+/// A stop's log line: ended with the data closed within 2 s, or by etcd's own exit within a
+/// second (a stop that waited out the peer drain takes longer); never escalated.
 pub fn quick_clean_stop(line: &str) -> bool {
     let took_ms: Option<u64> = line
         .split("took_ms=")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|v| v.parse().ok());
-    line.contains("ended=\"data_closed\"")
+    // Data closed, but within 2 s: etcd closes its data about 0.1 s after SIGTERM when
+    // nothing holds it up; an open gRPC stream (a watch, a keepalive) made its graceful stop
+    // wait 2-7 s first (3.5.36-3.7.4), and that is what this bound is for.
+    (line.contains("ended=\"data_closed\"") && took_ms.is_some_and(|t| t < 2000))
         || (line.contains("ended=\"exited\"") && took_ms.is_some_and(|t| t < 1000))
 }
 

@@ -87,25 +87,25 @@ fn attempts_start_at_the_endpoint_that_answered_last() {
 }
 
 #[test]
-fn long_lived_streams_go_to_the_local_member_last() {
+fn long_lived_calls_go_to_the_local_member_first_and_elsewhere_while_it_steps_aside() {
     let client = Client::new(ClientConfig::new(vec![
         "http://a:1".into(),
         "http://b:2".into(),
         "http://c:3".into(),
     ]))
     .unwrap();
-    assert_eq!(
-        client.stream_order(),
-        ["http://b:2", "http://c:3", "http://a:1"]
-    );
     client.remember("http://c:3");
     assert_eq!(
         client.stream_order(),
-        ["http://c:3", "http://b:2", "http://a:1"]
+        ["http://a:1", "http://c:3", "http://b:2"]
     );
-    // Alone, the local member is the only place for a stream.
-    let alone = Client::new(ClientConfig::new(vec!["http://a:1".into()])).unwrap();
-    assert_eq!(alone.stream_order(), ["http://a:1"]);
+    // The run loop's handle is the client's own: clones share it.
+    client.placement().step_aside();
+    assert_eq!(client.clone().stream_order(), ["http://c:3", "http://b:2"]);
+    client.placement().home();
+    assert_eq!(client.stream_order()[0], "http://a:1");
+    // Short calls keep their order: the member that answered last.
+    assert_eq!(client.attempt_order()[0], "http://c:3");
 }
 
 #[test]
