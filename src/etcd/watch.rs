@@ -13,9 +13,9 @@
 use etcd_client::{EventType, WatchOptions, WatchStream};
 
 use super::client::{convert, Client, Fail};
-use super::placement::{Mode, Seat};
 use super::error::{code, EtcdError};
 use super::kv::{prefix_end, KeyValue};
+use super::placement::{Mode, Seat};
 
 /// What happened to a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,10 @@ enum Call {
     Check,
     DropRecord,
     Exec(Option<u32>),
+    /// The driver's long-lived etcd calls asked to leave the member.
+    StepAside,
+    /// ... and to come back.
+    ComeHome,
 }
 
 /// How a child answers SIGTERM.
@@ -245,6 +249,15 @@ impl Host for Fake {
 
     fn drop_record(&self) {
         self.log(Call::DropRecord);
+    }
+
+    fn step_aside(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.log(Call::StepAside);
+        std::future::ready(())
+    }
+
+    fn come_home(&self) {
+        self.log(Call::ComeHome);
     }
 
     async fn exec(&mut self, child: Option<&mut FakeChild>, _handed: &Handed) -> String {
@@ -526,6 +539,50 @@ async fn a_reload_waits_while_a_turn_is_held_and_execs_once_it_ends() {
     assert!(
         fake.when(Call::Exec(Some(102))).is_some(),
         "{:?}",
+        fake.calls()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_drivers_etcd_calls_step_aside_before_each_stop_and_come_home_once_healthy() {
+    let fake = Fake::new();
+    let (run, sig, control, _dir) = start(&fake, false);
+    let script = async {
+        let control = control.await.unwrap();
+        sleep(2_000).await;
+        // A turn's stop and start, then the operator's stop.
+        control.stop().await.unwrap();
+        control.start().await.unwrap();
+        sleep(2_000).await;
+        control.resume().await;
+        sleep(1_000).await;
+        sig.send(Signal::SIGTERM).unwrap();
+    };
+    let (code, ()) = tokio::join!(run, script);
+    assert_eq!(code.unwrap(), 0);
+    let seen: Vec<Call> = fake
+        .plain()
+        .into_iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Call::StepAside | Call::ComeHome | Call::Signal(..) | Call::Spawn(_)
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            Call::Spawn(101),
+            Call::ComeHome,
+            Call::StepAside,
+            Call::Signal(101, Signal::SIGTERM),
+            Call::Spawn(102),
+            Call::ComeHome,
+            Call::StepAside,
+            Call::Signal(102, Signal::SIGTERM),
+        ],
+        "each SIGTERM right after the calls stepped aside; home once healthy: {:?}",
         fake.calls()
     );
 }

@@ -131,7 +131,11 @@ impl Host for LiveHost {
             streams.step_aside();
             let took_ms = started.elapsed().as_millis() as u64;
             if streams.cleared(STEP_ASIDE_BOUND).await {
-                tracing::debug!(member, took_ms, "long-lived etcd calls moved off this member");
+                tracing::debug!(
+                    member,
+                    took_ms,
+                    "long-lived etcd calls moved off this member"
+                );
             } else {
                 tracing::warn!(
                     member,
