@@ -78,6 +78,15 @@ pub async fn run(client: &Client, key_prefix: &str, interval: Duration) -> Outco
                 (view, downgrade)
             } => seen,
         };
+        // The turn holder is about to stop its member: our watch must not hold that up.
+        let avoid = turn_holder_url(&view).and_then(|url| client.endpoint_url(url).ok());
+        let placement = client.placement();
+        if placement.mode().avoid != avoid {
+            match &avoid {
+                Some(url) => placement.avoid(url),
+                None => placement.home(),
+            }
+        }
         let now = SystemTime::now();
         let downgrade = downgrade.as_deref();
         let written = if tty {
@@ -103,6 +112,17 @@ pub async fn run(client: &Client, key_prefix: &str, interval: Duration) -> Outco
         let _ = out.flush();
     }
     outcome
+}
+
+/// The client URL of the member that holds the upgrade turn, if any: etcd's graceful stop
+/// waits for open watches (see `etcd::placement`), so the watch stays off it.
+pub fn turn_holder_url(view: &ClusterView) -> Option<&str> {
+    let holder = view.turn.holder.as_deref()?;
+    view.members
+        .iter()
+        .find(|m| m.name == holder)?
+        .client_url
+        .as_deref()
 }
 
 /// A whole frame: a header with the time, then [`render_table`] with ages, then the

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use super::error::{code, describe_transport, EtcdError};
-use super::placement::{self, Seat, StreamPlacement};
+use super::placement::{Seat, StreamPlacement};
 use super::transport::{build_http, grpc_channel, grpc_tls, normalize_endpoint};
 pub use super::transport::{ClientConfig, Credentials};
 
@@ -167,6 +167,7 @@ impl Client {
         // the same files.
         let http = build_http(&config)?;
         let grpc_tls = grpc_tls(&config)?;
+        let placement = StreamPlacement::new(configured.first().cloned().unwrap_or_default());
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -180,7 +181,7 @@ impl Client {
                 credentials: config.credentials,
                 rpcs: Mutex::new(HashMap::new()),
                 keepalives: tokio::sync::Mutex::new(HashMap::new()),
-                placement: StreamPlacement::default(),
+                placement,
             }),
         })
     }
@@ -249,21 +250,15 @@ impl Client {
     }
 
     /// The order for a long-lived call (a watch, a lease keepalive, a queued lock): the
-    /// local member first, or never while it steps aside (see [`placement::order`]).
+    /// local member first, never the one the placement avoids (see `placement::order`).
     pub(crate) fn stream_order(&self) -> Vec<String> {
-        placement::order(
-            self.attempt_order(),
-            self.local_endpoint(),
-            self.inner.placement.mode().aside,
-        )
+        self.inner.placement.order(self.attempt_order())
     }
 
     /// The seat of a long-lived call opened on `endpoint`, ordered under the placement of
     /// `epoch`.
     pub(crate) fn seat(&self, endpoint: &str, epoch: u64) -> Seat {
-        self.inner
-            .placement
-            .seat(endpoint, self.local_endpoint(), epoch)
+        self.inner.placement.seat(endpoint, epoch)
     }
 
     pub(crate) fn remember(&self, endpoint: &str) {

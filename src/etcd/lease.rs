@@ -81,7 +81,7 @@ impl Client {
         let mut streams = self.keepalives().lock().await;
         if streams
             .get(&id)
-            .is_some_and(|open| open.seat.should_move(self.placement().mode()))
+            .is_some_and(|open| open.seat.should_move(&self.placement().mode()))
         {
             tracing::debug!(lease = id, "moving the keepalive stream (see `placement`)");
             streams.remove(&id);

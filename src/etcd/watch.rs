@@ -82,8 +82,8 @@ impl Watch {
             let message = tokio::select! {
                 message = stream.message() => message,
                 changed = self.placement.changed() => {
-                    let mode = *self.placement.borrow_and_update();
-                    if changed.is_ok() && seat.should_move(mode) {
+                    let mode = self.placement.borrow_and_update().clone();
+                    if changed.is_ok() && seat.should_move(&mode) {
                         tracing::debug!(%endpoint, "moving the watch stream (see `placement`)");
                         self.stream = None;
                     }

@@ -1,6 +1,7 @@
 //! `status --watch` against a real cluster: in a real terminal (a tmux pane, captured) it
-//! redraws in place and follows a rollout; with stdout not a terminal it prints plain
-//! blocks, one per change.
+//! redraws in place and follows a rollout without holding up any member's stop (its watch
+//! keeps off the turn holder's member); with stdout not a terminal it prints plain blocks,
+//! one per change.
 
 use std::fs;
 use std::process::Command;
@@ -89,7 +90,11 @@ fn rows(screen: &str) -> Vec<Row> {
 
 #[test]
 fn watch_in_a_terminal_redraws_in_place_and_follows_a_rollout() {
-    let cluster = Cluster::start_supervised(Release::V3_5, 3, FAST);
+    // From 3.5.30: etcd's graceful stop waits for open watches from there on, so a watch
+    // left on the member about to stop would show as a slow stop.
+    let (from, to) = (Release::V3_5Newest, Release::V3_5Go);
+    let (from_v, to_v) = (from.version(), to.version());
+    let cluster = Cluster::start_supervised(from, 3, FAST);
     let tmux = Tmux::new(&cluster.net.base_port.to_string());
     let stderr = cluster.dir().join("watch.stderr");
     let command = format!(
@@ -112,7 +117,7 @@ fn watch_in_a_terminal_redraws_in_place_and_follows_a_rollout() {
     let first = wait_for(Duration::from_secs(20), || {
         let screen = tmux.capture(&[]);
         let r = rows(&screen);
-        (r.len() == 3 && r.iter().all(|row| row.version == "3.5.16")).then_some(screen)
+        (r.len() == 3 && r.iter().all(|row| row.version == from_v)).then_some(screen)
     })
     .unwrap_or_else(|_| panic!("no members on screen: {}", tmux.capture(&[])));
     assert!(
@@ -123,10 +128,10 @@ fn watch_in_a_terminal_redraws_in_place_and_follows_a_rollout() {
     assert!(!first.contains('\x1b'), "{first}");
 
     for i in 0..3 {
-        stage(&cluster, i, &Release::V3_5Newest.etcd());
+        stage(&cluster, i, &to.etcd());
     }
     // Sample the screen as the rollout moves: someone holds the turn with a phase shown,
-    // then every member runs 3.5.30 and is idle again.
+    // then every member runs the target and is idle again.
     let deadline = Instant::now() + Duration::from_secs(120);
     let (mut moving, mut done) = (None, None);
     while Instant::now() < deadline && done.is_none() {
@@ -140,7 +145,7 @@ fn watch_in_a_terminal_redraws_in_place_and_follows_a_rollout() {
         }
         if r.len() == 3
             && r.iter()
-                .all(|row| row.version == "3.5.30" && row.phase == "idle")
+                .all(|row| row.version == to_v && row.phase == "idle")
             && screen.contains("turn: free")
         {
             done = Some(screen);
@@ -150,7 +155,7 @@ fn watch_in_a_terminal_redraws_in_place_and_follows_a_rollout() {
     let moving = moving.unwrap_or_else(|| panic!("never saw the turn held: {}", tmux.capture(&[])));
     let done = done.unwrap_or_else(|| {
         panic!(
-            "never saw all on 3.5.30: {}\n{}",
+            "never saw all on {to_v}: {}\n{}",
             tmux.capture(&[]),
             cluster.logs()
         )
@@ -163,7 +168,14 @@ fn watch_in_a_terminal_redraws_in_place_and_follows_a_rollout() {
     // Drawn in place: the header once in the whole history, nothing scrolled off.
     let history = tmux.capture(&["-S", "-"]);
     assert_eq!(history.matches(HEADER).count(), 1, "scrolled:\n{history}");
-    wait_all_on(&cluster, "3.5.30", Duration::from_secs(10));
+    wait_all_on(&cluster, &to_v, Duration::from_secs(10));
+    // The watch stayed off each member while it stopped: no stop waited for it.
+    let stops = crate::fast_stop::swap_stops(&cluster);
+    assert_eq!(stops.len(), 3, "{stops:#?}");
+    assert!(
+        stops.iter().all(|l| crate::fast_stop::quick_clean_stop(l)),
+        "a stop held up (by our watch?): {stops:#?}"
+    );
 
     // Ctrl-C ends it (the pane's only process), with the cursor shown again.
     tmux.cmd(&["send-keys", "-t", "w", "C-c"]);

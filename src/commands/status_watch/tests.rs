@@ -209,3 +209,18 @@ fn a_member_parked_before_the_downgrade_shows_as_waiting_once_it_is_enabled() {
     assert!(super::super::status::render(&view(7))
         .contains("m2: last problem (3.5.30 staged): m1 holds the turn\n"));
 }
+
+#[test]
+fn the_watch_stays_off_the_turn_holders_member() {
+    let mut v = view(5);
+    v.members[0].client_url = Some("http://127.0.0.1:2379".into());
+    v.members[1].client_url = Some("http://127.0.0.1:2479".into());
+    assert_eq!(turn_holder_url(&v), Some("http://127.0.0.1:2379"));
+    v.turn.holder = Some("m2".into());
+    assert_eq!(turn_holder_url(&v), Some("http://127.0.0.1:2479"));
+    // No turn, or a holder the member list does not name (lease id): nothing to avoid.
+    v.turn.holder = None;
+    assert_eq!(turn_holder_url(&v), None);
+    v.turn.holder = Some("lease 7587".into());
+    assert_eq!(turn_holder_url(&v), None);
+}
