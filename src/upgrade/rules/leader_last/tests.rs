@@ -410,3 +410,38 @@ fn a_member_down_outside_its_swap_ends_the_wait_for_preflight_to_judge() {
     held.holder = Some("m3".into());
     assert_eq!(decide(&held).decision, TurnOrder::Wait(vec!["m2".into()]));
 }
+
+#[test]
+fn an_idle_follower_staged_for_another_version_is_skipped_as_such_not_as_refused() {
+    let mut other = record("idle", Some("3.5.29"));
+    other.last_error = Some("flag --foo is gone".into());
+    let a = decide(&facts("m1", vec![peer("m2", Some(other))]));
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
+    assert_eq!(a.skipped, [("m2".into(), Skip::OtherTarget(v("3.5.29")))]);
+}
+
+#[test]
+fn an_unknown_state_staged_for_the_target_outside_the_queue_counts_as_not_staged() {
+    // Not "staged for 3.5.30 instead": that is the target. And like any member not staged
+    // yet, it is expected while the leader's own staging settles.
+    let mut f = facts("m1", vec![peer("m2", Some(record("draining", Some(NEW))))]);
+    let a = decide(&f);
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
+    assert_eq!(a.skipped, [("m2".into(), Skip::NotStaged)]);
+    f.staged_for = Duration::ZERO;
+    assert_eq!(decide(&f).decision, TurnOrder::Wait(vec!["m2".into()]));
+}
+
+#[test]
+fn an_unknown_state_with_the_target_as_candidate_counts_as_not_staged() {
+    // Vetting counts only from idle or failed; a candidate equal to the target is still
+    // not another version.
+    let mut vetting = record("draining", None);
+    vetting.candidate = Some(v(NEW));
+    let mut f = facts("m1", vec![peer("m2", Some(vetting))]);
+    let a = decide(&f);
+    assert_eq!(a.decision, TurnOrder::Go(Go::NoneWaiting));
+    assert_eq!(a.skipped, [("m2".into(), Skip::NotStaged)]);
+    f.staged_for = Duration::ZERO;
+    assert_eq!(decide(&f).decision, TurnOrder::Wait(vec!["m2".into()]));
+}
