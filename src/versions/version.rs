@@ -72,9 +72,14 @@ impl FromStr for Version {
             return Err(err());
         }
         if let Some(pre) = &pre {
-            let valid = pre
-                .split('.')
-                .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()));
+            // Semver forbids leading zeros in numeric identifiers: `rc.01` would sort equal
+            // to `rc.1` while comparing unequal, and `Ord` must agree with `Eq`.
+            let valid = pre.split('.').all(|id| {
+                let numeric = id.bytes().all(|b| b.is_ascii_digit());
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric())
+                    && !(numeric && id.len() > 1 && id.starts_with('0'))
+            });
             if !valid {
                 return Err(err());
             }
@@ -169,6 +174,9 @@ mod tests {
         assert_eq!(v("v3.4.23"), Version::new(3, 4, 23));
         assert_eq!(v("3.6.0-rc.1").pre.as_deref(), Some("rc.1"));
         assert_eq!(v("3.6.0-rc.1").to_string(), "3.6.0-rc.1");
+        // A zero alone is a number; leading zeros inside a word are letters.
+        assert_eq!(v("3.6.0-alpha.0").pre.as_deref(), Some("alpha.0"));
+        assert_eq!(v("3.6.0-rc.0a").pre.as_deref(), Some("rc.0a"));
     }
 
     #[test]
@@ -184,6 +192,7 @@ mod tests {
             "3..1",
             "3.5.1-r c",
             "+3.5.1",
+            "3.6.0-rc.01",
         ] {
             assert!(bad.parse::<Version>().is_err(), "{bad:?} parsed");
         }
