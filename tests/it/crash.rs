@@ -101,8 +101,8 @@ fn assert_settled_with(cluster: &Cluster, version: &str, names: &[&str]) {
 }
 
 /// The outside sampler's verdict at the end of a crash test: no supervisor's stop while
-/// another member was down, none without the turn, never two members stopped at once, and
-/// member `i` ran as many etcd processes as `pids[i]` allows.
+/// another member was down, none without the turn, never two members stopped at once (the
+/// test's own kills aside), and member `i` ran as many etcd processes as `pids[i]` allows.
 fn judge(cluster: &Cluster, sampler: Sampler, t0: Instant, pids: [&[usize]; 3]) {
     let killed = sampler.kills().lock().unwrap().clone();
     let mut report = sampler.finish();
@@ -132,7 +132,10 @@ fn judge(cluster: &Cluster, sampler: Sampler, t0: Instant, pids: [&[usize]; 3]) 
         "{}",
         report.summary(t0)
     );
-    assert!(report.max_out <= 1, "{}", report.summary(t0));
+    // The test's own kill may land during another member's stop (a queued member killed
+    // while the holder stops): that pair is the test's doing; the supervisors' part is the
+    // second-outage check above.
+    assert!(report.max_out_but_kills <= 1, "{}", report.summary(t0));
     for (i, allowed) in pids.iter().enumerate() {
         assert!(
             allowed.contains(&report.pids[i].len()),

@@ -482,8 +482,10 @@ fn killed_in(state: &str) {
         .iter()
         .map(|m| m.spec.name.clone())
         .collect();
+    // The test's kill may land while another member is in its turn's stop (seen: m1
+    // killed while queued, 0.1 s into m3's stop): two out, by the test's doing.
     assert!(
-        report.second_outages().is_empty() && report.max_out <= 1,
+        report.second_outages().is_empty() && report.max_out_but_kills <= 1,
         "two members down at once: {}",
         report.summary(t0)
     );

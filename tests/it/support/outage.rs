@@ -129,6 +129,11 @@ pub struct Report {
     pub max_down: usize,
     /// The most members stopped (etcd process gone) or cut off by the test at one time.
     pub max_out: usize,
+    /// The same without the test's own kills: a member killed while another is in its
+    /// turn's stop is two out at once by the test's doing, which no supervisor can prevent
+    /// (the supervisors' part, no stop begun while another is down, is
+    /// [`Report::second_outages`]).
+    pub max_out_but_kills: usize,
     /// The turn's holder over time.
     pub turn: Vec<TurnSample>,
     /// Samples taken, and the longest gap between two samples of one member.
@@ -449,11 +454,13 @@ fn summarize(
         };
         let max_down = at_once(&|_| true);
         let max_out = at_once(&|o| o.process_gone || o.partitioned);
+        let max_out_but_kills = at_once(&|o| (o.process_gone && !o.killed) || o.partitioned);
         Report {
             outages,
             blips,
             max_down,
             max_out,
+            max_out_but_kills,
             turn,
             samples,
             longest_gap,
@@ -587,8 +594,9 @@ impl Report {
             })
             .collect();
         format!(
-            "max members stopped or cut off at once {}, down for any reason {}; outages [{}]; blips {} (longest {:?}); samples {}, longest gap {:?}; turn holders {:?}",
+            "max members stopped or cut off at once {} ({} but the test's kills), down for any reason {}; outages [{}]; blips {} (longest {:?}); samples {}, longest gap {:?}; turn holders {:?}",
             self.max_out,
+            self.max_out_but_kills,
             self.max_down,
             list.join(", "),
             self.blips.0,
@@ -672,5 +680,28 @@ mod tests {
         let second = report.second_outages();
         assert_eq!(second.len(), 1, "{:?}", report.outages);
         assert_eq!((second[0].0.member, second[0].1.member), (0, 1));
+    }
+
+    /// m3 in its turn's stop when the test kills queued m1 a little later: two out at
+    /// once, by the test's doing; no supervisor's stop began while another was down.
+    #[test]
+    fn a_test_kill_during_a_turns_stop_is_two_out_but_not_the_supervisors_doing() {
+        let t0 = Instant::now();
+        let mut m1 = vec![(Some(10), true); 12];
+        m1.extend(vec![(None, false); 10]);
+        m1.extend(vec![(Some(11), true); 8]);
+        let up = vec![(Some(20), true); 30];
+        let mut m3 = vec![(Some(30), true); 10];
+        m3.extend(vec![(None, false); 10]);
+        m3.extend(vec![(Some(31), true); 10]);
+        let per_member = vec![member(t0, &m1), member(t0, &up), member(t0, &m3)];
+        let end = t0 + PERIOD * 30;
+        let report = summarize(&per_member, holder(t0, "m3"), &[], &[(0, 10)], end);
+        assert_eq!((report.max_out, report.max_out_but_kills), (2, 1));
+        assert!(report.second_outages().is_empty(), "{:?}", report.outages);
+        // Not killed by the test, m1's stop is a second outage and both figures say 2.
+        let report = summarize(&per_member, holder(t0, "m3"), &[], &[], end);
+        assert_eq!((report.max_out, report.max_out_but_kills), (2, 2));
+        assert_eq!(report.second_outages().len(), 1, "{:?}", report.outages);
     }
 }
