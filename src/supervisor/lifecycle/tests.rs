@@ -553,3 +553,166 @@ fn a_drain_that_ends_after_sigterm_does_not_exec() {
     run.feed(Input::Signal(Signal::SIGTERM));
     assert!(!has(&run.feed(Input::DriverDone), &Effect::Exec));
 }
+
+#[test]
+fn a_failed_start_for_the_driver_sets_no_restart_and_counts_no_crash() {
+    for in_use in [false, true] {
+        let mut run = Run::new(false, true);
+        run.feed(Input::Boot(None));
+        run.feed(Input::Start(1));
+        let fx = run.feed(failed(in_use));
+        assert!(
+            has(&fx, &Effect::Log(Note::CannotStartForUpgrade("no".into()))),
+            "{fx:?}"
+        );
+        assert!(
+            !has(&fx, &Effect::Fail),
+            "the driver rolls back, in use or not"
+        );
+        assert_eq!(run.state.child, Child::Down { restart_at: None });
+        assert_eq!((run.state.crashes, run.state.finished()), (0, None));
+    }
+}
+
+#[test]
+fn a_failed_restart_is_retried_its_backoff_after_the_failure() {
+    let mut run = Run::healthy();
+    run.feed(Input::Exited(ChildExit::Code(1)));
+    run.at(Duration::from_secs(1));
+    run.feed(Input::Timer(Timer::Restart));
+    run.at(Duration::from_secs(2));
+    run.feed(failed(false));
+    // The second crash in a row: 2 s of backoff, from the failure.
+    let at = run.now + Duration::from_secs(2);
+    assert_eq!(run.state.next_timer(), Some((at, Timer::Restart)));
+}
+
+#[test]
+fn sigterm_during_a_drivers_stop_watches_the_data_only_if_no_watch_runs() {
+    // The driver's stop started the watch: the shutdown does not start a second one.
+    let mut run = Run::healthy();
+    let fx = run.feed(Input::Stop(7));
+    assert!(has(&fx, &Effect::WatchData(run.now + STOP)), "{fx:?}");
+    run.at(Duration::from_secs(4));
+    let fx = run.feed(Input::Signal(Signal::SIGTERM));
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::WatchData(_))),
+        "{fx:?}"
+    );
+    // The watch ended without telling: the shutdown watches again, to its fresh deadline.
+    let mut run = Run::healthy();
+    run.feed(Input::Stop(7));
+    run.feed(Input::DataWatched(DataWatch::CannotTell("nfs".into())));
+    run.at(Duration::from_secs(4));
+    let fx = run.feed(Input::Signal(Signal::SIGTERM));
+    assert!(has(&fx, &Effect::WatchData(run.now + STOP)), "{fx:?}");
+}
+
+#[test]
+fn a_drain_gives_the_driver_the_stop_timeout_then_execs() {
+    let mut run = waiting_reload();
+    run.at(reload::QUIET_POLL);
+    run.feed(Input::Timer(Timer::LookForQuiet));
+    let until = run.now + STOP;
+    assert_eq!(run.state.next_timer(), Some((until, Timer::DrainTimeout)));
+    run.at(reload::QUIET_POLL + STOP - Duration::from_millis(1));
+    assert!(run.feed(Input::Timer(Timer::DrainTimeout)).is_empty());
+    assert!(run.state.draining());
+}
+
+#[test]
+fn a_stop_ended_after_the_data_closed_reports_when_it_closed() {
+    let after = Duration::from_millis(40);
+    let end = Duration::from_millis(50);
+    let killed = ChildExit::Signal(libc::SIGKILL);
+    // The supervisor's own stop.
+    let mut run = Run::healthy();
+    run.feed(Input::Signal(Signal::SIGTERM));
+    run.at(after);
+    run.feed(Input::DataWatched(DataWatch::Closed(after)));
+    run.at(end);
+    let fx = run.feed(Input::Exited(killed));
+    assert!(
+        has(
+            &fx,
+            &Effect::Log(Note::StoppedExiting {
+                exit: killed,
+                code: 0,
+                ended: StopEnd::DataClosed,
+                took: Some(end),
+                data_closed: Some(after),
+            })
+        ),
+        "{fx:?}"
+    );
+    // The driver's stop.
+    let mut run = Run::healthy();
+    run.feed(Input::Stop(7));
+    run.at(after);
+    run.feed(Input::DataWatched(DataWatch::Closed(after)));
+    run.at(end);
+    let fx = run.feed(Input::Exited(killed));
+    let stopped = Stopped {
+        exit: killed,
+        ended: StopEnd::DataClosed,
+        took: end,
+    };
+    assert!(
+        has(
+            &fx,
+            &Effect::Log(Note::StoppedForUpgrade {
+                stopped,
+                data_closed: Some(after),
+            })
+        ),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn an_etcd_that_exits_by_itself_before_the_data_closed_sigkill_lands_stopped_as_exited() {
+    let mut run = Run::healthy();
+    run.feed(Input::Signal(Signal::SIGTERM));
+    let after = Duration::from_millis(40);
+    run.at(after);
+    run.feed(Input::DataWatched(DataWatch::Closed(after)));
+    let fx = run.feed(Input::Exited(ChildExit::Signal(libc::SIGTERM)));
+    assert!(
+        has(&fx, &Effect::StopMeasured(StopEnd::Exited, after)),
+        "{fx:?}"
+    );
+    assert_eq!(run.state.finished(), Some(0));
+}
+
+#[test]
+fn a_reload_waits_fifteen_minutes_for_a_quiet_point_before_refusing() {
+    let mut run = waiting_reload();
+    run.feed(Input::DriverPhase(Phase::Soaking));
+    run.at(Duration::from_secs(15 * 60) - Duration::from_secs(1));
+    let fx = run.feed(Input::Timer(Timer::LookForQuiet));
+    assert!(!has(&fx, &Effect::DropRecord), "{fx:?}");
+    assert!(matches!(run.state.reload, Some(Reload::Waiting { .. })));
+    run.at(Duration::from_secs(15 * 60));
+    let fx = run.feed(Input::Timer(Timer::LookForQuiet));
+    assert!(has(&fx, &Effect::DropRecord), "{fx:?}");
+}
+
+#[test]
+fn a_checked_reload_looks_for_its_quiet_point_one_poll_later_not_before() {
+    let mut run = waiting_reload();
+    let first = run.now + reload::QUIET_POLL;
+    assert_eq!(run.state.next_timer(), Some((first, Timer::LookForQuiet)));
+    // A look before it is due does nothing, though etcd is quiet.
+    assert!(run.feed(Input::Timer(Timer::LookForQuiet)).is_empty());
+    assert!(!run.state.draining());
+}
+
+#[test]
+fn a_waiting_reload_looks_again_one_poll_after_each_look() {
+    let mut run = waiting_reload();
+    run.feed(Input::DriverPhase(Phase::Verifying));
+    run.at(reload::QUIET_POLL * 3);
+    run.feed(Input::Timer(Timer::LookForQuiet));
+    let next = run.now + reload::QUIET_POLL;
+    assert_eq!(run.state.next_timer(), Some((next, Timer::LookForQuiet)));
+}
