@@ -81,9 +81,10 @@ impl Watch {
             };
             let message = tokio::select! {
                 message = stream.message() => message,
-                changed = self.placement.changed() => {
+                // The client holds the sender: this never ends in an error.
+                Ok(()) = self.placement.changed() => {
                     let mode = self.placement.borrow_and_update().clone();
-                    if changed.is_ok() && seat.should_move(&mode) {
+                    if seat.should_move(&mode) {
                         tracing::debug!(%endpoint, "moving the watch stream (see `placement`)");
                         self.stream = None;
                     }

@@ -129,8 +129,9 @@ impl Host for LiveHost {
         async move {
             let started = Instant::now();
             streams.step_aside();
+            let cleared = streams.cleared(STEP_ASIDE_BOUND).await;
             let took_ms = started.elapsed().as_millis() as u64;
-            if streams.cleared(STEP_ASIDE_BOUND).await {
+            if cleared {
                 tracing::debug!(
                     member,
                     took_ms,
