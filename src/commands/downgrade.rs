@@ -22,12 +22,16 @@ use crate::cli::DowngradeArgs;
 use crate::cluster::view::{gather, ClusterView};
 use crate::etcd::maintenance::DowngradeAction;
 use crate::etcd::Client;
-use crate::upgrade::rules::downgrade::{self, DowngradeRecord, InEtcd, RecordState};
+use crate::upgrade::rules::downgrade::{self, DowngradeRecord, InEtcd, RecordState, StartRefusal};
 use crate::upgrade::turn::downgrade_live;
 use crate::versions::Version;
 
 /// How often the command looks at the cluster while it follows the downgrade.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// How long the command waits for etcd to replace its placeholder cluster version (it does
+/// so on its leader's first version decision, seconds after a start).
+const UNDECIDED_PATIENCE: Duration = Duration::from_secs(30);
 
 /// `etcd-supervisor downgrade`: exit 0 once the cluster finished (or, with `--no-wait`,
 /// once enabled; or once cancelled), 1 when refused, cancelled by a failure, or not done
@@ -53,19 +57,30 @@ pub async fn command(args: &DowngradeArgs) -> Outcome {
             return Outcome::Usage;
         }
     };
-    let view = gather(&client, prefix).await;
-    if let Some(err) = &view.error {
-        tracing::error!(
-            "cannot downgrade: the cluster did not answer ({err}); nothing was changed"
-        );
-        return Outcome::Failed;
-    }
-    let facts = downgrade_live::read(&client, prefix, &view).await;
-    if let Err(why) = downgrade::may_start(&facts, &target) {
-        tracing::error!(target = %target, "downgrade refused: {why}; nothing was changed");
-        println!("downgrade to {target} refused: {why}; nothing was changed");
-        return Outcome::Failed;
-    }
+    // etcd's placeholder cluster version lasts seconds after a start: wait it out, bounded.
+    let deadline = Instant::now() + UNDECIDED_PATIENCE;
+    let (view, facts) = loop {
+        let view = gather(&client, prefix).await;
+        if let Some(err) = &view.error {
+            tracing::error!(
+                "cannot downgrade: the cluster did not answer ({err}); nothing was changed"
+            );
+            return Outcome::Failed;
+        }
+        let facts = downgrade_live::read(&client, prefix, &view).await;
+        match downgrade::may_start(&facts, &target) {
+            Ok(()) => break (view, facts),
+            Err(StartRefusal::Undecided(cv)) if Instant::now() < deadline => {
+                tracing::info!(cluster_version = %cv, "waiting for etcd to decide the cluster version");
+                tokio::time::sleep(LOOK_EVERY).await;
+            }
+            Err(why) => {
+                tracing::error!(target = %target, "downgrade refused: {why}; nothing was changed");
+                println!("downgrade to {target} refused: {why}; nothing was changed");
+                return Outcome::Failed;
+            }
+        }
+    };
     let from = newest(&view).unwrap_or_else(|| target.clone());
     if facts.etcd == InEtcd::Enabled(target.minor_version()) {
         println!("the downgrade to {target} is already enabled in etcd; following it");

@@ -133,6 +133,9 @@ pub struct DowngradeFacts {
 pub enum StartRefusal {
     /// Cannot judge: the cluster version is unknown or a member did not answer.
     Unknown(String),
+    /// etcd's placeholder (3.0.0) before the leader's first decision: more than one minor
+    /// below every member's version. Seconds after a start; ask again.
+    Undecided(Version),
     /// The cluster version is before 3.6.
     TooOld(Version),
     /// The target is not below the cluster's minor.
@@ -175,6 +178,11 @@ impl fmt::Display for StartRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unknown(why) => write!(f, "cannot judge the cluster: {why}"),
+            Self::Undecided(cv) => write!(
+                f,
+                "the cluster version is not decided yet (etcd answers {cv} until its leader's \
+                 first decision, seconds after the cluster starts): run the command again"
+            ),
             Self::TooOld(cv) => write!(
                 f,
                 "the cluster version is {cv}: etcd's downgrade starts at 3.6 (a {} cluster \
@@ -247,6 +255,20 @@ fn minor((major, minor): (u64, u64)) -> String {
     format!("{major}.{minor}")
 }
 
+/// Whether `cluster` is etcd's placeholder before its leader's first decision: more than
+/// one minor below every member that answered (a real cluster version is at most one minor
+/// below a member: the lowest member's, or one above it mid-downgrade).
+fn undecided(cluster: &Version, members: &[MemberFacts]) -> bool {
+    let lowest = members
+        .iter()
+        .filter_map(|m| m.server.as_ref().map(Version::minor_version))
+        .min();
+    lowest.is_some_and(|low| {
+        let (major, minor) = cluster.minor_version();
+        (major, minor + 1) < low
+    })
+}
+
 /// The minor one below the cluster's, which is the only one etcd downgrades to.
 fn one_below(cluster: &Version) -> (u64, u64) {
     (cluster.major, cluster.minor.saturating_sub(1))
@@ -260,6 +282,9 @@ pub fn may_start(facts: &DowngradeFacts, target: &Version) -> Result<(), StartRe
             "no member reported the cluster version".into(),
         ));
     };
+    if undecided(cluster, &facts.members) {
+        return Err(StartRefusal::Undecided(cluster.clone()));
+    }
     // etcd accepted this very downgrade already (the cluster version moved to it): a
     // command run again resumes it; the version arithmetic was checked when it started.
     let resuming = facts.etcd == InEtcd::Enabled(target.minor_version());

@@ -77,6 +77,36 @@ fn two_minors_down_or_not_lower_is_refused() {
 }
 
 #[test]
+fn etcds_placeholder_cluster_version_is_undecided_not_a_refusal_of_the_target() {
+    // A new cluster answers 3.0.0 until its leader decides: seen in CI, where the command
+    // said "3.6.17 is not below the cluster version 3.0.0".
+    let mut f = on_37();
+    f.cluster_version = Some(v("3.0.0"));
+    let refusal = may_start(&f, &v("3.6.17")).unwrap_err();
+    assert_eq!(refusal, StartRefusal::Undecided(v("3.0.0")));
+    assert!(refusal.to_string().contains("not decided yet"), "{refusal}");
+    // One minor below the lowest member is a real cluster version (mid-upgrade, or
+    // mid-downgrade with members still on the newer minor): judged as such.
+    f.cluster_version = Some(v("3.6.0"));
+    assert_ne!(
+        may_start(&f, &v("3.6.17")),
+        Err(StartRefusal::Undecided(v("3.6.0")))
+    );
+    f.members[0].server = Some(v("3.6.17"));
+    f.cluster_version = Some(v("3.5.0"));
+    assert_ne!(
+        may_start(&f, &v("3.5.36")),
+        Err(StartRefusal::Undecided(v("3.5.0")))
+    );
+    // Two below the lowest is the placeholder's shape again.
+    f.cluster_version = Some(v("3.4.0"));
+    assert_eq!(
+        may_start(&f, &v("3.5.36")),
+        Err(StartRefusal::Undecided(v("3.4.0")))
+    );
+}
+
+#[test]
 fn a_35_cluster_has_no_downgrade() {
     let mut f = on_37();
     f.cluster_version = Some(v("3.5.0"));
