@@ -16,22 +16,10 @@ use crate::support::{
 
 /// Runs `etcd-supervisor ARGS --endpoints URLS`, bounded by `timeout` seconds.
 fn supervisor(cluster: &Cluster, args: &[&str], timeout: u64) -> Output {
-    Command::new("timeout")
-        .arg(timeout.to_string())
-        .arg(SUPERVISOR)
-        .args(args)
-        .arg("--endpoints")
-        .arg(cluster.client_urls().join(","))
-        .output()
-        .expect("run etcd-supervisor")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let urls = cluster.client_urls().join(",");
+    let mut all = args.to_vec();
+    all.extend(["--endpoints", &urls]);
+    crate::support::run_supervisor(&all, timeout)
 }
 
 /// Waits until every member's supervisor parked `version` (the reason file says the
@@ -206,13 +194,13 @@ fn round_trip(from: Release, to: Release, cluster_from: &str, cluster_to: &str) 
     assert!(
         out.status.success(),
         "downgrade failed: {}\n{}",
-        text(&out),
+        crate::support::output_text(&out),
         cluster.logs()
     );
     assert!(
-        text(&out).contains("the cluster finished the downgrade"),
+        crate::support::output_text(&out).contains("the cluster finished the downgrade"),
         "{}",
-        text(&out)
+        crate::support::output_text(&out)
     );
     wait_all_on(&cluster, &to.version(), Duration::from_secs(30));
     wait_cluster_version(&cluster, cluster_to, Duration::from_secs(30));
@@ -221,7 +209,10 @@ fn round_trip(from: Release, to: Release, cluster_from: &str, cluster_to: &str) 
     let report = writer.finish();
     let lost = count_lost(&urls[0], &report.acked);
     let seen = sampler.finish();
-    eprintln!("downgrade command output:\n{}", text(&out));
+    eprintln!(
+        "downgrade command output:\n{}",
+        crate::support::output_text(&out)
+    );
     if let Some(s) = statuses
         .iter()
         .find(|s| s.contains("done 1/3"))
@@ -299,7 +290,11 @@ fn a_cancel_midway_takes_the_downgraded_members_back() {
     }
     wait_parked(&cluster, &to);
     let out = supervisor(&cluster, &["downgrade", &to, "--no-wait"], 60);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::output_text(&out)
+    );
     // Once one member runs the older minor, cancel.
     wait_for(Duration::from_secs(180), || {
         (0..3)
@@ -308,12 +303,23 @@ fn a_cancel_midway_takes_the_downgraded_members_back() {
     })
     .unwrap_or_else(|_| panic!("no member was downgraded\n{}", cluster.logs()));
     let out = supervisor(&cluster, &["downgrade", "--cancel"], 60);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("cancelled"), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::output_text(&out)
+    );
+    assert!(
+        crate::support::output_text(&out).contains("cancelled"),
+        "{}",
+        crate::support::output_text(&out)
+    );
     wait_all_on(&cluster, &from, Duration::from_secs(240));
     wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));
     let status = supervisor(&cluster, &["status"], 20);
-    eprintln!("after the cancel:\n{}", text(&status));
+    eprintln!(
+        "after the cancel:\n{}",
+        crate::support::output_text(&status)
+    );
     assert_hash_kv_equal(&cluster, "the cancelled downgrade");
 }
 
@@ -325,15 +331,29 @@ fn bad_downgrades_are_refused_and_change_nothing() {
     wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));
     // Two minors down.
     let out = supervisor(&cluster, &["downgrade", &Release::V3_5Go.version()], 60);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("one minor at a time"), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::support::output_text(&out)
+    );
+    assert!(
+        crate::support::output_text(&out).contains("one minor at a time"),
+        "{}",
+        crate::support::output_text(&out)
+    );
     // Not staged anywhere.
     let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("not staged on m1, m2, m3"),
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{}",
-        text(&out)
+        crate::support::output_text(&out)
+    );
+    assert!(
+        crate::support::output_text(&out).contains("not staged on m1, m2, m3"),
+        "{}",
+        crate::support::output_text(&out)
     );
     // Staged on one member only.
     stage(&cluster, 0, &Release::V3_6.etcd());
@@ -344,11 +364,16 @@ fn bad_downgrades_are_refused_and_change_nothing() {
     wait_for(Duration::from_secs(60), || reason.exists().then_some(()))
         .unwrap_or_else(|_| panic!("m1 did not park\n{}", cluster.logs()));
     let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("not staged on m2, m3"),
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{}",
-        text(&out)
+        crate::support::output_text(&out)
+    );
+    assert!(
+        crate::support::output_text(&out).contains("not staged on m2, m3"),
+        "{}",
+        crate::support::output_text(&out)
     );
     // Nothing changed: cluster version, every member's version, no downgrade in etcd.
     assert_eq!(cluster_version(&cluster).as_deref(), Some("3.7.0"));
@@ -356,7 +381,11 @@ fn bad_downgrades_are_refused_and_change_nothing() {
         assert_eq!(server_version(&cluster, i), Some(Release::V3_7.version()));
     }
     let status = supervisor(&cluster, &["status"], 20);
-    assert!(!text(&status).contains("downgrade to"), "{}", text(&status));
+    assert!(
+        !crate::support::output_text(&status).contains("downgrade to"),
+        "{}",
+        crate::support::output_text(&status)
+    );
 }
 
 #[test]
@@ -387,13 +416,14 @@ fn a_target_that_fails_on_the_migrated_data_is_rolled_back_and_the_downgrade_can
         out.status.code(),
         Some(1),
         "{}\n{}",
-        text(&out),
+        crate::support::output_text(&out),
         cluster.logs()
     );
     assert!(
-        text(&out).contains("the downgrade was cancelled") && text(&out).contains("failed on"),
+        crate::support::output_text(&out).contains("the downgrade was cancelled")
+            && crate::support::output_text(&out).contains("failed on"),
         "{}",
-        text(&out)
+        crate::support::output_text(&out)
     );
     // Every member on the newer binary again, and the cluster version back on 3.7.
     wait_all_on(&cluster, &Release::V3_7.version(), Duration::from_secs(120));
@@ -449,7 +479,11 @@ fn killed_in(state: &str) {
     }
     wait_parked(&cluster, &to);
     let out = supervisor(&cluster, &["downgrade", &to, "--no-wait"], 60);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::output_text(&out)
+    );
     wait_for(Duration::from_secs(120), || {
         (record_state(&cluster, "m1").as_deref() == Some(state)).then_some(())
     })
@@ -470,7 +504,12 @@ fn killed_in(state: &str) {
     cluster.members[0].start();
     // Running the command again follows the downgrade to its end.
     let out = supervisor(&cluster, &["downgrade", &to], 400);
-    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        crate::support::output_text(&out),
+        cluster.logs()
+    );
     wait_all_on(&cluster, &to, Duration::from_secs(60));
     wait_cluster_version(&cluster, "3.6.0", Duration::from_secs(30));
     for m in &cluster.members {
@@ -599,11 +638,16 @@ fn downgrade_over_mutual_tls_3_7_to_3_6_loses_nothing() {
         .args(&tls_opts)
         .output()
         .expect("run downgrade");
-    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
     assert!(
-        text(&out).contains("the cluster finished the downgrade"),
+        out.status.success(),
+        "{}\n{}",
+        crate::support::output_text(&out),
+        cluster.logs()
+    );
+    assert!(
+        crate::support::output_text(&out).contains("the cluster finished the downgrade"),
         "{}",
-        text(&out)
+        crate::support::output_text(&out)
     );
     for url in &https {
         wait_for(Duration::from_secs(60), || {
@@ -637,7 +681,12 @@ fn downgrade_with_auth_enabled_runs_as_the_admin_user() {
     wait_parked(&cluster, &to);
     // Without credentials the command cannot even read the cluster: nothing changes.
     let out = supervisor(&cluster, &["downgrade", &to], 60);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::support::output_text(&out)
+    );
     assert_eq!(cluster_version(&cluster).as_deref(), Some("3.7.0"));
     let out = Command::new("timeout")
         .args([
@@ -653,7 +702,12 @@ fn downgrade_with_auth_enabled_runs_as_the_admin_user() {
         .env("ETCD_SUPERVISOR_PASSWORD", "rootpw")
         .output()
         .expect("run downgrade");
-    assert!(out.status.success(), "{}\n{}", text(&out), cluster.logs());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        crate::support::output_text(&out),
+        cluster.logs()
+    );
     wait_all_on(&cluster, &to, Duration::from_secs(60));
     wait_cluster_version(&cluster, "3.6.0", Duration::from_secs(30));
 }
@@ -683,7 +737,11 @@ fn a_member_partitioned_mid_downgrade_is_neither_double_stopped_nor_left_behind(
     }
     wait_parked(&ns.cluster, &to);
     let out = supervisor(&ns.cluster, &["downgrade", &to, "--no-wait"], 60);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        out.status.success(),
+        "{}",
+        crate::support::output_text(&out)
+    );
     wait_for(Duration::from_secs(120), || {
         (record_state(&ns.cluster, "m1").as_deref() == Some("verifying")).then_some(())
     })

@@ -5,7 +5,7 @@
 //! certificate, a token that expires mid-turn. Each is a clear error, and nothing is
 //! stopped.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,23 +14,11 @@ use etcd_supervisor::etcd::{Client, ClientConfig, Credentials, EtcdError};
 
 use crate::rollout::{stage, wait_all_on, FAST};
 use crate::support::outage::Sampler;
-use crate::support::{http_post, pki, wait_for, Cluster, Mode, Release, SUPERVISOR};
+use crate::support::{http_post, pki, wait_for, Cluster, Mode, Release};
 
+/// The supervisor's command line, bounded at 120 s.
 fn sup(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg("120")
-        .arg(SUPERVISOR)
-        .args(args)
-        .output()
-        .expect("run the supervisor")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    crate::support::run_supervisor(args, 120)
 }
 
 /// Puts unique keys over gRPC (the gateway is off) from a thread of its own.
@@ -106,7 +94,11 @@ async fn gateway_off_cluster_rolls_under_a_writer_and_every_command_works() {
 
     // status, pause, plan, resume, backup.
     let out = sup(&["status", "--json", "--endpoints", &endpoints]);
-    assert!(out.status.success(), "status: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "status: {}",
+        crate::support::output_text(&out)
+    );
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("status: {status}");
     let out = sup(&[
@@ -116,12 +108,17 @@ async fn gateway_off_cluster_rolls_under_a_writer_and_every_command_works() {
         "--endpoints",
         &endpoints,
     ]);
-    assert!(out.status.success(), "pause: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "pause: {}",
+        crate::support::output_text(&out)
+    );
     let out = sup(&["status", "--endpoints", &endpoints]);
     assert!(
-        text(&out).contains("PAUSED") && text(&out).contains("gateway off"),
+        crate::support::output_text(&out).contains("PAUSED")
+            && crate::support::output_text(&out).contains("gateway off"),
         "{}",
-        text(&out)
+        crate::support::output_text(&out)
     );
     // 3.5.30 staged everywhere while paused: plan says why m1 waits.
     for i in 0..3 {
@@ -140,10 +137,15 @@ async fn gateway_off_cluster_rolls_under_a_writer_and_every_command_works() {
         ])
     };
     let said = wait_for(Duration::from_secs(60), || {
-        let t = text(&plan());
+        let t = crate::support::output_text(&plan());
         t.contains("upgrades are paused by").then_some(t)
     })
-    .unwrap_or_else(|_| panic!("plan never said paused: {}", text(&plan())));
+    .unwrap_or_else(|_| {
+        panic!(
+            "plan never said paused: {}",
+            crate::support::output_text(&plan())
+        )
+    });
     assert!(said.contains("gateway off"), "{said}");
 
     // resume: the rolling upgrade 3.5.16 -> 3.5.30 under a writer.
@@ -152,7 +154,11 @@ async fn gateway_off_cluster_rolls_under_a_writer_and_every_command_works() {
     let writer = GrpcWriter::start(urls.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let out = sup(&["resume", "--endpoints", &endpoints]);
-    assert!(out.status.success(), "resume: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "resume: {}",
+        crate::support::output_text(&out)
+    );
     wait_all_on(
         &cluster,
         &Release::V3_5Newest.version(),
@@ -172,7 +178,11 @@ async fn gateway_off_cluster_rolls_under_a_writer_and_every_command_works() {
     let swaps = seen.outages.iter().filter(|o| o.process_gone).count();
     assert_eq!(swaps, 3, "{}", seen.summary(sampled));
     let out = sup(&["status", "--endpoints", &endpoints]);
-    assert!(!text(&out).contains("PAUSED"), "{}", text(&out));
+    assert!(
+        !crate::support::output_text(&out).contains("PAUSED"),
+        "{}",
+        crate::support::output_text(&out)
+    );
 
     // An on-demand backup of the upgraded member, verified.
     let backup_state = cluster.dir().join("backup-state");
@@ -183,14 +193,22 @@ async fn gateway_off_cluster_rolls_under_a_writer_and_every_command_works() {
         "--state-dir",
         &backup_state.display().to_string(),
     ]);
-    assert!(out.status.success(), "backup: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "backup: {}",
+        crate::support::output_text(&out)
+    );
     let dir = String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()
         .unwrap_or_default()
         .to_owned();
     let out = sup(&["verify-backup", &dir]);
-    assert!(out.status.success(), "verify-backup: {}", text(&out));
+    assert!(
+        out.status.success(),
+        "verify-backup: {}",
+        crate::support::output_text(&out)
+    );
 
     // Every acknowledged write is there, and the members agree (HashKV at one revision).
     let c = Client::new(ClientConfig::new(urls.clone())).unwrap();
@@ -268,12 +286,17 @@ async fn a_server_without_grpc_is_a_clear_error() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // The `status` command says the cluster is unreachable and names it; exit 1.
     let out = sup(&["status", "--endpoints", &url, "--request-timeout", "2s"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text_of(&out));
-    assert!(text_of(&out).contains(&url), "{}", text_of(&out));
-}
-
-fn text_of(out: &Output) -> String {
-    text(out)
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::support::output_text(&out)
+    );
+    assert!(
+        crate::support::output_text(&out).contains(&url),
+        "{}",
+        crate::support::output_text(&out)
+    );
 }
 
 /// TLS refused either way (a CA that did not sign etcd's certificate; no client
@@ -337,18 +360,7 @@ async fn an_expired_token_mid_turn_is_fetched_again() {
     }
     cluster.members[0].wait_healthy();
     let urls = cluster.client_urls();
-    for (path, body) in [
-        ("/v3/auth/role/add", r#"{"name":"root"}"#),
-        (
-            "/v3/auth/user/add",
-            r#"{"name":"root","password":"rootpw"}"#,
-        ),
-        ("/v3/auth/user/grant", r#"{"user":"root","role":"root"}"#),
-        ("/v3/auth/enable", "{}"),
-    ] {
-        let answer = http_post(&format!("{}{path}", urls[0]), body, Duration::from_secs(5));
-        assert!(matches!(answer, Some((200, _))), "{path}: {answer:?}");
-    }
+    pki::enable_auth(&urls[0]);
     let c = Client::new(ClientConfig {
         credentials: Some(Credentials {
             user: "root".into(),

@@ -1,7 +1,7 @@
 //! Operators in control of a rollout, on real 3-member clusters under three supervisors:
 //! `pause`/`resume`, `--window`, `--soak` and `--canary-soak`.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
@@ -9,7 +9,12 @@ use nix::unistd::Pid;
 
 use crate::rollout::{server_version, stage, wait_all_on};
 use crate::support::outage::Sampler;
-use crate::support::{self, http_get, wait_for_every, Cluster, Mode, Release, SUPERVISOR};
+use crate::support::{self, http_get, wait_for_every, Cluster, Mode, Release};
+
+/// The supervisor's command line, bounded at 60 s.
+fn sup(args: &[&str]) -> Output {
+    support::run_supervisor(args, 60)
+}
 
 /// Three supervised 3.4 members with fast options (but a 10 s turn lease) plus `extra`, and
 /// no dress rehearsal:
@@ -69,23 +74,6 @@ fn poll<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Result<T, String>
     wait_for_every(timeout, Duration::from_millis(250), f)
 }
 
-fn sup(args: &[&str]) -> Output {
-    Command::new("timeout")
-        .arg("60")
-        .arg(SUPERVISOR)
-        .args(args)
-        .output()
-        .expect("run the supervisor")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn endpoints(cluster: &Cluster) -> String {
     cluster.client_urls().join(",")
 }
@@ -98,14 +86,22 @@ fn pause(cluster: &Cluster, reason: &str) -> String {
         "--endpoints",
         &endpoints(cluster),
     ]);
-    assert!(out.status.success(), "pause failed: {}", text(&out));
-    text(&out)
+    assert!(
+        out.status.success(),
+        "pause failed: {}",
+        support::output_text(&out)
+    );
+    support::output_text(&out)
 }
 
 fn resume(cluster: &Cluster) -> String {
     let out = sup(&["resume", "--endpoints", &endpoints(cluster)]);
-    assert!(out.status.success(), "resume failed: {}", text(&out));
-    text(&out)
+    assert!(
+        out.status.success(),
+        "resume failed: {}",
+        support::output_text(&out)
+    );
+    support::output_text(&out)
 }
 
 fn status_json(cluster: &Cluster) -> serde_json::Value {
@@ -114,7 +110,7 @@ fn status_json(cluster: &Cluster) -> serde_json::Value {
 }
 
 fn status_text(cluster: &Cluster) -> String {
-    text(&sup(&["status", "--endpoints", &endpoints(cluster)]))
+    support::output_text(&sup(&["status", "--endpoints", &endpoints(cluster)]))
 }
 
 fn plan_m1(cluster: &Cluster, extra: &[&str]) -> String {
@@ -131,7 +127,7 @@ fn plan_m1(cluster: &Cluster, extra: &[&str]) -> String {
     let urls = endpoints(cluster);
     args.push(&urls);
     args.extend_from_slice(extra);
-    text(&sup(&args))
+    support::output_text(&sup(&args))
 }
 
 /// Each member's (state, held) from its progress record.
@@ -196,11 +192,12 @@ fn pause_holds_a_staged_cluster_and_resume_rolls_it() {
         "--endpoints",
         &endpoints(&cluster),
     ]);
-    assert!(again.status.success(), "{}", text(&again));
+    assert!(again.status.success(), "{}", support::output_text(&again));
     assert!(
-        text(&again).contains("already paused") && text(&again).contains("slow disk"),
+        support::output_text(&again).contains("already paused")
+            && support::output_text(&again).contains("slow disk"),
         "{}",
-        text(&again)
+        support::output_text(&again)
     );
     for i in 0..3 {
         stage(&cluster, i, &Release::V3_5.etcd());
@@ -485,7 +482,7 @@ fn pause_and_resume_fail_clearly_when_the_cluster_is_unreachable() {
     let url = format!("http://{}:{}", net.ip, net.port(0));
     for cmd in ["pause", "resume"] {
         let out = sup(&[cmd, "--endpoints", &url, "--request-timeout", "1s"]);
-        let t = text(&out);
+        let t = support::output_text(&out);
         assert_eq!(out.status.code(), Some(1), "{t}");
         assert!(
             t.contains(&format!(
@@ -496,6 +493,10 @@ fn pause_and_resume_fail_clearly_when_the_cluster_is_unreachable() {
         );
     }
     let out = sup(&["run", "--window", "0 2 * * SAT"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("is not a duration"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", support::output_text(&out));
+    assert!(
+        support::output_text(&out).contains("is not a duration"),
+        "{}",
+        support::output_text(&out)
+    );
 }

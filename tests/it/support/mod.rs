@@ -21,7 +21,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -712,4 +712,23 @@ pub fn snapshot_status(release: Release, file: &std::path::Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs `etcd-supervisor ARGS` to its end, killed by `timeout(1)` after `timeout_secs`.
+pub fn run_supervisor(args: &[&str], timeout_secs: u64) -> Output {
+    Command::new("timeout")
+        .arg(timeout_secs.to_string())
+        .arg(SUPERVISOR)
+        .args(args)
+        .output()
+        .expect("run etcd-supervisor")
+}
+
+/// A finished command's stdout then stderr, for asserts and their messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
