@@ -255,18 +255,14 @@ fn minor((major, minor): (u64, u64)) -> String {
     format!("{major}.{minor}")
 }
 
-/// Whether `cluster` is etcd's placeholder before its leader's first decision: more than
-/// one minor below every member that answered (a real cluster version is at most one minor
-/// below a member: the lowest member's, or one above it mid-downgrade).
+/// Whether `cluster` is etcd's placeholder before its leader's first decision, judged
+/// against the lowest member that answered (the path rules' own test).
 fn undecided(cluster: &Version, members: &[MemberFacts]) -> bool {
     let lowest = members
         .iter()
         .filter_map(|m| m.server.as_ref().map(Version::minor_version))
         .min();
-    lowest.is_some_and(|low| {
-        let (major, minor) = cluster.minor_version();
-        (major, minor + 1) < low
-    })
+    lowest.is_some_and(|low| super::path::placeholder(cluster, low))
 }
 
 /// The minor one below the cluster's, which is the only one etcd downgrades to.

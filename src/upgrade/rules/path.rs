@@ -294,7 +294,14 @@ fn decided_cluster(input: &PathInput) -> Option<&Version> {
     input
         .cluster_version
         .as_ref()
-        .filter(|c| next(c.minor_version()) >= running)
+        .filter(|c| !placeholder(c, running))
+}
+
+/// Whether `cluster` can only be etcd's placeholder (3.0.0 until the leader's first
+/// decision) for a member on `member`: a real cluster version is at most one minor below
+/// any member's.
+pub(super) fn placeholder(cluster: &Version, member: (u64, u64)) -> bool {
+    next(cluster.minor_version()) < member
 }
 
 /// Rule 7a: a minor upgrade needs every member (this one too) on the guide's minimum patch.
