@@ -5,7 +5,8 @@
 //! `etcdctl snapshot save` + `sha256sum`, then a SIGTERM-restart on the new binary, waiting
 //! until it is healthy and caught up.
 //!
-//! Per member: the rehearsal's snapshot, restore, start and the rest (checks, clean-up) from
+//! Per member: the rehearsal's snapshot, restore, reference (the running version on the copy),
+//! the target's start and the rest (checks, clean-up) from
 //! its log events; the turn's phases from `etcd_supervisor_upgrade_phase_seconds_total`; the
 //! turn held (`upgrade turn released held_ms`); the peak extra disk of the member's state and
 //! data dirs over the run, against the db size. Members down: the outside sampler
@@ -48,6 +49,8 @@ struct Rehearsal {
     backup_for_it: bool,
     snapshot: f64,
     restore: f64,
+    /// The running version's start and HashKV on the copy (the reference).
+    reference: f64,
     start: f64,
     total: f64,
 }
@@ -289,6 +292,11 @@ fn rehearsal_of(log: &str) -> Rehearsal {
                 .map_or(0.0, |ms| ms / 1e3),
         },
         restore: last_field(log, "rehearsal snapshot restored", "took"),
+        reference: last_field(
+            log,
+            "rehearsal reference HashKV taken with the running version on the copy",
+            "took",
+        ),
         start: last_field(log, "rehearsal etcd healthy", "took"),
         total: last_field(log, "rehearsal passed", "duration"),
     }
@@ -297,7 +305,7 @@ fn rehearsal_of(log: &str) -> Rehearsal {
 /// The rest after the snapshot: the rehearsal's own duration excludes a backup taken for it.
 fn rest_of(r: &Rehearsal) -> f64 {
     let own_snapshot = if r.backup_for_it { 0.0 } else { r.snapshot };
-    (r.total - own_snapshot - r.restore - r.start).max(0.0)
+    (r.total - own_snapshot - r.restore - r.reference - r.start).max(0.0)
 }
 
 fn held_of(log: &str) -> f64 {
@@ -530,9 +538,9 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
         b.db as f64 / 1e9
     );
     println!("\nsupervised, per member, seconds");
-    println!("| member | rehearsal snapshot (* the turn's verified backup, taken for it) | restore | start | compare + clean-up | rehearsal total (without *) | {} | turn held (lock acquired -> released) | peak extra disk | / db |", PHASES.join(" | "));
+    println!("| member | rehearsal snapshot (* the turn's verified backup, taken for it) | restore | reference (running version's start + HashKV on the copy) | target's start | compare + clean-up | rehearsal total (without *) | {} | turn held (lock acquired -> released) | peak extra disk | / db |", PHASES.join(" | "));
     println!(
-        "|---|---|---|---|---|---|{}---|---|---|",
+        "|---|---|---|---|---|---|---|{}---|---|---|",
         "---|".repeat(PHASES.len())
     );
     for (i, m) in s.members.iter().enumerate() {
@@ -543,11 +551,12 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
             .map(|k| format!("{:.2}", m.phases.get(*k).copied().unwrap_or(0.0)))
             .collect();
         println!(
-            "| m{} | {:.2}{} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} GB | {:.2}x |",
+            "| m{} | {:.2}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} GB | {:.2}x |",
             i + 1,
             r.snapshot,
             if r.backup_for_it { "*" } else { "" },
             r.restore,
+            r.reference,
             r.start,
             rest,
             r.total,

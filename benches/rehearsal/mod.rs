@@ -55,6 +55,7 @@ pub fn bench_rehearsal() {
                     &PinnedTools::in_dir(target.clone(), &Release::V3_5Newest.dir()),
                 ),
                 running,
+                running_binary: Release::V3_5.etcd(),
                 target,
                 target_binary: Release::V3_5Newest.etcd(),
                 mode: RehearsalMode::Auto,

@@ -216,6 +216,7 @@ pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32
             name: settings.member.name.clone(),
             config_file: settings.member.config_file.clone(),
             v2_enabled: settings.member.v2_enabled,
+            quota_backend_bytes: settings.member.quota_backend_bytes,
             args: settings.etcd_args.clone(),
             env: settings.etcd_env.clone(),
             data_dir: settings.member.data_dir.clone(),

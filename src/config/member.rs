@@ -76,6 +76,8 @@ pub struct Member {
     pub config_file: Option<PathBuf>,
     /// `enable-v2` (a v2 store to check before 3.6).
     pub v2_enabled: bool,
+    /// `quota-backend-bytes` as given (0 or absent: etcd's default; negative: no quota).
+    pub quota_backend_bytes: Option<i64>,
     /// `initial-cluster`, as given.
     pub initial_cluster: Option<String>,
     /// Client TLS (`client-transport-security` in a file).
@@ -191,6 +193,8 @@ fn from_flags(
     let client_tls = tls("", &mut lookup);
     let peer_tls = tls("peer-", &mut lookup);
     let v2_enabled = truthy(lookup("enable-v2"));
+    // Unparsable is etcd's to refuse at start; here it only loses a warning.
+    let quota_backend_bytes = lookup("quota-backend-bytes").and_then(|q| q.trim().parse().ok());
     let initial_cluster = lookup("initial-cluster");
     for key in ["name", "advertise-client-urls", "listen-client-urls"] {
         sources.entry(key.to_owned()).or_insert(Source::EtcdDefault);
@@ -206,6 +210,7 @@ fn from_flags(
         advertised_client_urls: split_urls(advertised.as_deref().unwrap_or(DEFAULT_CLIENT_URL)),
         config_file: None,
         v2_enabled,
+        quota_backend_bytes,
         initial_cluster,
         client_tls,
         peer_tls,
@@ -264,6 +269,7 @@ fn from_file(path: &Path, text: &str, cwd: &Path) -> Result<Member, MemberConfig
     let listening = file.string(&file.root, "listen-client-urls", "listen-client-urls")?;
     note("listen-client-urls", listening.is_some());
     let v2_enabled = file.boolean(&file.root, "enable-v2", "enable-v2")?;
+    let quota_backend_bytes = file.integer(&file.root, "quota-backend-bytes")?;
     let initial_cluster = file.string(&file.root, "initial-cluster", "initial-cluster")?;
     let client_tls = file.tls("client-transport-security", cwd)?;
     let peer_tls = file.tls("peer-transport-security", cwd)?;
@@ -276,6 +282,7 @@ fn from_file(path: &Path, text: &str, cwd: &Path) -> Result<Member, MemberConfig
         advertised_client_urls: split_urls(advertised.as_deref().unwrap_or(DEFAULT_CLIENT_URL)),
         config_file: Some(path.to_path_buf()),
         v2_enabled,
+        quota_backend_bytes,
         initial_cluster,
         client_tls,
         peer_tls,
@@ -330,6 +337,22 @@ impl YamlFile<'_> {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
             Some(_) => Err(self.type_error(shown, "must be true or false (unquoted)")),
+        }
+    }
+
+    /// An integer setting; null or absent is unset.
+    fn integer(
+        &self,
+        map: &yaml_serde::Mapping,
+        key: &str,
+    ) -> Result<Option<i64>, MemberConfigError> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.type_error(key, "must be a whole number of bytes")),
+            Some(_) => Err(self.type_error(key, "must be a number (unquoted)")),
         }
     }
 
@@ -571,5 +594,29 @@ log-outputs: [stderr]
         assert!(m.client_tls.client_cert_auth);
         assert_eq!(m.client_tls.trusted_ca_file, Some("/ca.pem".into()));
         assert!(m.data_dir_added);
+    }
+
+    #[test]
+    fn the_quota_is_read_from_a_flag_before_its_variable_and_as_a_number_from_a_file() {
+        let flags = |f: &[(&str, &str)], e: &[(&str, &str)]| {
+            read(&map(f), &map(e), None, Path::new("/"), Path::new("/s"))
+                .unwrap()
+                .quota_backend_bytes
+        };
+        let env = [("ETCD_QUOTA_BACKEND_BYTES", "4096")];
+        assert_eq!(flags(&[("quota-backend-bytes", "8192")], &env), Some(8192));
+        assert_eq!(flags(&[], &env), Some(4096));
+        assert_eq!(flags(&[("quota-backend-bytes", "-1")], &[]), Some(-1));
+        assert_eq!(flags(&[], &[]), None);
+        assert_eq!(flags(&[("quota-backend-bytes", "8GB")], &[]), None);
+        assert_eq!(
+            file("quota-backend-bytes: 8589934592\n")
+                .unwrap()
+                .quota_backend_bytes,
+            Some(8 << 30)
+        );
+        assert_eq!(file("name: m1\n").unwrap().quota_backend_bytes, None);
+        let err = file("quota-backend-bytes: '8589934592'\n").unwrap_err();
+        assert!(err.to_string().contains("quota-backend-bytes"), "{err}");
     }
 }

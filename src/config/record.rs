@@ -221,6 +221,7 @@ mod tests {
             advertised_client_urls: vec![],
             config_file: None,
             v2_enabled: false,
+            quota_backend_bytes: None,
             initial_cluster: None,
             client_tls: Tls::default(),
             peer_tls: Tls::default(),

@@ -7,10 +7,20 @@
 //! the free space for a second copy; pick a key (a limit=1 range on the live member: its
 //! header revision R is the comparison revision); stream a verified snapshot from the live
 //! member; restore it with the pinned tool as a single-member cluster `rehearsal` on free
-//! loopback ports; start the TARGET binary on it with the member's own flags minus those
-//! that name the member, its data, the cluster or the network (see `args`); then it must be
-//! healthy within the ready timeout, report the target on `/version`, read the picked key
-//! at R exactly as the live member had it, and have the live member's HashKV at R.
+//! loopback ports; start the RUNNING binary on it first, with the member's own flags minus
+//! those that name the member, its data, the cluster or the network (see `args`), for the
+//! reference HashKV at R, and stop it; then start the TARGET binary on the same copy: it
+//! must be healthy within the ready timeout, report the target on `/version`, read the
+//! picked key at R exactly as the live member had it, and compute the reference HashKV at R.
+//!
+//! Why the reference comes from the copy and not from the live member: etcd computes
+//! HashKV holding its backend's read transaction for the whole hash, which blocks its
+//! commits; under a writer a 1 GB member answered in 1.8 s to 18 s and stalled its writes
+//! as long (measured on 3.5.30 and in `scripts/bench big`, where all three members, each
+//! rehearsing, went unhealthy at once). On the copy it costs one more start and stalls
+//! nothing. That the copy is the live data is proven by the backup's own checks (its
+//! SHA256SUMS and etcd's snapshot trailer), the key read back at R, and after the rollout
+//! by every member's HashKV ([`crate::upgrade::turn::consistency`]).
 //! With [`Request::snapshot`] (the turn's verified backup, taken just before by the vetter)
 //! that file is restored instead of a streamed one, R is the revision read before it, the
 //! key is picked at R, and the file stays (it is the turn's backup; only the restored copy
@@ -98,6 +108,8 @@ const POLL: Duration = Duration::from_millis(100);
 const SNAPSHOT_FILE: &str = "snapshot.db";
 const RESTORE_LOG: &str = "restore.log";
 const ETCD_LOG: &str = "etcd.log";
+/// The running version's output while it computes the reference hash.
+const REFERENCE_LOG: &str = "reference.log";
 const DATA_DIR: &str = "data";
 const CONFIG_FILE: &str = "etcd.conf.yml";
 
@@ -108,6 +120,8 @@ pub struct Request {
     pub member: String,
     /// The version this member runs.
     pub running: Version,
+    /// The running version's etcd binary (the reference HashKV on the copy).
+    pub running_binary: PathBuf,
     /// The version to rehearse.
     pub target: Version,
     /// The target's etcd binary.
@@ -270,7 +284,9 @@ async fn run(
     } else {
         STOP_GRACE
     };
+    let t = Instant::now();
     scratch.shutdown(grace).await;
+    tracing::info!(member = %req.member, took = ?t.elapsed(), "rehearsal etcd stopped and its copy removed");
     (result, log_tail)
 }
 
@@ -391,27 +407,20 @@ async fn steps(
             rehearsal_args(&kept.unwrap_or_default(), &data_dir, &client_url, &peer_url)
         }
     };
-    let options = SpawnOptions {
-        output: Some(log),
-        env_remove: args::replaced_env_vars(),
-        env: Vec::new(),
-        stderr_tail: None,
-    };
-    let child = EtcdProcess::spawn_with(reaper, &req.target_binary, &args, options)
-        .map_err(|e| Finding::Spawn(e.to_string()))?;
-    tracing::info!(member = %req.member, target = %req.target, pid = child.pid(), endpoint = %client_url, "rehearsal etcd started");
-    scratch.adopt(child);
+    let reference = reference_hash(req, reaper, scratch, &args, &client_url, revision).await?;
 
-    let mut config = ClientConfig::new(vec![client_url.clone()]);
-    // HashKV of a large db takes seconds; the health polls have their own deadline.
-    config.request_timeout = Duration::from_secs(30);
-    config.connect_timeout = Duration::from_secs(1);
-    config.credentials = req.credentials.clone();
-    let copy = Client::new(config).map_err(|e| Finding::Local(e.to_string()))?;
-
-    let t = Instant::now();
-    wait_healthy(scratch, &copy, &client_url, req.ready_timeout).await?;
-    tracing::info!(member = %req.member, target = %req.target, took = ?t.elapsed(), "rehearsal etcd healthy");
+    let copy = start_copy(
+        req,
+        reaper,
+        scratch,
+        &req.target_binary,
+        &args,
+        log,
+        &client_url,
+    )
+    .await?;
+    tracing::info!(member = %req.member, target = %req.target, took = ?copy.took, "rehearsal etcd healthy");
+    let copy = copy.client;
 
     let version = copy
         .version_of(&client_url)
@@ -423,15 +432,128 @@ async fn steps(
         });
     }
 
+    let t = Instant::now();
     let read_note = check_read(&copy, &client_url, key.as_ref(), revision).await?;
-    let (hash_compared, hash_note) =
-        compare_hash(client, &req.endpoint, &copy, &client_url, revision).await?;
+    let (hash_compared, hash_note) = match copy.hash_kv_of(&client_url, revision).await {
+        Ok(ours) => hash_verdict(&reference, &ours, revision)?,
+        Err(e) => (
+            false,
+            format!(
+                "not compared: the rehearsal gave no HashKV at revision {revision}: {}",
+                cannot(&e)
+            ),
+        ),
+    };
+    tracing::info!(member = %req.member, target = %req.target, took = ?t.elapsed(), revision, hash_compared, "rehearsal compared with the running version's reference");
     Ok(Passed {
         hash_compared,
         hash_note,
         read_note,
         revision,
     })
+}
+
+/// A private etcd serving the copy, and how long it took to become healthy.
+struct Serving {
+    client: Client,
+    took: Duration,
+}
+
+/// Starts `binary` on the copy with `args`, its output to `log`, and waits until it is
+/// healthy (the ready timeout); it stays in `scratch`, which stops it.
+async fn start_copy(
+    req: &Request,
+    reaper: &Reaper,
+    scratch: &mut Scratch,
+    binary: &Path,
+    args: &[String],
+    log: std::fs::File,
+    client_url: &str,
+) -> Result<Serving, Finding> {
+    let options = SpawnOptions {
+        output: Some(log),
+        env_remove: args::replaced_env_vars(),
+        env: Vec::new(),
+        stderr_tail: None,
+    };
+    let child = EtcdProcess::spawn_with(reaper, binary, args, options)
+        .map_err(|e| Finding::Spawn(e.to_string()))?;
+    tracing::info!(member = %req.member, binary = %binary.display(), pid = child.pid(), endpoint = %client_url, "rehearsal etcd started");
+    scratch.adopt(child);
+
+    let mut config = ClientConfig::new(vec![client_url.to_owned()]);
+    // HashKV of a large db takes seconds; the health polls have their own deadline.
+    config.request_timeout = Duration::from_secs(30);
+    config.connect_timeout = Duration::from_secs(1);
+    config.credentials = req.credentials.clone();
+    let client = Client::new(config).map_err(|e| Finding::Local(e.to_string()))?;
+    let t = Instant::now();
+    wait_healthy(scratch, &client, client_url, req.ready_timeout).await?;
+    Ok(Serving {
+        client,
+        took: t.elapsed(),
+    })
+}
+
+/// The running version's HashKV of the restored copy at `revision`, the reference the
+/// target must reproduce; its etcd is stopped (SIGTERM, bounded) before the target opens
+/// the same data. Its failures are the running version's, never the target's:
+/// [`Finding::Reference`].
+async fn reference_hash(
+    req: &Request,
+    reaper: &Reaper,
+    scratch: &mut Scratch,
+    args: &[String],
+    client_url: &str,
+    revision: i64,
+) -> Result<HashKv, Finding> {
+    let t = Instant::now();
+    let not_served = |why: String| {
+        Finding::Reference(format!(
+            "the running version {} did not serve the restored copy: {why}",
+            req.running
+        ))
+    };
+    let log = open_log(&scratch.dir().join(REFERENCE_LOG))?;
+    let served = start_copy(
+        req,
+        reaper,
+        scratch,
+        &req.running_binary,
+        args,
+        log,
+        client_url,
+    )
+    .await;
+    let hashed = match served {
+        Ok(s) => s
+            .client
+            .hash_kv_of(client_url, revision)
+            .await
+            .map_err(|e| not_served(format!("HashKV at revision {revision}: {}", cannot(&e)))),
+        Err(Finding::Exited(exit)) => {
+            let log = tail(&scratch.dir().join(REFERENCE_LOG), CLASSIFIED_LINES);
+            let said = match usage_error(&log) {
+                // Its usage text would bury the one line that matters.
+                Some(usage) => format!("its command line was refused: {usage}"),
+                None => {
+                    let lines: Vec<&str> = log.lines().collect();
+                    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+                }
+            };
+            Err(not_served(format!("it exited ({exit}); {said}")))
+        }
+        Err(Finding::NeverHealthy(after)) => Err(not_served(format!(
+            "not healthy within {}",
+            humantime::format_duration(after)
+        ))),
+        Err(Finding::Spawn(why)) => Err(not_served(why)),
+        Err(other) => Err(other),
+    };
+    scratch.stop_child(STOP_GRACE).await;
+    let reference = hashed?;
+    tracing::info!(member = %req.member, running = %req.running, took = ?t.elapsed(), revision, hash = reference.hash, "rehearsal reference HashKV taken with the running version on the copy");
+    Ok(reference)
 }
 
 /// Restores `snapshot` into `data_dir` with `tool`, its output in the scratch dir.
@@ -576,61 +698,31 @@ async fn check_read(
     }
 }
 
-/// HashKV of both sides at `revision`: `(compared, note)`; a difference is a finding.
-async fn compare_hash(
-    live_client: &Client,
-    live_url: &str,
-    copy: &Client,
-    copy_url: &str,
-    revision: i64,
-) -> Result<(bool, String), Finding> {
-    // Both at once: each reads the whole keyspace (seconds at a GB).
-    let (live, ours) = tokio::join!(
-        live_client.hash_kv_of(live_url, revision),
-        copy.hash_kv_of(copy_url, revision)
-    );
-    Ok(match (live, ours) {
-        (Ok(l), Ok(o)) => hash_verdict(&l, &o, revision)?,
-        (Err(e), _) => (
-            false,
-            format!(
-                "not compared: the live member gave no HashKV at revision {revision}: {}",
-                cannot(&e)
-            ),
-        ),
-        (_, Err(e)) => (
-            false,
-            format!(
-                "not compared: the rehearsal gave no HashKV at revision {revision}: {}",
-                cannot(&e)
-            ),
-        ),
-    })
-}
-
-/// Compares two HashKV answers at `revision` (pure).
-fn hash_verdict(live: &HashKv, ours: &HashKv, revision: i64) -> Result<(bool, String), Finding> {
-    if live.compact_revision != ours.compact_revision {
+/// Compares the running version's HashKV of the copy with the target's, at `revision`
+/// (pure).
+fn hash_verdict(running: &HashKv, ours: &HashKv, revision: i64) -> Result<(bool, String), Finding> {
+    // Both read the same copy: a compaction between them would be the target's own.
+    if running.compact_revision != ours.compact_revision {
         return Ok((
             false,
             format!(
-                "not compared: compaction revisions differ (live {}, rehearsal {}): the live member compacted after the snapshot",
-                live.compact_revision, ours.compact_revision
+                "not compared: compaction revisions differ (running version {}, target {})",
+                running.compact_revision, ours.compact_revision
             ),
         ));
     }
-    if live.hash != ours.hash {
+    if running.hash != ours.hash {
         return Err(Finding::HashMismatch {
             revision,
-            live: live.hash,
+            running: running.hash,
             rehearsal: ours.hash,
         });
     }
     Ok((
         true,
         format!(
-            "HashKV {} at revision {revision} (compacted at {}) on both",
-            live.hash, live.compact_revision
+            "HashKV {} at revision {revision} (compacted at {}) from both versions",
+            running.hash, running.compact_revision
         ),
     ))
 }

@@ -142,12 +142,15 @@ pub enum Finding {
     /// It answered `/version` or the range read of the snapshot's key with an error, or
     /// read something else than the live member had.
     NotServing(String),
+    /// The running version could not give the reference HashKV of the copy (it would not
+    /// start, serve or hash it): not the target's doing.
+    Reference(String),
     /// HashKV at the same revision differs.
     HashMismatch {
         /// The revision compared at.
         revision: i64,
-        /// The live member's hash.
-        live: u32,
+        /// The running version's hash of the copy.
+        running: u32,
         /// The rehearsal's hash.
         rehearsal: u32,
     },
@@ -212,6 +215,10 @@ pub fn classify(finding: &Finding, target: &Version, mode: RehearsalMode, log: &
             "free space on that filesystem",
         ),
         Finding::UnsupportedFlags(why) => cannot_run(why.clone(), "pass etcd's settings as flags"),
+        Finding::Reference(why) => cannot_run(
+            why.clone(),
+            "check that the running version's pinned binary starts on this member's flags",
+        ),
         Finding::LiveMember(why) => cannot_run(
             format!("cannot copy the live member's data: {why}"),
             "check that the local member is healthy and reachable",
@@ -255,10 +262,10 @@ pub fn classify(finding: &Finding, target: &Version, mode: RehearsalMode, log: &
         ))),
         Finding::HashMismatch {
             revision,
-            live,
+            running,
             rehearsal,
         } => Outcome::VersionFault(with_log(format!(
-            "etcd {target} computes HashKV {rehearsal} at revision {revision} on a copy of this member's data; the live member computes {live}"
+            "etcd {target} computes HashKV {rehearsal} at revision {revision} on a copy of this member's data; the running version computes {running} on the same copy"
         ))),
         Finding::Cancelled => Outcome::Cancelled,
     }
@@ -445,7 +452,7 @@ mod tests {
             Finding::NotServing("no key".into()),
             Finding::HashMismatch {
                 revision: 56,
-                live: 1,
+                running: 1,
                 rehearsal: 2,
             },
         ] {
@@ -491,7 +498,16 @@ mod tests {
             free: 1,
             dir: "/s".into(),
         };
-        for finding in [&no_tool, &over, &space] {
+        // The running version failing on the copy is never the target's fault, whatever the
+        // target's log says (it did not run).
+        let reference = Finding::Reference(
+            "the running version 3.5.16 did not serve the restored copy: it exited".into(),
+        );
+        assert!(matches!(
+            classify_auto(&reference, "panic: something"),
+            Outcome::Skipped(r) if r.contains("3.5.16 did not serve")
+        ));
+        for finding in [&no_tool, &over, &space, &reference] {
             assert!(matches!(classify_auto(finding, ""), Outcome::Skipped(_)));
             assert!(matches!(
                 classify(finding, &v3530(), RehearsalMode::Always, ""),

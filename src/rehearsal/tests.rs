@@ -21,7 +21,7 @@ fn different_hashes_at_the_same_compaction_are_a_finding() {
         hash_verdict(&hash(7, 41), &hash(8, 41), 56).unwrap_err(),
         Finding::HashMismatch {
             revision: 56,
-            live: 7,
+            running: 7,
             rehearsal: 8
         }
     );

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::rollout::{count_lost, server_version, stage, wait_all_on, Writer, FAST};
+use crate::support::mounts::Tmpfs;
 use crate::support::{http_post, wait_for, Cluster, Mode, Release, SUPERVISOR};
 
 const REUSED: &str = "the turn's backup is the verified one taken for the rehearsal";
@@ -217,5 +218,190 @@ fn a_rollout_reuses_the_verified_backup_its_rehearsal_restored_and_loses_nothing
         // The rehearsal restored this very file and compared HashKV.
         assert!(log.contains("rehearsal passed"), "{log}");
         assert!(!log.contains("taking a new backup for the turn"), "{log}");
+    }
+}
+
+/// Backups on another filesystem than the data dir, in each mode: the state dir (where
+/// backups go) of every member is a tmpfs of its own while etcd's data stays on the test's
+/// disk, so nothing may rename or link across the two. m1 backs up by snapshot, m2 both
+/// ways, m3 by a cold copy of its data dir (which crosses the filesystems while etcd is
+/// stopped); the rollout completes, loses nothing, and every backup verifies where it lies.
+#[test]
+fn backups_on_another_filesystem_than_the_data_dir_work_in_every_mode() {
+    use std::os::unix::fs::MetadataExt;
+    let mut cluster = Cluster::new(
+        Release::V3_5,
+        3,
+        Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    let mut mounts = Vec::new();
+    for (m, mode) in cluster
+        .members
+        .iter_mut()
+        .zip(["snapshot", "both", "data-dir"])
+    {
+        mounts.push(Tmpfs::mount(&m.state_dir, "size=512m,mode=0700"));
+        m.env.push(("ETCD_SUPERVISOR_BACKUP".into(), mode.into()));
+    }
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let urls = cluster.client_urls();
+    let writer = Writer::start(urls.clone(), "other-fs");
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_5Newest.etcd());
+    }
+    wait_all_on(
+        &cluster,
+        &Release::V3_5Newest.version(),
+        Duration::from_secs(300),
+    );
+    let report = writer.finish();
+    assert_eq!(
+        count_lost(&urls[0], &report.acked),
+        0,
+        "acknowledged writes lost"
+    );
+    for (i, m) in cluster.members.iter().enumerate() {
+        let data_dev = std::fs::metadata(&m.spec.data_dir).expect("data dir").dev();
+        let backups: Vec<_> = std::fs::read_dir(m.state_dir.join("backups"))
+            .expect("backups dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.join("meta.json").exists())
+            .collect();
+        assert!(!backups.is_empty(), "m{} kept no backup", i + 1);
+        for b in &backups {
+            let dev = std::fs::metadata(b).expect("backup").dev();
+            assert_ne!(
+                dev,
+                data_dev,
+                "{} is on the data dir's filesystem",
+                b.display()
+            );
+            let out = Command::new(SUPERVISOR)
+                .arg("verify-backup")
+                .arg(b)
+                .output()
+                .expect("verify-backup");
+            assert!(
+                out.status.success(),
+                "verify-backup {}: {}{}",
+                b.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let modes: Vec<String> = backups
+            .iter()
+            .map(|b| {
+                let meta = std::fs::read_to_string(b.join("meta.json")).expect("meta.json");
+                let meta: serde_json::Value = serde_json::from_str(&meta).expect("meta json");
+                meta["mode"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        let want = ["snapshot", "both", "data-dir"][i];
+        assert!(
+            modes.iter().any(|m| m == want),
+            "m{}: no {want} backup among {modes:?}",
+            i + 1
+        );
+    }
+    drop(cluster);
+    drop(mounts);
+}
+
+/// `dbSize` of `url` (the db file, what etcd's quota counts), from `endpoint status`.
+fn db_size(url: &str) -> u64 {
+    let json = etcdctl(&[url.to_owned()], &["endpoint", "status", "-w", "json"]);
+    json.split("\"dbSize\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no dbSize in {json}"))
+}
+
+/// A db near its quota: the upgrade goes on, says so, and does not itself raise NOSPACE.
+/// bbolt grows a small db file by doubling, so with a 17 MiB quota the file sits at 16 MiB
+/// (94 %) once it outgrows 8 MiB, with about 8 MiB of room inside it: the writer and the
+/// supervisors' own records fit there, so an alarm would be the upgrade's doing.
+#[test]
+fn a_db_near_its_quota_is_upgraded_with_a_warning_and_no_alarm() {
+    const QUOTA: u64 = 17 << 20;
+    let mut cluster = Cluster::new(
+        Release::V3_5,
+        3,
+        Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    for m in &mut cluster.members {
+        m.etcd_extra = vec![format!("--quota-backend-bytes={QUOTA}")];
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let urls = cluster.client_urls();
+    let value = b64(&vec![b'x'; 256 << 10]);
+    for n in 0..200 {
+        if urls.iter().all(|u| db_size(u) >= 16 << 20) {
+            break;
+        }
+        let body = format!(
+            r#"{{"key":"{}","value":"{value}"}}"#,
+            b64(format!("k/{n}").as_bytes())
+        );
+        let put = http_post(
+            &format!("{}/v3/kv/put", urls[0]),
+            &body,
+            Duration::from_secs(10),
+        );
+        assert!(
+            matches!(&put, Some((200, _))),
+            "a put was refused before the db reached 16 MiB: {put:?}"
+        );
+    }
+    let sizes: Vec<u64> = urls.iter().map(|u| db_size(u)).collect();
+    assert!(
+        sizes
+            .iter()
+            .all(|s| *s >= 16 << 20 && s * 100 / QUOTA >= 90),
+        "the db files did not reach 90 % of the quota: {sizes:?}"
+    );
+    assert!(!etcdctl(&urls, &["alarm", "list"]).contains("NOSPACE"));
+    let writer = Writer::start(urls.clone(), "near-quota");
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_5Newest.etcd());
+    }
+    wait_all_on(
+        &cluster,
+        &Release::V3_5Newest.version(),
+        Duration::from_secs(300),
+    );
+    let report = writer.finish();
+    assert_eq!(
+        count_lost(&urls[0], &report.acked),
+        0,
+        "acknowledged writes lost"
+    );
+    let alarms = etcdctl(&urls, &["alarm", "list"]);
+    assert!(
+        !alarms.contains("NOSPACE"),
+        "the upgrade raised NOSPACE: {alarms}"
+    );
+    crate::fast_stop::assert_hash_kv_equal(&cluster, "the rollout near the quota");
+    for (i, m) in cluster.members.iter().enumerate() {
+        let log = m.log_text();
+        let warned = log
+            .lines()
+            .find(|l| l.contains("% of its quota of 17 MiB"))
+            .unwrap_or_else(|| panic!("m{} did not warn about the quota\n{log}", i + 1));
+        assert!(
+            warned.contains("WARN") && warned.contains("etcdctl defrag"),
+            "{warned}"
+        );
     }
 }

@@ -449,6 +449,7 @@ fn vet_v2(state: &Path, data_dir: &Path) -> Vetted {
                 name: "m1".into(),
                 config_file: None,
                 v2_enabled: true,
+                quota_backend_bytes: None,
                 args: vec!["--enable-v2".into(), "--snapshot-count=5".into()],
                 env: Vec::new(),
                 data_dir: data_dir.to_path_buf(),

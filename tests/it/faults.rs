@@ -7,56 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::rollout::{server_version, stage, FAST};
+use crate::support::mounts::Tmpfs;
 use crate::support::{wait_for, Cluster, Mode, Release};
 
 const PAUSE_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_PAUSE";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// A tmpfs mounted by the test; lazily unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, options: &str) -> Tmpfs {
-        assert!(
-            is_root(),
-            "needs root to mount a tmpfs: run the suite as root (CI does)"
-        );
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount tmpfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-
-    fn remount(&self, options: &str) {
-        let out = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.0)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "remount: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Fills the filesystem at `dir`: every block, then every inode.
 fn fill(dir: &Path) -> PathBuf {

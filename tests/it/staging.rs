@@ -20,6 +20,7 @@ use etcd_supervisor::staging::{Candidate, StagingError, StagingWatcher, WatchOpt
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::support::mounts::is_root;
 use crate::support::{Release, SUPERVISOR};
 
 const CANDIDATE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -291,10 +292,6 @@ impl Fixture {
 
 fn read(path: &Path) -> Vec<u8> {
     fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 // ---- bad inputs: refused with their own reason, never executed -------------------------

@@ -773,6 +773,7 @@ fn rehearse_across(running: Release, target: Release) {
         let req = Request {
             member: member.spec.name.clone(),
             running: running_v,
+            running_binary: running.etcd(),
             target: target_v,
             target_binary: target.etcd(),
             restore_tool: tool,

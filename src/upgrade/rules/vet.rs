@@ -135,6 +135,40 @@ pub fn judge_v2store(target: &Version, exit: ChildExit, output: &str) -> Vetted 
     }
 }
 
+/// etcd's quota when `--quota-backend-bytes` is 0 or not given (`DefaultQuotaBytes`).
+pub const ETCD_DEFAULT_QUOTA: u64 = 2 << 30;
+
+/// The share of the quota, in percent, from which the vetting warns.
+pub const QUOTA_WARN_PERCENT: u64 = 90;
+
+/// A warning when this member's db file is at [`QUOTA_WARN_PERCENT`] or more of its quota.
+///
+/// `db_size` is the file's size (`dbSize` of endpoint status), which is what etcd's quota
+/// counts (free pages included); `quota` is `--quota-backend-bytes` as given (absent or 0:
+/// etcd's default; negative: no quota). The upgrade goes on: its own writes are a few
+/// hundred bytes and a restart does not grow the file, so it is no likelier to raise
+/// NOSPACE than the applications' next writes; but an operator about to change versions
+/// should know that etcd is close to taking only reads and deletes.
+pub fn quota_headroom(db_size: u64, quota: Option<i64>) -> Option<String> {
+    let quota = match quota {
+        Some(q) if q < 0 => return None,
+        Some(q) if q > 0 => q as u64,
+        _ => ETCD_DEFAULT_QUOTA,
+    };
+    let percent = db_size.saturating_mul(100) / quota;
+    (percent >= QUOTA_WARN_PERCENT).then(|| {
+        format!(
+            "the db file is {} MiB, {percent} % of its quota of {} MiB (--quota-backend-bytes): \
+             the upgrade goes on (it adds a few hundred bytes and a restart does not grow the \
+             file), but etcd raises NOSPACE and takes only reads and deletes once a write would \
+             pass the quota: free space soon as etcd's maintenance guide says (etcdctl compact, \
+             then etcdctl defrag on each member) or raise --quota-backend-bytes on every member",
+            db_size >> 20,
+            quota >> 20
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +267,33 @@ mod tests {
             judge_v2store(&t, ChildExit::Code(2), "unknown command"),
             Vetted::MemberFault(w) if w.contains("unknown command")
         ));
+    }
+
+    #[test]
+    fn the_quota_warning_starts_at_ninety_percent_of_the_quota_etcd_applies() {
+        let mib = 1u64 << 20;
+        // An explicit quota of 100 MiB: 89 MiB is quiet, 90 MiB warns, with both sizes.
+        assert_eq!(quota_headroom(89 * mib, Some(100 * mib as i64)), None);
+        let w = quota_headroom(90 * mib, Some(100 * mib as i64)).expect("a warning at 90 %");
+        for said in [
+            "90 MiB",
+            "90 %",
+            "100 MiB",
+            "compact",
+            "defrag",
+            "--quota-backend-bytes",
+        ] {
+            assert!(w.contains(said), "{said}: {w}");
+        }
+        assert!(quota_headroom(120 * mib, Some(100 * mib as i64)).is_some());
+        // Absent or 0: etcd's 2 GiB default.
+        let default = ETCD_DEFAULT_QUOTA;
+        for q in [None, Some(0)] {
+            assert_eq!(quota_headroom(default / 10 * 8, q), None, "{q:?}");
+            let w = quota_headroom(default / 100 * 95, q).expect("95 % of the default");
+            assert!(w.contains("2048 MiB"), "{w}");
+        }
+        // Negative: etcd runs without a quota.
+        assert_eq!(quota_headroom(u64::MAX / 200, Some(-1)), None);
     }
 }

@@ -43,7 +43,9 @@ use crate::process::reaper::Reaper;
 use crate::process::tool;
 use crate::rehearsal::{self, Outcome, RehearsalMode};
 use crate::upgrade::rules::flags::{self, FlagSet};
-use crate::upgrade::rules::vet::{judge_roles, judge_v2store, v2store_check, V2StoreCheck, Vetted};
+use crate::upgrade::rules::vet::{
+    judge_roles, judge_v2store, quota_headroom, v2store_check, V2StoreCheck, Vetted,
+};
 use crate::versions::store::VersionStore;
 use crate::versions::Version;
 
@@ -71,6 +73,8 @@ pub struct MemberConfig {
     pub config_file: Option<PathBuf>,
     /// The v2 API is enabled.
     pub v2_enabled: bool,
+    /// `--quota-backend-bytes` as given.
+    pub quota_backend_bytes: Option<i64>,
 }
 
 /// How the dress rehearsal runs for this member.
@@ -192,6 +196,7 @@ impl LiveVetter {
         let req = rehearsal::Request {
             member: self.member.name.clone(),
             running: running.clone(),
+            running_binary: self.binary(running, "etcd"),
             target: target.clone(),
             target_binary: self.binary(target, "etcd"),
             restore_tool: rehearsal::Request::restore_tool_from_store(&store, running, target),
@@ -324,6 +329,23 @@ impl LiveVetter {
             Err(e) => Err(e),
         };
         Some(judge_roles(user, roles.map_err(|e| e.to_string())))
+    }
+
+    /// A warning when the db is close to its quota (`None` when it is not, or the size
+    /// cannot be read: the rehearsal and the turn's preflight read it again).
+    async fn quota(&self) -> Option<Vetted> {
+        let status = self
+            .rehearsal
+            .client
+            .status_of(&self.rehearsal.endpoint)
+            .await
+            .ok()?;
+        let db_size = u64::try_from(status.db_size).ok()?;
+        let warning = quota_headroom(db_size, self.member.quota_backend_bytes)?;
+        Some(Vetted::Pass {
+            warnings: vec![warning],
+            summary: "db near its quota".into(),
+        })
     }
 
     /// `etcdutl check v2store` on a copy of the member's snap/ and wal/, when this member
@@ -480,6 +502,9 @@ impl LiveVetter {
             if let Some(refusal) = absorb(check) {
                 return refusal;
             }
+        }
+        if let Some(check) = self.quota().await {
+            absorb(check);
         }
         if let Some(refusal) = absorb(self.rehearse(running, target).await) {
             return refusal;

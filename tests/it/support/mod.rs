@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod mounts;
 pub mod netns;
 pub mod outage;
 pub mod pki;
@@ -459,7 +460,10 @@ impl Member {
 
     /// The log so far.
     pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
+        // Lossy: one stray byte in etcd's output must not blank the whole log.
+        fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
     }
 }
 
