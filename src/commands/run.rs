@@ -25,9 +25,6 @@ use crate::upgrade::turn::vet::{LiveVetter, MemberConfig, RehearsalSettings};
 use crate::versions::companions;
 use crate::versions::store::{self, Pinned, VersionStore, VersionsError};
 
-/// Bound on the rehearsal's calls to the live member (HashKV of a multi-GB db).
-const REHEARSAL_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// Makes sure a version is pinned (installing `--etcd-binary` on first start) and returns it.
 pub async fn ensure_pinned(settings: &RunSettings, reaper: &Reaper) -> Result<Pinned, RunError> {
     std::fs::create_dir_all(&settings.state_dir).map_err(|source| RunError::StateDir {
@@ -233,13 +230,10 @@ pub async fn run(settings: RunSettings, handover: Option<PathBuf>) -> Result<i32
                 .cloned()
                 .unwrap_or_default(),
             credentials: settings.cluster.credentials.clone(),
+            // The rehearsal asks the live member only small things (status, one key, its
+            // roles); the snapshot stream has its own bound by size.
             client: Client::new(ClientConfig {
                 endpoints: settings.member.client_urls.clone(),
-                // The live member's HashKV reads its whole keyspace: seconds per GB.
-                request_timeout: settings
-                    .cluster
-                    .request_timeout
-                    .max(REHEARSAL_REQUEST_TIMEOUT),
                 ..settings.cluster.clone()
             })?,
         },

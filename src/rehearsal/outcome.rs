@@ -56,7 +56,7 @@ impl fmt::Display for RehearsalMode {
 pub enum Outcome {
     /// The target served a copy of this member's data.
     Passed {
-        /// True when HashKV of the copy was compared with the live member's and was equal.
+        /// True when the target's HashKV of the copy equalled the running version's.
         hash_compared: bool,
         /// Why the hash was not compared, or what was compared.
         hash_note: String,
