@@ -407,18 +407,14 @@ async fn steps(
             rehearsal_args(&kept.unwrap_or_default(), &data_dir, &client_url, &peer_url)
         }
     };
-    let reference = reference_hash(req, reaper, scratch, &args, &client_url, revision).await?;
+    let on = OnCopy {
+        args: &args,
+        url: &client_url,
+        db_size,
+    };
+    let reference = reference_hash(req, reaper, scratch, &on, revision).await?;
 
-    let copy = start_copy(
-        req,
-        reaper,
-        scratch,
-        &req.target_binary,
-        &args,
-        log,
-        &client_url,
-    )
-    .await?;
+    let copy = start_copy(req, reaper, scratch, &req.target_binary, &on, log).await?;
     tracing::info!(member = %req.member, target = %req.target, took = ?copy.took, "rehearsal etcd healthy");
     let copy = copy.client;
 
@@ -453,6 +449,14 @@ async fn steps(
     })
 }
 
+/// How a private etcd is started on the copy: its arguments, its client URL, and the size
+/// of the db it serves (its calls' bound grows with it).
+struct OnCopy<'a> {
+    args: &'a [String],
+    url: &'a str,
+    db_size: u64,
+}
+
 /// A private etcd serving the copy, and how long it took to become healthy.
 struct Serving {
     client: Client,
@@ -466,10 +470,10 @@ async fn start_copy(
     reaper: &Reaper,
     scratch: &mut Scratch,
     binary: &Path,
-    args: &[String],
+    on: &OnCopy<'_>,
     log: std::fs::File,
-    client_url: &str,
 ) -> Result<Serving, Finding> {
+    let (args, client_url) = (on.args, on.url);
     let options = SpawnOptions {
         output: Some(log),
         env_remove: args::replaced_env_vars(),
@@ -482,8 +486,9 @@ async fn start_copy(
     scratch.adopt(child);
 
     let mut config = ClientConfig::new(vec![client_url.to_owned()]);
-    // HashKV of a large db takes seconds; the health polls have their own deadline.
-    config.request_timeout = Duration::from_secs(30);
+    // HashKV reads the whole db: a second per GB alone, minutes at 4 GB on a loaded host
+    // (a fixed 30 s skipped a 4 GB rehearsal); the health polls have their own deadline.
+    config.request_timeout = transfer_timeout(on.db_size);
     config.connect_timeout = Duration::from_secs(1);
     config.credentials = req.credentials.clone();
     let client = Client::new(config).map_err(|e| Finding::Local(e.to_string()))?;
@@ -503,10 +508,10 @@ async fn reference_hash(
     req: &Request,
     reaper: &Reaper,
     scratch: &mut Scratch,
-    args: &[String],
-    client_url: &str,
+    on: &OnCopy<'_>,
     revision: i64,
 ) -> Result<HashKv, Finding> {
+    let client_url = on.url;
     let t = Instant::now();
     let not_served = |why: String| {
         Finding::Reference(format!(
@@ -515,16 +520,7 @@ async fn reference_hash(
         ))
     };
     let log = open_log(&scratch.dir().join(REFERENCE_LOG))?;
-    let served = start_copy(
-        req,
-        reaper,
-        scratch,
-        &req.running_binary,
-        args,
-        log,
-        client_url,
-    )
-    .await;
+    let served = start_copy(req, reaper, scratch, &req.running_binary, on, log).await;
     let hashed = match served {
         Ok(s) => s
             .client
