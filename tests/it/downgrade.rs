@@ -484,8 +484,14 @@ fn killed_in(state: &str) {
         "{}",
         crate::support::output_text(&out)
     );
+    // The driver writes state.json, then its record in etcd, then pauses: the pause's log
+    // line is the trigger (a file read; `status --json` took longer than the pause on a
+    // loaded host, and the kill then landed a state later).
     wait_for(Duration::from_secs(120), || {
-        (record_state(&cluster, "m1").as_deref() == Some(state)).then_some(())
+        cluster.members[0]
+            .log_text()
+            .contains("failpoint: pausing")
+            .then_some(())
     })
     .unwrap_or_else(|_| panic!("m1 never reached {state}\n{}", cluster.logs()));
     let on_disk = std::fs::read_to_string(cluster.members[0].state_dir.join("state.json"))
@@ -500,6 +506,11 @@ fn killed_in(state: &str) {
         sampler.kills().lock().unwrap().push((0, pid));
     }
     drop(cluster.members[0].kill());
+    assert_eq!(
+        record_state(&cluster, "m1").as_deref(),
+        Some(state),
+        "m1's record in etcd when it was killed"
+    );
     cluster.members[0].env.clear();
     cluster.members[0].start();
     // Running the command again follows the downgrade to its end.
