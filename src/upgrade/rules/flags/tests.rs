@@ -699,3 +699,248 @@ fn a_panic_is_not_a_usage_error_even_with_exit_code_2() {
         "etcdserver: cannot open database"
     ));
 }
+
+// ---- each problem carries its table row's minor, hint and source ----
+
+/// The table facts a problem carries: since, hint and source.
+fn facts(p: &Problem) -> (Option<Minor>, Option<&str>, Option<&'static str>) {
+    (p.since, p.hint.as_deref(), p.source)
+}
+
+fn removed_flag(flag: &str) -> &'static RemovedFlag {
+    REMOVED_FLAGS.iter().find(|r| r.flag == flag).expect("row")
+}
+
+fn removed_value(flag: &str) -> &'static RemovedValue {
+    REMOVED_VALUES.iter().find(|r| r.flag == flag).expect("row")
+}
+
+fn deprecated(flag: &str) -> &'static Deprecated {
+    DEPRECATED.iter().find(|r| r.flag == flag).expect("row")
+}
+
+fn renamed_row(old: &str) -> &'static Renamed {
+    RENAMED.iter().find(|r| r.old == old).expect("row")
+}
+
+#[test]
+fn problems_found_in_flags_carry_their_table_rows_minor_hint_and_source() {
+    let c = run(
+        &["--debug", "--logger=capnslog"],
+        &[],
+        None,
+        ("3.4.23", HELP_3_4_23),
+        ("3.5.16", HELP_3_5_16),
+    );
+    let (debug, logger) = (removed_flag("--debug"), removed_value("--logger"));
+    assert_eq!(
+        c.refusals.iter().map(facts).collect::<Vec<_>>(),
+        [
+            (Some(debug.removed_in), debug.hint, Some(debug.source)),
+            (
+                Some(logger.removed_in),
+                Some(logger.hint),
+                Some(logger.source)
+            ),
+        ]
+    );
+    let c = run(
+        &["--max-snapshots=5"],
+        &[],
+        None,
+        ("3.5.16", HELP_3_5_16),
+        ("3.6.14", HELP_3_6),
+    );
+    let row = deprecated("--max-snapshots");
+    assert_eq!(
+        c.warnings.iter().map(facts).collect::<Vec<_>>(),
+        [(Some(row.deprecated_in), Some(row.hint), Some(row.source))]
+    );
+}
+
+#[test]
+fn problems_found_in_the_environment_carry_their_table_rows_minor_hint_and_source() {
+    let c = run(
+        &[],
+        &[("ETCD_DEBUG", "true"), ("ETCD_LOGGER", "capnslog")],
+        None,
+        ("3.4.23", HELP_3_4_23),
+        ("3.5.16", HELP_3_5_16),
+    );
+    let (debug, logger) = (removed_flag("--debug"), removed_value("--logger"));
+    assert_eq!(
+        c.warnings.iter().map(facts).collect::<Vec<_>>(),
+        [(Some(debug.removed_in), debug.hint, Some(debug.source))]
+    );
+    assert_eq!(
+        c.refusals.iter().map(facts).collect::<Vec<_>>(),
+        [(
+            Some(logger.removed_in),
+            Some(logger.hint),
+            Some(logger.source)
+        )]
+    );
+    let c = run(
+        &[],
+        &[("ETCD_MAX_SNAPSHOTS", "5")],
+        None,
+        ("3.5.16", HELP_3_5_16),
+        ("3.6.14", HELP_3_6),
+    );
+    let row = deprecated("--max-snapshots");
+    assert_eq!(
+        c.warnings.iter().map(facts).collect::<Vec<_>>(),
+        [(Some(row.deprecated_in), Some(row.hint), Some(row.source))]
+    );
+    let c = run(
+        &[],
+        &[("ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", "3m")],
+        None,
+        ("3.6.14", HELP_3_6),
+        ("3.7.1", HELP_3_7),
+    );
+    let row = renamed_row("--experimental-corrupt-check-time");
+    assert_eq!(c.refusals.len(), 1);
+    assert_eq!(
+        (c.refusals[0].since, c.refusals[0].source),
+        (Some(row.removed_in), Some(row.source))
+    );
+}
+
+#[test]
+fn problems_found_in_the_config_file_carry_their_table_rows_minor_hint_and_source() {
+    let c = run(
+        &[],
+        &[],
+        Some("debug: true\nlogger: capnslog\n"),
+        ("3.4.23", HELP_3_4_23),
+        ("3.5.16", HELP_3_5_16),
+    );
+    let (debug, logger) = (removed_flag("--debug"), removed_value("--logger"));
+    assert_eq!(
+        c.warnings.iter().map(facts).collect::<Vec<_>>(),
+        [(Some(debug.removed_in), debug.hint, Some(debug.source))]
+    );
+    assert_eq!(
+        c.refusals.iter().map(facts).collect::<Vec<_>>(),
+        [(
+            Some(logger.removed_in),
+            Some(logger.hint),
+            Some(logger.source)
+        )]
+    );
+    let c = run(
+        &[],
+        &[],
+        Some("max-snapshots: 5\n"),
+        ("3.5.16", HELP_3_5_16),
+        ("3.6.14", HELP_3_6),
+    );
+    let row = deprecated("--max-snapshots");
+    assert_eq!(
+        c.warnings.iter().map(facts).collect::<Vec<_>>(),
+        [(Some(row.deprecated_in), Some(row.hint), Some(row.source))]
+    );
+    let c = run(
+        &[],
+        &[],
+        Some("experimental-initial-corrupt-check: true\n"),
+        ("3.6.14", HELP_3_6),
+        ("3.7.1", HELP_3_7),
+    );
+    let row = renamed_row("--experimental-initial-corrupt-check");
+    assert_eq!(c.refusals.len(), 1);
+    assert_eq!(
+        (c.refusals[0].since, c.refusals[0].source),
+        (Some(row.removed_in), Some(row.source))
+    );
+}
+
+// ---- config values, the deprecation window, FlagSet and parse edge cases ----
+
+#[test]
+fn a_numeric_config_value_is_carried_into_the_suggested_replacement() {
+    // YAML reads 1000 as a number, not a string: it must still reach the hint.
+    let c = run(
+        &[],
+        &[],
+        Some("experimental-compaction-batch-limit: 1000\n"),
+        ("3.6.14", HELP_3_6),
+        ("3.7.1", HELP_3_7),
+    );
+    assert_eq!(c.refusals.len(), 1);
+    assert!(
+        c.refusals[0]
+            .to_string()
+            .contains("write `compaction-batch-limit: 1000` instead"),
+        "{}",
+        c.refusals[0]
+    );
+}
+
+#[test]
+fn a_deprecation_warning_stops_at_the_minor_the_table_names_for_the_removal() {
+    // --max-snapshots: deprecated in 3.6, removed in 3.8. A 3.8 help that still lists it is
+    // past the window: the flag is accepted and no longer warned about.
+    const HELP_3_8: &str =
+        "Member:\n  --name 'default'\n    Name.\n  --max-snapshots '5'\n    Still listed.\n";
+    let at = |target: &str| {
+        run(
+            &["--max-snapshots=5"],
+            &[],
+            None,
+            ("3.6.14", HELP_3_6),
+            (target, HELP_3_8),
+        )
+    };
+    let last_deprecated = at("3.7.1");
+    assert_eq!(last_deprecated.warnings.len(), 1);
+    assert_eq!(last_deprecated.warnings[0].kind, ProblemKind::Deprecated);
+    let removed = at("3.8.0");
+    assert!(
+        removed.warnings.is_empty() && removed.refusals.is_empty(),
+        "{removed:#?}"
+    );
+}
+
+#[test]
+fn a_help_text_with_flags_is_not_empty() {
+    let set = parse_help(HELP_3_4_23);
+    assert!(!set.is_empty());
+    assert!(FlagSet::new().is_empty());
+}
+
+#[test]
+fn flag_set_names_are_the_bare_names_in_sorted_order() {
+    let mut set = FlagSet::new();
+    set.insert("--name", false);
+    set.insert("-auto-tls", true);
+    set.insert("data-dir", false);
+    assert_eq!(
+        set.names().collect::<Vec<_>>(),
+        ["auto-tls", "data-dir", "name"]
+    );
+}
+
+#[test]
+fn parse_help_skips_lines_whose_name_does_not_start_with_a_letter_or_digit() {
+    // Separator lines of dashes, or `---x`, are not flags (and would name "" or "x").
+    let set = parse_help("  ------------\n  ---x 'y'\n  --.hidden\n");
+    assert_eq!(set.names().collect::<Vec<_>>(), Vec::<&str>::new());
+}
+
+#[test]
+fn parse_help_marks_a_flag_shown_with_a_true_or_false_default_as_bool_even_if_no_table_knows_it() {
+    let set = parse_help("  --future-switch 'true'\n    New.\n  --other-switch 'false'\n    New.\n  --future-count '3'\n    New.\n");
+    assert_eq!(set.is_bool("future-switch"), Some(true));
+    assert_eq!(set.is_bool("other-switch"), Some(true));
+    assert_eq!(set.is_bool("future-count"), Some(false));
+}
+
+#[test]
+fn parse_args_reads_a_one_letter_flag_and_goes_on() {
+    // `-v` is two characters long: a flag (a legacy bool one), not the end of the flags.
+    let got = parse_args(&args(&["-v", "--name", "n1"]), &parse_help(HELP_3_5_16));
+    let shown: Vec<String> = got.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["--v", "--name=n1"]);
+}

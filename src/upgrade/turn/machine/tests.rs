@@ -882,3 +882,217 @@ fn a_drop_while_holding_keeps_queueing_for_the_held_versions_verify() {
     assert_eq!(s.turn, holding);
     assert!(matches!(s.effect, Effect::AcquireTurn { .. }), "{s:?}");
 }
+
+#[test]
+fn a_member_down_reported_at_a_rollbacks_stop_is_ignored_and_the_rollback_goes_on() {
+    // Only a forward stop is preceded by the last look at the members: a PreflightWait now
+    // is stale, and requeueing would drop the rollback and give the turn back.
+    let mut t = at_stopping();
+    t.rollback = true;
+    let s = step(&t, Event::PreflightWait("member m2 went down".into()));
+    assert_eq!((s.turn, s.effect), (t, Effect::Nothing));
+}
+
+#[test]
+fn the_old_version_failing_to_start_during_a_rollback_ends_failed_and_still_rejects() {
+    let (t, effects) = run(
+        &at_verifying(),
+        vec![
+            Event::VerifyFailed("crashed".into()),
+            Event::Stopped,
+            Event::Switched,
+            Event::StartFailed("old one does not start".into()),
+        ],
+    );
+    assert_eq!(t.phase, Phase::Failed);
+    assert_eq!(
+        t.last_error.as_deref(),
+        Some("rollback failed: old one does not start")
+    );
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Release {
+            reject: Some((v("3.5.16"), "crashed".into())),
+            refuse: None
+        })
+    );
+}
+
+#[test]
+fn staging_a_new_version_after_a_failed_turn_starts_afresh_with_no_retries_and_no_blame() {
+    let mut t = staged();
+    t.phase = Phase::Failed;
+    t.retries = 4;
+    t.fault = Fault::Member;
+    t.last_error = Some("rollback failed: old one crashes too".into());
+    let s = step(&t, Event::Staged(v("3.5.17")));
+    assert_eq!(
+        (s.turn.phase, s.turn.to),
+        (Phase::Queued, Some(v("3.5.17")))
+    );
+    assert_eq!(
+        (s.turn.retries, s.turn.fault, s.turn.last_error),
+        (0, Fault::Version, None)
+    );
+}
+
+#[test]
+fn a_refusal_here_after_a_failed_turn_records_why_and_clears_retries_and_blame() {
+    let mut t = staged();
+    t.phase = Phase::Failed;
+    t.retries = 3;
+    t.fault = Fault::Member;
+    let s = step(&t, Event::RefusedHere(v("3.5.16"), "flag --x".into()));
+    assert_eq!(
+        (s.turn.phase, s.turn.retries, s.turn.fault),
+        (Phase::Idle, 0, Fault::Version)
+    );
+    assert_eq!(s.turn.last_error.as_deref(), Some("flag --x"));
+}
+
+#[test]
+fn a_failure_before_the_turn_after_a_failed_turn_records_why_and_clears_retries_and_blame() {
+    let mut t = staged();
+    t.phase = Phase::Failed;
+    t.retries = 3;
+    t.fault = Fault::Unproven;
+    t.last_error = Some("rollback failed: earlier".into());
+    let s = step(
+        &t,
+        Event::FailedBeforeTurn(v("3.5.16"), "rehearsal crashed".into()),
+    );
+    assert_eq!(
+        (s.turn.phase, s.turn.retries, s.turn.fault),
+        (Phase::Idle, 0, Fault::Version)
+    );
+    assert_eq!(s.turn.last_error.as_deref(), Some("rehearsal crashed"));
+}
+
+#[test]
+fn a_path_rule_refusal_at_preflight_records_why() {
+    let (t, _) = run(&staged(), vec![Event::TurnAcquired]);
+    let s = step(&t, Event::PreflightRefused("skips a minor".into()));
+    assert_eq!(s.turn.last_error.as_deref(), Some("skips a minor"));
+}
+
+#[test]
+fn a_turn_lost_with_etcd_stopped_records_that_the_old_version_is_being_restored() {
+    let mut t = at_verifying();
+    t.phase = Phase::Starting;
+    let s = step(&t, Event::TurnLost);
+    assert_eq!(s.turn.phase, Phase::Restoring);
+    assert_eq!(
+        s.turn.last_error.as_deref(),
+        Some("lost the upgrade turn while etcd was stopped; restoring 3.4.23")
+    );
+}
+
+#[test]
+fn a_release_while_queued_with_nothing_staged_queues_for_no_turn() {
+    let mut t = staged();
+    t.to = None;
+    let s = step(&t, Event::Released);
+    assert_eq!((s.turn, s.effect), (t, Effect::Nothing));
+}
+
+#[test]
+fn a_failed_forward_switch_records_why_while_the_old_version_is_restored() {
+    let mut t = at_verifying();
+    t.phase = Phase::Swapping;
+    let s = step(&t, Event::SwitchFailed("read-only file system".into()));
+    assert_eq!(s.turn.phase, Phase::Restoring);
+    assert_eq!(
+        s.turn.last_error.as_deref(),
+        Some("switching `current` failed: read-only file system")
+    );
+}
+
+#[test]
+fn a_new_version_that_never_starts_is_rejected_with_its_start_error() {
+    let mut t = at_verifying();
+    t.phase = Phase::Starting;
+    let (t, effects) = run(
+        &t,
+        vec![
+            Event::StartFailed("exec format error".into()),
+            Event::Switched,
+            Event::Started,
+            Event::Verified,
+        ],
+    );
+    assert_eq!(t.phase, Phase::Idle);
+    assert_eq!(
+        effects.last(),
+        Some(&Effect::Release {
+            reject: Some((v("3.5.16"), "exec format error".into())),
+            refuse: None
+        })
+    );
+}
+
+#[test]
+fn a_finished_rollback_for_the_members_fault_leaves_the_turn_idle_and_no_longer_rolling_back() {
+    let (t, effects) = run(
+        &at_verifying(),
+        vec![
+            Event::Misconfigured("flag provided but not defined: -x".into()),
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+            Event::Verified,
+        ],
+    );
+    assert!(matches!(
+        effects.last(),
+        Some(Effect::Release {
+            refuse: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(
+        (t.phase, t.rollback, t.fault),
+        (Phase::Idle, false, Fault::Version)
+    );
+}
+
+#[test]
+fn a_rollback_that_fails_too_records_why_the_old_version_failed() {
+    let (t, _) = run(
+        &at_verifying(),
+        vec![
+            Event::VerifyFailed("crashed".into()),
+            Event::Stopped,
+            Event::Switched,
+            Event::Started,
+            Event::VerifyFailed("old one crashes too".into()),
+        ],
+    );
+    assert_eq!(
+        t.last_error.as_deref(),
+        Some("rollback failed: old one crashes too")
+    );
+}
+
+#[test]
+fn holding_after_a_turn_lost_at_a_rollbacks_stop_clears_the_blame_counts_a_retry_and_says_why() {
+    let (t, _) = run(
+        &at_verifying(),
+        vec![Event::StayedUnhealthy("not caught up".into())],
+    );
+    assert_eq!((t.fault, t.retries), (Fault::Unproven, 0));
+    let s = step(&t, Event::TurnLost);
+    assert_eq!(s.turn.phase, Phase::Holding);
+    assert_eq!((s.turn.fault, s.turn.retries), (Fault::Version, 1));
+    let why = s.turn.last_error.unwrap_or_default();
+    assert!(
+        why.starts_with("lost the upgrade turn while etcd 3.5.16 ran unverified (not caught up)"),
+        "{why}"
+    );
+}
+
+#[test]
+fn recovery_when_idle_takes_the_version_current_points_at_as_the_known_good_one() {
+    let s = recover(&Turn::idle(v("3.4.23")), &v("3.5.16"));
+    assert_eq!(s.turn.from, v("3.5.16"));
+    assert_eq!(s.effect, Effect::Nothing);
+}
