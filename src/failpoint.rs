@@ -2,12 +2,17 @@
 //! feature (the tests' build, never a shipped binary), [`kill_at`] SIGKILLs the supervisor
 //! itself when `ETCD_SUPERVISOR_FAILPOINT_KILL` names that point, so a crash test can land
 //! a kill in the middle of a step (a half-written backup, a stop under way, a half-done
-//! cold copy, `current` switched but nothing started) instead of only between steps. In
-//! other builds [`kill_at`] does nothing.
+//! cold copy, `current` switched but nothing started) instead of only between steps, and
+//! [`stall_at`] blocks the calling thread for a while (a disk that stops answering). In
+//! other builds both do nothing.
 
 /// The variable naming the point to die at; read at each point.
 #[cfg(feature = "failpoints")]
 pub const KILL_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_KILL";
+
+/// The variable naming a point to stall at and for how long: `<point>:<duration>`.
+#[cfg(feature = "failpoints")]
+pub const STALL_ENV: &str = "ETCD_SUPERVISOR_FAILPOINT_STALL";
 
 /// The backup directory is half written: meta.json is there, SHA256SUMS (its commit
 /// marker) is not, and it is not renamed into place yet.
@@ -19,6 +24,9 @@ pub const COLD_COPY_HALF_DONE: &str = "cold-copy-half-done";
 /// `current` points at the new target (renamed, fsynced); etcd is not started yet.
 pub const SWITCHED: &str = "switched";
 
+/// The snapshot writer has written the stream's first chunk; the disk is slow for the rest.
+pub const SNAPSHOT_WRITTEN_FIRST_CHUNK: &str = "snapshot-written-first-chunk";
+
 /// Dies here (SIGKILL to this process) when the failpoint variable names `point`.
 pub fn kill_at(point: &str) {
     #[cfg(feature = "failpoints")]
@@ -26,6 +34,20 @@ pub fn kill_at(point: &str) {
         // Straight to stderr: a buffered log line would die with the process.
         eprintln!("failpoint: killing the supervisor at {point}");
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = point;
+}
+
+/// Blocks this (blocking) thread for the duration the stall variable gives `point`.
+pub fn stall_at(point: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(pause) = std::env::var(STALL_ENV).ok().and_then(|v| {
+        let (at, pause) = v.split_once(':')?;
+        (at == point).then(|| humantime::parse_duration(pause).ok())?
+    }) {
+        eprintln!("failpoint: stalling at {point} for {pause:?}");
+        std::thread::sleep(pause);
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = point;

@@ -400,6 +400,22 @@ impl Client {
         }
         // Not under the lock: authenticating is a call to etcd, and another member's
         // client must not wait for it.
+        let rpc = self.connect(endpoint, anonymous).await?;
+        let mut rpcs = self.rpcs();
+        Ok(rpcs.entry(key).or_insert(rpc).clone())
+    }
+
+    /// A gRPC client of `endpoint` on a connection of its own, not shared, for a transfer
+    /// that may stall on its reader: one HTTP/2 connection's receive window is shared by its
+    /// streams, so a snapshot whose writer waits on a busy disk would hold up the turn
+    /// lease's keepalive answers on the same connection until the lease expired.
+    pub(crate) async fn rpc_own(&self, endpoint: &str) -> Result<Rpc, EtcdError> {
+        self.connect(endpoint, self.inner.credentials.is_none())
+            .await
+    }
+
+    /// A new connection to `endpoint`, authenticated unless `anonymous`.
+    async fn connect(&self, endpoint: &str, anonymous: bool) -> Result<Rpc, EtcdError> {
         let channel = grpc_channel(
             endpoint,
             self.inner.grpc_tls.as_ref(),
@@ -411,11 +427,9 @@ impl Client {
                 .with_user(credentials.user.clone(), credentials.password.clone())
                 .with_auto_token_refresh(true);
         }
-        let rpc = Rpc::from_channel(etcd_client::Channel::Tonic(channel), Some(options))
+        Rpc::from_channel(etcd_client::Channel::Tonic(channel), Some(options))
             .await
-            .map_err(|err| self.auth_error(endpoint, err))?;
-        let mut rpcs = self.rpcs();
-        Ok(rpcs.entry(key).or_insert(rpc).clone())
+            .map_err(|err| self.auth_error(endpoint, err))
     }
 
     /// The open keepalive streams, by lease.

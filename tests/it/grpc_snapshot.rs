@@ -2,8 +2,9 @@
 //! database as `etcdctl snapshot save` (by `snapshot status`: snapshots differ in bolt's
 //! page layout every time on 3.5+), the storage version 3.6 and 3.7
 //! send with every message, a backup taken with it verifies, TLS with client
-//! certificates and etcd auth (the token as `token` metadata) work, and a stream cut off
-//! in the middle is a clear error that leaves no file and stops nothing.
+//! certificates and etcd auth (the token as `token` metadata) work, a stream cut off
+//! in the middle is a clear error that leaves no file and stops nothing, and a snapshot
+//! stalled on its disk does not stall a lease renewed on the same client.
 
 use std::path::Path;
 use std::process::Command;
@@ -336,6 +337,83 @@ async fn grpc_over_tls_with_auth(release: Release) {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// How long the failpoint holds the snapshot's writer: twice the lease's TTL.
+const STALL: Duration = Duration::from_secs(6);
+const LEASE_TTL: i64 = 3;
+
+/// A snapshot whose writer stalls (a busy disk: the failpoint holds the writer after the
+/// first chunk) does not hold up a lease renewed on the same client, as the turn's lease is
+/// while its backup streams: the snapshot's connection is its own. On a shared connection
+/// the stalled stream fills the connection's receive window and the keepalive's answers
+/// wait behind it until the lease expires.
+async fn a_stalled_snapshot_does_not_stall_a_lease_on_the_same_client(release: Release) {
+    std::env::set_var(
+        "ETCD_SUPERVISOR_FAILPOINT_STALL",
+        format!("snapshot-written-first-chunk:{}s", STALL.as_secs()),
+    );
+    let cluster = Cluster::start(release, 1);
+    let url = cluster.client_urls()[0].clone();
+    let c = Client::new(ClientConfig {
+        request_timeout: Duration::from_secs(2),
+        ..ClientConfig::new(vec![url])
+    })
+    .unwrap();
+    // 16 MiB: more than the stream's and the connection's receive windows (4 MiB each) and
+    // the writer's channel (2 MiB) together.
+    let value = vec![b's'; 64 * 1024];
+    for t in 0..16 {
+        let ops: Vec<TxnOp> = (0..16)
+            .map(|i| TxnOp::Put(PutRequest::new(format!("s/{t}/{i}"), value.clone())))
+            .collect();
+        assert!(c.txn(&Txn::new().and_then(ops)).await.unwrap().succeeded);
+    }
+    let lease = c.lease_grant(LEASE_TTL).await.unwrap();
+    // The keepalive stream is open before the snapshot starts.
+    assert!(c.lease_keep_alive(lease.id).await.unwrap().is_some());
+
+    // Two at once: a stalled stream holds between half and all of its 4 MiB window
+    // (depending on the window updates already announced), so two surely fill a shared
+    // connection's 4 MiB.
+    let dir = tempfile::tempdir().unwrap();
+    let snaps: Vec<_> = (0..2)
+        .map(|i| {
+            let c = c.clone();
+            let dest = dir.path().join(format!("stalled-{i}.db"));
+            tokio::spawn(async move { c.snapshot(&dest, SNAPSHOT_TIMEOUT).await })
+        })
+        .collect();
+    let t = Instant::now();
+    let mut renewed = 0;
+    while t.elapsed() + Duration::from_secs(1) < STALL {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            snaps.iter().all(|s| !s.is_finished()),
+            "a snapshot ended within {:?}: the failpoint did not stall it",
+            t.elapsed()
+        );
+        let ttl = tokio::time::timeout(Duration::from_secs(3), c.lease_keep_alive(lease.id))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no keepalive answer within 3 s, {:?} into the stall",
+                    t.elapsed()
+                )
+            })
+            .unwrap_or_else(|e| panic!("keepalive failed {:?} into the stall: {e}", t.elapsed()));
+        assert!(
+            ttl.is_some(),
+            "the lease expired {:?} into the stall",
+            t.elapsed()
+        );
+        renewed += 1;
+    }
+    for snap in snaps {
+        assert_whole(&snap.await.unwrap().unwrap());
+    }
+    assert!(renewed >= 4, "{renewed} renewals");
+    assert!(c.lease_keep_alive(lease.id).await.unwrap().is_some());
+}
+
 macro_rules! per_release {
     ($($test:ident: [$($release:ident),*]),* $(,)?) => {
         $(
@@ -357,4 +435,5 @@ per_release!(
     grpc_over_tls_with_client_certificates: [V3_4, V3_5Newest, V3_6, V3_7],
     grpc_over_tls_with_auth: [V3_4, V3_5Newest, V3_6, V3_7],
     stream_cut_mid_snapshot: [V3_5Newest],
+    a_stalled_snapshot_does_not_stall_a_lease_on_the_same_client: [V3_5Newest, V3_6, V3_7],
 );

@@ -1,4 +1,5 @@
-//! The snapshot call itself: `Maintenance/Snapshot` through the member's etcd-client, each
+//! The snapshot call itself: `Maintenance/Snapshot` on a connection of its own (see
+//! [`Client::rpc_own`]: a stalled writer must not stall the turn lease's keepalive), each
 //! message's chunk handed to the writer (`persist`), the stream's end status read before
 //! the file is renamed into place.
 
@@ -18,7 +19,7 @@ impl Client {
         endpoint: &str,
         dest: &Path,
     ) -> Result<SnapshotInfo, Snap> {
-        let rpc = self.rpc(endpoint, false).await.map_err(|err| {
+        let rpc = self.rpc_own(endpoint).await.map_err(|err| {
             if err.is_transport() || err.is_unavailable() {
                 Snap::Skip(err)
             } else {

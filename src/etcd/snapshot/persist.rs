@@ -164,6 +164,9 @@ fn write<C: Chunk>(mut file: File, mut rx: mpsc::Receiver<C>) -> Result<Ending, 
         file.write_all(blob)
             .map_err(|e| WriteError::Io("write", e))?;
         written += blob.len() as u64;
+        if index == 1 {
+            crate::failpoint::stall_at(crate::failpoint::SNAPSHOT_WRITTEN_FIRST_CHUNK);
+        }
         if written - flushed >= WRITEBACK_WINDOW {
             crate::durable::start_writeback(&file, flushed, written - flushed);
             flushed = written;
