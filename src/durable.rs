@@ -94,21 +94,21 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     sync_dir(dir)
 }
 
-/// Starts writing back `len` bytes of `file` from `offset` without waiting for them: on
-/// Linux, POSIX_FADV_DONTNEED first starts asynchronous writeback of the range's dirty
-/// pages (the ones not yet on disk stay cached). A long copy calls it as it goes, so the
-/// disk works while we copy and hash, and the fsync at the end waits for the tail only.
-/// Best effort.
+/// Starts writing back `len` bytes of `file` from `offset` without waiting for them
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A long copy calls it as it goes, so the disk
+/// works while we copy and hash, and the fsync at the end waits for the tail only. Not
+/// `posix_fadvise(DONTNEED)`, used here before: it drains every CPU's page lists on each
+/// call and made writing 1 GiB 1.6-3x slower on a 2-core host (0.55 s against 0.86-1.71 s,
+/// written then fsynced); a backup drops its pages itself once fsynced
+/// (`backup::sums::drop_cache`). Best effort.
 pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return;
     };
-    let _ = nix::fcntl::posix_fadvise(
-        std::os::fd::AsRawFd::as_raw_fd(file),
-        offset,
-        len,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
+    let fd = std::os::fd::AsRawFd::as_raw_fd(file);
+    // SAFETY: `fd` is an open descriptor borrowed from `file` for the call; the call reads
+    // no memory of ours.
+    let _ = unsafe { libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! (supervised first, then by hand on a new cluster filled the same way; both share whatever
 //! else loads the machine). By hand is what a careful operator does per member:
 //! `etcdctl snapshot save` + `sha256sum`, then a SIGTERM-restart on the new binary, waiting
-//! until it is healthy and caught up.
+//! until it is healthy and caught up. Both clusters are filled with 32 KiB values and run
+//! with `--snapshot-count=10000` (see [`etcd_flags`] for why).
 //!
 //! Per member: the rehearsal's snapshot, restore, reference (the running version on the copy),
 //! the target's start and the rest (checks, clean-up) from
@@ -11,6 +12,10 @@
 //! turn held (`upgrade turn released held_ms`); the peak extra disk of the member's state and
 //! data dirs over the run, against the db size. Members down: the outside sampler
 //! (`tests/it/support/outage.rs`). HashKV equal at the end, acknowledged writes lost.
+//!
+//! Then, at the same size, one member whose backups filesystem (a tmpfs) is half the db:
+//! its turn must be refused before any stop, naming the size needed (its etcd pid and
+//! version unchanged).
 //!
 //! Before each size the disk it needs is estimated; a size that would leave less than
 //! [`KEEP_FREE`] free is skipped with a line saying so.
@@ -88,6 +93,7 @@ pub fn bench_big() {
         let sup = supervised(db, &extra);
         let bare = by_hand(db);
         report(mb, &sup, &bare);
+        backups_filesystem_too_small(db);
     }
 }
 
@@ -113,16 +119,28 @@ struct ByHand {
     hash_equal: Option<bool>,
 }
 
-/// etcd's quota raised, as operators do, when the db would pass 3/4 of the default 2 GiB.
-fn quota_flags(db: u64) -> Vec<String> {
+/// Every member's etcd flags, the same on both sides: the quota raised, as operators do,
+/// when the db would pass 3/4 of the default 2 GiB; and `--snapshot-count` at 3.6's
+/// default. etcd keeps the raft entries since its last snapshot (plus 5,000 for catch-up)
+/// in memory and in the WAL; a production member of this size holds small values, not
+/// `--snapshot-count` entries of [`VALUE`] bytes, and three members on one host each
+/// holding their whole 4 GB fill in memory pushed this 23 GB host into paging (the 4 GB
+/// run of the last session: each backup 820 s at once against 29 s alone).
+fn etcd_flags(db: u64) -> Vec<String> {
+    let mut flags = vec!["--snapshot-count=10000".to_owned()];
     if db * 4 / 3 > 2 << 30 {
-        vec![format!("--quota-backend-bytes={}", 2 * db + (1 << 30))]
-    } else {
-        Vec::new()
+        flags.push(format!("--quota-backend-bytes={}", 2 * db + (1 << 30)));
     }
+    flags
 }
 
-/// Puts 1 MiB values, 4 at a time, until the member's db is at least `target` bytes.
+/// The fill's value size: (10,000 + 5,000) entries of it in memory is ~0.5 GB a member.
+const VALUE: usize = 32 * 1024;
+/// Puts in flight during the fill (etcd batches them into one raft round).
+const FILL_CONCURRENCY: usize = 32;
+
+/// Puts [`VALUE`]-byte values, [`FILL_CONCURRENCY`] at a time, until the member's db is at
+/// least `target` bytes.
 fn fill(url: &str, target: u64) -> u64 {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -141,19 +159,21 @@ fn fill(url: &str, target: u64) -> u64 {
             if size >= target {
                 return size;
             }
-            let mut tasks = Vec::new();
-            for _ in 0..4 {
-                let c = client.clone();
-                let key = format!("big/{n}");
-                n += 1;
-                tasks.push(tokio::spawn(async move {
-                    let value = vec![b'x'; (MIB - 1024) as usize];
-                    let op = TxnOp::Put(PutRequest::new(key, value));
-                    c.txn(&Txn::new().and_then(vec![op])).await.expect("put");
-                }));
-            }
-            for t in tasks {
-                t.await.expect("put task");
+            // Between two status reads: 64 rounds of puts.
+            for _ in 0..64 {
+                let mut tasks = Vec::new();
+                for _ in 0..FILL_CONCURRENCY {
+                    let c = client.clone();
+                    let key = format!("big/{n}");
+                    n += 1;
+                    tasks.push(tokio::spawn(async move {
+                        let op = TxnOp::Put(PutRequest::new(key, vec![b'x'; VALUE]));
+                        c.txn(&Txn::new().and_then(vec![op])).await.expect("put");
+                    }));
+                }
+                for t in tasks {
+                    t.await.expect("put task");
+                }
             }
         }
     })
@@ -368,7 +388,9 @@ fn supervised(db: u64, extra: &[String]) -> Supervised {
     let mut metrics = Vec::new();
     for (i, m) in c.members.iter_mut().enumerate() {
         let addr = format!("{}:{}", net.ip, net.port(i as u16));
-        let mut opts: Vec<String> = ["--lock-ttl", "3s", "--ready-timeout", "120s"]
+        // The lock's TTL is the default (10 s): the next member learns of a release from
+        // its watch, not by a lease running out, so a shorter one gains nothing here.
+        let mut opts: Vec<String> = ["--ready-timeout", "120s"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -376,7 +398,7 @@ fn supervised(db: u64, extra: &[String]) -> Supervised {
         opts.extend(extra.iter().cloned());
         opts.extend(["--metrics-addr".to_owned(), addr.clone()]);
         m.mode = Mode::Supervised(opts);
-        m.etcd_extra = quota_flags(db);
+        m.etcd_extra = etcd_flags(db);
         metrics.push(addr);
     }
     for m in &mut c.members {
@@ -451,7 +473,7 @@ fn supervised(db: u64, extra: &[String]) -> Supervised {
 fn by_hand(db: u64) -> ByHand {
     let mut c = Cluster::new(FROM, 3, Mode::Bare);
     for m in &mut c.members {
-        m.etcd_extra = quota_flags(db);
+        m.etcd_extra = etcd_flags(db);
         m.start();
     }
     for m in &c.members {
@@ -599,5 +621,56 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
         "rollout supervised / by hand: {:.2}x; longest turn held / by-hand time per member: {:.2}x",
         s.wall / b.wall,
         max_held / per_hand
+    );
+}
+
+/// One member at `db` bytes whose backups filesystem is a tmpfs of half that: staging the
+/// target must refuse the turn before any stop, naming the size it needs. Prints the
+/// refusal; panics if etcd was stopped or upgraded.
+fn backups_filesystem_too_small(db: u64) {
+    let mut c = Cluster::new(
+        FROM,
+        1,
+        Mode::Supervised(vec!["--rehearsal".to_owned(), "never".to_owned()]),
+    );
+    let m = &mut c.members[0];
+    m.etcd_extra = etcd_flags(db);
+    let _tmpfs = crate::support::mounts::Tmpfs::mount(
+        &m.state_dir.join("backups"),
+        &format!("size={}m,mode=0700", db / 2 / MIB),
+    );
+    m.start();
+    m.wait_healthy();
+    let url = c.client_urls()[0].clone();
+    let size = fill(&url, db);
+    let data_dir = c.members[0].spec.data_dir.clone();
+    let pid = crate::support::outage::etcd_pid_of(&data_dir).expect("etcd pid");
+    let t = Instant::now();
+    stage(&c, 0, &TO.etcd());
+    let line = wait_for_every(Duration::from_secs(600), Duration::from_millis(100), || {
+        c.members[0]
+            .log_text()
+            .lines()
+            .find(|l| l.contains("backup needs ~"))
+            .map(str::to_owned)
+    })
+    .expect("no refusal naming the size within 600 s");
+    let after = crate::support::outage::etcd_pid_of(&data_dir);
+    let version = crate::rollout::server_version(&c, 0);
+    println!(
+        "\nbackups filesystem of {} MiB, db {:.2} GB: refused {:.1} s after staging; etcd pid {pid} -> {after:?}, version {version:?}\n> {line}",
+        db / 2 / MIB,
+        size as f64 / 1e9,
+        t.elapsed().as_secs_f64(),
+    );
+    assert_eq!(
+        after,
+        Some(pid),
+        "etcd was stopped without room for the backup"
+    );
+    assert_eq!(
+        version,
+        Some(FROM.version()),
+        "etcd was upgraded without a backup"
     );
 }

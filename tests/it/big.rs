@@ -1,14 +1,16 @@
 //! The paths big databases meet, kept honest at a small size on real etcd: a NOSPACE alarm
 //! holds every member before any stop (with the fix said) and the upgrade goes on once the
 //! space is freed as etcd's maintenance guide says; and a rollout whose turns reuse the
-//! verified backup their dress rehearsal restored. (The sizes themselves are
-//! `scripts/bench big`.)
+//! verified backup their dress rehearsal restored; backups on another filesystem; a db
+//! near its quota; a backups filesystem too small, which holds that member before any stop
+//! and lets it go on once there is room. (The sizes themselves are `scripts/bench big`.)
 
 use std::process::Command;
 use std::time::Duration;
 
 use crate::rollout::{count_lost, server_version, stage, wait_all_on, Writer, FAST};
 use crate::support::mounts::Tmpfs;
+use crate::support::outage::etcd_pid_of;
 use crate::support::{http_post, wait_for, Cluster, Mode, Release, SUPERVISOR};
 
 const REUSED: &str = "the turn's backup is the verified one taken for the rehearsal";
@@ -380,4 +382,75 @@ fn a_db_near_its_quota_is_upgraded_with_a_warning_and_no_alarm() {
             "{warned}"
         );
     }
+}
+
+/// A backups filesystem too small for this member's backup: its turn is refused before any
+/// stop, saying the size it needs and the fix; the other members go on; once there is room
+/// it goes on by itself.
+#[test]
+fn a_backups_filesystem_too_small_holds_that_member_before_any_stop_until_there_is_room() {
+    let mut cluster = Cluster::new(
+        Release::V3_5,
+        3,
+        Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    let tiny = Tmpfs::mount(
+        &cluster.members[0].state_dir.join("backups"),
+        "size=1m,mode=0700",
+    );
+    for m in &mut cluster.members {
+        m.start();
+    }
+    for m in &cluster.members {
+        m.wait_healthy();
+    }
+    let urls = cluster.client_urls();
+    // ~4 MiB of data: a backup of it does not fit in m1's 1 MiB.
+    let value = b64(&vec![b'x'; 256 << 10]);
+    for n in 0..16 {
+        let body = format!(
+            r#"{{"key":"{}","value":"{value}"}}"#,
+            b64(format!("k/{n}").as_bytes())
+        );
+        let put = http_post(
+            &format!("{}/v3/kv/put", urls[0]),
+            &body,
+            Duration::from_secs(10),
+        );
+        assert_eq!(put.map(|(code, _)| code), Some(200));
+    }
+    let m1_etcd = etcd_pid_of(&cluster.members[0].spec.data_dir).expect("m1's etcd");
+    for i in 0..3 {
+        stage(&cluster, i, &Release::V3_5Newest.etcd());
+    }
+    let newest = Some(Release::V3_5Newest.version());
+    wait_for(Duration::from_secs(300), || {
+        (server_version(&cluster, 1) == newest && server_version(&cluster, 2) == newest)
+            .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m2 and m3 did not upgrade\n{}", supervisor_lines(&cluster)));
+    wait_for(Duration::from_secs(120), || {
+        cluster.members[0]
+            .log_text()
+            .contains("backup needs ~")
+            .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("m1 did not say the size\n{}", supervisor_lines(&cluster)));
+    let log = cluster.members[0].log_text();
+    assert!(
+        log.contains("free space or lower --backup-keep"),
+        "the refusal does not say the fix\n{log}"
+    );
+    assert_eq!(
+        etcd_pid_of(&cluster.members[0].spec.data_dir),
+        Some(m1_etcd),
+        "m1's etcd was stopped without room for its backup"
+    );
+    assert_eq!(server_version(&cluster, 0), Some(Release::V3_5.version()));
+    tiny.remount("size=64m");
+    wait_all_on(
+        &cluster,
+        &Release::V3_5Newest.version(),
+        Duration::from_secs(300),
+    );
 }

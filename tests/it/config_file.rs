@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::rollout::{server_version, stage, FAST};
 use crate::support::{
-    self, http_post, pki, wait_for, write_script, Cluster, MemberSpec, Mode, Proc, Release,
-    SUPERVISOR,
+    self, http_post, output_text, pki, wait_for, write_script, Cluster, MemberSpec, Mode, Proc,
+    Release, SUPERVISOR,
 };
 
 /// Bound on a rolling upgrade of three members, each rehearsing first (generous: the
@@ -270,14 +270,6 @@ fn bare(args: &[&str], state_dir: &Path) -> Output {
         .expect("run the supervisor")
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// A copy of `release`'s etcd named as a drop (`etcd-X.Y.Z`), staged alone on every member.
 fn stage_alone(yc: &YamlCluster, release: Release) {
     let binary = yc.cluster.dir().join(format!("etcd-{}", release.version()));
@@ -327,9 +319,9 @@ fn assert_real_names_and_rehearsals(yc: &YamlCluster) {
     let human = bare(&["status", "--state-dir"], yc.state_dir(0));
     eprintln!(
         "status from a bare shell (--state-dir only):\n{}",
-        text(&human)
+        output_text(&human)
     );
-    assert_eq!(human.status.code(), Some(0), "{}", text(&human));
+    assert_eq!(human.status.code(), Some(0), "{}", output_text(&human));
 }
 
 #[test]
@@ -497,16 +489,18 @@ fn plan_from_a_bare_shell_names_the_member_and_gives_the_window_as_the_reason() 
     let state_dir = yc.state_dir(0).to_path_buf();
     let out = wait_for(Duration::from_secs(120), || {
         let out = bare(&["plan", "--state-dir"], &state_dir);
-        text(&out).contains("decision for 3.5.30").then_some(out)
+        output_text(&out)
+            .contains("decision for 3.5.30")
+            .then_some(out)
     })
     .unwrap_or_else(|_| {
         panic!(
             "plan never judged 3.5.30:\n{}\n{}",
-            text(&bare(&["plan", "--state-dir"], &state_dir)),
+            output_text(&bare(&["plan", "--state-dir"], &state_dir)),
             yc.cluster.logs()
         )
     });
-    let said = text(&out);
+    let said = output_text(&out);
     eprintln!(
         "plan --state-dir {} (bare shell):\n{said}",
         state_dir.display()
@@ -576,9 +570,13 @@ fn bad_input_is_refused_with_the_fix_and_no_etcd_stops() {
             .expect("run")
     };
     let out = run(&yaml, &fresh_state);
-    eprintln!("syntax error: {}", text(&out));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("line 4"), "{}", text(&out));
+    eprintln!("syntax error: {}", output_text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("line 4"),
+        "{}",
+        output_text(&out)
+    );
     assert!(
         !fresh_state.join("versions").exists(),
         "nothing pinned, nothing started"
@@ -587,12 +585,13 @@ fn bad_input_is_refused_with_the_fix_and_no_etcd_stops() {
     // 2. A file that does not exist.
     let missing = yc.cluster.dir().join("no-such.conf.yml");
     let out = run(&missing, &fresh_state);
-    eprintln!("missing file: {}", text(&out));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    eprintln!("missing file: {}", output_text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(
-        text(&out).contains(&missing.display().to_string()) && text(&out).contains("create it"),
+        output_text(&out).contains(&missing.display().to_string())
+            && output_text(&out).contains("create it"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
     assert!(!fresh_state.join("versions").exists());
 
@@ -607,13 +606,13 @@ fn bad_input_is_refused_with_the_fix_and_no_etcd_stops() {
     wait_for(Duration::from_secs(60), || (refusals() >= 2).then_some(()))
         .unwrap_or_else(|_| panic!("second reload not refused\n{}", yc.cluster.logs()));
     let out = run(&yaml, &state_dir);
-    eprintln!("data dir disagrees: {}", text(&out));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    eprintln!("data dir disagrees: {}", output_text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
     assert!(
-        text(&out).contains(&spec.data_dir.display().to_string())
-            && text(&out).contains("still holds its data"),
+        output_text(&out).contains(&spec.data_dir.display().to_string())
+            && output_text(&out).contains("still holds its data"),
         "{}",
-        text(&out)
+        output_text(&out)
     );
 
     // etcd ran throughout, the same process, on the same version.
@@ -644,7 +643,7 @@ fn a_staged_companion_of_another_release_is_not_pinned() {
         .arg(&cluster.members[0].state_dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     wait_for(Duration::from_secs(180), || {
         (server_version(&cluster, 0).as_deref() == Some("3.5.30")).then_some(())
     })

@@ -331,30 +331,10 @@ fn bad_downgrades_are_refused_and_change_nothing() {
     wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));
     // Two minors down.
     let out = supervisor(&cluster, &["downgrade", &Release::V3_5Go.version()], 60);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        crate::support::output_text(&out)
-    );
-    assert!(
-        crate::support::output_text(&out).contains("one minor at a time"),
-        "{}",
-        crate::support::output_text(&out)
-    );
+    crate::support::assert_fails_saying(&out, &["one minor at a time"]);
     // Not staged anywhere.
     let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        crate::support::output_text(&out)
-    );
-    assert!(
-        crate::support::output_text(&out).contains("not staged on m1, m2, m3"),
-        "{}",
-        crate::support::output_text(&out)
-    );
+    crate::support::assert_fails_saying(&out, &["not staged on m1, m2, m3"]);
     // Staged on one member only.
     stage(&cluster, 0, &Release::V3_6.etcd());
     let reason = cluster.members[0].state_dir.join(format!(
@@ -364,17 +344,7 @@ fn bad_downgrades_are_refused_and_change_nothing() {
     wait_for(Duration::from_secs(60), || reason.exists().then_some(()))
         .unwrap_or_else(|_| panic!("m1 did not park\n{}", cluster.logs()));
     let out = supervisor(&cluster, &["downgrade", &Release::V3_6.version()], 60);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        crate::support::output_text(&out)
-    );
-    assert!(
-        crate::support::output_text(&out).contains("not staged on m2, m3"),
-        "{}",
-        crate::support::output_text(&out)
-    );
+    crate::support::assert_fails_saying(&out, &["not staged on m2, m3"]);
     // Nothing changed: cluster version, every member's version, no downgrade in etcd.
     assert_eq!(cluster_version(&cluster).as_deref(), Some("3.7.0"));
     for i in 0..3 {
@@ -412,19 +382,10 @@ fn a_target_that_fails_on_the_migrated_data_is_rolled_back_and_the_downgrade_can
     }
     wait_parked(&cluster, &to);
     let out = supervisor(&cluster, &["downgrade", &to], 400);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}\n{}",
-        crate::support::output_text(&out),
-        cluster.logs()
-    );
-    assert!(
-        crate::support::output_text(&out).contains("the downgrade was cancelled")
-            && crate::support::output_text(&out).contains("failed on"),
-        "{}",
-        crate::support::output_text(&out)
-    );
+    if out.status.code() != Some(1) {
+        eprintln!("{}", cluster.logs());
+    }
+    crate::support::assert_fails_saying(&out, &["the downgrade was cancelled", "failed on"]);
     // Every member on the newer binary again, and the cluster version back on 3.7.
     wait_all_on(&cluster, &Release::V3_7.version(), Duration::from_secs(120));
     wait_cluster_version(&cluster, "3.7.0", Duration::from_secs(60));

@@ -736,3 +736,15 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Asserts a command failed (exit 1) and its output names each of `needles`; returns the
+/// output for further checks.
+#[track_caller]
+pub fn assert_fails_saying(out: &Output, needles: &[&str]) -> String {
+    let text = output_text(out);
+    assert_eq!(out.status.code(), Some(1), "exit code; output:\n{text}");
+    for needle in needles {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    text
+}
