@@ -3,8 +3,7 @@
 //! A file the supervisor relies on after a restart (state.json, a pinned binary, a checksum
 //! file, a backup) is written to a temp name in its own directory, fsynced, renamed into
 //! place, and the directory fsynced: a crash at any point leaves the old file or the new one,
-//! never a torn one. Also the page-cache helpers of long copies and of a restart
-//! ([`start_writeback`], [`read_into_page_cache`]).
+//! never a torn one.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -112,42 +111,9 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     let _ = unsafe { libc::sync_file_range(fd, offset, len, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
-/// Reads the whole file at `path` once, so its pages are in the page cache (for a
-/// process that is about to read all of it, such as etcd restarting on its db); answers the
-/// bytes read. `posix_fadvise(WILLNEED)` is not enough: it reads ahead a few MiB only.
-pub fn read_into_page_cache(path: &Path) -> std::io::Result<u64> {
-    use std::io::Read;
-    let mut file = fs::File::open(path)?;
-    let _ = nix::fcntl::posix_fadvise(
-        std::os::fd::AsRawFd::as_raw_fd(&file),
-        0,
-        0,
-        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
-    );
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => total += n as u64,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn read_into_page_cache_reads_the_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        fs::write(&path, vec![7u8; (1 << 20) * 3 + 5]).unwrap();
-        assert_eq!(read_into_page_cache(&path).unwrap(), (1 << 20) * 3 + 5);
-        assert!(read_into_page_cache(&dir.path().join("none")).is_err());
-    }
 
     #[test]
     fn replaces_atomically_and_leaves_no_temp_file() {

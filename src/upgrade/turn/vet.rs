@@ -215,9 +215,6 @@ impl LiveVetter {
         let report =
             rehearsal::rehearse(&req, &r.client, &self.reaper, std::future::pending()).await;
         let secs = report.duration.as_secs_f64();
-        if matches!(report.outcome, Outcome::Passed { .. }) {
-            self.warm_the_live_db();
-        }
         match report.outcome {
             Outcome::Passed {
                 hash_compared,
@@ -245,28 +242,6 @@ impl LiveVetter {
                 summary: format!("rehearsal skipped: {why}"),
             },
             Outcome::Cancelled => Vetted::MemberFault("the dress rehearsal was cancelled".into()),
-        }
-    }
-
-    /// Reads the live member's db back into the page cache, in the background. The
-    /// rehearsal's copy and the backup pushed it out, and etcd reads all of it when it
-    /// restarts (its key index): at 4 GB the new version's start then took 11-15 s after a
-    /// rehearsal against 4-5 s by hand, right after `etcdctl snapshot save` had read the db.
-    /// A thread, not a blocking task: the supervisor's exit must not wait for it.
-    fn warm_the_live_db(&self) {
-        let db = self.member.data_dir.join("member").join("snap").join("db");
-        let member = self.member.name.clone();
-        let spawned = std::thread::Builder::new()
-            .name("warm-db".into())
-            .spawn(move || {
-                let at = std::time::Instant::now();
-                match crate::durable::read_into_page_cache(&db) {
-                    Ok(bytes) => tracing::info!(member, bytes, took_ms = at.elapsed().as_millis() as u64, "live db read back into the page cache for the restart"),
-                    Err(e) => tracing::debug!(member, error = %e, db = %db.display(), "cannot read the live db ahead of the restart"),
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::debug!(error = %e, "cannot start the thread that warms the live db");
         }
     }
 
