@@ -20,6 +20,16 @@ fn b64(s: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// Puts `k/<n>` = `value` (base64) through the gateway; the put must succeed.
+fn put_value(url: &str, n: usize, value: &str) {
+    let body = format!(
+        r#"{{"key":"{}","value":"{value}"}}"#,
+        b64(format!("k/{n}").as_bytes())
+    );
+    let put = http_post(&format!("{url}/v3/kv/put"), &body, Duration::from_secs(10));
+    assert!(matches!(&put, Some((200, _))), "a put failed: {put:?}");
+}
+
 /// `etcdctl` of the running release against `endpoints`; its stdout (it must succeed).
 fn etcdctl(endpoints: &[String], args: &[&str]) -> String {
     let out = Command::new(Release::V3_5.etcdctl())
@@ -337,16 +347,7 @@ fn a_db_near_its_quota_is_upgraded_with_a_warning_and_no_alarm() {
         if db_size(&urls[0]) >= 24 << 20 {
             break;
         }
-        let body = format!(
-            r#"{{"key":"{}","value":"{value}"}}"#,
-            b64(format!("k/{n}").as_bytes())
-        );
-        let put = http_post(
-            &format!("{}/v3/kv/put", urls[0]),
-            &body,
-            Duration::from_secs(10),
-        );
-        assert!(matches!(&put, Some((200, _))), "a put failed: {put:?}");
+        put_value(&urls[0], n, &value);
     }
     // etcd commits its backend every 100 ms: the file's size is read after the last puts'.
     std::thread::sleep(Duration::from_millis(500));
@@ -408,16 +409,7 @@ fn a_backups_filesystem_too_small_holds_that_member_before_any_stop_until_there_
     // ~4 MiB of data: a backup of it does not fit in m1's 1 MiB.
     let value = b64(&vec![b'x'; 256 << 10]);
     for n in 0..16 {
-        let body = format!(
-            r#"{{"key":"{}","value":"{value}"}}"#,
-            b64(format!("k/{n}").as_bytes())
-        );
-        let put = http_post(
-            &format!("{}/v3/kv/put", urls[0]),
-            &body,
-            Duration::from_secs(10),
-        );
-        assert_eq!(put.map(|(code, _)| code), Some(200));
+        put_value(&urls[0], n, &value);
     }
     let m1_etcd = etcd_pid_of(&cluster.members[0].spec.data_dir).expect("m1's etcd");
     for i in 0..3 {
