@@ -394,7 +394,10 @@ fn supervised(db: u64, extra: &[String]) -> Supervised {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        opts.extend(["--rehearsal-max-db".to_owned(), format!("{}", 2 * db)]);
+        // The rehearsal runs at every size unless BENCH_BIG_FLAGS sets its bound itself.
+        if !extra.iter().any(|f| f.starts_with("--rehearsal-max-db")) {
+            opts.extend(["--rehearsal-max-db".to_owned(), format!("{}", 2 * db)]);
+        }
         opts.extend(extra.iter().cloned());
         opts.extend(["--metrics-addr".to_owned(), addr.clone()]);
         m.mode = Mode::Supervised(opts);
