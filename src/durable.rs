@@ -98,7 +98,7 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A long copy calls it as it goes, so the disk
 /// works while we copy and hash, and the fsync at the end waits for the tail only. Not
 /// `posix_fadvise(DONTNEED)`, used here before: it drains every CPU's page lists on each
-/// call and made writing 1 GiB 1.6-3x slower on a 2-core host (0.55 s against 0.86-1.71 s,
+/// call and made writing 1 GiB 1.6-4.8x slower on a 2-core host (0.55 s against 0.86-2.63 s,
 /// written then fsynced); a backup drops its pages itself once fsynced
 /// (`backup::sums::drop_cache`). Best effort.
 pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {

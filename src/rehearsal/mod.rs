@@ -81,10 +81,11 @@ pub use args::{
 pub use outcome::{classify, usage_error, Finding, Outcome, RehearsalMode};
 use scratch::{tail, Scratch};
 
-/// Default of `--rehearsal-max-db`: 2 GiB. Above it the rehearsal costs more than the rollout
-/// it guards on a small host (measured by `scripts/bench big`: the two HashKVs of each member
-/// dominate at 2 GB); its disk cost is a restored copy (db size + 64 MiB WAL), the snapshot
-/// being the turn's backup either way.
+/// Default of `--rehearsal-max-db`: 2 GiB, the largest size at which `scripts/bench big`
+/// measured a 3-member rollout with its rehearsal faster than by hand on a 2-core host (2 GB:
+/// 0.84×; 4 GB: 1.13-1.20×, where the three copies push the live dbs out of memory); its disk
+/// cost is a restored copy (db size + 64 MiB WAL), the snapshot being the turn's backup
+/// either way.
 pub const DEFAULT_MAX_DB: u64 = 2 << 30;
 
 /// Lines of the rehearsal etcd's output kept in a report.
