@@ -723,6 +723,43 @@ fn renamed_row(old: &str) -> &'static Renamed {
     RENAMED.iter().find(|r| r.old == old).expect("row")
 }
 
+/// The environment's or config file's `debug` (removed: a warning) and `logger=capnslog`
+/// (its value removed: a refusal), each with its table row's minor, hint and source.
+fn assert_debug_warned_and_logger_refused(c: &Compatibility) {
+    let (debug, logger) = (removed_flag("--debug"), removed_value("--logger"));
+    assert_eq!(
+        c.warnings.iter().map(facts).collect::<Vec<_>>(),
+        [(Some(debug.removed_in), debug.hint, Some(debug.source))]
+    );
+    assert_eq!(
+        c.refusals.iter().map(facts).collect::<Vec<_>>(),
+        [(
+            Some(logger.removed_in),
+            Some(logger.hint),
+            Some(logger.source)
+        )]
+    );
+}
+
+/// `max-snapshots` warned as deprecated, with its row's minor, hint and source.
+fn assert_max_snapshots_deprecation_warned(c: &Compatibility) {
+    let row = deprecated("--max-snapshots");
+    assert_eq!(
+        c.warnings.iter().map(facts).collect::<Vec<_>>(),
+        [(Some(row.deprecated_in), Some(row.hint), Some(row.source))]
+    );
+}
+
+/// One refusal: `old`, renamed, with its row's minor and source.
+fn assert_refused_once_as_renamed(c: &Compatibility, old: &str) {
+    let row = renamed_row(old);
+    assert_eq!(c.refusals.len(), 1);
+    assert_eq!(
+        (c.refusals[0].since, c.refusals[0].source),
+        (Some(row.removed_in), Some(row.source))
+    );
+}
+
 #[test]
 fn problems_found_in_flags_carry_their_table_rows_minor_hint_and_source() {
     let c = run(
@@ -751,11 +788,7 @@ fn problems_found_in_flags_carry_their_table_rows_minor_hint_and_source() {
         ("3.5.16", HELP_3_5_16),
         ("3.6.14", HELP_3_6),
     );
-    let row = deprecated("--max-snapshots");
-    assert_eq!(
-        c.warnings.iter().map(facts).collect::<Vec<_>>(),
-        [(Some(row.deprecated_in), Some(row.hint), Some(row.source))]
-    );
+    assert_max_snapshots_deprecation_warned(&c);
 }
 
 #[test]
@@ -767,19 +800,7 @@ fn problems_found_in_the_environment_carry_their_table_rows_minor_hint_and_sourc
         ("3.4.23", HELP_3_4_23),
         ("3.5.16", HELP_3_5_16),
     );
-    let (debug, logger) = (removed_flag("--debug"), removed_value("--logger"));
-    assert_eq!(
-        c.warnings.iter().map(facts).collect::<Vec<_>>(),
-        [(Some(debug.removed_in), debug.hint, Some(debug.source))]
-    );
-    assert_eq!(
-        c.refusals.iter().map(facts).collect::<Vec<_>>(),
-        [(
-            Some(logger.removed_in),
-            Some(logger.hint),
-            Some(logger.source)
-        )]
-    );
+    assert_debug_warned_and_logger_refused(&c);
     let c = run(
         &[],
         &[("ETCD_MAX_SNAPSHOTS", "5")],
@@ -787,11 +808,7 @@ fn problems_found_in_the_environment_carry_their_table_rows_minor_hint_and_sourc
         ("3.5.16", HELP_3_5_16),
         ("3.6.14", HELP_3_6),
     );
-    let row = deprecated("--max-snapshots");
-    assert_eq!(
-        c.warnings.iter().map(facts).collect::<Vec<_>>(),
-        [(Some(row.deprecated_in), Some(row.hint), Some(row.source))]
-    );
+    assert_max_snapshots_deprecation_warned(&c);
     let c = run(
         &[],
         &[("ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", "3m")],
@@ -799,12 +816,7 @@ fn problems_found_in_the_environment_carry_their_table_rows_minor_hint_and_sourc
         ("3.6.14", HELP_3_6),
         ("3.7.1", HELP_3_7),
     );
-    let row = renamed_row("--experimental-corrupt-check-time");
-    assert_eq!(c.refusals.len(), 1);
-    assert_eq!(
-        (c.refusals[0].since, c.refusals[0].source),
-        (Some(row.removed_in), Some(row.source))
-    );
+    assert_refused_once_as_renamed(&c, "--experimental-corrupt-check-time");
 }
 
 #[test]
@@ -816,19 +828,7 @@ fn problems_found_in_the_config_file_carry_their_table_rows_minor_hint_and_sourc
         ("3.4.23", HELP_3_4_23),
         ("3.5.16", HELP_3_5_16),
     );
-    let (debug, logger) = (removed_flag("--debug"), removed_value("--logger"));
-    assert_eq!(
-        c.warnings.iter().map(facts).collect::<Vec<_>>(),
-        [(Some(debug.removed_in), debug.hint, Some(debug.source))]
-    );
-    assert_eq!(
-        c.refusals.iter().map(facts).collect::<Vec<_>>(),
-        [(
-            Some(logger.removed_in),
-            Some(logger.hint),
-            Some(logger.source)
-        )]
-    );
+    assert_debug_warned_and_logger_refused(&c);
     let c = run(
         &[],
         &[],
@@ -836,11 +836,7 @@ fn problems_found_in_the_config_file_carry_their_table_rows_minor_hint_and_sourc
         ("3.5.16", HELP_3_5_16),
         ("3.6.14", HELP_3_6),
     );
-    let row = deprecated("--max-snapshots");
-    assert_eq!(
-        c.warnings.iter().map(facts).collect::<Vec<_>>(),
-        [(Some(row.deprecated_in), Some(row.hint), Some(row.source))]
-    );
+    assert_max_snapshots_deprecation_warned(&c);
     let c = run(
         &[],
         &[],
@@ -848,12 +844,7 @@ fn problems_found_in_the_config_file_carry_their_table_rows_minor_hint_and_sourc
         ("3.6.14", HELP_3_6),
         ("3.7.1", HELP_3_7),
     );
-    let row = renamed_row("--experimental-initial-corrupt-check");
-    assert_eq!(c.refusals.len(), 1);
-    assert_eq!(
-        (c.refusals[0].since, c.refusals[0].source),
-        (Some(row.removed_in), Some(row.source))
-    );
+    assert_refused_once_as_renamed(&c, "--experimental-initial-corrupt-check");
 }
 
 // ---- config values, the deprecation window, FlagSet and parse edge cases ----

@@ -126,13 +126,24 @@ fn failed_backup_aborts_before_the_stop() {
     );
     assert_eq!(t.phase, Phase::Queued);
     assert!(!effects.contains(&Effect::StopEtcd));
-    assert_eq!(
-        effects.last(),
-        Some(&Effect::Release {
-            reject: None,
-            refuse: None
-        })
-    );
+    assert_released_last(&effects, None, None);
+}
+
+/// The last effect releases the turn, rejecting and refusing as given.
+#[track_caller]
+fn assert_released_last(
+    effects: &[Effect],
+    reject: Option<(Version, String)>,
+    refuse: Option<(Version, String)>,
+) {
+    assert_eq!(effects.last(), Some(&Effect::Release { reject, refuse }));
+}
+
+/// `event` leaves `t` as it is and does nothing.
+#[track_caller]
+fn assert_ignored(t: &Turn, event: Event) {
+    let s = step(t, event);
+    assert_eq!((s.turn, s.effect), (t.clone(), Effect::Nothing));
 }
 
 fn at_stopping() -> Turn {
@@ -229,8 +240,7 @@ fn old_version_not_coming_back_after_a_failed_cold_copy_ends_failed_without_reje
 fn cold_copy_failure_during_a_rollback_is_ignored() {
     let mut t = at_stopping();
     t.rollback = true;
-    let s = step(&t, Event::ColdCopyFailed("disk full".into()));
-    assert_eq!((s.turn, s.effect), (t, Effect::Nothing));
+    assert_ignored(&t, Event::ColdCopyFailed("disk full".into()));
 }
 
 #[test]
@@ -583,13 +593,7 @@ fn rollback_that_fails_too_ends_failed_and_still_rejects() {
         ],
     );
     assert_eq!(t.phase, Phase::Failed);
-    assert_eq!(
-        effects.last(),
-        Some(&Effect::Release {
-            reject: Some((v("3.5.16"), "crashed".into())),
-            refuse: None
-        })
-    );
+    assert_released_last(&effects, Some((v("3.5.16"), "crashed".into())), None);
 }
 
 #[test]
@@ -820,13 +824,7 @@ fn a_usage_error_rolls_back_as_the_members_fault() {
     assert_eq!(back.phase, Phase::Idle);
     assert_eq!(back.fault, Fault::Version);
     assert_eq!(back.to, Some(v("3.5.16")), "kept for after the fix");
-    assert_eq!(
-        effects.last(),
-        Some(&Effect::Release {
-            reject: None,
-            refuse: Some((v("3.5.16"), "exit code 2".into())),
-        })
-    );
+    assert_released_last(&effects, None, Some((v("3.5.16"), "exit code 2".into())));
     // A failing rollback after a usage error still rejects nothing.
     let s = step(&at_verifying(), Event::Misconfigured("exit code 2".into()));
     let (failed, effects) = run(
@@ -889,8 +887,7 @@ fn a_member_down_reported_at_a_rollbacks_stop_is_ignored_and_the_rollback_goes_o
     // is stale, and requeueing would drop the rollback and give the turn back.
     let mut t = at_stopping();
     t.rollback = true;
-    let s = step(&t, Event::PreflightWait("member m2 went down".into()));
-    assert_eq!((s.turn, s.effect), (t, Effect::Nothing));
+    assert_ignored(&t, Event::PreflightWait("member m2 went down".into()));
 }
 
 #[test]
@@ -909,13 +906,7 @@ fn the_old_version_failing_to_start_during_a_rollback_ends_failed_and_still_reje
         t.last_error.as_deref(),
         Some("rollback failed: old one does not start")
     );
-    assert_eq!(
-        effects.last(),
-        Some(&Effect::Release {
-            reject: Some((v("3.5.16"), "crashed".into())),
-            refuse: None
-        })
-    );
+    assert_released_last(&effects, Some((v("3.5.16"), "crashed".into())), None);
 }
 
 #[test]
@@ -991,8 +982,7 @@ fn a_turn_lost_with_etcd_stopped_records_that_the_old_version_is_being_restored(
 fn a_release_while_queued_with_nothing_staged_queues_for_no_turn() {
     let mut t = staged();
     t.to = None;
-    let s = step(&t, Event::Released);
-    assert_eq!((s.turn, s.effect), (t, Effect::Nothing));
+    assert_ignored(&t, Event::Released);
 }
 
 #[test]
@@ -1021,12 +1011,10 @@ fn a_new_version_that_never_starts_is_rejected_with_its_start_error() {
         ],
     );
     assert_eq!(t.phase, Phase::Idle);
-    assert_eq!(
-        effects.last(),
-        Some(&Effect::Release {
-            reject: Some((v("3.5.16"), "exec format error".into())),
-            refuse: None
-        })
+    assert_released_last(
+        &effects,
+        Some((v("3.5.16"), "exec format error".into())),
+        None,
     );
 }
 
