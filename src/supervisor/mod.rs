@@ -170,12 +170,8 @@ impl<H: Host> RunLoop<H> {
                     w.abort();
                 }
             }
-            Effect::EtcdUp(up) => {
-                self.metrics.set_etcd_up(up);
-                if up {
-                    self.host.come_home();
-                }
-            }
+            Effect::EtcdUp(up) => self.metrics.set_etcd_up(up),
+            Effect::ComeHome => self.host.come_home(),
             Effect::StopMeasured(ended, took) => self.metrics.stopped(ended.as_str(), took),
             Effect::Restarted => self.metrics.restarted(),
             Effect::Ready(status) => self.notifier.ready(&status),

@@ -113,6 +113,9 @@ pub enum Effect {
     ChildGone,
     /// Set the `etcd_up` gauge.
     EtcdUp(bool),
+    /// etcd is healthy and not being stopped: the long-lived etcd calls may come back to
+    /// this member (never during a stop: etcd's graceful stop would wait for them).
+    ComeHome,
     /// A stop ended this way, this long after SIGTERM (the stop metric).
     StopMeasured(StopEnd, Duration),
     /// A crash restart (the restart metric).

@@ -254,6 +254,9 @@ impl Lifecycle {
             healthy_since: a.healthy.then_some(now),
         });
         fx.push(Effect::EtcdUp(a.healthy));
+        if a.healthy {
+            fx.push(Effect::ComeHome);
+        }
         fx.push(Effect::PollHealth(health));
         fx.push(Effect::Log(Note::Adopted {
             pid: a.pid,
@@ -412,12 +415,18 @@ impl Lifecycle {
     fn on_health(&mut self, now: Instant, health: Health, fx: &mut Vec<Effect>) {
         let version = self.version.clone();
         let first_healthy = !self.ever_healthy;
-        let etcd = match &mut self.child {
-            Child::Running(e) | Child::Stopping(e, _) | Child::Killing(e, _, _) => e,
+        let (etcd, stopping) = match &mut self.child {
+            Child::Running(e) => (e, false),
+            Child::Stopping(e, _) | Child::Killing(e, _, _) => (e, true),
             Child::Down { .. } | Child::Preparing { .. } => return,
         };
         etcd.health = health;
         fx.push(Effect::EtcdUp(health == Health::Healthy));
+        // A member that recovers from a blip while it stops (the leader handover before a
+        // swap's stop makes /health fail for a moment) is still stopping: its calls stay away.
+        if health == Health::Healthy && !stopping {
+            fx.push(Effect::ComeHome);
+        }
         match health {
             Health::Healthy => {
                 etcd.healthy_since = Some(now);

@@ -7,6 +7,7 @@
 //! from that history, not from the lifecycle's own state:
 //! - never two children, and a start is prepared only while none runs or is prepared;
 //! - no SIGKILL to a child before SIGTERM/SIGINT was sent to it;
+//! - long-lived calls are brought home only to a child that was not told to stop;
 //! - every stop (and start) request of the driver is answered exactly once: never twice,
 //!   and by the time the loop ends (or the sequence does) every one without an answer is
 //!   still held by the lifecycle for a child that lives.
@@ -114,6 +115,16 @@ impl World {
                         );
                     }
                     sent.push(*sig);
+                }
+                Effect::ComeHome => {
+                    let pid = self.alive.expect("calls brought home with no child");
+                    let sent = self.sent.get(&pid).map_or(&[][..], Vec::as_slice);
+                    assert!(
+                        !sent
+                            .iter()
+                            .any(|s| matches!(s, Signal::SIGTERM | Signal::SIGINT)),
+                        "calls brought home to {pid}, which was told to stop: {sent:?}"
+                    );
                 }
                 Effect::WatchData(_) => self.watching = true,
                 Effect::ChildGone => {
@@ -257,7 +268,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(CASES))]
 
     #[test]
-    fn one_child_no_early_sigkill_every_request_answered_once(
+    fn one_child_no_early_sigkill_no_home_while_stopping_every_request_answered_once(
         held in any::<bool>(),
         choices in proptest::collection::vec(choice(), 0..80),
     ) {
