@@ -69,7 +69,7 @@ use crate::process::datadir::DataDirInUse;
 
 pub use meta::{DataDirMeta, Kind, Meta, SnapshotMeta};
 pub use mode::BackupMode;
-pub use pending::{Backup, PendingBackup};
+pub use pending::{Backup, PendingBackup, Sealed};
 pub use plan::{BackupPlan, Target};
 pub use retention::{prune, Pruned};
 pub use space::{space_needed, MARGIN};

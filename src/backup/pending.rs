@@ -16,7 +16,8 @@ use crate::process::datadir::{self, DataDirInUse};
 use super::meta::{has_data_dir, has_snapshot, DataDirMeta, Meta, SnapshotMeta};
 use super::space::{self, MARGIN};
 use super::sums::{self, DATA, META, SNAPSHOT, SUMS};
-use super::{copy, human_size, io_error, prune, verify, BackupError};
+use super::verify::{verify_dir, Verified};
+use super::{copy, human_size, io_error, prune, BackupError};
 
 /// A backup being written; see the module header for the steps. Dropping it before
 /// [`PendingBackup::finish`] succeeded removes everything written so far.
@@ -51,6 +52,11 @@ impl PendingBackup {
     /// The free-space estimate `begin` checked.
     pub fn needed_bytes(&self) -> u64 {
         self.needed
+    }
+
+    /// Its meta.json as far as written (the revision once the snapshot is taken).
+    pub fn meta(&self) -> &Meta {
+        &self.meta
     }
 
     /// The mode.
@@ -88,6 +94,7 @@ impl PendingBackup {
         if let Ok(file) = File::open(&path) {
             sums::drop_cache(&file);
         }
+        crate::failpoint::corrupt_at(crate::failpoint::BACKUP_SNAPSHOT_WRITTEN, &path);
         self.sums.insert(SNAPSHOT.to_owned(), info.sha256_hex());
         self.meta.snapshot = Some(SnapshotMeta {
             file: SNAPSHOT.to_owned(),
@@ -160,10 +167,19 @@ impl PendingBackup {
     /// Writes meta.json and SHA256SUMS, verifies everything from disk, renames the
     /// directory into place, and applies retention to a turn's backups.
     pub async fn finish(self) -> Result<Backup, BackupError> {
-        blocking::run(move || self.finish_blocking()).await
+        blocking::run(move || self.seal_blocking(true)?.commit_blocking()).await
     }
 
-    fn finish_blocking(mut self) -> Result<Backup, BackupError> {
+    /// The first half of [`PendingBackup::finish`]: writes meta.json and SHA256SUMS and
+    /// verifies everything from disk, leaving it where it was written
+    /// ([`PendingBackup::temp_dir`]) and in the page cache, for a reader beside this pass
+    /// (the rehearsal restores the snapshot while it is verified: one read from the disk
+    /// serves both). [`Sealed::commit`] puts it in place.
+    pub async fn seal(self) -> Result<Sealed, BackupError> {
+        blocking::run(move || self.seal_blocking(false)).await
+    }
+
+    fn seal_blocking(mut self, drop_cache: bool) -> Result<Sealed, BackupError> {
         if has_snapshot(self.mode) && self.meta.snapshot.is_none() {
             return Err(BackupError::Interrupted(
                 "finish() called before snapshot() in a mode with a snapshot".to_owned(),
@@ -187,27 +203,61 @@ impl PendingBackup {
         sums::write_new_synced(&sums_path, sums::render(&self.sums).as_bytes(), 0o600)?;
         crate::durable::sync_dir(&self.temp)?;
 
-        let verified = verify(&self.temp).map_err(|source| BackupError::NotVerified {
-            dir: self.dest.clone(),
-            source,
-        })?;
+        let verified =
+            verify_dir(&self.temp, drop_cache).map_err(|source| BackupError::NotVerified {
+                dir: self.dest.clone(),
+                source,
+            })?;
+        Ok(Sealed {
+            pending: self,
+            verified,
+        })
+    }
+}
 
-        rename_no_replace(&self.temp, &self.dest)?;
-        self.done = true;
-        self.lock = None;
-        let parent = self.dest.parent().unwrap_or(Path::new(".")).to_path_buf();
+/// A backup written and verified from disk, not yet in place; see [`PendingBackup::seal`].
+/// Dropping it removes it, as an unfinished backup.
+#[derive(Debug)]
+pub struct Sealed {
+    pending: PendingBackup,
+    verified: Verified,
+}
+
+impl Sealed {
+    /// Where it is until committed.
+    pub fn temp_dir(&self) -> &Path {
+        &self.pending.temp
+    }
+
+    /// Renames it into place (its pages leave the cache now: the reader beside its
+    /// verification is done) and applies retention to a turn's backups.
+    pub async fn commit(self) -> Result<Backup, BackupError> {
+        blocking::run(move || {
+            sums::drop_cached_files(&self.pending.temp);
+            self.commit_blocking()
+        })
+        .await
+    }
+
+    fn commit_blocking(mut self) -> Result<Backup, BackupError> {
+        let this = &mut self.pending;
+        rename_no_replace(&this.temp, &this.dest)?;
+        this.done = true;
+        this.lock = None;
+        let parent = this.dest.parent().unwrap_or(Path::new(".")).to_path_buf();
         crate::durable::sync_dir(&parent)?;
-        let elapsed = self.started.elapsed();
+        let elapsed = this.started.elapsed();
+        let verified = self.verified;
         tracing::info!(
-            dir = %self.dest.display(),
+            dir = %this.dest.display(),
             files = verified.files,
             bytes = verified.bytes,
             secs = format!("{:.2}", elapsed.as_secs_f64()),
             "backup written and verified"
         );
 
-        let pruned = match self.keep {
-            Some(keep) => match prune(&parent, keep, Some(&self.dest)) {
+        let pruned = match this.keep {
+            Some(keep) => match prune(&parent, keep, Some(&this.dest)) {
                 Ok(p) => p.deleted,
                 Err(e) => {
                     tracing::warn!("backup: retention skipped: {e}");
@@ -217,7 +267,7 @@ impl PendingBackup {
             None => Vec::new(),
         };
         Ok(Backup {
-            dir: self.dest.clone(),
+            dir: this.dest.clone(),
             meta: verified.meta,
             files: verified.files,
             bytes: verified.bytes,

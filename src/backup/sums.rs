@@ -103,10 +103,12 @@ pub(crate) struct FileHash {
 }
 
 /// Hashes `path` (checking the snapshot trailer when `snapshot`), counting into `progress`,
-/// then drops the file from the page cache (a verification pass must not evict etcd's data).
+/// then drops the file from the page cache when `drop` (a verification pass must not evict
+/// etcd's data).
 pub(crate) fn hash_file(
     path: &Path,
     snapshot: bool,
+    drop: bool,
     progress: &mut Progress,
 ) -> io::Result<FileHash> {
     let mut file = File::open(path)?;
@@ -117,7 +119,9 @@ pub(crate) fn hash_file(
         }
         progress.add(piece.len() as u64);
     })?;
-    drop_cache(&file);
+    if drop {
+        drop_cache(&file);
+    }
     Ok(FileHash {
         sha256,
         len,
@@ -170,6 +174,18 @@ pub(crate) fn drop_cache(file: &File) {
         0,
         PosixFadviseAdvice::POSIX_FADV_DONTNEED,
     );
+}
+
+/// Drops every file directly in `dir` from the page cache. Best effort.
+pub(crate) fn drop_cached_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Ok(file) = File::open(entry.path()) {
+            drop_cache(&file);
+        }
+    }
 }
 
 /// Writes a new file (never replaces one) with `mode`, fsyncs it and drops it from the cache.
@@ -232,12 +248,12 @@ mod tests {
         let bytes = snapshot_bytes(3 * BUF_LEN + 17);
         std::fs::write(&path, &bytes).unwrap();
         let mut p = Progress::new("test", bytes.len() as u64);
-        let h = hash_file(&path, true, &mut p).unwrap();
+        let h = hash_file(&path, true, true, &mut p).unwrap();
         assert_eq!(h.sha256, sha256_hex(&bytes));
         assert_eq!(h.len, bytes.len() as u64);
         assert_eq!(h.trailer_ok, Some(true));
         assert_eq!(p.done(), bytes.len() as u64);
-        let plain = hash_file(&path, false, &mut p).unwrap();
+        let plain = hash_file(&path, false, true, &mut p).unwrap();
         assert_eq!(plain.trailer_ok, None);
     }
 

@@ -143,6 +143,13 @@ impl Verified {
 
 /// Verifies the backup in `dir` (see the module header for what that means).
 pub fn verify(dir: &Path) -> Result<Verified, VerifyError> {
+    verify_dir(dir, true)
+}
+
+/// [`verify`], leaving the files in the page cache (`drop_cache` false): another reader
+/// of the same files runs beside it (the rehearsal's restore), and dropping them as this
+/// pass ends would make that reader fetch them from the disk a second time.
+pub(crate) fn verify_dir(dir: &Path, drop_cache: bool) -> Result<Verified, VerifyError> {
     match fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(VerifyError::NotADir(dir.to_path_buf())),
@@ -188,12 +195,12 @@ pub fn verify(dir: &Path) -> Result<Verified, VerifyError> {
     let mut progress = Progress::new("verifying", total);
     for (file, expected) in &listed {
         let is_snapshot = file == SNAPSHOT;
-        let got = hash_file(&dir.join(file), is_snapshot, &mut progress).map_err(|source| {
-            VerifyError::Io {
+        let got = hash_file(&dir.join(file), is_snapshot, drop_cache, &mut progress).map_err(
+            |source| VerifyError::Io {
                 file: file.clone(),
                 source,
-            }
-        })?;
+            },
+        )?;
         if &got.sha256 != expected {
             return Err(VerifyError::Mismatch {
                 file: file.clone(),

@@ -74,9 +74,10 @@ pub fn choose_restore_tool(running: &PinnedTools, target: &PinnedTools) -> Optio
 }
 
 /// Arguments and environment of `snapshot restore` into `data_dir`, as a single member
-/// advertising `peer_url`. `verified`: the snapshot's sha256 was checked already (a turn
-/// backup: its trailer while it streamed, `SHA256SUMS` re-read from disk), so the tool's
-/// own pass over it is skipped with `--skip-hash-check` (the trailer is still cut off).
+/// advertising `peer_url`. `verified`: the snapshot's sha256 is checked by another pass (a
+/// turn backup: its trailer while it streamed, `SHA256SUMS` re-read from disk beside this
+/// restore, whose verdict counts only if that passes), so the tool's own pass over it is
+/// skipped with `--skip-hash-check` (the trailer is still cut off).
 pub fn restore_command(
     tool: &RestoreTool,
     snapshot: &Path,

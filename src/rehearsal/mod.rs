@@ -21,8 +21,9 @@
 //! nothing. That the copy is the live data is proven by the backup's own checks (its
 //! SHA256SUMS and etcd's snapshot trailer), the key read back at R, and after the rollout
 //! by every member's HashKV ([`crate::upgrade::turn::consistency`]).
-//! With [`Request::snapshot`] (the turn's verified backup, taken just before by the vetter)
-//! that file is restored instead of a streamed one, R is the revision read before it, the
+//! With [`Request::snapshot`] (the turn's backup, written just before by the vetter, which
+//! verifies it while this restores it and discards the verdict if that fails) that file is
+//! restored instead of a streamed one, R is the revision read before it, the
 //! key is picked at R, and the file stays (it is the turn's backup; only the restored copy
 //! needs room here).
 //! Whatever happens (a crash, a timeout, an error, `cancel`), the private etcd is stopped
@@ -138,7 +139,7 @@ pub struct Request {
     pub config_file: Option<PathBuf>,
     /// Parent of the private dir (`<state-dir>/rehearsal`); leftovers in it are removed.
     pub scratch_parent: PathBuf,
-    /// A verified snapshot of the live member already taken (the turn's backup): restored
+    /// A snapshot of the live member already taken (the turn's backup, verified beside): restored
     /// in place of one streamed into the scratch dir, and left where it is.
     pub snapshot: Option<GivenSnapshot>,
     /// How long the target gets to become healthy.
@@ -165,7 +166,8 @@ impl Request {
     }
 }
 
-/// A verified snapshot of the live member, taken before the rehearsal.
+/// A snapshot of the live member, taken before the rehearsal and verified beside it by its
+/// giver (whose verdict stands only if that verification passes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GivenSnapshot {
     /// The snapshot file (read only: the restore writes its own data dir).

@@ -183,3 +183,71 @@ fn support_b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+#[test]
+fn a_backup_failing_its_verification_beside_the_rehearsal_refuses_locally_and_nothing_stops() {
+    if !cfg!(feature = "failpoints") {
+        panic!("this test needs `--features failpoints` (scripts/test enables it)");
+    }
+    let mut cluster = Cluster::new(
+        Release::V3_5,
+        1,
+        support::Mode::Supervised(FAST.iter().map(|s| s.to_string()).collect()),
+    );
+    // A disk that returns what it was not given: one byte of the backup's snapshot changes
+    // after its sha256 was recorded, while the rehearsal restores it.
+    cluster.members[0].env.push((
+        "ETCD_SUPERVISOR_FAILPOINT_CORRUPT".into(),
+        "backup-snapshot-written".into(),
+    ));
+    cluster.members[0].start();
+    cluster.members[0].wait_healthy();
+    let url = cluster.members[0].client_url();
+    for n in 0..50 {
+        let key = support_b64(&format!("k{n}"));
+        let answer = http_post(
+            &format!("{url}/v3/kv/put"),
+            &format!(r#"{{"key":"{key}","value":"dmFsdWU="}}"#),
+            Duration::from_secs(2),
+        );
+        assert!(matches!(answer, Some((200, _))), "{answer:?}");
+    }
+    let pids = cluster.members[0].proc().group_pids();
+    let binary = cluster.dir().join("etcd-3.5.30");
+    std::fs::copy(Release::V3_5Newest.etcd(), &binary).unwrap();
+    let tool = etcdutl_3_5_30(cluster.dir(), "-3.5.30");
+    stage_with(&cluster, 0, &binary, &[tool]);
+    let m = &cluster.members[0];
+    wait_for(Duration::from_secs(90), || {
+        m.log_text()
+            .contains("failed its verification from disk")
+            .then_some(())
+    })
+    .unwrap_or_else(|_| panic!("no refusal on the corrupted backup\n{}", cluster.logs()));
+    // A little longer: nothing may follow the refusal.
+    std::thread::sleep(Duration::from_secs(3));
+    let log = m.log_text();
+    assert!(
+        log.contains("failpoint: corrupting"),
+        "the failpoint never ran\n{log}"
+    );
+    assert!(
+        !log.contains("backup taken for the rehearsal and the turn"),
+        "the corrupted backup was kept for the turn\n{log}"
+    );
+    let state_dir = m.state_dir.clone();
+    assert_eq!(
+        cluster.members[0].proc().group_pids(),
+        pids,
+        "etcd was restarted\n{log}"
+    );
+    assert_eq!(server_version(&cluster, 0), Some(Release::V3_5.version()));
+    // This member's fault: the version is not rejected for the cluster.
+    assert!(!rejected_in_etcd(&url, "3.5.30"), "3.5.30 rejected\n{log}");
+    // The unverified backup is gone, finished or not.
+    let backups: Vec<_> = std::fs::read_dir(state_dir.join("backups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(backups.is_empty(), "backups left: {backups:?}");
+    assert_no_rehearsal_left(&state_dir);
+}

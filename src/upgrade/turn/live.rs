@@ -269,11 +269,12 @@ pub struct LiveBackups {
 }
 
 impl LiveBackups {
-    /// Takes a verified turn backup now, while this member vets `turn.to` (the dress
-    /// rehearsal restores its snapshot), and keeps it for the turn ([`Backups::take_prepared`]).
-    /// Answers the snapshot file and the revision read before it (the rehearsal compares at
-    /// that revision). Only in snapshot mode: a data-dir copy needs etcd stopped.
-    pub async fn prepare(&self, turn: BackupTurn) -> Result<(PathBuf, i64), BackupError> {
+    /// Writes a turn backup now, while this member vets `turn.to`: the dress rehearsal
+    /// restores its snapshot while [`ForRehearsal::seal`] verifies it from disk (one read
+    /// serves both), and [`LiveBackups::keep_for_turn`] keeps it for the turn
+    /// ([`Backups::take_prepared`]). Only in snapshot mode: a data-dir copy needs etcd
+    /// stopped.
+    pub async fn write_for_rehearsal(&self, turn: BackupTurn) -> Result<ForRehearsal, BackupError> {
         let at = Instant::now();
         let plan = BackupPlan::turn(
             &self.state_dir,
@@ -287,26 +288,68 @@ impl LiveBackups {
             Some(local) => plan.endpoint(local.clone()),
             None => plan,
         };
-        let done = plan
+        let pending = plan
             .begin(&self.client)
             .await?
             .snapshot(&self.client)
-            .await?
-            .finish()
             .await?;
-        let found = (done.dir.join(crate::backup::SNAPSHOT), done.meta.revision);
+        Ok(ForRehearsal {
+            snapshot: pending.temp_dir().join(crate::backup::SNAPSHOT),
+            revision: pending.meta().revision,
+            pending,
+            turn,
+            at,
+        })
+    }
+
+    /// Puts a backup written for the rehearsal and verified in place, for the turn.
+    pub async fn keep_for_turn(&self, sealed: SealedForRehearsal) -> Result<(), BackupError> {
+        let done = sealed.sealed.commit().await?;
         let prepared = PreparedBackup {
             taken: TakenBackup::from(&done),
-            from: turn.from,
-            to: turn.to,
-            at,
+            from: sealed.turn.from,
+            to: sealed.turn.to,
+            at: sealed.at,
         };
         tracing::info!(member = %self.member, backup = %done.dir.display(), bytes = done.bytes, took_ms = done.elapsed.as_millis() as u64, "backup taken for the rehearsal and the turn");
         if let Ok(mut slot) = self.prepared.lock() {
             *slot = Some(prepared);
         }
-        Ok(found)
+        Ok(())
     }
+}
+
+/// A turn backup written for the rehearsal, not yet verified; see
+/// [`LiveBackups::write_for_rehearsal`]. Dropping it removes it.
+#[derive(Debug)]
+pub struct ForRehearsal {
+    /// The snapshot file, where it was written (it stays there until kept for the turn).
+    pub snapshot: PathBuf,
+    /// The member's revision read before the snapshot began.
+    pub revision: i64,
+    pending: PendingBackup,
+    turn: BackupTurn,
+    at: Instant,
+}
+
+impl ForRehearsal {
+    /// Verifies it from disk, leaving it where the rehearsal reads it.
+    pub async fn seal(self) -> Result<SealedForRehearsal, BackupError> {
+        let sealed = self.pending.seal().await?;
+        Ok(SealedForRehearsal {
+            sealed,
+            turn: self.turn,
+            at: self.at,
+        })
+    }
+}
+
+/// A turn backup written for the rehearsal and verified; see [`ForRehearsal::seal`].
+#[derive(Debug)]
+pub struct SealedForRehearsal {
+    sealed: crate::backup::Sealed,
+    turn: BackupTurn,
+    at: Instant,
 }
 
 impl Backups for LiveBackups {

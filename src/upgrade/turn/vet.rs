@@ -24,8 +24,10 @@
 //!    version's rejects it for the whole cluster, the member's is a local refusal, and one
 //!    that cannot run is skipped with a mark (or, under `--rehearsal always`, holds).
 //!    In snapshot backup mode (and `--backup-max-age` above zero) its snapshot is the
-//!    turn's own verified backup, taken here first ([`LiveBackups::prepare`]): the
-//!    rehearsal restores that file, and the turn reuses it while it is fresh
+//!    turn's own backup, written here first ([`LiveBackups::write_for_rehearsal`]): the
+//!    rehearsal restores that file while it is verified from disk (one read serves both;
+//!    a failed verification makes the verdict a local refusal, whatever the rehearsal
+//!    said), and the turn reuses it while it is fresh
 //!    ([`crate::upgrade::rules::backup_reuse`]).
 //!
 //! The outcome of the last vetting is kept in `<state-dir>/vetting.json` for `plan`.
@@ -36,7 +38,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::live::LiveBackups;
+use super::live::{ForRehearsal, LiveBackups};
 use super::ports::{BackupTurn, Vetter};
 use crate::etcd::{Client, Credentials};
 use crate::process::reaper::Reaper;
@@ -164,13 +166,14 @@ impl LiveVetter {
         self
     }
 
-    /// The verified backup the rehearsal restores, taken now; `None` (the rehearsal streams
-    /// its own) when none is shared, the rehearsal does not run, or the backup failed.
-    async fn prepared_snapshot(
+    /// The turn backup the rehearsal restores, written now and verified beside it; `None`
+    /// (the rehearsal streams its own) when none is shared, the rehearsal does not run, or
+    /// the backup failed.
+    async fn backup_for_rehearsal(
         &self,
         running: &Version,
         target: &Version,
-    ) -> Option<rehearsal::GivenSnapshot> {
+    ) -> Option<ForRehearsal> {
         let backups = self.backups.as_ref()?;
         if self.rehearsal.mode == RehearsalMode::Never {
             return None;
@@ -179,8 +182,8 @@ impl LiveVetter {
             from: running.clone(),
             to: target.clone(),
         };
-        match backups.prepare(turn).await {
-            Ok((path, revision)) => Some(rehearsal::GivenSnapshot { path, revision }),
+        match backups.write_for_rehearsal(turn).await {
+            Ok(written) => Some(written),
             Err(e) => {
                 tracing::warn!(member = %self.member.name, error = %e, "no backup taken for the rehearsal; it takes its own snapshot and the turn its own backup");
                 None
@@ -190,8 +193,44 @@ impl LiveVetter {
 
     /// The dress rehearsal of `target`, as a verdict.
     async fn rehearse(&self, running: &Version, target: &Version) -> Vetted {
+        let written = self.backup_for_rehearsal(running, target).await;
+        let snapshot = written.as_ref().map(|w| rehearsal::GivenSnapshot {
+            path: w.snapshot.clone(),
+            revision: w.revision,
+        });
+        let run = self.rehearse_on(running, target, snapshot);
+        let Some(written) = written else {
+            return run.await;
+        };
+        // The restore and the verification read the same file at once: one read from the
+        // disk serves both. The restore trusts the file (it skips its own hash pass), so the
+        // verdict counts only once the verification passed.
+        let (vetted, sealed) = tokio::join!(run, written.seal());
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                return Vetted::MemberFault(format!(
+                    "the backup taken for the dress rehearsal of etcd {target} failed its verification from disk ({e}); check this member's disk and its backups directory"
+                ))
+            }
+        };
+        if let Some(backups) = &self.backups {
+            if let Err(e) = backups.keep_for_turn(sealed).await {
+                tracing::warn!(member = %self.member.name, error = %e, "the backup taken for the rehearsal could not be kept; the turn takes its own");
+            }
+        }
+        vetted
+    }
+
+    /// The dress rehearsal of `target` on `snapshot` (else a snapshot of its own), as a
+    /// verdict.
+    async fn rehearse_on(
+        &self,
+        running: &Version,
+        target: &Version,
+        snapshot: Option<rehearsal::GivenSnapshot>,
+    ) -> Vetted {
         let r = &self.rehearsal;
-        let snapshot = self.prepared_snapshot(running, target).await;
         let store = VersionStore::new(&self.state_dir);
         let req = rehearsal::Request {
             member: self.member.name.clone(),
