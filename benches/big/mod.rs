@@ -53,6 +53,8 @@ struct Rehearsal {
     /// The turn's backup was taken for it (outside its own duration).
     backup_for_it: bool,
     snapshot: f64,
+    /// That backup's verification from disk, beside the restore (`verify_ms`).
+    verify: f64,
     restore: f64,
     /// The running version's start and HashKV on the copy (the reference).
     reference: f64,
@@ -311,6 +313,19 @@ fn rehearsal_of(log: &str) -> Rehearsal {
                 })
                 .map_or(0.0, |ms| ms / 1e3),
         },
+        verify: log
+            .lines()
+            .rev()
+            .find(|l| l.contains("INFO backup taken for the rehearsal and the turn "))
+            .and_then(|l| {
+                l.split("verify_ms=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map_or(0.0, |ms| ms / 1e3),
         restore: last_field(log, "rehearsal snapshot restored", "took"),
         reference: last_field(
             log,
@@ -563,9 +578,9 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
         b.db as f64 / 1e9
     );
     println!("\nsupervised, per member, seconds");
-    println!("| member | rehearsal snapshot (* the turn's verified backup, taken for it) | restore | reference (running version's start + HashKV on the copy) | target's start | compare + clean-up | rehearsal total (without *) | {} | turn held (lock acquired -> released) | peak extra disk | / db |", PHASES.join(" | "));
+    println!("| member | rehearsal snapshot (* the turn's backup, taken for it) | its verification (beside the restore) | restore | reference (running version's start + HashKV on the copy) | target's start | compare + clean-up | rehearsal total (without *) | {} | turn held (lock acquired -> released) | peak extra disk | / db |", PHASES.join(" | "));
     println!(
-        "|---|---|---|---|---|---|---|{}---|---|---|",
+        "|---|---|---|---|---|---|---|---|{}---|---|---|",
         "---|".repeat(PHASES.len())
     );
     for (i, m) in s.members.iter().enumerate() {
@@ -576,10 +591,11 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
             .map(|k| format!("{:.2}", m.phases.get(*k).copied().unwrap_or(0.0)))
             .collect();
         println!(
-            "| m{} | {:.2}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} GB | {:.2}x |",
+            "| m{} | {:.2}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} GB | {:.2}x |",
             i + 1,
             r.snapshot,
             if r.backup_for_it { "*" } else { "" },
+            r.verify,
             r.restore,
             r.reference,
             r.start,
