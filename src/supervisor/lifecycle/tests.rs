@@ -463,6 +463,28 @@ fn an_adopted_etcd_runs_without_a_start() {
     assert_eq!((run.state.crashes, run.state.ever_healthy), (2, true));
 }
 
+#[test]
+fn long_lived_calls_come_home_to_an_adopted_etcd_only_once_it_is_healthy() {
+    let adopted = |healthy| {
+        Input::Boot(Some(Adopted {
+            pid: 42,
+            version: v("3.6.17"),
+            ever_healthy: true,
+            healthy,
+            crashes: 0,
+            from: "0.1.0".into(),
+        }))
+    };
+    let mut run = Run::new(true, false);
+    assert!(has(&run.feed(adopted(true)), &Effect::ComeHome));
+    let mut run = Run::new(true, false);
+    assert!(!has(&run.feed(adopted(false)), &Effect::ComeHome));
+    assert!(has(
+        &run.feed(Input::Health(Health::Healthy)),
+        &Effect::ComeHome
+    ));
+}
+
 /// A reloading run: checked, now waiting for the quiet point.
 fn waiting_reload() -> Run {
     let mut run = Run::new(true, false);
