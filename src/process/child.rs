@@ -247,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn death_by_the_sigterm_we_sent_counts_as_stopped_as_asked() {
         let reaper = Reaper::start().unwrap();
-        let mut child = sh(&reaper, "sleep 30");
+        let mut child = sh(&reaper, "exec sleep 30");
         child.signal(Signal::SIGTERM);
         let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
