@@ -8,13 +8,12 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use sha2::{Digest, Sha256};
 
 use crate::digest::sha256_read;
+pub(crate) use crate::durable::drop_cache;
 use crate::durable::IoError;
 
 use super::progress::Progress;
@@ -162,18 +161,6 @@ impl TrailerCheck {
     fn matches(self) -> bool {
         self.tail.len() == TRAILER_LEN && self.data.finalize()[..] == self.tail[..]
     }
-}
-
-/// Drops a file's clean pages from the page cache. Called after fsync on what we wrote, so
-/// the verification pass reads what reached the disk rather than what we remember writing,
-/// and a multi-GB backup does not push etcd's working set out of memory. Best effort.
-pub(crate) fn drop_cache(file: &File) {
-    let _ = posix_fadvise(
-        file.as_raw_fd(),
-        0,
-        0,
-        PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-    );
 }
 
 /// Drops every file directly in `dir` from the page cache. Best effort.

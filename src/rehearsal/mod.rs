@@ -385,9 +385,18 @@ async fn steps(
     )
     .await?;
     // The restored copy is all that is needed now; the snapshot's space goes back (a given
-    // one is the turn's backup: it stays).
-    if req.snapshot.is_none() {
-        let _ = std::fs::remove_file(&scratch_snapshot);
+    // one is the turn's backup: it stays, out of memory: with the copy and the live db it
+    // would push etcd's data out of the page cache, and the member's restart at its turn
+    // would read its whole db from the disk).
+    match &req.snapshot {
+        None => {
+            let _ = std::fs::remove_file(&scratch_snapshot);
+        }
+        Some(given) => {
+            if let Ok(file) = std::fs::File::open(&given.path) {
+                crate::durable::drop_cache(&file);
+            }
+        }
     }
 
     let log = open_log(&scratch.dir().join(ETCD_LOG))?;
