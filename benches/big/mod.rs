@@ -299,33 +299,17 @@ fn rehearsal_of(log: &str) -> Rehearsal {
         // Its own snapshot, or the turn's verified backup taken for it (`took_ms`).
         snapshot: match last_field(log, "rehearsal snapshot taken", "took") {
             s if s > 0.0 => s,
-            _ => log
-                .lines()
-                .rev()
-                .find(|l| l.contains("INFO backup taken for the rehearsal and the turn "))
-                .and_then(|l| {
-                    l.split("took_ms=")
-                        .nth(1)?
-                        .split_whitespace()
-                        .next()?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .map_or(0.0, |ms| ms / 1e3),
+            _ => last_ms_field(
+                log,
+                "backup taken for the rehearsal and the turn",
+                "took_ms",
+            ),
         },
-        verify: log
-            .lines()
-            .rev()
-            .find(|l| l.contains("INFO backup taken for the rehearsal and the turn "))
-            .and_then(|l| {
-                l.split("verify_ms=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<f64>()
-                    .ok()
-            })
-            .map_or(0.0, |ms| ms / 1e3),
+        verify: last_ms_field(
+            log,
+            "backup taken for the rehearsal and the turn",
+            "verify_ms",
+        ),
         restore: last_field(log, "rehearsal snapshot restored", "took"),
         reference: last_field(
             log,
@@ -344,11 +328,16 @@ fn rest_of(r: &Rehearsal) -> f64 {
 }
 
 fn held_of(log: &str) -> f64 {
+    last_ms_field(log, "upgrade turn released", "held_ms")
+}
+
+/// The milliseconds `field` of the last `event` in `log`, in seconds (0 when absent).
+fn last_ms_field(log: &str, event: &str, field: &str) -> f64 {
     log.lines()
         .rev()
-        .find(|l| l.contains("upgrade turn released"))
+        .find(|l| l.contains(&format!("INFO {event} ")))
         .and_then(|l| {
-            l.split("held_ms=")
+            l.split(&format!("{field}="))
                 .nth(1)?
                 .split_whitespace()
                 .next()?
