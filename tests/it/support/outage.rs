@@ -97,6 +97,9 @@ pub struct Outage {
     pub from: Instant,
     /// First sample up again (or the end of sampling).
     pub until: Instant,
+    /// Last sample down: the outage surely lasted this long (it ended somewhere before
+    /// `until`; a probe that times out while a cut heals leaves up to its timeout unknown).
+    pub last_down: Instant,
     /// The etcd process was gone at some point (not only unhealthy).
     pub process_gone: bool,
     /// Began with a stop: a live etcd process disappeared (or was replaced).
@@ -387,6 +390,9 @@ fn summarize(
                             o.gone = true;
                             o.stop = true;
                             o.killed = by_test;
+                            if !x.healthy {
+                                o.last_down = x.at;
+                            }
                             open = Some(o);
                         }
                         other => {
@@ -395,6 +401,7 @@ fn summarize(
                             }
                             open = Some(Open {
                                 from: x.at,
+                                last_down: x.at,
                                 gone: true,
                                 stop: true,
                                 partitioned: cut_off(i, x.at),
@@ -407,6 +414,8 @@ fn summarize(
                         let from = before.unwrap_or(x.at);
                         if let Some(mut o) = open.take() {
                             o.from = o.from.min(from);
+                            // Not seen down at this sample: at most at the one before.
+                            o.last_down = o.last_down.min(from);
                             o.close(&mut outages, &mut blips, i, x.at);
                         }
                     }
@@ -418,13 +427,17 @@ fn summarize(
                     (None, false) => {
                         open = Some(Open {
                             from: x.at,
+                            last_down: x.at,
                             gone: x.pid.is_none(),
                             stop: false,
                             partitioned: cut_off(i, x.at),
                             killed: false,
                         });
                     }
-                    (Some(o), false) => o.gone |= x.pid.is_none(),
+                    (Some(o), false) => {
+                        o.gone |= x.pid.is_none();
+                        o.last_down = x.at;
+                    }
                     (Some(_), true) => {
                         if let Some(o) = open.take() {
                             o.close(&mut outages, &mut blips, i, x.at);
@@ -443,12 +456,7 @@ fn summarize(
             outages
                 .iter()
                 .filter(|o| keep(o))
-                .map(|o| {
-                    outages
-                        .iter()
-                        .filter(|p| keep(p) && p.from <= o.from && o.from < p.until)
-                        .count()
-                })
+                .map(|o| outages.iter().filter(|p| keep(p) && overlaps(p, o)).count())
                 .max()
                 .unwrap_or(0)
         };
@@ -469,9 +477,17 @@ fn summarize(
     }
 }
 
+/// `o` began while `p` was seen down: a sample saw `p` down at or after `o`'s first down
+/// sample. Judged on what was seen, not on `p.until`: under load a probe of a member whose
+/// cut is healing can time out after it healed, and the next sample is a period later.
+fn overlaps(p: &Outage, o: &Outage) -> bool {
+    p.from <= o.from && o.from <= p.last_down
+}
+
 /// An outage under way while summing up.
 struct Open {
     from: Instant,
+    last_down: Instant,
     gone: bool,
     stop: bool,
     partitioned: bool,
@@ -496,6 +512,7 @@ impl Open {
             member,
             from: self.from,
             until,
+            last_down: self.last_down,
             process_gone: self.gone,
             stop: self.stop,
             partitioned: self.partitioned,
@@ -526,7 +543,7 @@ impl Report {
                 // which the sampler cannot see begin. A process gone is never excused.
                 let caused =
                     !p.process_gone && o.from.saturating_duration_since(p.from) < STOP_LEAD;
-                p.member != o.member && p.from <= o.from && o.from < p.until && !caused
+                p.member != o.member && overlaps(p, o) && !caused
             }) {
                 out.push((o.clone(), other.clone()));
             }
@@ -680,6 +697,40 @@ mod tests {
         let second = report.second_outages();
         assert_eq!(second.len(), 1, "{:?}", report.outages);
         assert_eq!((second[0].0.member, second[0].1.member), (0, 1));
+    }
+
+    /// m2 cut off and seen down until sample 20, its next sample (30) up: its last probe
+    /// timed out while the cut healed. m1's stop seen at 25 is not a second outage (nothing
+    /// saw m2 down then); seen at 20 it is.
+    #[test]
+    fn a_stop_after_the_last_sample_that_saw_another_member_down_is_not_a_second_outage() {
+        let t0 = Instant::now();
+        let run = |stop_at: usize| {
+            let mut m1 = vec![(Some(10), true); stop_at];
+            m1.extend(vec![(None, false); 3]);
+            m1.extend(vec![(Some(11), true); 40 - stop_at - 3]);
+            let mut m2 = vec![(Some(20), true); 10];
+            m2.extend(vec![(Some(20), false); 11]);
+            // Samples 21..29 missing: one slow probe; then up again.
+            let mut m2 = member(t0, &m2);
+            for k in 30..40u32 {
+                m2.push(Sample {
+                    at: t0 + PERIOD * k,
+                    pid: Some(20),
+                    healthy: true,
+                });
+            }
+            let up = vec![(Some(30), true); 40];
+            let per_member = vec![member(t0, &m1), m2, member(t0, &up)];
+            let cut = [(1, t0 + PERIOD * 10, Some(t0 + PERIOD * 22))];
+            summarize(&per_member, holder(t0, "m1"), &cut, &[], t0 + PERIOD * 40)
+        };
+        let report = run(25);
+        assert!(report.second_outages().is_empty(), "{:?}", report.outages);
+        assert_eq!(report.max_out, 1, "{:?}", report.outages);
+        let report = run(20);
+        assert_eq!(report.second_outages().len(), 1, "{:?}", report.outages);
+        assert_eq!(report.max_out, 2, "{:?}", report.outages);
     }
 
     /// m3 in its turn's stop when the test kills queued m1 a little later: two out at
