@@ -224,11 +224,6 @@ pub struct Sealed {
 }
 
 impl Sealed {
-    /// Where it is until committed.
-    pub fn temp_dir(&self) -> &Path {
-        &self.pending.temp
-    }
-
     /// Renames it into place (its pages leave the cache now: the reader beside its
     /// verification is done) and applies retention to a turn's backups.
     pub async fn commit(self) -> Result<Backup, BackupError> {

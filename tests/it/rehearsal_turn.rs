@@ -177,6 +177,15 @@ fn sigterm_during_the_rehearsal_stops_it_and_exits_0() {
     })
     .unwrap_or_else(|_| panic!("the rehearsal's etcd {pid} outlived the supervisor"));
     assert_no_rehearsal_left(&cluster.members[0].state_dir);
+    // The backup written for the cancelled rehearsal was never put in place as verified
+    // (an unfinished `.tmp-` one is the next backup's stale clean-up).
+    let kept: Vec<_> = std::fs::read_dir(cluster.members[0].state_dir.join("backups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        kept.iter().all(|n| n.to_string_lossy().starts_with('.')),
+        "a backup was kept from a cancelled rehearsal: {kept:?}"
+    );
 }
 
 fn support_b64(s: &str) -> String {

@@ -173,7 +173,7 @@ impl LiveVetter {
         &self,
         running: &Version,
         target: &Version,
-    ) -> Option<ForRehearsal> {
+    ) -> Option<(&LiveBackups, ForRehearsal)> {
         let backups = self.backups.as_ref()?;
         if self.rehearsal.mode == RehearsalMode::Never {
             return None;
@@ -183,7 +183,7 @@ impl LiveVetter {
             to: target.clone(),
         };
         match backups.write_for_rehearsal(turn).await {
-            Ok(written) => Some(written),
+            Ok(written) => Some((backups, written)),
             Err(e) => {
                 tracing::warn!(member = %self.member.name, error = %e, "no backup taken for the rehearsal; it takes its own snapshot and the turn its own backup");
                 None
@@ -194,12 +194,12 @@ impl LiveVetter {
     /// The dress rehearsal of `target`, as a verdict.
     async fn rehearse(&self, running: &Version, target: &Version) -> Vetted {
         let written = self.backup_for_rehearsal(running, target).await;
-        let snapshot = written.as_ref().map(|w| rehearsal::GivenSnapshot {
+        let snapshot = written.as_ref().map(|(_, w)| rehearsal::GivenSnapshot {
             path: w.snapshot.clone(),
             revision: w.revision,
         });
         let run = self.rehearse_on(running, target, snapshot);
-        let Some(written) = written else {
+        let Some((backups, written)) = written else {
             return run.await;
         };
         // The restore and the verification read the same file at once: one read from the
@@ -214,10 +214,8 @@ impl LiveVetter {
                 ))
             }
         };
-        if let Some(backups) = &self.backups {
-            if let Err(e) = backups.keep_for_turn(sealed).await {
-                tracing::warn!(member = %self.member.name, error = %e, "the backup taken for the rehearsal could not be kept; the turn takes its own");
-            }
+        if let Err(e) = backups.keep_for_turn(sealed).await {
+            tracing::warn!(member = %self.member.name, error = %e, "the backup taken for the rehearsal could not be kept; the turn takes its own");
         }
         vetted
     }
