@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use etcd_supervisor::etcd::{
     AlarmKind, Client, ClientConfig, Compare, CompareResult, Credentials, DeleteRequest, EtcdError,
-    PutRequest, RangeRequest, Txn, TxnOp, TxnOpResponse, WatchEventKind,
+    PutRequest, RangeRequest, Status, Txn, TxnOp, TxnOpResponse, WatchEventKind,
 };
 use nix::sys::signal::Signal;
 use sha2::{Digest, Sha256};
@@ -802,12 +802,46 @@ async fn snapshot_matches_etcdctl(release: Release) {
             .collect();
         assert!(c.txn(&Txn::new().and_then(ops)).await.unwrap().succeeded);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let ours = dir.path().join("api.db");
-    let info = c
-        .snapshot_from(&urls[0], &ours, Duration::from_secs(60))
-        .await
-        .expect("snapshot");
+    // Every snapshot commits the backend first (3.5+ writes its consistent index with
+    // each commit), which can grow the file by a page: the two snapshots are the same
+    // database only when the member's applied index and db size did not move across them.
+    let mut attempt = 0;
+    let (dir, ours, info, theirs) = loop {
+        attempt += 1;
+        let before = c.status_of(&urls[0]).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ours = dir.path().join("api.db");
+        let info = c
+            .snapshot_from(&urls[0], &ours, Duration::from_secs(60))
+            .await
+            .expect("snapshot");
+        let theirs = dir.path().join("etcdctl.db");
+        let (ok, out) = run_bounded(
+            etcdctl(release)
+                .arg(format!("--endpoints={}", urls[0]))
+                .arg("snapshot")
+                .arg("save")
+                .arg(&theirs),
+            Duration::from_secs(60),
+        );
+        assert!(ok, "etcdctl snapshot save: {out}");
+        let after = c.status_of(&urls[0]).await.unwrap();
+        let still = |s: &Status| (s.raft_applied_index, s.db_size);
+        if still(&before) == still(&after) {
+            break (dir, ours, info, theirs);
+        }
+        assert!(
+            attempt < 5,
+            "the member's applied index or db size moved across the snapshots in 5 attempts: {:?} then {:?}",
+            still(&before),
+            still(&after)
+        );
+        eprintln!(
+            "the member's applied index or db size moved across the snapshots ({:?} then {:?}): again",
+            still(&before),
+            still(&after)
+        );
+    };
     let bytes = std::fs::read(&ours).unwrap();
     assert_eq!(info.size, bytes.len() as u64);
     assert_eq!(info.sha256[..], Sha256::digest(&bytes)[..]);
@@ -818,18 +852,14 @@ async fn snapshot_matches_etcdctl(release: Release) {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["api.db"], "temporary files left behind");
-
-    let theirs = dir.path().join("etcdctl.db");
-    let (ok, out) = run_bounded(
-        etcdctl(release)
-            .arg(format!("--endpoints={}", urls[0]))
-            .arg("snapshot")
-            .arg("save")
-            .arg(&theirs),
-        Duration::from_secs(60),
+    let mut names = names;
+    names.sort();
+    assert_eq!(
+        names,
+        ["api.db", "etcdctl.db"],
+        "temporary files left behind"
     );
-    assert!(ok, "etcdctl snapshot save: {out}");
+
     let theirs_bytes = std::fs::read(&theirs).unwrap();
     assert_eq!(
         theirs_bytes.len(),
