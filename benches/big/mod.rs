@@ -45,6 +45,8 @@ struct MemberFigures {
     rehearsal: Rehearsal,
     phases: BTreeMap<String, f64>,
     held: f64,
+    /// The read of the live db into memory while queued (0 when none was said).
+    read_ahead: f64,
     peak_extra: u64,
 }
 
@@ -451,6 +453,11 @@ fn supervised(db: u64, extra: &[String]) -> Supervised {
                 rehearsal: rehearsal_of(&log),
                 phases: crate::upgrade::observe::delta(&before[i], &after),
                 held: held_of(&log),
+                read_ahead: last_ms_field(
+                    &log,
+                    "db read into memory ahead of the restart",
+                    "took_ms",
+                ),
                 peak_extra: peaks[i],
             }
         })
@@ -567,9 +574,9 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
         b.db as f64 / 1e9
     );
     println!("\nsupervised, per member, seconds");
-    println!("| member | rehearsal snapshot (* the turn's backup, taken for it) | its verification (beside the restore) | restore | reference (running version's start + HashKV on the copy) | target's start | compare + clean-up | rehearsal total (without *) | {} | turn held (lock acquired -> released) | peak extra disk | / db |", PHASES.join(" | "));
+    println!("| member | rehearsal snapshot (* the turn's backup, taken for it) | its verification (beside the restore) | restore | reference (running version's start + HashKV on the copy) | target's start | compare + clean-up | rehearsal total (without *) | db read ahead while queued | {} | turn held (lock acquired -> released) | peak extra disk | / db |", PHASES.join(" | "));
     println!(
-        "|---|---|---|---|---|---|---|---|{}---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|{}---|---|---|",
         "---|".repeat(PHASES.len())
     );
     for (i, m) in s.members.iter().enumerate() {
@@ -580,7 +587,7 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
             .map(|k| format!("{:.2}", m.phases.get(*k).copied().unwrap_or(0.0)))
             .collect();
         println!(
-            "| m{} | {:.2}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} GB | {:.2}x |",
+            "| m{} | {:.2}{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {:.2} | {:.2} GB | {:.2}x |",
             i + 1,
             r.snapshot,
             if r.backup_for_it { "*" } else { "" },
@@ -590,6 +597,7 @@ fn report(mb: u64, s: &Supervised, b: &ByHand) {
             r.start,
             rest,
             r.total,
+            m.read_ahead,
             cells.join(" | "),
             m.held,
             m.peak_extra as f64 / 1e9,

@@ -86,7 +86,10 @@ impl Scratch {
     /// Stops the process and removes the dir.
     pub async fn shutdown(mut self, grace: Duration) {
         self.stop_child(grace).await;
-        if let Err(e) = remove_all(&self.dir) {
+        // A multi-GB copy takes a second or more to unlink: not on the runtime's thread,
+        // where it would hold the health checks and the lease keepalives.
+        let dir = self.dir.clone();
+        if let Err(e) = crate::blocking::run(move || remove_all(&dir)).await {
             tracing::warn!(path = %self.dir.display(), error = %e, "cannot remove the rehearsal dir; the next rehearsal removes it");
         }
         self.removed = true;

@@ -147,6 +147,7 @@ impl Driver {
             mode: cfg.backup,
             keep: cfg.backup_keep,
             prepared: Default::default(),
+            read_ahead: Default::default(),
         };
         // One verified snapshot serves the rehearsal and the turn (snapshot mode only: a
         // data-dir copy needs etcd stopped); `--backup-max-age 0s` keeps them apart.

@@ -26,6 +26,7 @@ use crate::cluster::view::{self, ClusterView};
 use crate::etcd::maintenance::{EtcdVersion, HashKv, Leader, Status};
 use crate::etcd::{Client, EtcdError, RangeRequest};
 use crate::process::child::Stopped;
+use crate::process::read_ahead::ReadAhead;
 use crate::supervisor::{ChildControl, ChildStatus};
 use crate::upgrade::rules::consistency::InconsistencyRecord;
 use crate::versions::store::{VersionStore, VersionsError};
@@ -266,6 +267,9 @@ pub struct LiveBackups {
     pub keep: u32,
     /// The backup taken while vetting ([`LiveBackups::prepare`]), until a turn takes it.
     pub prepared: Arc<Mutex<Option<PreparedBackup>>>,
+    /// The read of the live db ahead of the restart, while one may run (dropping it stops
+    /// it).
+    pub read_ahead: Arc<Mutex<Option<ReadAhead>>>,
 }
 
 impl LiveBackups {
@@ -394,6 +398,15 @@ impl Backups for LiveBackups {
             return None;
         }
         Some(p)
+    }
+
+    fn read_ahead(&self) {
+        // One at a time: a queue entered again (a lost turn, a restart of the driver)
+        // replaces the read before it, which stops.
+        let reading = crate::process::read_ahead::start(&self.data_dir, &self.member);
+        if let Ok(mut slot) = self.read_ahead.lock() {
+            *slot = reading;
+        }
     }
 }
 

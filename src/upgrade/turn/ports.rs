@@ -250,6 +250,11 @@ pub trait Backups: Send + Sync {
     fn take_prepared(&self) -> Option<PreparedBackup> {
         None
     }
+    /// Reads the live db into memory while this member queues for its turn, so the restart
+    /// does not fault it back from disk ([`crate::process::read_ahead`]); by default
+    /// nothing. It lives here because the backups are what know the data dir; nothing
+    /// waits for it.
+    fn read_ahead(&self) {}
 }
 
 /// The `current` link of the versions store.

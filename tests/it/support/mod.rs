@@ -239,10 +239,19 @@ impl Proc {
 
     /// Kills the whole group and reaps the leader.
     pub fn kill_group(&mut self) {
+        let pgid = self.pid().as_raw();
         let _ = killpg(self.pid(), Signal::SIGKILL);
         if self.status.is_none() {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
+        }
+        // The rest of the group (etcd under a supervisor) dies on its own time: a thread
+        // in the middle of a syscall finishes it first. Until it is gone it may still
+        // create files (etcd's next WAL segment), and a test directory removed meanwhile
+        // is left behind half removed.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !group_members(pgid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

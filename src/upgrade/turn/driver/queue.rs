@@ -32,6 +32,8 @@ where
         self.client.refresh_endpoints().await;
         let waited = Instant::now();
         tracing::info!(member = %self.cfg.member, to = ?self.turn.to.as_ref().map(ToString::to_string), "queueing for the upgrade turn");
+        // The wait is spent reading the db back into memory for the restart at the turn.
+        self.backups.read_ahead();
         loop {
             if let Some(shutdown) = self.wait_for_gate().await {
                 return shutdown;

@@ -116,6 +116,9 @@ struct Inner {
     paused_reads: u32,
     /// The backup taken while vetting, handed to the turn once.
     prepared: Option<PreparedBackup>,
+    /// Each read of the db ahead of the restart: how many calls came before it, and what
+    /// state.json said then (kept apart from `calls`, which the sequences compare whole).
+    read_aheads: Vec<(usize, Option<Seen>)>,
 }
 
 /// The call at which the test ends the run (SIGTERM to the supervisor, as it were).
@@ -170,6 +173,7 @@ impl Fake {
                 watch_up: false,
                 paused_reads: 0,
                 prepared: None,
+                read_aheads: Vec::new(),
             })),
             state: StateFile::new(state_dir),
             shutdown: watch::channel(false).0,
@@ -513,6 +517,16 @@ impl Backups for Fake {
     fn take_prepared(&self) -> Option<PreparedBackup> {
         self.inner.lock().unwrap().prepared.take()
     }
+
+    fn read_ahead(&self) {
+        // A recovered turn queues before state.json is written again.
+        let seen = self.state.load().ok().flatten();
+        let seen = seen.map(|t| Seen(t.phase, t.rollback));
+        self.with(|w| {
+            let at = w.calls.len();
+            w.read_aheads.push((at, seen));
+        });
+    }
 }
 
 fn taken() -> TakenBackup {
@@ -664,6 +678,24 @@ async fn forward_swap_persists_each_state_before_changing_the_world() {
         ]
     );
     assert_eq!(turn, Turn::idle(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_db_is_read_ahead_once_as_the_member_queues_before_the_turn_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    let (calls, _) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        *c == Call::Resume
+    })
+    .await;
+    assert_eq!(calls.first(), Some(&Call::Acquire), "{calls:?}");
+    let reads = fake.inner.lock().unwrap().read_aheads.clone();
+    assert_eq!(reads.len(), 1, "one read per queue entry: {reads:?}");
+    assert_eq!(
+        reads[0],
+        (0, Some(Seen(Phase::Queued, FORWARD))),
+        "queued, before the lock is asked for: {calls:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
