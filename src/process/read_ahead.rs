@@ -74,11 +74,7 @@ impl Drop for ReadAhead {
 pub fn start(data_dir: &Path, member: &str) -> Option<ReadAhead> {
     let db = super::datadir::db_path(data_dir);
     let size = std::fs::metadata(&db).ok()?.len();
-    // A container's (or a unit's) memory limit bounds its page cache as well.
-    let available = match (mem_available(), cgroup_room()) {
-        (Some(host), Some(limit)) => host.min(limit),
-        (host, limit) => host.or(limit).unwrap_or(0),
-    };
+    let available = available(mem_available(), cgroup_room());
     match plan(size, available) {
         Plan::Read => {}
         other => {
@@ -152,6 +148,16 @@ fn idle_io_class() {
     };
 }
 
+/// The memory a read may fill: the host's available memory, bounded by the room under a
+/// container's (or a unit's) memory limit, which bounds its page cache as well; 0 when
+/// neither is known.
+fn available(host: Option<u64>, limit: Option<u64>) -> u64 {
+    match (host, limit) {
+        (Some(host), Some(limit)) => host.min(limit),
+        (host, limit) => host.or(limit).unwrap_or(0),
+    }
+}
+
 /// `MemAvailable` from `/proc/meminfo`, in bytes.
 fn mem_available() -> Option<u64> {
     parse_mem_available(&std::fs::read_to_string("/proc/meminfo").ok()?)
@@ -162,14 +168,22 @@ fn mem_available() -> Option<u64> {
 /// cache too, so this errs on the side of not reading.
 fn cgroup_room() -> Option<u64> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let (dir, limit, usage) = cgroup_files(&cgroups)?;
-    let read = |f: &str| std::fs::read_to_string(Path::new(&dir).join(f)).ok();
+    cgroup_room_in(&cgroups, Path::new("/sys/fs/cgroup"))
+}
+
+/// [`cgroup_room`] for the cgroups listed in `cgroups` (`/proc/self/cgroup`'s lines)
+/// under the cgroup filesystem at `root`.
+fn cgroup_room_in(cgroups: &str, root: &Path) -> Option<u64> {
+    let (dir, limit, usage) = cgroup_files(cgroups)?;
+    let dir = root.join(dir.trim_start_matches('/'));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).ok();
     room(&read(limit)?, &read(usage)?)
 }
 
-/// Where the memory limit and usage of the cgroup named in `/proc/self/cgroup` live:
-/// the directory, the limit's file, the usage's file. v1's memory controller first (a
-/// hybrid host has both, and its v2 tree then has no memory controller).
+/// Where the memory limit and usage of the cgroup named in `/proc/self/cgroup` live,
+/// under the cgroup filesystem: the directory, the limit's file, the usage's file. v1's
+/// memory controller first (a hybrid host has both, and its v2 tree then has no memory
+/// controller).
 fn cgroup_files(cgroups: &str) -> Option<(String, &'static str, &'static str)> {
     let entries: Vec<(&str, &str)> = cgroups
         .lines()
@@ -184,7 +198,7 @@ fn cgroup_files(cgroups: &str) -> Option<(String, &'static str, &'static str)> {
         .find(|(controllers, _)| controllers.split(',').any(|c| c == "memory"))
     {
         return Some((
-            format!("/sys/fs/cgroup/memory{path}"),
+            format!("memory{path}"),
             "memory.limit_in_bytes",
             "memory.usage_in_bytes",
         ));
@@ -192,11 +206,7 @@ fn cgroup_files(cgroups: &str) -> Option<(String, &'static str, &'static str)> {
     let (_, path) = entries
         .iter()
         .find(|(controllers, _)| controllers.is_empty())?;
-    Some((
-        format!("/sys/fs/cgroup{path}"),
-        "memory.max",
-        "memory.current",
-    ))
+    Some((path.to_string(), "memory.max", "memory.current"))
 }
 
 /// The room under a limit of `limit` bytes with `usage` in use; `None` without a limit
@@ -244,7 +254,7 @@ mod tests {
         assert_eq!(
             cgroup_files(hybrid),
             Some((
-                "/sys/fs/cgroup/memory/process_api/abc".into(),
+                "memory/process_api/abc".into(),
                 "memory.limit_in_bytes",
                 "memory.usage_in_bytes"
             ))
@@ -253,7 +263,7 @@ mod tests {
         assert_eq!(
             cgroup_files(unified),
             Some((
-                "/sys/fs/cgroup/system.slice/etcd.service".into(),
+                "/system.slice/etcd.service".into(),
                 "memory.max",
                 "memory.current"
             ))
@@ -344,6 +354,45 @@ mod tests {
         // Too small a db: no read at all.
         std::fs::write(&db, b"small").unwrap();
         assert!(start(dir.path(), "m1").is_none());
+    }
+
+    #[test]
+    fn the_room_is_read_from_the_cgroup_filesystem_and_bounds_the_host_memory() {
+        let root = tempfile::tempdir().unwrap();
+        let v1 = root.path().join("memory/process_api/abc");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::write(v1.join("memory.limit_in_bytes"), "8589934592\n").unwrap();
+        std::fs::write(v1.join("memory.usage_in_bytes"), "6442450944\n").unwrap();
+        let hybrid = "4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(cgroup_room_in(hybrid, root.path()), Some(2 << 30));
+        let v2 = root.path().join("system.slice/etcd.service");
+        std::fs::create_dir_all(&v2).unwrap();
+        std::fs::write(v2.join("memory.max"), "max\n").unwrap();
+        std::fs::write(v2.join("memory.current"), "1000\n").unwrap();
+        let unified = "0::/system.slice/etcd.service\n";
+        assert_eq!(cgroup_room_in(unified, root.path()), None, "no limit");
+        assert_eq!(cgroup_room_in("0::/gone\n", root.path()), None);
+
+        assert_eq!(available(Some(16 << 30), Some(2 << 30)), 2 << 30);
+        assert_eq!(available(Some(2 << 30), Some(16 << 30)), 2 << 30);
+        assert_eq!(available(Some(3), None), 3);
+        assert_eq!(available(None, Some(4)), 4);
+        assert_eq!(available(None, None), 0);
+        assert!(
+            mem_available().is_some_and(|b| b > 0),
+            "this host's MemAvailable"
+        );
+    }
+
+    #[test]
+    fn dropping_the_handle_tells_the_read_to_stop() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let handle = ReadAhead {
+            cancel: cancel.clone(),
+            thread: std::thread::spawn(|| ()),
+        };
+        drop(handle);
+        assert!(cancel.load(Ordering::Relaxed));
     }
 
     #[test]

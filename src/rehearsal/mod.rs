@@ -84,9 +84,10 @@ use scratch::{tail, Scratch};
 
 /// Default of `--rehearsal-max-db`: 2 GiB, the largest size at which `scripts/bench big`
 /// measured a 3-member rollout with its rehearsal faster than by hand in every run on a
-/// 2-core host (2 GB: 0.84×; 4 GB: 0.96× and 1.05×, where the three copies push the live dbs
-/// out of memory); its disk cost is a restored copy (db size + 64 MiB WAL), the snapshot
-/// being the turn's backup either way.
+/// 2-core host (2 GB: 0.84×; 4 GB: 0.96-1.05× in five runs, 0.97-1.02× since queued members
+/// read their db back into memory, where the three members' vetting shares one disk); its
+/// disk cost is a restored copy (db size + 64 MiB WAL), the snapshot being the turn's backup
+/// either way.
 pub const DEFAULT_MAX_DB: u64 = 2 << 30;
 
 /// Lines of the rehearsal etcd's output kept in a report.

@@ -239,6 +239,46 @@ fn a_rollout_reuses_the_verified_backup_its_rehearsal_restored_and_loses_nothing
     }
 }
 
+/// A member whose db is past the read-ahead's floor (256 MiB) reads it into memory once it
+/// queues (the driver's tests pin when): the whole file, said once, and the rollout loses
+/// nothing (the speed-up itself is `scripts/bench big`'s).
+#[test]
+fn a_queued_member_with_a_db_over_256_mib_reads_all_of_it_into_memory() {
+    let cluster = Cluster::start_supervised(Release::V3_5, 1, FAST);
+    let url = cluster.client_urls()[0].clone();
+    let value = b64(&vec![b'r'; 1 << 20]);
+    let mut n = 0;
+    while db_size(&url) < 272 << 20 {
+        assert!(
+            n < 400,
+            "the db stayed under 272 MiB after {n} puts of 1 MiB"
+        );
+        put_value(&url, n, &value);
+        n += 1;
+    }
+    let file = std::fs::metadata(cluster.members[0].spec.data_dir.join("member/snap/db"))
+        .expect("the db file")
+        .len();
+    roll_to_newest_3_5_under_a_writer(&cluster, "read-ahead");
+    let log = supervisor_lines(&cluster);
+    let read: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("db read into memory ahead of the restart"))
+        .collect();
+    assert_eq!(read.len(), 1, "one read ahead per queue entry\n{log}");
+    let bytes: u64 = read[0]
+        .split("bytes=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|b| b.parse().ok())
+        .expect("bytes=");
+    assert!(
+        bytes >= file && read[0].contains("whole=true"),
+        "read {bytes} of a {file}-byte db: {}",
+        read[0]
+    );
+}
+
 /// Backups on another filesystem than the data dir, in each mode: the state dir (where
 /// backups go) of every member is a tmpfs of its own while etcd's data stays on the test's
 /// disk, so nothing may rename or link across the two. m1 backs up by snapshot, m2 both
