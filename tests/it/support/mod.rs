@@ -757,3 +757,34 @@ pub fn assert_fails_saying(out: &Output, needles: &[&str]) -> String {
     }
     text
 }
+
+/// True when a member's applied index and db size are the same in `before` and `after`:
+/// nothing was written to its db between the two status reads (each snapshot commits the
+/// backend first, which can grow the file by a page).
+pub fn unmoved(
+    before: &etcd_supervisor::etcd::Status,
+    after: &etcd_supervisor::etcd::Status,
+) -> bool {
+    (before.raft_applied_index, before.db_size) == (after.raft_applied_index, after.db_size)
+}
+
+/// Says that the member's db moved across snapshots taken to be compared, and that they
+/// are taken again; fails on the fifth `attempt`.
+pub fn again_unless_last(
+    before: &etcd_supervisor::etcd::Status,
+    after: &etcd_supervisor::etcd::Status,
+    attempt: u32,
+) {
+    let moved = |s: &etcd_supervisor::etcd::Status| (s.raft_applied_index, s.db_size);
+    assert!(
+        attempt < 5,
+        "the member's applied index or db size moved across the snapshots in 5 attempts: {:?} then {:?}",
+        moved(before),
+        moved(after)
+    );
+    eprintln!(
+        "the member's applied index or db size moved across the snapshots ({:?} then {:?}): again",
+        moved(before),
+        moved(after)
+    );
+}

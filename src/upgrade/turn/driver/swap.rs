@@ -114,6 +114,13 @@ where
                 down.name
             ));
         }
+        if let Some(why) = report
+            .as_ref()
+            .and_then(|r| preflight::catching_up(r, &self.cfg.member))
+        {
+            self.pending_backup = None;
+            return Event::PreflightWait(format!("{why}; not stopping this one"));
+        }
         if let Some(report) = &report {
             self.hand_over_leadership(report).await;
         }
