@@ -116,6 +116,11 @@ struct Inner {
     paused_reads: u32,
     /// The backup taken while vetting, handed to the turn once.
     prepared: Option<PreparedBackup>,
+    /// m3 falls behind the leader as the backup is taken (once): the last look before the
+    /// stop sees it catching up.
+    m3_behind_during_backup: bool,
+    /// m3's lag in the next view read (then none).
+    m3_lag: Option<u64>,
     /// Each read of the db ahead of the restart: how many calls came before it, and what
     /// state.json said then (kept apart from `calls`, which the sequences compare whole).
     read_aheads: Vec<(usize, Option<Seen>)>,
@@ -174,6 +179,8 @@ impl Fake {
                 paused_reads: 0,
                 prepared: None,
                 read_aheads: Vec::new(),
+                m3_behind_during_backup: false,
+                m3_lag: None,
             })),
             state: StateFile::new(state_dir),
             shutdown: watch::channel(false).0,
@@ -334,6 +341,7 @@ impl Cluster for Fake {
             w.paused_reads += 1;
         }
         let m2_up = w.m2_down_in_turn != Some(w.acquired);
+        let m3_lag = w.m3_lag.take();
         let running = w.running.clone().unwrap_or_else(|| w.current.clone());
         let peers = v("3.5.15");
         let mut progress = BTreeMap::new();
@@ -350,7 +358,10 @@ impl Cluster for Fake {
             members: vec![
                 member("m1", &running, w.running.is_some()),
                 member("m2", w.m2_on.as_ref().unwrap_or(&peers), m2_up),
-                member("m3", w.m3_on.as_ref().unwrap_or(&peers), true),
+                MemberView {
+                    lag: m3_lag.or(Some(0)),
+                    ..member("m3", w.m3_on.as_ref().unwrap_or(&peers), true)
+                },
             ],
             alarms: Vec::new(),
             turn: TurnView::default(),
@@ -488,7 +499,12 @@ impl Backups for Fake {
     async fn begin(&self, _turn: BackupTurn) -> Result<BackupStage<()>, BackupError> {
         self.log(Call::Backup(self.seen()));
         self.lose_lock_if(LoseLock::DuringBackup);
-        self.with(|w| w.paused |= w.pause_during_backup);
+        self.with(|w| {
+            w.paused |= w.pause_during_backup;
+            if std::mem::take(&mut w.m3_behind_during_backup) {
+                w.m3_lag = Some(crate::upgrade::rules::preflight::MAX_LAG + 1);
+            }
+        });
         let (fails, cold) = {
             let w = self.inner.lock().unwrap();
             (w.backup_fails, w.cold)
@@ -837,6 +853,33 @@ async fn preflight_wait_releases_and_queues_again() {
     assert!(matches!(calls[4], Call::Backup(_)), "{calls:?}");
     // The retry waited for its backoff (1 s) instead of spinning.
     assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(turn.to, Some(v("3.5.16")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_falling_behind_after_preflight_holds_the_stop_and_the_turn_is_taken_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path(), &v("3.5.15"));
+    fake.with(|w| w.m3_behind_during_backup = true);
+    let (calls, turn) = drive(&fake, dir.path(), BackupMode::Snapshot, |c| {
+        matches!(c, Call::Start(..))
+    })
+    .await;
+    assert_eq!(
+        calls[..9],
+        [
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::ReleaseLock,
+            Call::Resume,
+            Call::Acquire,
+            Call::Backup(Seen(Phase::Backup, FORWARD)),
+            Call::Stop(Seen(Phase::Stopping, FORWARD)),
+            Call::Switch(v("3.5.16"), Seen(Phase::Swapping, FORWARD)),
+            Call::Start(v("3.5.16"), Seen(Phase::Starting, FORWARD)),
+        ],
+        "no stop while m3 caught up"
+    );
     assert_eq!(turn.to, Some(v("3.5.16")));
 }
 
