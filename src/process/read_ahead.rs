@@ -52,13 +52,37 @@ pub fn plan(db: u64, available: u64) -> Plan {
 #[derive(Debug)]
 pub struct ReadAhead {
     cancel: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<Outcome>>,
+}
+
+/// How a read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Read: the bytes, and whether that was the whole file (not cancelled).
+    Read {
+        /// Bytes read.
+        bytes: u64,
+        /// To the end of the file.
+        whole: bool,
+    },
+    /// Not read, as [`plan`] said.
+    Skipped(Plan),
+    /// The file could not be looked at or read.
+    Failed,
 }
 
 impl ReadAhead {
-    /// True once the read ended (read through, cancelled or failed).
+    /// True once the read ended (read through, skipped, cancelled or failed).
     pub fn is_finished(&self) -> bool {
-        self.thread.is_finished()
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the read to end and says how it did.
+    pub fn join(mut self) -> Outcome {
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or(Outcome::Failed)
     }
 }
 
@@ -68,20 +92,12 @@ impl Drop for ReadAhead {
     }
 }
 
-/// Starts reading the db in `data_dir` for `member`, when [`plan`] says so; `None` when
-/// it does not (said at debug) or the thread could not start. The end is one log event
-/// with the bytes read and the time taken.
+/// Starts reading the db in `data_dir` for `member` on a thread of its own, which first
+/// asks [`plan`] (the file's size and the memory are looked at there too: a data dir on a
+/// hung mount must not stall the caller); `None` when the thread could not start. A read
+/// ends with one log event with the bytes read and the time taken; a skip is said at debug.
 pub fn start(data_dir: &Path, member: &str) -> Option<ReadAhead> {
     let db = super::datadir::db_path(data_dir);
-    let size = std::fs::metadata(&db).ok()?.len();
-    let available = available(mem_available(), cgroup_room());
-    match plan(size, available) {
-        Plan::Read => {}
-        other => {
-            tracing::debug!(member, db = %db.display(), bytes = size, available, plan = ?other, "not reading the db ahead of the restart");
-            return None;
-        }
-    }
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let member = member.to_owned();
@@ -89,19 +105,39 @@ pub fn start(data_dir: &Path, member: &str) -> Option<ReadAhead> {
         .name("read-ahead".into())
         .spawn(move || run(&db, &member, &flag))
         .ok()?;
-    Some(ReadAhead { cancel, thread })
+    Some(ReadAhead {
+        cancel,
+        thread: Some(thread),
+    })
 }
 
-fn run(db: &Path, member: &str, cancel: &AtomicBool) {
+fn run(db: &Path, member: &str, cancel: &AtomicBool) -> Outcome {
     let began = Instant::now();
+    let size = match std::fs::metadata(db) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            tracing::debug!(member, db = %db.display(), error = %e, "not reading the db ahead of the restart");
+            return Outcome::Failed;
+        }
+    };
+    let available = available(mem_available(), cgroup_room());
+    match plan(size, available) {
+        Plan::Read => {}
+        other => {
+            tracing::debug!(member, db = %db.display(), bytes = size, available, plan = ?other, "not reading the db ahead of the restart");
+            return Outcome::Skipped(other);
+        }
+    }
     idle_io_class();
     match read_through(db, cancel) {
         Ok((bytes, whole)) => {
             tracing::info!(member, db = %db.display(), bytes, whole, took_ms = began.elapsed().as_millis() as u64, "db read into memory ahead of the restart");
+            Outcome::Read { bytes, whole }
         }
         Err(e) => {
             // Only a lost speed-up: etcd's start reads the db itself.
             tracing::debug!(member, db = %db.display(), error = %e, "reading the db ahead of the restart failed");
+            Outcome::Failed
         }
     }
 }
@@ -342,18 +378,30 @@ mod tests {
             resident(&db)
         };
         assert!(out_of_memory() < 0.1, "the test could not evict the file");
-        let reading = start(dir.path(), "m1").expect("a db of MIN_DB + 8 MiB is read");
+        let reading = start(dir.path(), "m1").expect("the thread starts");
         let deadline = Instant::now() + std::time::Duration::from_secs(120);
         while !reading.is_finished() {
             assert!(Instant::now() < deadline, "a read of 264 MiB never ended");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+        let size = ((MIN_DB >> 20) + 8) << 20;
+        assert_eq!(
+            reading.join(),
+            Outcome::Read {
+                bytes: size,
+                whole: true
+            }
+        );
         let after = resident(&db);
         assert!(after > 0.9, "only {after:.2} of the db is in memory");
 
-        // Too small a db: no read at all.
+        // Too small a db, or none: no read at all.
         std::fs::write(&db, b"small").unwrap();
-        assert!(start(dir.path(), "m1").is_none());
+        let small = start(dir.path(), "m1").expect("the thread starts");
+        assert_eq!(small.join(), Outcome::Skipped(Plan::Small));
+        std::fs::remove_file(&db).unwrap();
+        let none = start(dir.path(), "m1").expect("the thread starts");
+        assert_eq!(none.join(), Outcome::Failed);
     }
 
     #[test]
@@ -389,7 +437,7 @@ mod tests {
         let cancel = Arc::new(AtomicBool::new(false));
         let handle = ReadAhead {
             cancel: cancel.clone(),
-            thread: std::thread::spawn(|| ()),
+            thread: Some(std::thread::spawn(|| Outcome::Failed)),
         };
         drop(handle);
         assert!(cancel.load(Ordering::Relaxed));
